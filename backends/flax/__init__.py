@@ -1,0 +1,1 @@
+"""localnorm.flax: the flax adapter (see its issue; not implemented yet)."""

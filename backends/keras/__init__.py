@@ -1,0 +1,1 @@
+"""localnorm.keras: the keras adapter (see its issue; not implemented yet)."""

@@ -1,0 +1,1 @@
+"""localnorm.torch: the torch adapter (see its issue; not implemented yet)."""

@@ -1,0 +1,84 @@
+"""The harness protocol: what a subject (a backend, an adapter) implements to get the
+whole conformance battery.
+
+A harness turns one :class:`Case` (NumPy arrays plus options, generated once so the oracle
+and every subject see the same bits) into the subject's output and gradients, as NumPy.
+Adding a backend means writing one small harness module under ``conformance/harnesses/``
+and one line in ``conformance/subjects.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One LocalNorm evaluation, as NumPy data.
+
+    ``x`` has the dtype under test (for bfloat16, ``ml_dtypes.bfloat16``); ``gamma`` and
+    ``beta`` are float64 of shape (K, C) and harnesses cast them to their parameter dtype
+    (float32 for low-precision inputs). ``group`` is an int, or for ``mode="single"`` an
+    int64 array of shape (N,).
+    """
+
+    x: np.ndarray
+    gamma: np.ndarray
+    beta: np.ndarray
+    axis: int = -1
+    mode: str = "batch"
+    group: Any = 0
+    partition: str = "contiguous"
+    eps: float = 1e-5
+
+    @property
+    def num_groups(self) -> int:
+        return int(self.gamma.shape[0])
+
+    @property
+    def num_features(self) -> int:
+        return int(self.gamma.shape[1])
+
+    @property
+    def dtype(self) -> str:
+        return str(self.x.dtype)
+
+    def reference_kwargs(self) -> dict:
+        return dict(axis=self.axis, mode=self.mode, group=self.group,
+                    partition=self.partition, eps=self.eps)
+
+
+class Harness:
+    """Base class of the subjects of the conformance suite.
+
+    Subclasses set ``name`` and ``dtypes`` and implement :meth:`forward`; those that can
+    differentiate implement :meth:`vjp` and set ``grads = True``. :meth:`supports` returns
+    None when the subject can run the case, or a short reason to skip it (for example a
+    layer class that only takes its channels on axis 1).
+    """
+
+    name: str = "?"
+    #: NumPy dtype names of ``x`` this subject is tested with.
+    dtypes: tuple[str, ...] = ("float64", "float32")
+    #: Whether :meth:`vjp` is implemented.
+    grads: bool = False
+    #: Whether per-sample group arrays in "single" mode are supported.
+    group_arrays: bool = True
+
+    def supports(self, case: Case) -> str | None:
+        if case.dtype not in self.dtypes:
+            return f"dtype {case.dtype} not tested on {self.name}"
+        if not self.group_arrays and not isinstance(case.group, int):
+            return f"{self.name} takes int groups only"
+        return None
+
+    def forward(self, case: Case) -> np.ndarray:
+        """The subject's output for the case, as a NumPy array of x's dtype."""
+        raise NotImplementedError
+
+    def vjp(self, case: Case, cotangent: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Gradients ``(dx, dgamma, dbeta)`` of ``sum(forward(case) * cotangent)``."""
+        raise NotImplementedError

@@ -1,0 +1,204 @@
+"""Every error message localnorm raises, in one place.
+
+Each builder returns an exception (the caller raises it) whose text says what is wrong,
+what was expected, ``Received: name=value``, and how to fix it. The core and all
+adapters (torch, keras, flax) raise through these builders, so one input error reads the
+same in every framework. Tests check the meaning (the values named, the remedy), not the
+exact wording.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = [
+    "LocalNormError",
+]
+
+_GROUPS_ARE = "groups are taken along the batch axis (axis 0), not over channels as in GroupNorm"
+
+
+class LocalNormError(ValueError):
+    """Base class of the ``ValueError`` subclasses raised for bad LocalNorm input."""
+
+
+def _choices(values: Iterable[Any]) -> str:
+    return ", ".join(repr(v) for v in values)
+
+
+def not_floating(dtype: Any) -> TypeError:
+    return TypeError(
+        "LocalNorm normalizes real floating-point input, but x has a non-floating dtype. "
+        f"Received: x.dtype={dtype}. "
+        "Fix: cast the input first, e.g. `x.astype(float32)` / `x.float()`."
+    )
+
+
+def bad_rank(ndim: int, expected: str, where: str = "local_norm") -> LocalNormError:
+    return LocalNormError(
+        f"{where} expected input of rank {expected} (batch on axis 0, then channels and "
+        f"optional spatial axes). Received: x.ndim={ndim}. "
+        "Fix: add the missing batch/channel axes (a single image still needs a batch axis of "
+        "size 1), or use the layer class that matches the rank (LocalNorm1d/2d/3d)."
+    )
+
+
+def bad_axis(axis: int, ndim: int) -> LocalNormError:
+    return LocalNormError(
+        "The channel axis must be one of the non-batch axes of x (axis 0 is the batch axis, "
+        f"along which the groups are taken). Received: axis={axis} for x.ndim={ndim}. "
+        f"Fix: pass axis in [1, {ndim - 1}] or [-{ndim - 1}, -1]."
+    )
+
+
+def bad_channels(received: int, expected: int, name: str = "num_features") -> LocalNormError:
+    return LocalNormError(
+        f"The channel axis of x has {received} channels but the layer was built for "
+        f"{expected}. Received: x.shape[axis]={received}, {name}={expected}. "
+        f"Fix: build the layer with {name}={received}, or check which axis holds the "
+        "channels (torch uses axis 1; keras and flax default to the last axis)."
+    )
+
+
+def bad_param_shape(name: str, shape: tuple, expected: str) -> LocalNormError:
+    return LocalNormError(
+        f"{name} must have shape (K, C): one row per group along the batch axis and one "
+        f"column per channel. Expected {expected}. Received: {name}.shape={tuple(shape)}. "
+        f"Fix: give {name} one row per group, e.g. tile a BatchNorm vector with "
+        f"`{name}[None, :].repeat(K, 0)`."
+    )
+
+
+def bad_num_groups(num_groups: Any) -> LocalNormError:
+    return LocalNormError(
+        "num_groups (the number K of groups along the batch axis) must be a positive int. "
+        f"Received: num_groups={num_groups!r}. "
+        "Fix: pass an int >= 1; num_groups=1 is ordinary BatchNorm with batch statistics."
+    )
+
+
+def bad_eps(eps: Any) -> LocalNormError:
+    return LocalNormError(
+        f"eps must be a positive finite float. Received: eps={eps!r}. "
+        "Fix: use the default 1e-5 or another small positive value."
+    )
+
+
+def bad_choice(name: str, value: Any, choices: Iterable[Any]) -> LocalNormError:
+    return LocalNormError(
+        f"Unknown {name}. Expected one of {_choices(choices)}. Received: {name}={value!r}. "
+        f"Fix: pass one of the listed values for {name}."
+    )
+
+
+def bad_group(group: Any, num_groups: int) -> LocalNormError:
+    return LocalNormError(
+        f"group selects whose gamma/beta are used; it must be an int in [0, {num_groups - 1}] "
+        f"({num_groups} groups along the batch axis), or in 'single' mode an integer array "
+        f"with one such entry per sample. Received: group={group!r}. "
+        f"Fix: pass 0 <= group < {num_groups}, or group=None where a random group is allowed."
+    )
+
+
+def group_array_mismatch(length: int, batch: int) -> LocalNormError:
+    return LocalNormError(
+        "A per-sample group array needs one entry per sample along the batch axis. "
+        f"Received: len(group)={length}, x.shape[0]={batch}. "
+        "Fix: pass an int group, or an array of length x.shape[0]."
+    )
+
+
+def group_array_not_single(mode: str) -> LocalNormError:
+    return LocalNormError(
+        "A per-sample group array is only meaningful in 'single' mode, where every sample "
+        f"has its own statistics. Received: mode={mode!r} with an array group. "
+        "Fix: pass an int group, or use mode='single'."
+    )
+
+
+def empty_batch() -> LocalNormError:
+    return LocalNormError(
+        "LocalNorm got an empty batch; statistics need at least one sample. "
+        "Received: x.shape[0]=0. Fix: drop empty batches before calling the layer."
+    )
+
+
+def too_few_samples(batch: int, num_groups: int) -> LocalNormError:
+    return LocalNormError(
+        f"'batch' mode splits the batch into {num_groups} groups along the batch axis, so it "
+        f"needs at least {num_groups} samples. Received: x.shape[0]={batch}, "
+        f"num_groups={num_groups}. Fix, any of: (1) use a batch size of at least "
+        f"{num_groups} (a multiple of it is best), e.g. `drop_last=True` in the data loader; "
+        "(2) build the layer with fewer groups; (3) evaluate small batches in 'single' or "
+        "'set' mode."
+    )
+
+
+def single_value_statistics(mode: str, values: int, shape: tuple) -> LocalNormError:
+    return LocalNormError(
+        f"In {mode!r} mode a statistics set of input shape {tuple(shape)} holds only "
+        f"{values} value(s) per channel, so its variance is undefined. Received: "
+        f"x.shape={tuple(shape)}, mode={mode!r}. Fix, any of: (1) in 'batch' mode use a "
+        "batch of at least 2 samples per group along the batch axis (batch size >= "
+        "2 * num_groups); (2) in 'single' mode give inputs with spatial axes (a single "
+        "sample of a dense (N, C) layer has one value per channel: evaluate it with 'set' or "
+        "'running' mode instead); (3) use fewer groups."
+    )
+
+
+def not_finite(name: str = "x") -> LocalNormError:
+    return LocalNormError(
+        f"{name} contains NaN or infinite values, which would poison the statistics of its "
+        f"whole group along the batch axis. Received: {name} with non-finite entries. "
+        "Fix: clean the input (e.g. `nan_to_num`), or find where the NaN/Inf comes from; "
+        "pass check_finite=False to skip this check."
+    )
+
+
+def mixed_namespaces(names: str) -> TypeError:
+    return TypeError(
+        "x, gamma and beta must come from one array library (one array-API namespace). "
+        f"Received: {names}. Fix: convert gamma and beta to x's array type first."
+    )
+
+
+def bad_scores(shape: tuple) -> LocalNormError:
+    return LocalNormError(
+        "vote() takes per-group scores of shape (K, N, classes): K groups along the batch "
+        f"axis, N samples, one score per class. Received: scores.shape={tuple(shape)}. "
+        "Fix: stack the per-group outputs on a new leading axis."
+    )
+
+
+def checkpoint_mismatch(name: str, received: tuple, expected: tuple) -> LocalNormError:
+    return LocalNormError(
+        f"The checkpoint's {name} has shape {tuple(received)} but this layer's has "
+        f"{tuple(expected)} (num_groups along the batch axis, num_features). "
+        f"Received: {name}.shape={tuple(received)}, expected={tuple(expected)}. "
+        "Fix: build the layer with the checkpoint's num_groups and num_features, or convert "
+        "a BatchNorm checkpoint with convert_batchnorm()."
+    )
+
+
+def bad_protocol_inputs(protocol: str, batch: int, needed: int, what: str) -> LocalNormError:
+    return LocalNormError(
+        f"Protocol {protocol!r} needs {what}. Received: x.shape[0]={batch}, "
+        f"needed at least {needed}. Fix: pass more samples, or a smaller batch_size/set_size."
+    )
+
+
+def running_not_tracked() -> LocalNormError:
+    return LocalNormError(
+        "'running' evaluation uses per-group running statistics, but this layer does not "
+        "track them. Received: mode='running', track_running_stats=False. Fix: build the "
+        "layer with track_running_stats=True and train it, or evaluate with 'batch', "
+        "'single' or 'set' mode."
+    )
+
+
+def bad_noise_level(name: str, value: Any, valid: str) -> LocalNormError:
+    return LocalNormError(
+        f"Noise level {name} is out of range. Expected {valid}. Received: {name}={value!r}. "
+        f"Fix: pass {name} {valid}."
+    )

@@ -1,0 +1,154 @@
+"""The normative constants and rules of LocalNorm (see docs/spec.md).
+
+Everything here is plain Python/NumPy on shapes and small integer index arrays; no array
+of activations passes through this module. The core functional, the NumPy reference and
+every adapter take their modes, partitions, defaults and input checks from here.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Any
+
+import numpy as np
+
+from . import _errors
+
+#: Default epsilon added to the variance (the original LocalNorm code's, and PyTorch's).
+DEFAULT_EPS = 1e-5
+
+#: Layer modes. "batch": K groups along the batch axis, each with its own statistics and
+#: gamma_k/beta_k. "single": each sample its own statistics, one group's gamma/beta.
+#: "set": one set of statistics over all samples, one group's gamma/beta.
+MODES = ("batch", "single", "set")
+
+#: Adapter-only evaluation mode using per-group running statistics (not part of the core
+#: functional, which never holds state).
+RUNNING = "running"
+
+#: How samples are assigned to groups along the batch axis.
+PARTITIONS = ("contiguous", "strided")
+
+#: Test-time protocols of the paper (section 3), in terms of the layer modes.
+PROTOCOLS = ("batch", "single", "single-voting", "voting")
+
+#: Vote methods.
+VOTE_METHODS = ("hard", "soft")
+
+
+def check_choice(name: str, value: Any, choices: tuple) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise _errors.bad_choice(name, value, choices)
+    return value
+
+
+def check_num_groups(num_groups: Any) -> int:
+    if isinstance(num_groups, bool) or not isinstance(num_groups, (int, np.integer)):
+        raise _errors.bad_num_groups(num_groups)
+    if num_groups < 1:
+        raise _errors.bad_num_groups(num_groups)
+    return int(num_groups)
+
+
+def check_eps(eps: Any) -> float:
+    try:
+        value = float(eps)
+    except (TypeError, ValueError):
+        raise _errors.bad_eps(eps) from None
+    if not (value > 0 and math.isfinite(value)):
+        raise _errors.bad_eps(eps)
+    return value
+
+
+def normalize_axis(axis: Any, ndim: int) -> int:
+    """Return the channel axis as a non-negative int; axis 0 (the batch axis) is refused."""
+    try:
+        a = operator.index(axis)
+    except TypeError:
+        raise _errors.bad_axis(axis, ndim) from None
+    if not -ndim <= a < ndim:
+        raise _errors.bad_axis(axis, ndim)
+    a = a % ndim
+    if a == 0:
+        raise _errors.bad_axis(axis, ndim)
+    return a
+
+
+def group_sizes(batch: int, num_groups: int) -> np.ndarray:
+    """Sizes of the K groups along the batch axis for a batch of ``batch`` samples.
+
+    With ``q, r = divmod(batch, num_groups)``, the first ``r`` groups hold ``q + 1``
+    samples and the others ``q`` (as :func:`numpy.array_split`), under both partitions.
+    A batch that is a multiple of K gives K equal groups; a ragged last batch keeps all K
+    groups non-empty as long as ``batch >= num_groups``.
+    """
+    q, r = divmod(batch, num_groups)
+    sizes = np.full(num_groups, q, dtype=np.int64)
+    sizes[:r] += 1
+    return sizes
+
+
+def group_index(batch: int, num_groups: int, partition: str = "contiguous") -> np.ndarray:
+    """Group (along the batch axis) of each sample, an int64 array of shape (batch,).
+
+    ``"contiguous"`` (the paper's): group k holds one contiguous run of samples, runs in
+    order, sizes from :func:`group_sizes`; for ``batch = K * m`` sample n is in group
+    ``n // m``. ``"strided"``: sample n is in group ``n % K``.
+    """
+    check_choice("partition", partition, PARTITIONS)
+    if partition == "strided":
+        return np.arange(batch, dtype=np.int64) % num_groups
+    return np.repeat(np.arange(num_groups, dtype=np.int64), group_sizes(batch, num_groups))
+
+
+def check_group(group: Any, num_groups: int, mode: str, batch: int) -> int | None:
+    """Validate ``group`` for a mode. Returns the int group, or None for an array group.
+
+    Array groups (one entry per sample) are allowed in "single" mode only; their range
+    is checked by the caller where the values are concrete.
+    """
+    if isinstance(group, bool):
+        raise _errors.bad_group(group, num_groups)
+    if isinstance(group, (int, np.integer)):
+        if not 0 <= group < num_groups:
+            raise _errors.bad_group(group, num_groups)
+        return int(group)
+    shape = getattr(group, "shape", None)
+    if shape is None:
+        raise _errors.bad_group(group, num_groups)
+    if len(shape) == 0:
+        # A 0-d integer array is an int group.
+        return check_group(int(group), num_groups, mode, batch)
+    if mode != "single":
+        raise _errors.group_array_not_single(mode)
+    if len(shape) != 1 or shape[0] != batch:
+        raise _errors.group_array_mismatch(int(np.prod(shape)), batch)
+    return None
+
+
+def values_per_channel(shape: tuple, axis: int, mode: str, num_groups: int) -> int:
+    """Smallest number of values per channel in one statistics set of this input."""
+    spatial = 1
+    for a, s in enumerate(shape):
+        if a not in (0, axis):
+            spatial *= s
+    batch = shape[0]
+    if mode == "single":
+        return spatial
+    if mode == "set":
+        return batch * spatial
+    return int(group_sizes(batch, num_groups).min()) * spatial
+
+
+def check_batch(shape: tuple, axis: int, mode: str, num_groups: int) -> None:
+    """Refuse batches whose statistics are undefined: empty, fewer samples than groups in
+    "batch" mode, or a statistics set with a single value per channel."""
+    batch = shape[0]
+    if batch == 0:
+        raise _errors.empty_batch()
+    if mode == "batch" and batch < num_groups:
+        raise _errors.too_few_samples(batch, num_groups)
+    values = values_per_channel(shape, axis, mode, num_groups)
+    if values < 2:
+        raise _errors.single_value_statistics(mode, values, shape)

@@ -1,0 +1,95 @@
+"""Voting over the K groups along the batch axis, with an agreement measure."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import array_api_compat
+
+from . import _errors, _spec
+
+__all__ = ["Vote", "vote", "softmax"]
+
+
+class Vote(NamedTuple):
+    """Result of :func:`vote` (and of the voting protocols of the adapters' ``predict``).
+
+    Attributes
+    ----------
+    scores : array, shape (N, classes)
+        Hard voting: the fraction of the K groups that voted for each class. Soft voting:
+        the mean over groups of the class probabilities.
+    labels : array, shape (N,)
+        The voted class of each sample (integer dtype).
+    agreement : array, shape (N,)
+        The fraction of groups whose own top class equals the voted label, in [1/K, 1].
+        1.0 means all groups agree; low agreement flags inputs the network is unsure of
+        (for example under heavy noise), at no extra cost.
+    """
+
+    scores: Any
+    labels: Any
+    agreement: Any
+
+
+def softmax(xp, s, axis: int = -1):
+    """Numerically stable softmax in the array-API namespace ``xp``."""
+    z = s - xp.max(s, axis=axis, keepdims=True)
+    e = xp.exp(z)
+    return e / xp.sum(e, axis=axis, keepdims=True)
+
+
+def vote(scores, method: str = "hard", *, from_logits: bool = False) -> Vote:
+    """Combine per-group predictions of shape (K, N, classes) into one per sample.
+
+    Parameters
+    ----------
+    scores : array, shape (K, N, classes)
+        For each of the K groups along the batch axis, the class scores of N samples:
+        probabilities, or logits with ``from_logits=True``. Any array-API array.
+    method : {"hard", "soft"}, default "hard"
+        ``"hard"``: each group votes for its top class and the class with the most votes
+        wins. Ties are broken by the larger mean probability over the groups, then by the
+        smaller class index. ``"soft"``: the mean over groups of the class probabilities;
+        its top class wins (smaller index on exact ties).
+    from_logits : bool, default False
+        Apply a softmax over the class axis first (this matters for soft voting and for
+        hard voting's tie-break; each group's top class is unchanged).
+
+    Returns
+    -------
+    Vote
+        ``(scores, labels, agreement)``, see :class:`Vote`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from localnorm import vote
+    >>> p = np.array([[[0.9, 0.1]], [[0.4, 0.6]], [[0.8, 0.2]]])  # K=3, N=1, 2 classes
+    >>> v = vote(p, "hard")
+    >>> v.labels.tolist(), v.scores.round(3).tolist(), v.agreement.round(3).tolist()
+    ([0], [[0.667, 0.333]], [0.667])
+    """
+    _spec.check_choice("method", method, _spec.VOTE_METHODS)
+    xp = array_api_compat.array_namespace(scores)
+    if scores.ndim != 3 or scores.shape[0] < 1 or scores.shape[2] < 1:
+        raise _errors.bad_scores(tuple(scores.shape))
+    if not xp.isdtype(scores.dtype, "real floating"):
+        scores = xp.astype(scores, xp.float64)
+    k, _, classes = scores.shape
+    probs = softmax(xp, scores, axis=-1) if from_logits else scores
+    mean_probs = xp.mean(probs, axis=0)
+    top = xp.argmax(probs, axis=-1)  # (K, N)
+    if method == "soft":
+        labels = xp.argmax(mean_probs, axis=-1)
+        out = mean_probs
+    else:
+        dev = array_api_compat.device(scores)
+        classes_ix = xp.arange(classes, device=dev)
+        onehot = xp.astype(top[..., None] == classes_ix, scores.dtype)  # (K, N, classes)
+        out = xp.mean(onehot, axis=0)
+        best = xp.max(out, axis=-1, keepdims=True)
+        neg_inf = xp.asarray(-float("inf"), dtype=scores.dtype, device=dev)
+        labels = xp.argmax(xp.where(out == best, mean_probs, neg_inf), axis=-1)
+    agreement = xp.mean(xp.astype(top == labels[None, :], scores.dtype), axis=0)
+    return Vote(out, labels, agreement)
