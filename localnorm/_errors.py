@@ -202,3 +202,134 @@ def bad_noise_level(name: str, value: Any, valid: str) -> LocalNormError:
         f"Noise level {name} is out of range. Expected {valid}. Received: {name}={value!r}. "
         f"Fix: pass {name} {valid}."
     )
+
+
+def no_localnorm_layers(where: str) -> LocalNormError:
+    return LocalNormError(
+        f"{where} found no LocalNorm layer in the model, so there is no mode or group (along "
+        "the batch axis) to set. Received: a model without LocalNorm layers. Fix: convert "
+        "its BatchNorm layers first, e.g. `model = convert_batchnorm(model, num_groups=4)`."
+    )
+
+
+def inconsistent_layers(attribute: str, values: Iterable[Any]) -> LocalNormError:
+    return LocalNormError(
+        f"The model's LocalNorm layers disagree on {attribute}, so a test-time protocol "
+        f"cannot tile or vote over the groups along the batch axis consistently. Received: "
+        f"{attribute} in {{{_choices(sorted(set(values), key=repr))}}}. Fix: build every "
+        f"LocalNorm layer of the model with the same {attribute}."
+    )
+
+
+def not_distributed(where: str) -> LocalNormError:
+    return LocalNormError(
+        f"{where} needs the rank of this process, but torch.distributed is not initialized "
+        "and no rank was given. Received: rank=None. Fix: call "
+        "`torch.distributed.init_process_group(...)` first (torchrun does this setup for "
+        "you), or pass rank=... explicitly."
+    )
+
+
+# -- the robustness experiment (localnorm.experiments, `localnorm robustness`) ----------
+
+def dataset_files_missing(dataset: str, data_dir: Any, expected: str) -> LocalNormError:
+    return LocalNormError(
+        f"Could not find the files of dataset {dataset!r}; nothing is ever downloaded. "
+        f"Expected {expected}. Received: dataset={dataset!r}, data_dir={str(data_dir)!r}. "
+        "Fix: pass --data-dir pointing at a folder with those files, or use "
+        "--dataset digits (embedded in scikit-learn, needs no files)."
+    )
+
+
+def bad_dataset_file(path: Any, problem: str, expected: str) -> LocalNormError:
+    return LocalNormError(
+        f"Cannot read {str(path)!r}: {problem}. Expected {expected}. "
+        f"Received: path={str(path)!r}. Fix: replace the file with an intact copy "
+        "(re-extract or re-copy it), or remove it from --data-dir."
+    )
+
+
+def bad_corruption_severity(name: str, severity: Any) -> LocalNormError:
+    return LocalNormError(
+        f"Corruption {name!r} has severities 1 to 5 (the ImageNet-C/CIFAR-10-C scale). "
+        f"Received: severity={severity!r}. Fix: pass an int in [1, 5] (--levels {name}=1,2,3)."
+    )
+
+
+def bad_levels(spec: Any, problem: str) -> LocalNormError:
+    return LocalNormError(
+        f"Cannot parse --levels: {problem}. Expected numbers applied to every selected noise "
+        f"(e.g. `--levels 0.5 1 2`) or per-noise lists (e.g. `--levels agn=0.5,1,2 "
+        f"gaussian_noise=1,3,5`). Received: levels={spec!r}. Fix: use one of those forms."
+    )
+
+
+def unsupported_backend(backend: str, supported: Iterable[str], why: str) -> LocalNormError:
+    return LocalNormError(
+        f"The robustness experiment does not support backend {backend!r} yet: {why}. "
+        f"Supported now: {_choices(supported)}. Received: backend={backend!r}. "
+        "Fix: run with --backend torch."
+    )
+
+
+def adapter_missing(method: str, backend: str, module: str) -> LocalNormError:
+    return LocalNormError(
+        f"Method {method!r} needs the LocalNorm layers of {module}, which this installation "
+        f"does not provide. Received: method={method!r}, backend={backend!r}. Fix: install "
+        f"localnorm with the [{backend}] extra, or leave {method!r} out of --methods."
+    )
+
+
+def resume_mismatch(path: Any, key: str, saved: Any, requested: Any) -> LocalNormError:
+    return LocalNormError(
+        f"--resume found results in {str(path)!r} from a run with other settings, so its cells "
+        f"are not comparable. Received: {key}={requested!r} (the saved run used "
+        f"{key}={saved!r}). Fix: resume with the same settings, or write to another --out "
+        "(or drop --resume to overwrite)."
+    )
+
+
+def too_few_for_groups(what: str, count: int, needed: int, num_groups: int) -> LocalNormError:
+    return LocalNormError(
+        f"The {what} holds {count} images but LocalNorm with {num_groups} groups along the "
+        f"batch axis needs at least {needed}. Received: {what}={count}, "
+        f"num_groups={num_groups}. Fix: use more images (--limit-train/--limit-test), a "
+        "larger --batch-size, or fewer --groups."
+    )
+
+
+def bad_num_features(num_features: Any) -> LocalNormError:
+    return LocalNormError(
+        "num_features (the number C of channels, one scale/bias column each) must be a "
+        f"positive int. Received: num_features={num_features!r}. "
+        "Fix: pass the size of the input's channel axis, e.g. the `out_features` of the "
+        "layer before."
+    )
+
+
+def running_unsupported(where: str) -> LocalNormError:
+    return LocalNormError(
+        f"{where} is stateless: it keeps no running statistics, so 'running' evaluation is "
+        f"not available. Received: mode='running'. Fix: evaluate with 'batch' (statistics "
+        "recomputed on the test batch, the paper's BATCH protocol), 'single' or 'set' mode."
+    )
+
+
+def sharded_partition(partition: str) -> LocalNormError:
+    return LocalNormError(
+        "Group-per-device sharding (axis_name set) needs partition='contiguous': each "
+        "device's shard of the batch must hold whole groups along the batch axis, which "
+        f"only contiguous groups give. Received: partition={partition!r}. Fix: build the "
+        "layer with partition='contiguous', or run it unsharded."
+    )
+
+
+def sharded_groups(num_groups: int, devices: int, axis_name: str) -> LocalNormError:
+    return LocalNormError(
+        f"Group-per-device sharding over mesh axis {axis_name!r} gives each of its {devices} "
+        f"devices num_groups / {devices} whole groups along the batch axis, so num_groups "
+        f"must be a multiple of the axis size. Received: num_groups={num_groups}, "
+        f"axis size={devices}. Fix: use num_groups = {devices} (one group per device) or a "
+        "multiple of it, or a mesh axis with fewer devices."
+    )
+

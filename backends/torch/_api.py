@@ -1,0 +1,310 @@
+"""Model-wide functions: evaluation mode switch, test-time protocols, BatchNorm
+conversion and the group-per-rank distributed mode."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from localnorm import _errors, _spec
+from localnorm.protocols import Prediction, run_protocol
+
+from ._layers import LocalNorm1d, LocalNorm2d, LocalNorm3d, _LocalNorm
+
+__all__ = [
+    "convert_batchnorm",
+    "eval_mode",
+    "local_norm_layers",
+    "predict",
+    "set_eval_mode",
+    "set_group_per_rank",
+]
+
+
+def local_norm_layers(model: nn.Module) -> list[_LocalNorm]:
+    """Every LocalNorm layer of ``model`` (itself included), in module order."""
+    return [m for m in model.modules() if isinstance(m, _LocalNorm)]
+
+
+def _layers_or_raise(model: nn.Module, where: str) -> list[_LocalNorm]:
+    layers = local_norm_layers(model)
+    if not layers:
+        raise _errors.no_localnorm_layers(where)
+    return layers
+
+
+def set_eval_mode(
+    model: nn.Module,
+    mode: str,
+    group: Any = 0,
+    generator: torch.Generator | None = None,
+) -> nn.Module:
+    """Set the evaluation mode and group of every LocalNorm layer of ``model``.
+
+    The setting applies when the model is in evaluation (``model.eval()``); training
+    always uses ``"batch"`` mode. See :func:`eval_mode` for a context manager.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    mode : {"batch", "single", "set", "running"}
+        The layer mode (see :func:`localnorm.local_norm`; ``"running"`` uses per-group
+        running statistics and needs ``track_running_stats=True``).
+    group : int, int64 tensor of shape (N,), or None, default 0
+        The group along the batch axis whose weight/bias the ``"single"``, ``"set"`` and
+        ``"running"`` modes use; a per-sample tensor in ``"single"`` mode; None for random
+        groups drawn from ``generator`` at every call.
+    generator : torch.Generator, optional
+        Seedable source of random groups (``group=None``).
+
+    Returns
+    -------
+    torch.nn.Module
+        ``model``.
+    """
+    for layer in _layers_or_raise(model, "set_eval_mode"):
+        layer.set_mode(mode, group, generator)
+    return model
+
+
+@contextlib.contextmanager
+def eval_mode(
+    model: nn.Module,
+    mode: str,
+    group: Any = 0,
+    generator: torch.Generator | None = None,
+) -> Iterator[nn.Module]:
+    """Context manager form of :func:`set_eval_mode`; restores every layer's previous mode,
+    group and generator on exit.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from localnorm.torch import LocalNorm2d, eval_mode
+    >>> model = torch.nn.Sequential(LocalNorm2d(3, num_groups=2)).eval()
+    >>> with eval_mode(model, "single", group=1):
+    ...     y = model(torch.randn(1, 3, 4, 4))   # one image, its own statistics
+    >>> model[0].mode
+    'batch'
+    """
+    layers = _layers_or_raise(model, "eval_mode")
+    saved = [(layer.mode, layer.group, layer.generator) for layer in layers]
+    try:
+        for layer in layers:
+            layer.set_mode(mode, group, generator)
+        yield model
+    finally:
+        for layer, (m, g, gen) in zip(layers, saved):
+            layer.mode, layer.group, layer.generator = m, g, gen
+
+
+def _common(layers: list[_LocalNorm], attribute: str):
+    values = {getattr(layer, attribute) for layer in layers}
+    if len(values) != 1:
+        raise _errors.inconsistent_layers(attribute, values)
+    return values.pop()
+
+
+def predict(
+    model: nn.Module,
+    x: torch.Tensor,
+    protocol: str = "batch",
+    vote: str = "hard",
+    group: Any = None,
+    generator: torch.Generator | None = None,
+    batch_size: int | None = None,
+    set_size: int | None = None,
+    from_logits: bool = True,
+) -> Prediction:
+    """Classify ``x`` under one of the paper's test-time protocols.
+
+    The protocols are defined once in :mod:`localnorm.protocols` (and ``docs/spec.md``);
+    this runs them on ``model`` in evaluation mode under :func:`torch.inference_mode`,
+    restoring the model's training flag and layer modes afterwards.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A classifier with LocalNorm layers (all with the same ``num_groups`` and
+        ``partition``) returning class scores of shape (N, classes).
+    x : torch.Tensor
+        Test inputs, batch on axis 0.
+    protocol : {"batch", "single", "single-voting", "voting"}, default "batch"
+        ``"batch"``: chunks of ``batch_size`` images in ``"batch"`` mode.
+        ``"single"``: every image its own statistics and one group's weight/bias, in one
+        pass. ``"single-voting"``: every image through all K groups (one pass over K*N
+        images), then a vote. ``"voting"``: sets of ``set_size`` images, each through
+        every group with the set's statistics, then a vote.
+    vote : {"hard", "soft"}, default "hard"
+        How the voting protocols combine the groups (:func:`localnorm.vote`).
+    group : int, int64 tensor of shape (N,), or None
+        SINGLE: the group of every image; None draws one uniformly per image from
+        ``generator``.
+    generator : torch.Generator, optional
+        Seedable source of SINGLE's random groups (CPU generator).
+    batch_size : int, optional
+        BATCH: the evaluation batch (default all of x). Others: images per pass (memory).
+    set_size : int, optional
+        VOTING: images per set (default ``len(x) // K``, the training group size when
+        ``len(x)`` is the training batch size).
+    from_logits : bool, default True
+        Whether the model returns logits (soft voting applies a softmax).
+
+    Returns
+    -------
+    localnorm.Prediction
+        ``(scores, labels, agreement)`` as torch tensors; ``agreement`` is None for BATCH
+        and SINGLE.
+    """
+    _spec.check_choice("protocol", protocol, _spec.PROTOCOLS)
+    _spec.check_choice("vote", vote, _spec.VOTE_METHODS)
+    layers = _layers_or_raise(model, "predict")
+    k = _common(layers, "num_groups")
+    partition = _common(layers, "partition")
+    if protocol == "single" and group is None:
+        group = torch.randint(k, (x.shape[0],), generator=generator)
+    if isinstance(group, torch.Tensor) and group.ndim == 1:
+        group = group.to(device=x.device, dtype=torch.long)
+        if group.numel() and (int(group.min()) < 0 or int(group.max()) >= k):
+            raise _errors.bad_group(group, k)
+    elif isinstance(group, np.ndarray) and group.ndim == 1:
+        group = torch.as_tensor(group, dtype=torch.long, device=x.device)
+
+    def forward(xs: torch.Tensor, mode: str, g: Any) -> torch.Tensor:
+        if isinstance(g, np.ndarray):
+            g = torch.as_tensor(g, dtype=torch.long, device=xs.device)
+        with eval_mode(model, mode, g):
+            return model(xs)
+
+    was_training = [m.training for m in model.modules()]
+    model.eval()
+    try:
+        with torch.inference_mode():
+            return run_protocol(
+                forward, x, protocol=protocol, num_groups=k, batch_size=batch_size,
+                set_size=set_size, vote=vote, group=group, partition=partition,
+                from_logits=from_logits,
+            )
+    finally:
+        for m, t in zip(model.modules(), was_training):
+            m.training = t
+
+
+_CONVERSIONS = (
+    (nn.BatchNorm1d, LocalNorm1d),
+    (nn.BatchNorm2d, LocalNorm2d),
+    (nn.BatchNorm3d, LocalNorm3d),
+)
+
+
+def _local_norm_class(bn: nn.Module) -> type[_LocalNorm] | None:
+    for bn_cls, ln_cls in _CONVERSIONS:
+        if isinstance(bn, bn_cls):
+            return ln_cls
+    if isinstance(bn, nn.SyncBatchNorm):
+        # SyncBatchNorm takes any rank >= 2; pick the class from the rank it was used
+        # with if known, else 2d (the common case). All three share one implementation;
+        # only the input-rank check differs.
+        return LocalNorm2d
+    return None
+
+
+def convert_batchnorm(
+    module: nn.Module, num_groups: int = 4, partition: str = "contiguous"
+) -> nn.Module:
+    """Replace every BatchNorm1d/2d/3d and SyncBatchNorm in ``module`` with LocalNorm.
+
+    Each BatchNorm's weight and bias are copied into every one of the ``num_groups``
+    groups along the batch axis (and its running statistics into every group's when it
+    tracks them), keeping device, dtype, eps, momentum and the training flag: the
+    transfer-learning recipe of the paper (section 3). Like
+    :meth:`torch.nn.SyncBatchNorm.convert_sync_batchnorm`, it converts nested children in
+    place and returns the module (a new LocalNorm layer when ``module`` itself is a
+    BatchNorm). SyncBatchNorm becomes :class:`LocalNorm2d`; statistics are then local to
+    each group, with no cross-process collective (see :func:`set_group_per_rank`).
+
+    With ``num_groups=1`` the converted model computes exactly what the original computes
+    in training mode (batch statistics).
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+    num_groups : int, default 4
+        K, the number of groups along the batch axis.
+    partition : {"contiguous", "strided"}, default "contiguous"
+
+    Returns
+    -------
+    torch.nn.Module
+    """
+    k = _spec.check_num_groups(num_groups)
+    _spec.check_choice("partition", partition, _spec.PARTITIONS)
+    cls = _local_norm_class(module)
+    if cls is not None:
+        return _convert_one(module, cls, k, partition)
+    for name, child in module.named_children():
+        new = convert_batchnorm(child, k, partition)
+        if new is not child:
+            setattr(module, name, new)
+    return module
+
+
+def _convert_one(bn: nn.Module, cls: type[_LocalNorm], k: int, partition: str) -> _LocalNorm:
+    ref = bn.weight if bn.weight is not None else bn.running_mean
+    factory = {} if ref is None else {"device": ref.device, "dtype": ref.dtype}
+    layer = cls(
+        bn.num_features, num_groups=k, eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
+        track_running_stats=bn.track_running_stats, partition=partition, **factory,
+    )
+    with torch.no_grad():
+        if bn.affine:
+            layer.weight.copy_(bn.weight.detach()[None, :].expand(k, -1))
+            layer.bias.copy_(bn.bias.detach()[None, :].expand(k, -1))
+            layer.weight.requires_grad_(bn.weight.requires_grad)
+            layer.bias.requires_grad_(bn.bias.requires_grad)
+        if bn.track_running_stats and bn.running_mean is not None:
+            layer.running_mean.copy_(bn.running_mean[None, :].expand(k, -1))
+            layer.running_var.copy_(bn.running_var[None, :].expand(k, -1))
+            layer.num_batches_tracked.copy_(bn.num_batches_tracked)
+    layer.train(bn.training)
+    return layer
+
+
+def set_group_per_rank(
+    model: nn.Module, rank: int | None = None, enabled: bool = True
+) -> nn.Module:
+    """Group-per-rank training for :class:`~torch.nn.parallel.DistributedDataParallel`.
+
+    Every LocalNorm layer normalizes this process's whole local batch as one group along
+    the batch axis, with the weight/bias (and running statistics) of group
+    ``rank % num_groups``. No statistics collective is needed; DDP's usual gradient
+    all-reduce trains every group's parameters. With ``world_size == num_groups`` and
+    equal local batches this is the single-process model on the concatenated batch with
+    the contiguous partition. Applies in training only; evaluation is unchanged.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    rank : int, optional
+        This process's rank; default ``torch.distributed.get_rank()``.
+    enabled : bool, default True
+        False restores ordinary training (the K groups within the local batch).
+
+    Returns
+    -------
+    torch.nn.Module
+        ``model``.
+    """
+    layers = _layers_or_raise(model, "set_group_per_rank")
+    if enabled and rank is None:
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            raise _errors.not_distributed("set_group_per_rank")
+        rank = torch.distributed.get_rank()
+    for layer in layers:
+        layer.rank_group = int(rank) % layer.num_groups if enabled else None
+    return model
