@@ -1,0 +1,143 @@
+"""Subjects "torch" and "torch-cuda": the layers of :mod:`localnorm.torch`.
+
+Each case builds ``LocalNorm1d`` (rank 2/3), ``LocalNorm2d`` (rank 4) or ``LocalNorm3d``
+(rank 5) with the case's K, C, eps and partition, loads gamma/beta into ``weight``/``bias``
+and runs it: ``"batch"`` mode in training (the fused ``F.batch_norm`` paths, or the core
+for ragged batches), ``"single"``/``"set"`` in evaluation after ``set_mode``. Gradients
+with respect to the input, weight and bias come from autograd. The layers take their
+channels on axis 1 only; other axes are skipped by :meth:`supports`.
+
+Rank 4/5 inputs with an odd batch size are passed as channels_last, so the conformance
+battery covers both memory formats of the fused paths (and checks the format is kept).
+Parameters are float32 for bfloat16 input (the AMP layout) and x's dtype otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+
+from conformance.harness import Case, Harness
+
+_LOW = ("float16", "bfloat16")
+
+
+class TorchLayerHarness(Harness):
+    name = "torch"
+    dtypes = ("float64", "float32", "bfloat16")
+    grads = True
+    group_arrays = True
+    modes = ("batch", "single", "set")
+    partitions = ("contiguous", "strided")
+    channel_axes = (1,)
+    ranks = (2, 3, 4, 5)
+    device = "cpu"
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        if importlib.util.find_spec("torch") is None:
+            return "torch not installed"
+        return None
+
+    # -- conversion -------------------------------------------------------------------
+
+    def _tensor(self, a: np.ndarray):
+        import torch
+
+        if a.dtype.name == "bfloat16":  # ml_dtypes: exact through float32
+            t = torch.from_numpy(a.astype(np.float32)).to(torch.bfloat16)
+        else:
+            t = torch.from_numpy(np.ascontiguousarray(a))
+        t = t.to(self.device)
+        if t.ndim in (4, 5) and t.shape[0] % 2 == 1:
+            fmt = torch.channels_last if t.ndim == 4 else torch.channels_last_3d
+            t = t.contiguous(memory_format=fmt)
+        return t
+
+    @staticmethod
+    def _numpy(t, dtype: str) -> np.ndarray:
+        import torch
+
+        t = t.detach().cpu()
+        if t.dtype == torch.bfloat16:
+            import ml_dtypes
+
+            return t.float().numpy().astype(ml_dtypes.bfloat16)
+        return t.numpy()
+
+    def _build(self, case: Case):
+        import torch
+
+        import localnorm.torch as lt
+
+        layer_cls = {2: lt.LocalNorm1d, 3: lt.LocalNorm1d, 4: lt.LocalNorm2d, 5: lt.LocalNorm3d}
+        cls = layer_cls.get(case.x.ndim, lt.LocalNorm2d)
+        pdtype = getattr(torch, "float32" if case.dtype in _LOW else case.dtype)
+        layer = cls(
+            case.num_features, num_groups=case.num_groups, eps=case.eps,
+            partition=case.partition, device=self.device, dtype=pdtype,
+        )
+        with torch.no_grad():
+            layer.weight.copy_(torch.from_numpy(case.gamma))
+            layer.bias.copy_(torch.from_numpy(case.beta))
+        if case.mode == "batch":
+            layer.train()
+        else:
+            group = case.group
+            if not isinstance(group, (int, np.integer)):
+                group = torch.as_tensor(np.asarray(group), dtype=torch.long)
+            layer.eval()
+            layer.set_mode(case.mode, group)
+        return layer
+
+    def _run(self, case: Case, requires_grad: bool):
+        x = self._tensor(case.x)
+        if requires_grad:
+            x.requires_grad_(True)
+        layer = self._build(case)
+        y = layer(x)
+        if x.ndim in (4, 5) and x.shape[0] % 2 == 1 and not y.is_contiguous():
+            import torch
+
+            fmt = torch.channels_last if x.ndim == 4 else torch.channels_last_3d
+            assert y.is_contiguous(memory_format=fmt), "channels_last input lost its format"
+        return x, layer, y
+
+    # -- the harness protocol ---------------------------------------------------------
+
+    def supports(self, case: Case) -> str | None:
+        if case.axis % max(case.x.ndim, 1) != 1:
+            return f"{self.name} layers take channels on axis 1 only"
+        return super().supports(case)
+
+    def forward(self, case: Case) -> np.ndarray:
+        _, _, y = self._run(case, requires_grad=False)
+        return self._numpy(y, case.dtype)
+
+    def vjp(self, case: Case, cotangent: np.ndarray):
+        import torch
+
+        x, layer, y = self._run(case, requires_grad=True)
+        ct = torch.from_numpy(np.asarray(cotangent, dtype=np.float64)).to(y.dtype).to(self.device)
+        dx, dw, db = torch.autograd.grad(y, (x, layer.weight, layer.bias), grad_outputs=ct)
+        return tuple(t.detach().double().cpu().numpy() for t in (dx, dw, db))
+
+
+class TorchLayerCudaHarness(TorchLayerHarness):
+    """The same layers on the first CUDA device (skipped where there is none)."""
+
+    name = "torch-cuda"
+    dtypes = ("float64", "float32", "bfloat16")
+    device = "cuda"
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        reason = super().unavailable()
+        if reason:
+            return reason
+        import torch
+
+        if not torch.cuda.is_available():
+            return "no CUDA device"
+        return None
