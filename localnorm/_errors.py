@@ -377,3 +377,12 @@ def cannot_convert(kind: str) -> LocalNormError:
         "LocalNormalization layers directly, or wrap its BatchNorm-using parts in a "
         "functional model and convert that."
     )
+
+
+def bad_generator(generator: Any) -> LocalNormError:
+    return LocalNormError(
+        "generator is the seedable source of the random groups (along the batch axis) "
+        "drawn when group=None. Expected None, an int seed, a numpy.random.Generator or a "
+        f"JAX PRNG key. Received: generator of type {type(generator).__name__}. "
+        "Fix: pass e.g. generator=0 or generator=jax.random.key(0)."
+    )

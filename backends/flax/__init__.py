@@ -1,1 +1,27 @@
-"""localnorm.flax: the flax adapter (see its issue; not implemented yet)."""
+"""localnorm.flax: LocalNorm for Flax (NNX, and Linen in :mod:`localnorm.flax.linen`).
+
+:class:`LocalNorm` is BatchNorm with K groups along the batch axis (the math is
+:func:`localnorm.local_norm`, ``docs/spec.md``); it is stateless, works under
+``jax.jit``, ``jax.grad``, ``nnx.jit`` and ``jax.vmap``, and shards one group (or a fixed
+set of groups) per device with ``axis_name`` inside ``jax.shard_map``. Model-level
+evaluation: :func:`set_eval_mode`, :func:`eval_mode`, :func:`predict`;
+:func:`convert_batchnorm` turns ``nnx.BatchNorm`` layers into LocalNorm.
+"""
+
+from . import linen as linen
+from ._eval import convert_batchnorm as convert_batchnorm
+from ._eval import eval_mode as eval_mode
+from ._eval import localnorm_layers as localnorm_layers
+from ._eval import predict as predict
+from ._eval import set_eval_mode as set_eval_mode
+from ._nnx import LocalNorm as LocalNorm
+
+__all__ = [
+    "LocalNorm",
+    "convert_batchnorm",
+    "eval_mode",
+    "linen",
+    "localnorm_layers",
+    "predict",
+    "set_eval_mode",
+]

@@ -1,0 +1,242 @@
+"""Model-level evaluation for Flax NNX models: the mode switch, ``predict`` with the
+paper's test-time protocols, and ``convert_batchnorm``."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from localnorm import _errors, _spec
+from localnorm.protocols import Prediction, run_protocol
+
+from . import _functional as fn
+from ._nnx import LocalNorm
+
+__all__ = ["set_eval_mode", "eval_mode", "predict", "convert_batchnorm", "localnorm_layers"]
+
+#: The attributes ``nnx.Module.train()``/``eval()`` flip; ``predict`` restores them.
+_TRAIN_FLAGS = ("deterministic", "use_running_average")
+
+
+def localnorm_layers(model: nnx.Module) -> list[LocalNorm]:
+    """Every :class:`~localnorm.flax.LocalNorm` of an NNX model (the model itself too)."""
+    return [m for _, m in nnx.iter_modules(model) if isinstance(m, LocalNorm)]
+
+
+def _require_layers(model: Any) -> list[LocalNorm]:
+    layers = localnorm_layers(model) if isinstance(model, nnx.Module) else []
+    if not layers:
+        raise _errors.no_localnorm_layers(type(model).__name__)
+    return layers
+
+
+def set_eval_mode(model: nnx.Module, mode: str, group: Any = 0) -> nnx.Module:
+    """Set the evaluation mode and group of every LocalNorm layer of an NNX model.
+
+    The mode applies while the layers are deterministic (after ``model.eval()``);
+    training always uses ``"batch"`` mode. See :meth:`localnorm.flax.LocalNorm.set_mode`.
+
+    Parameters
+    ----------
+    model : nnx.Module
+        A model holding :class:`~localnorm.flax.LocalNorm` layers (or one such layer).
+    mode : {"batch", "single", "set"}
+        ``"batch"``: K groups along the batch axis, statistics recomputed on the test
+        batch (the paper's BATCH). ``"single"``: per-sample statistics. ``"set"``: one
+        set of statistics over the whole batch.
+    group : int, or in ``"single"`` mode an integer array with one entry per sample
+        Whose scale/bias are used in ``"single"`` and ``"set"`` mode.
+
+    Returns
+    -------
+    nnx.Module
+        The model (changed in place).
+    """
+    layers = _require_layers(model)
+    mode = fn.check_mode(mode, "localnorm.flax.LocalNorm")
+    checked = [fn.check_group(group, layer.num_groups, mode) for layer in layers]
+    for layer, g in zip(layers, checked):  # all validated before any layer changes
+        layer.mode, layer.group = mode, g
+    return model
+
+
+@contextlib.contextmanager
+def eval_mode(model: nnx.Module, mode: str, group: Any = 0) -> Iterator[nnx.Module]:
+    """:func:`set_eval_mode` for the duration of a ``with`` block, then the previous
+    modes and groups of the layers are restored (also on error)."""
+    layers = _require_layers(model)
+    saved = [(layer.mode, layer.group) for layer in layers]
+    try:
+        yield set_eval_mode(model, mode, group)
+    finally:
+        for layer, (m, g) in zip(layers, saved):
+            layer.mode, layer.group = m, g
+
+
+@contextlib.contextmanager
+def _evaluating(model: nnx.Module) -> Iterator[None]:
+    """``model.eval()`` inside the block; every module's train/eval flags restored after."""
+    saved = [
+        (module, name, getattr(module, name))
+        for _, module in nnx.iter_modules(model)
+        for name in _TRAIN_FLAGS
+        if hasattr(module, name)
+    ]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, name, value in saved:
+            setattr(module, name, value)
+
+
+def _the(layers: list[LocalNorm], attribute: str) -> Any:
+    values = [getattr(layer, attribute) for layer in layers]
+    if len(set(values)) > 1:
+        raise _errors.inconsistent_layers(attribute, values)
+    return values[0]
+
+
+def _draw_groups(generator: Any, n: int, k: int) -> np.ndarray:
+    """One random group per sample from None, an int seed, a NumPy Generator or a key."""
+    if isinstance(generator, jax.Array):
+        return np.asarray(jax.random.randint(generator, (n,), 0, k), dtype=np.int64)
+    if generator is None or isinstance(generator, (int, np.integer)) and not isinstance(generator, bool):
+        generator = np.random.default_rng(generator)
+    if not isinstance(generator, np.random.Generator):
+        raise _errors.bad_generator(generator)
+    return generator.integers(0, k, size=n, dtype=np.int64)
+
+
+def predict(
+    model: nnx.Module,
+    x,
+    protocol: str = "batch",
+    vote: str = "hard",
+    group: Any = None,
+    generator: Any = None,
+    batch_size: int | None = None,
+    set_size: int | None = None,
+    from_logits: bool = True,
+) -> Prediction:
+    """Classify ``x`` with an NNX model under one of the paper's test-time protocols.
+
+    The protocols (``docs/spec.md``) are run by :func:`localnorm.protocols.run_protocol`;
+    this function puts the model in evaluation for the call (``model.eval()``, every
+    module's train/eval flags and every layer's mode restored afterwards) and sets the
+    LocalNorm layers' mode and group for each pass.
+
+    Parameters
+    ----------
+    model : nnx.Module
+        Maps a batch to class scores of shape (N, classes); holds LocalNorm layers that
+        agree on ``num_groups`` and ``partition``.
+    x : array
+        Test inputs, batch on axis 0 (converted with ``jnp.asarray``).
+    protocol : {"batch", "single", "single-voting", "voting"}, default "batch"
+    vote : {"hard", "soft"}, default "hard"
+        How the voting protocols combine the K groups along the batch axis.
+    group : int, integer array of shape (N,), or None
+        SINGLE: the group whose scale/bias each image uses; None draws one per image
+        from ``generator``.
+    generator : None, int, numpy.random.Generator or jax PRNG key
+        Seedable source of the random groups of SINGLE with ``group=None`` (None: fresh
+        entropy).
+    batch_size, set_size : int, optional
+        See :func:`localnorm.protocols.run_protocol`.
+    from_logits : bool, default True
+        Whether the model returns logits (soft voting applies a softmax).
+
+    Returns
+    -------
+    localnorm.Prediction
+        ``(scores, labels, agreement)`` as jax arrays; ``agreement`` is None for BATCH
+        and SINGLE.
+    """
+    layers = _require_layers(model)
+    k = _the(layers, "num_groups")
+    partition = _the(layers, "partition")
+    _spec.check_choice("protocol", protocol, _spec.PROTOCOLS)
+    x = jnp.asarray(x)
+    if protocol == "single" and group is None and x.shape[0] > 0:
+        group = _draw_groups(generator, x.shape[0], k)
+
+    def forward(xc, mode, grp):
+        set_eval_mode(model, mode, grp)
+        return model(xc)
+
+    with _evaluating(model), eval_mode(model, "batch"):
+        return run_protocol(
+            forward, x, protocol=protocol, num_groups=k, batch_size=batch_size,
+            set_size=set_size, vote=vote, group=group, partition=partition,
+            from_logits=from_logits,
+        )
+
+
+def _child(node: Any, key: Any) -> Any:
+    return getattr(node, key) if isinstance(key, str) and hasattr(node, key) else node[key]
+
+
+def _set_child(node: Any, key: Any, value: Any) -> None:
+    if isinstance(key, str) and hasattr(node, key):
+        setattr(node, key, value)
+    else:
+        node[key] = value
+
+
+def _from_batchnorm(bn: nnx.BatchNorm, num_groups: int, partition: str) -> LocalNorm:
+    axis = bn.axis
+    if isinstance(axis, (tuple, list)) and len(axis) == 1:
+        axis = axis[0]
+    layer = LocalNorm(
+        bn.num_features, num_groups=num_groups, epsilon=bn.epsilon, dtype=bn.dtype,
+        param_dtype=bn.param_dtype, use_bias=bn.use_bias, use_scale=bn.use_scale, axis=axis,
+        partition=partition, deterministic=bool(bn.use_running_average), rngs=nnx.Rngs(0),
+    )
+    for name in ("scale", "bias"):
+        p = getattr(bn, name)
+        if p is not None:
+            tiled = jnp.tile(jnp.asarray(p[...])[None, :], (num_groups, 1))
+            setattr(layer, name, nnx.Param(tiled))
+    return layer
+
+
+def convert_batchnorm(model: nnx.Module, num_groups: int = 4,
+                      partition: str = "contiguous") -> nnx.Module:
+    """Replace every ``nnx.BatchNorm`` of an NNX model by a :class:`LocalNorm`.
+
+    Each new layer has ``num_groups`` groups along the batch axis and the BatchNorm's
+    scale and bias copied into every group (row), its epsilon, axis, dtypes and train/
+    eval state; the running statistics are dropped (LocalNorm recomputes statistics).
+    A BatchNorm's ``axis_name`` (statistics averaged across devices) is not carried
+    over: LocalNorm's ``axis_name`` means the opposite (groups kept per device).
+
+    Parameters
+    ----------
+    model : nnx.Module
+        The model, changed in place; an ``nnx.BatchNorm`` itself is converted too.
+    num_groups : int, default 4
+    partition : {"contiguous", "strided"}, default "contiguous"
+
+    Returns
+    -------
+    nnx.Module
+        The model (or the new layer when ``model`` is a BatchNorm).
+    """
+    k = _spec.check_num_groups(num_groups)
+    partition = _spec.check_choice("partition", partition, _spec.PARTITIONS)
+    if isinstance(model, nnx.BatchNorm):
+        return _from_batchnorm(model, k, partition)
+    found = [(path, m) for path, m in nnx.iter_modules(model) if isinstance(m, nnx.BatchNorm)]
+    for path, bn in found:
+        parent = model
+        for key in path[:-1]:
+            parent = _child(parent, key)
+        _set_child(parent, path[-1], _from_batchnorm(bn, k, partition))
+    return model

@@ -1,0 +1,194 @@
+"""``localnorm.flax.LocalNorm``: the Flax NNX layer, in ``nnx.BatchNorm``'s vocabulary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+from flax import nnx
+from flax.nnx.nn import initializers
+
+from localnorm import _errors, _spec
+
+from . import _functional as fn
+
+__all__ = ["LocalNorm"]
+
+
+class LocalNorm(nnx.Module):
+    """Local Normalization: BatchNorm with K groups along the batch axis (Flax NNX).
+
+    The batch (axis 0) is split into ``num_groups`` groups **along the batch axis** (not
+    over channels, as GroupNorm does); each group is normalized with its own statistics
+    and its own row of ``scale``/``bias``. The math, the variance estimator and the dtype
+    policy are those of :func:`localnorm.local_norm` (see ``docs/spec.md``); this module
+    owns the parameters and the training/evaluation idiom only.
+
+    The layer is stateless: it keeps no ``BatchStat`` variables, so there is no
+    ``batch_stats`` collection to thread through ``nnx.split``/``nnx.jit``, and
+    statistics are always recomputed, in evaluation too (the paper's protocols).
+
+    Parameters
+    ----------
+    num_features : int
+        C, the size of the channel axis.
+    num_groups : int, default 4
+        K, the number of groups along the batch axis. Training batches need at least K
+        samples (best a multiple of K, at least 2 per group).
+    epsilon : float, default 1e-5
+        Added to the variance inside the square root.
+    dtype : dtype, optional
+        The result dtype. None (the default) keeps the input's dtype; statistics are
+        computed in at least float32 either way, so bfloat16 input is safe.
+    param_dtype : dtype, default float32
+        dtype of ``scale`` and ``bias``.
+    use_bias, use_scale : bool, default True
+        Whether to learn ``bias`` (beta) / ``scale`` (gamma), each of shape (K, C).
+    bias_init, scale_init : initializer
+        Initializers of ``bias`` (zeros) and ``scale`` (ones), called with shape (K, C).
+    axis : int, default -1
+        The channel axis (channels-last, as Flax). Any axis but 0, the batch axis.
+    partition : {"contiguous", "strided"}, default "contiguous"
+        How the batch is split into groups (see :func:`localnorm.group_index`).
+    deterministic : bool, default False
+        False: training, always ``"batch"`` mode. True: evaluation, in ``mode`` with
+        ``group``. Set for the whole model by ``model.train()`` / ``model.eval()``
+        (the attribute ``nnx.Dropout`` uses), or per call.
+    mode : {"batch", "single", "set"}, default "batch"
+        The evaluation mode (see :func:`localnorm.local_norm`): ``"batch"`` recomputes
+        statistics per group on the test batch (the paper's BATCH), ``"single"`` per
+        sample and ``"set"`` over the whole batch. There is no ``"running"`` mode.
+        Usually set model-wide by :func:`localnorm.flax.set_eval_mode`.
+    group : int or sequence of int, default 0
+        The group (row of scale/bias) used in ``"single"`` and ``"set"`` mode; in
+        ``"single"`` mode also one group per sample.
+    axis_name : str, optional
+        For group-per-device data parallelism inside ``jax.shard_map`` with the batch
+        sharded over this mesh axis: each device's shard holds ``num_groups / devices``
+        whole groups (contiguous partition), uses its own rows of scale/bias, and no
+        statistics cross devices. Unlike ``nnx.BatchNorm(axis_name=...)``, nothing is
+        averaged over the axis.
+    rngs : nnx.Rngs
+        Keys for the parameter initializers (keyword only).
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from localnorm.flax import LocalNorm
+    >>> layer = LocalNorm(6, num_groups=2, rngs=nnx.Rngs(0))
+    >>> layer.scale.shape
+    (2, 6)
+    >>> x = jax.random.normal(jax.random.key(0), (8, 6))
+    >>> y = layer(x)                  # training: 2 groups of 4 samples
+    >>> layer.eval()                  # evaluation: statistics still recomputed
+    >>> layer.set_mode("set", group=1)  # whole-batch statistics, group 1's scale/bias
+    >>> layer(x).shape
+    (8, 6)
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        num_groups: int = 4,
+        epsilon: float = _spec.DEFAULT_EPS,
+        dtype: Any = None,
+        param_dtype: Any = jnp.float32,
+        use_bias: bool = True,
+        use_scale: bool = True,
+        bias_init: Any = initializers.zeros_init(),
+        scale_init: Any = initializers.ones_init(),
+        axis: int = -1,
+        partition: str = "contiguous",
+        deterministic: bool = False,
+        mode: str = "batch",
+        group: Any = 0,
+        axis_name: str | None = None,
+        rngs: nnx.Rngs,
+    ):
+        self.num_features = fn.check_num_features(num_features)
+        self.num_groups = _spec.check_num_groups(num_groups)
+        self.epsilon = _spec.check_eps(epsilon)
+        self.partition = _spec.check_choice("partition", partition, _spec.PARTITIONS)
+        self.axis = axis  # checked against the input's rank at call time
+        self.dtype = dtype
+        self.param_dtype = param_dtype
+        self.use_bias = bool(use_bias)
+        self.use_scale = bool(use_scale)
+        self.deterministic = bool(deterministic)
+        self.axis_name = axis_name
+        shape = (self.num_groups, self.num_features)
+        self.scale: nnx.Param | None
+        self.bias: nnx.Param | None
+        self.scale = nnx.Param(scale_init(rngs.params(), shape, param_dtype)) if use_scale \
+            else nnx.data(None)
+        self.bias = nnx.Param(bias_init(rngs.params(), shape, param_dtype)) if use_bias \
+            else nnx.data(None)
+        self.mode = "batch"
+        self.group: Any = 0
+        self.set_mode(mode, group)
+
+    def set_mode(self, mode: str, group: Any = 0) -> LocalNorm:
+        """Choose how this layer normalizes in evaluation (``deterministic=True``).
+
+        Parameters
+        ----------
+        mode : {"batch", "single", "set"}
+            The layer mode of :func:`localnorm.local_norm`. Training always uses
+            ``"batch"``.
+        group : int, or in ``"single"`` mode a sequence/array of ints (one per sample)
+            Whose scale/bias are used in ``"single"`` and ``"set"`` mode (a group along
+            the batch axis). Ignored in ``"batch"`` mode.
+
+        Returns
+        -------
+        LocalNorm
+            self.
+        """
+        mode = fn.check_mode(mode, type(self).__name__)
+        self.group = fn.check_group(group, self.num_groups, mode)
+        self.mode = mode
+        return self
+
+    def set_view(self, deterministic: bool | None = None) -> None:
+        """Used by ``nnx.view(model, deterministic=...)``."""
+        if deterministic is not None:
+            self.deterministic = bool(deterministic)
+
+    def __call__(self, x, deterministic: bool | None = None):
+        """Normalize ``x`` (batch on axis 0, channels on ``self.axis``).
+
+        Parameters
+        ----------
+        x : jax.Array
+            Input of rank >= 2, real floating dtype.
+        deterministic : bool, optional
+            Overrides ``self.deterministic`` for this call: False trains (``"batch"``
+            mode), True evaluates in ``self.mode`` with ``self.group``.
+
+        Returns
+        -------
+        jax.Array
+            Same shape as x; dtype ``self.dtype``, or x's dtype when that is None.
+        """
+        det = self.deterministic if deterministic is None else deterministic
+        x = jnp.asarray(x)
+        if x.ndim >= 2:
+            ax = _spec.normalize_axis(self.axis, x.ndim)
+            if x.shape[ax] != self.num_features:
+                raise _errors.bad_channels(x.shape[ax], self.num_features)
+        return fn.normalize(
+            x,
+            None if self.scale is None else self.scale[...],
+            None if self.bias is None else self.bias[...],
+            num_groups=self.num_groups,
+            axis=self.axis,
+            mode=self.mode if det else "batch",
+            group=self.group if det else 0,
+            partition=self.partition,
+            epsilon=self.epsilon,
+            dtype=self.dtype,
+            axis_name=self.axis_name,
+            where=type(self).__name__,
+        )
