@@ -1,1 +1,24 @@
-"""localnorm.keras: the keras adapter (see its issue; not implemented yet)."""
+"""localnorm.keras: LocalNorm for Keras 3, on the TensorFlow, JAX and PyTorch backends.
+
+:class:`LocalNormalization` is BatchNorm with ``num_groups`` groups along the batch axis
+(the math: :func:`localnorm.local_norm`, specified in ``docs/spec.md``).
+:func:`set_eval_mode` / :func:`eval_mode` choose what the layers do at test time,
+:func:`predict` runs the paper's test-time protocols, and :func:`convert_batchnorm` turns a
+BatchNormalization model into a LocalNorm one. Guide: ``docs/guides/keras.md``.
+"""
+
+from .conversion import convert_batchnorm as convert_batchnorm
+from .evaluation import eval_mode as eval_mode
+from .evaluation import localnorm_layers as localnorm_layers
+from .evaluation import predict as predict
+from .evaluation import set_eval_mode as set_eval_mode
+from .layers import LocalNormalization as LocalNormalization
+
+__all__ = [
+    "LocalNormalization",
+    "convert_batchnorm",
+    "eval_mode",
+    "localnorm_layers",
+    "predict",
+    "set_eval_mode",
+]

@@ -1,0 +1,153 @@
+"""LocalNorm in ``keras.ops``: the math of :func:`localnorm.local_norm` for Keras tensors.
+
+The core's array-API implementation needs an array-API namespace and a batch size known
+in Python; neither holds under the TensorFlow backend, whose ``tf.function`` traces give
+the batch axis an unknown size (``None``) as soon as a ragged last batch arrives. This
+module computes the same function with ``keras.ops`` only, so it runs on the TensorFlow,
+JAX and PyTorch backends, for static and dynamic batch sizes alike. The conformance suite
+(subject ``keras``) holds it equal to :mod:`localnorm.reference`.
+
+Inputs here are validated already (see ``layers.LocalNormalization``): ``axis`` is a
+non-negative int, ``mode`` is one of ``"batch"``, ``"single"``, ``"set"``, ``group`` an
+int or an integer tensor of shape (N,).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from localnorm import _spec
+
+
+def compute_dtype(*dtypes: Any) -> str:
+    """At least float32: float16/bfloat16 statistics are accumulated in float32 (as the
+    core's ``_agnostic.compute_dtype``)."""
+    if any(keras.backend.standardize_dtype(d) == "float64" for d in dtypes):
+        return "float64"
+    return "float32"
+
+
+def _static(dim: Any) -> int | None:
+    return dim if isinstance(dim, int) else None
+
+
+def _bshape(ndim: int, axis: int, channels: int, batch: int = 1) -> tuple[int, ...]:
+    shape = [1] * ndim
+    shape[0] = batch
+    shape[axis] = channels
+    return tuple(shape)
+
+
+def _per_sample(v, ndim: int, axis: int, channels: int):
+    """(N, C) -> broadcastable (N, 1.., C, 1..) with C at ``axis``; N may be unknown."""
+    return ops.reshape(v, _bshape(ndim, axis, channels, -1))
+
+
+def group_index(batch: Any, num_groups: int, partition: str):
+    """Group (along the batch axis) of each sample, as :func:`localnorm.group_index`.
+
+    ``batch`` is a Python int (then the core's NumPy index is used as a constant) or a
+    scalar tensor (a batch size unknown until run time), for which the same index is
+    computed with tensor ops: with ``q, r = divmod(N, K)``, the first ``r`` groups hold
+    ``q + 1`` samples and the others ``q``.
+    """
+    if isinstance(batch, int):
+        return ops.convert_to_tensor(_spec.group_index(batch, num_groups, partition), "int32")
+    n = ops.cast(batch, "int32")
+    i = ops.arange(0, n, dtype="int32")
+    if partition == "strided":
+        return ops.mod(i, num_groups)
+    q = ops.floor_divide(n, num_groups)
+    r = ops.mod(n, num_groups)
+    big = r * (q + 1)
+    small = r + ops.floor_divide(i - big, ops.maximum(q, 1))
+    return ops.where(i < big, ops.floor_divide(i, q + 1), small)
+
+
+def _batch_moments_reshape(xc, axis: int, num_groups: int, partition: str):
+    """Per-group mean and variance, shape (K, C), when N is a known multiple of K."""
+    n, k = xc.shape[0], num_groups
+    lead = (k, n // k) if partition == "contiguous" else (n // k, k)
+    red0 = 1 if partition == "contiguous" else 0
+    spatial = tuple(a + 1 for a in range(1, xc.ndim) if a != axis)
+    xr = ops.reshape(xc, lead + tuple(xc.shape[1:]))
+    mean = ops.mean(xr, axis=(red0,) + spatial, keepdims=True)
+    var = ops.mean(ops.square(xr - mean), axis=(red0,) + spatial, keepdims=True)
+    c = xc.shape[axis]
+    return ops.reshape(mean, (k, c)), ops.reshape(var, (k, c))
+
+
+def _batch_moments_segments(xc, axis: int, num_groups: int, gidx):
+    """Per-group mean and variance, shape (K, C), for any batch size (ragged or unknown):
+    per-sample moments over the spatial axes, then segment sums over the groups."""
+    ndim, c = xc.ndim, xc.shape[axis]
+    spatial = tuple(a for a in range(1, ndim) if a != axis)
+
+    def per_sample(v):  # mean over the spatial axes -> (N, C)
+        v = ops.mean(v, axis=spatial) if spatial else v
+        return ops.reshape(v, (-1, c))
+
+    ones = ops.ones_like(gidx, dtype=xc.dtype)
+    count = ops.segment_sum(ones, gidx, num_segments=num_groups)[:, None]
+    mean = ops.segment_sum(per_sample(xc), gidx, num_segments=num_groups) / count
+    centred = xc - _per_sample(ops.take(mean, gidx, axis=0), ndim, axis, c)
+    var = ops.segment_sum(per_sample(ops.square(centred)), gidx, num_segments=num_groups) / count
+    return mean, var
+
+
+def local_norm(x, gamma, beta, *, axis: int, mode: str, group: Any, partition: str, eps: float):
+    """LocalNorm of Keras tensors (validated input): see :func:`localnorm.local_norm`.
+
+    ``gamma``/``beta`` of shape (K, C), or None for no scale / no shift. Statistics and
+    the affine transform are computed in at least float32; the result has x's dtype.
+    """
+    ndim, k = x.ndim, (gamma if gamma is not None else beta).shape[0]
+    c = x.shape[axis]
+    cdt = compute_dtype(x.dtype)
+    xc = ops.cast(x, cdt)
+    gamma = ops.ones((k, c), cdt) if gamma is None else ops.cast(gamma, cdt)
+    beta = ops.zeros((k, c), cdt) if beta is None else ops.cast(beta, cdt)
+    spatial = tuple(a for a in range(1, ndim) if a != axis)
+
+    if mode == "batch":
+        n = _static(x.shape[0])
+        static = all(_static(d) is not None for d in x.shape)
+        if static and n % k == 0:
+            # (x - mean) * scale + beta on a (K, m, ...) view: the subtraction first keeps
+            # near-constant groups with a large offset accurate in float32.
+            mean_k, var_k = _batch_moments_reshape(xc, axis, k, partition)
+            scale_k = gamma * ops.rsqrt(var_k + eps)
+            lead = (k, n // k) if partition == "contiguous" else (n // k, k)
+            pshape = [1] * (ndim + 1)
+            pshape[0 if partition == "contiguous" else 1] = k
+            pshape[axis + 1] = c
+            xr = ops.reshape(xc, lead + tuple(xc.shape[1:]))
+            y = (xr - ops.reshape(mean_k, pshape)) * ops.reshape(scale_k, pshape)
+            y = ops.reshape(y + ops.reshape(beta, pshape), tuple(xc.shape))
+        else:
+            gidx = group_index(n if n is not None else ops.shape(x)[0], k, partition)
+            mean_k, var_k = _batch_moments_segments(xc, axis, k, gidx)
+            scale_k = gamma * ops.rsqrt(var_k + eps)
+
+            def gather(v):
+                return _per_sample(ops.take(v, gidx, axis=0), ndim, axis, c)
+
+            y = (xc - gather(mean_k)) * gather(scale_k) + gather(beta)
+    else:
+        red = spatial if mode == "single" else (0,) + spatial
+        mean = ops.mean(xc, axis=red, keepdims=True)
+        var = ops.mean(ops.square(xc - mean), axis=red, keepdims=True)
+        rstd = ops.rsqrt(var + eps)
+        if isinstance(group, (int, np.integer)):
+            g = ops.reshape(gamma[int(group)], _bshape(ndim, axis, c))
+            b = ops.reshape(beta[int(group)], _bshape(ndim, axis, c))
+        else:
+            idx = ops.cast(group, "int32")
+            g = _per_sample(ops.take(gamma, idx, axis=0), ndim, axis, c)
+            b = _per_sample(ops.take(beta, idx, axis=0), ndim, axis, c)
+        y = (xc - mean) * (rstd * g) + b
+    return ops.cast(y, x.dtype)
