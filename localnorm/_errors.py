@@ -386,3 +386,21 @@ def bad_generator(generator: Any) -> LocalNormError:
         f"JAX PRNG key. Received: generator of type {type(generator).__name__}. "
         "Fix: pass e.g. generator=0 or generator=jax.random.key(0)."
     )
+
+
+def bench_suite_missing(path: str) -> LocalNormError:
+    return LocalNormError(
+        "`localnorm bench` runs the benchmark suite of a source checkout, which is not part "
+        f"of the installed package. Received: no benchmarks suite at {path}. Fix: clone the "
+        "localnorm repository and install it editable (`pip install -e .`), then run "
+        "`localnorm bench` again."
+    )
+
+
+def bad_generator(generator: Any) -> LocalNormError:
+    return LocalNormError(
+        "generator is the seedable source of the random groups (along the batch axis) "
+        "drawn when group=None. Expected None, an int seed, a numpy.random.Generator or a "
+        f"JAX PRNG key. Received: generator of type {type(generator).__name__}. "
+        "Fix: pass e.g. generator=0 or generator=jax.random.key(0)."
+    )

@@ -1,0 +1,163 @@
+"""``localnorm bench``: LocalNorm against each framework's native BatchNorm.
+
+Runs the benchmark suite of the source checkout's ``benchmarks/`` folder, one process per
+section (``torch``, ``keras-tensorflow``, ``keras-jax``, ``keras-torch``, ``flax``: Keras
+fixes its backend per process), merges their results into ``bench.json`` and writes the
+results page ``bench.md`` from it. Every figure is a ratio measured in one run
+(interleaved repetitions, medians of paired ratios; see ``benchmarks/_timing.py``), so the
+figures hold on a noisy machine. ``--quick`` runs tiny shapes with few rounds: it checks
+the machinery, not the speed.
+
+This module imports :mod:`argparse` only at module level (``localnorm --help`` stays fast).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+#: Every section, in the order they run and appear on the page.
+SECTIONS = ("torch", "keras-tensorflow", "keras-jax", "keras-torch", "flax")
+KINDS = ("layer", "network", "protocol", "memory")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register the ``bench`` subcommand on the ``localnorm`` parser."""
+    p = subparsers.add_parser(
+        "bench",
+        help="benchmark LocalNorm against each framework's BatchNorm (bench.json, bench.md)",
+        description=__doc__.split("\n\n")[1],
+    )
+    p.add_argument("--out-dir", default=".", metavar="DIR",
+                   help="where bench.json and bench.md are written (default: current directory)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny shapes, 3 rounds: checks the machinery in seconds, not the speed")
+    p.add_argument("--sections", default=",".join(SECTIONS), metavar="LIST",
+                   help=f"comma-separated sections to run (default: all of {','.join(SECTIONS)})")
+    p.add_argument("--kinds", default=",".join(KINDS), metavar="LIST",
+                   help=f"comma-separated kinds of figure (default: all of {','.join(KINDS)})")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="device of the torch section (keras and flax use their default device)")
+    p.add_argument("--timeout", type=float, default=900.0, metavar="S",
+                   help="seconds after which a section is stopped and reported as an error")
+    p.add_argument("--markdown-only", metavar="JSON",
+                   help="only regenerate bench.md (next to JSON) from an existing bench.json")
+    p.set_defaults(func=run)
+    return p
+
+
+def benchmarks_root():
+    """The source checkout holding ``benchmarks/`` (the suite is not part of the wheel)."""
+    from pathlib import Path
+
+    from .. import _errors
+
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "benchmarks" / "__main__.py").is_file():
+        raise _errors.bench_suite_missing(str(root / "benchmarks"))
+    return root
+
+
+def _parse_list(name: str, text: str, choices: tuple) -> list[str]:
+    from .. import _spec
+
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    for item in items:
+        _spec.check_choice(name, item, choices)
+    return items
+
+
+def run_section(root, name: str, out_file, *, quick: bool, device: str, kinds: list[str],
+                timeout: float) -> dict:
+    """Run one section in a fresh process and return its JSON (an "error" section when the
+    process fails or times out)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(root)] + [p for p in [env.get("PYTHONPATH")] if p])
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if name.startswith("keras-"):
+        env["KERAS_BACKEND"] = name.split("-", 1)[1]
+    cmd = [sys.executable, "-m", "benchmarks", name, "--out", str(out_file),
+           "--device", device, "--kinds", ",".join(kinds)] + (["--quick"] if quick else [])
+    fail = None
+    try:
+        proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+        if proc.returncode != 0:
+            fail = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+            fail = fail[0]
+    except subprocess.TimeoutExpired:
+        fail = f"timed out after {timeout:g} s"
+    try:
+        with open(out_file, encoding="utf-8") as f:
+            sec = json.load(f)
+    except (OSError, ValueError):
+        sec = {"name": name, "framework": name.split("-")[0], "backend": None, "device": device,
+               "status": "error", "reason": fail or "the section wrote no results",
+               "versions": {}, "notes": [], "records": []}
+    if fail and sec.get("status") == "ok":
+        sec.update(status="error", reason=fail)
+    return sec
+
+
+def _discussion(root) -> list[str]:
+    path = root / "benchmarks" / "discussion.md"
+    return path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the selected sections and write ``bench.json`` and ``bench.md``; returns 1 when a
+    section failed (its error is in the files), else 0."""
+    import datetime
+    import json
+    import sys
+    import tempfile
+    import time
+    from pathlib import Path
+
+    root = benchmarks_root()
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from benchmarks import _report
+    from benchmarks._cases import machine
+    from benchmarks._timing import FULL, QUICK
+
+    if args.markdown_only:
+        src = Path(args.markdown_only)
+        doc = json.loads(src.read_text(encoding="utf-8"))
+        (src.parent / "bench.md").write_text(_report.markdown(doc), encoding="utf-8")
+        return 0
+    sections = _parse_list("section", args.sections, SECTIONS)
+    kinds = _parse_list("kind", args.kinds, KINDS)
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    settings = QUICK if args.quick else FULL
+    doc = {
+        "schema": _report.SCHEMA,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "quick": bool(args.quick),
+        "settings": settings.as_dict(),
+        "machine": machine(),
+        "sections": [],
+        "discussion": [] if args.quick else _discussion(root),
+    }
+    failed = False
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in sections:
+            t0 = time.perf_counter()
+            print(f"bench: {name} ...", file=sys.stderr, flush=True)
+            sec = run_section(root, name, Path(tmp) / f"{name}.json", quick=args.quick,
+                              device=args.device, kinds=kinds, timeout=args.timeout)
+            sec["seconds"] = round(time.perf_counter() - t0, 1)
+            print(f"bench: {name}: {sec['status']} in {sec['seconds']} s"
+                  + (f" ({sec['reason']})" if sec.get("reason") else ""), file=sys.stderr,
+                  flush=True)
+            failed |= sec["status"] == "error"
+            doc["sections"].append(sec)
+    _report.dump(doc, out_dir / "bench.json")
+    (out_dir / "bench.md").write_text(_report.markdown(doc), encoding="utf-8")
+    print(f"bench: wrote {out_dir / 'bench.json'} and {out_dir / 'bench.md'}", file=sys.stderr)
+    return 1 if failed else 0
