@@ -379,15 +379,6 @@ def cannot_convert(kind: str) -> LocalNormError:
     )
 
 
-def bad_generator(generator: Any) -> LocalNormError:
-    return LocalNormError(
-        "generator is the seedable source of the random groups (along the batch axis) "
-        "drawn when group=None. Expected None, an int seed, a numpy.random.Generator or a "
-        f"JAX PRNG key. Received: generator of type {type(generator).__name__}. "
-        "Fix: pass e.g. generator=0 or generator=jax.random.key(0)."
-    )
-
-
 def bench_suite_missing(path: str) -> LocalNormError:
     return LocalNormError(
         "`localnorm bench` runs the benchmark suite of a source checkout, which is not part "
