@@ -1,0 +1,279 @@
+"""Results of the robustness experiment: ``results.json``, ``results.md`` and figures.
+
+``results.json`` holds ``{"config": {...}, "data": "...", "training": {...}, "records": [...]}``
+with one record per cell (method, protocol, noise, level, accuracy, n, seed, dataset,
+backend, plus the mean ``agreement`` of the voting protocols and, for the confusion cells,
+a ``confusion`` matrix). It is rewritten atomically (a temporary file, then
+:func:`os.replace`) after every cell, so an interrupted run loses at most the cell in
+progress, and ``--resume`` skips every cell already recorded. The clean test set is the
+cell ``noise="none", level=0``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .. import _errors
+
+__all__ = ["ResultStore", "atomic_write_text", "write_markdown", "write_plots", "write_confusion"]
+
+#: Config entries that must match for ``--resume`` to reuse results.
+RESUME_KEYS = ("dataset", "seed", "backend", "model", "groups", "batch_size", "epochs", "lr",
+               "vote", "limit_train", "limit_test", "image_size")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old or the new file, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _key(record: dict) -> tuple:
+    return (record["method"], record["protocol"], record["noise"], float(record["level"]))
+
+
+class ResultStore:
+    """The records of one run, persisted to ``out/results.json`` after every change."""
+
+    def __init__(self, out: Path, config: dict, data_note: str, resume: bool):
+        self.path = Path(out) / "results.json"
+        self.config = dict(config)
+        self.data_note = data_note
+        self.training: dict[str, Any] = {}
+        self.records: list[dict] = []
+        if resume and self.path.is_file():
+            saved = json.loads(self.path.read_text(encoding="utf-8"))
+            for k in RESUME_KEYS:
+                if saved.get("config", {}).get(k) != config.get(k):
+                    raise _errors.resume_mismatch(self.path, k, saved.get("config", {}).get(k),
+                                                  config.get(k))
+            self.records = list(saved.get("records", []))
+            self.training = dict(saved.get("training", {}))
+        self._done = {_key(r) for r in self.records}
+
+    def done(self, method: str, protocol: str, noise: str, level: float) -> bool:
+        return (method, protocol, noise, float(level)) in self._done
+
+    def add(self, record: dict) -> None:
+        key = _key(record)
+        self.records = [r for r in self.records if _key(r) != key] + [record]
+        self._done.add(key)
+        self.flush()
+
+    def flush(self) -> None:
+        doc = {"config": self.config, "data": self.data_note, "training": self.training,
+               "records": self.records}
+        atomic_write_text(self.path, json.dumps(doc, indent=1) + "\n")
+
+
+# -- tables ------------------------------------------------------------------------------
+
+def _fmt_level(level: float) -> str:
+    return str(int(level)) if float(level).is_integer() else f"{level:g}"
+
+
+def _columns(records):
+    """Evaluations in first-seen order: [(method, protocol)]."""
+    seen = []
+    for r in records:
+        if (r["method"], r["protocol"]) not in seen:
+            seen.append((r["method"], r["protocol"]))
+    return seen
+
+
+def _label(method: str, protocol: str) -> str:
+    return f"LocalNorm ({protocol.upper()})" if method == "localnorm" else {
+        "batchnorm": "BatchNorm (running stats)",
+        "batchnorm-dynamic": "BatchNorm (test-batch stats)",
+        "groupnorm": "GroupNorm",
+    }.get(method, method)
+
+
+def _series(records, noise: str):
+    """{(method, protocol): {level: record}} for one noise, with the clean cell at level 0."""
+    out: dict[tuple, dict[float, dict]] = {}
+    for r in records:
+        if r["noise"] in (noise, "none"):
+            out.setdefault((r["method"], r["protocol"]), {})[float(r["level"])] = r
+    return out
+
+
+def write_markdown(path: Path, store: ResultStore, noises: list[str]) -> None:
+    """``results.md``: clean accuracy (as the paper's Table 1), one accuracy table per noise
+    (rows: method and protocol; columns: level, 0 = clean), the voting protocols' agreement,
+    and the mean accuracy over all corruption levels."""
+    from .corruptions import CORRUPTIONS
+
+    recs = store.records
+    cfg = store.config
+    cols = _columns(recs)
+    lines = [
+        f"# LocalNorm robustness: {cfg.get('dataset')}",
+        "",
+        f"{store.data_note}",
+        "",
+        f"Network `{cfg.get('model')}`, {cfg.get('epochs')} epochs, batch size "
+        f"{cfg.get('batch_size')}, LocalNorm with {cfg.get('groups')} groups along the batch axis, "
+        f"seed {cfg.get('seed')}, backend {cfg.get('backend')}, device {cfg.get('device')}. "
+        "Accuracy in % on the test split; the same degraded images for every method.",
+        "",
+        "## Clean test accuracy",
+        "",
+        "| method | accuracy | n |",
+        "|---|---:|---:|",
+    ]
+    for m, p in cols:
+        r = next((r for r in recs if (r["method"], r["protocol"], r["noise"]) == (m, p, "none")), None)
+        if r is not None:
+            lines.append(f"| {_label(m, p)} | {100 * r['accuracy']:.2f} | {r['n']} |")
+    for noise in noises:
+        series = _series(recs, noise)
+        levels = sorted({lv for s in series.values() for lv in s})
+        if len(levels) <= 1:
+            continue
+        what = "severity" if noise in CORRUPTIONS else "sigma"
+        lines += ["", f"## {noise} (accuracy % by {what}; 0 = clean)", "",
+                  "| method | " + " | ".join(_fmt_level(lv) for lv in levels) + " |",
+                  "|---|" + "---:|" * len(levels)]
+        for m, p in cols:
+            row = series.get((m, p), {})
+            cells = [f"{100 * row[lv]['accuracy']:.2f}" if lv in row else "" for lv in levels]
+            lines.append(f"| {_label(m, p)} | " + " | ".join(cells) + " |")
+    voting = [(m, p) for m, p in cols if any(r.get("agreement") is not None
+                                             for r in recs if (r["method"], r["protocol"]) == (m, p))]
+    if voting:
+        lines += ["", "## Agreement of the voting protocols",
+                  "", "Mean fraction of the K groups that agree with the vote.", "",
+                  "| noise | level | " + " | ".join(_label(m, p) for m, p in voting) + " |",
+                  "|---|---:|" + "---:|" * len(voting)]
+        cells = sorted({(r["noise"], float(r["level"])) for r in recs},
+                       key=lambda c: (c[0] != "none", c[0], c[1]))
+        for noise, lv in cells:
+            vals = []
+            for m, p in voting:
+                r = next((r for r in recs if _key(r) == (m, p, noise, lv)), None)
+                vals.append("" if r is None or r.get("agreement") is None else f"{r['agreement']:.3f}")
+            lines.append(f"| {noise} | {_fmt_level(lv)} | " + " | ".join(vals) + " |")
+    corr = [n for n in noises if n in CORRUPTIONS]
+    if corr:
+        lines += ["", "## Mean accuracy over the corruptions (all severities)", "",
+                  "| method | " + " | ".join(corr) + " | mean |", "|---|" + "---:|" * (len(corr) + 1)]
+        for m, p in cols:
+            means = []
+            for n in corr:
+                accs = [r["accuracy"] for r in recs
+                        if (r["method"], r["protocol"], r["noise"]) == (m, p, n)]
+                means.append(sum(accs) / len(accs) if accs else math.nan)
+            ok = [v for v in means if not math.isnan(v)]
+            total = sum(ok) / len(ok) if ok else math.nan
+            lines.append(f"| {_label(m, p)} | " + " | ".join(f"{100 * v:.2f}" for v in means)
+                         + f" | {100 * total:.2f} |")
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+# -- figures -----------------------------------------------------------------------------
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_plots(out: Path, store: ResultStore, noises: list[str]) -> list[Path]:
+    """One PNG per noise, ``acc_<noise>.png``: accuracy against level (0 = clean), one line
+    per method and protocol, like the paper's Figures 7 to 9."""
+    from .corruptions import CORRUPTIONS
+
+    plt = _pyplot()
+    paths = []
+    for noise in noises:
+        series = _series(store.records, noise)
+        if not any(len(s) > 1 for s in series.values()):
+            continue
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for (m, p), pts in series.items():
+            lv = sorted(pts)
+            style = "-" if m == "localnorm" else "--"
+            ax.plot(lv, [100 * pts[v]["accuracy"] for v in lv], style, marker="o", ms=3,
+                    label=_label(m, p))
+        ax.set_xlabel("severity" if noise in CORRUPTIONS else "sigma")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_ylim(0, 100)
+        ax.set_title(f"{store.config.get('dataset')}: {noise}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        path = Path(out) / f"acc_{noise}.png"
+        _save(fig, path)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def write_confusion(out: Path, store: ResultStore, noise: str, level: float,
+                    classes: list[str]) -> Path | None:
+    """``confusion_<noise>_<level>.png``: one row per evaluation with a recorded confusion
+    matrix; columns: the clean test set and ``noise`` at ``level`` (the paper's Figures 15-17).
+    Rows are true classes, columns predicted classes, normalized per true class."""
+    import numpy as np
+
+    plt = _pyplot()
+    cols = [("none", 0.0), (noise, float(level))]
+    rows = [(m, p) for m, p in _columns(store.records)
+            if any(r.get("confusion") is not None and (r["method"], r["protocol"]) == (m, p)
+                   for r in store.records)]
+    if not rows:
+        return None
+    fig, axes = plt.subplots(len(rows), 2, figsize=(6, 2.8 * len(rows)), squeeze=False)
+    for i, (m, p) in enumerate(rows):
+        for j, (nz, lv) in enumerate(cols):
+            ax = axes[i, j]
+            r = next((r for r in store.records if _key(r) == (m, p, nz, lv)), None)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r is None or r.get("confusion") is None:
+                ax.set_axis_off()
+                continue
+            cm = np.asarray(r["confusion"], dtype=float)
+            cm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+            ax.imshow(cm, vmin=0, vmax=1, cmap="viridis")
+            name = "clean" if nz == "none" else f"{nz} {_fmt_level(lv)}"
+            ax.set_title(f"{_label(m, p)}\n{name}: {100 * r['accuracy']:.1f}%", fontsize=8)
+            if len(classes) <= 10:
+                ax.set_xticks(range(len(classes)), classes, fontsize=6)
+                ax.set_yticks(range(len(classes)), classes, fontsize=6)
+    fig.tight_layout()
+    path = Path(out) / f"confusion_{noise}_{_fmt_level(level)}.png"
+    _save(fig, path)
+    plt.close(fig)
+    return path
