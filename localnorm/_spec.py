@@ -138,7 +138,9 @@ def values_per_channel(shape: tuple, axis: int, mode: str, num_groups: int) -> i
         return spatial
     if mode == "set":
         return batch * spatial
-    return int(group_sizes(batch, num_groups).min()) * spatial
+    # The smallest of group_sizes(batch, num_groups), in plain int arithmetic so that
+    # tracers (torch.compile, jit) see no array op here.
+    return (batch // num_groups) * spatial
 
 
 def check_batch(shape: tuple, axis: int, mode: str, num_groups: int) -> None:
