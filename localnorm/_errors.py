@@ -235,7 +235,8 @@ def not_distributed(where: str) -> LocalNormError:
 def dataset_files_missing(dataset: str, data_dir: Any, expected: str) -> LocalNormError:
     return LocalNormError(
         f"Could not find the files of dataset {dataset!r}; nothing is ever downloaded. "
-        f"Expected {expected}. Received: dataset={dataset!r}, data_dir={str(data_dir)!r}. "
+        f"Expected {expected}. Received: dataset={dataset!r}, "
+        f"data_dir={None if data_dir is None else str(data_dir)!r}. "
         "Fix: pass --data-dir pointing at a folder with those files, or use "
         "--dataset digits (embedded in scikit-learn, needs no files)."
     )
