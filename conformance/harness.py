@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from localnorm import MODES
+
 
 @dataclasses.dataclass(frozen=True)
 class Case:
@@ -67,12 +69,40 @@ class Harness:
     grads: bool = False
     #: Whether per-sample group arrays in "single" mode are supported.
     group_arrays: bool = True
+    #: Layer modes the subject runs (a subset of ``localnorm.MODES``).
+    modes: tuple[str, ...] = ("batch", "single", "set")
+    #: Partitions along the batch axis the subject runs.
+    partitions: tuple[str, ...] = ("contiguous", "strided")
+    #: Channel axes the subject takes (negative values count from the end, as for
+    #: ``local_norm``'s ``axis``); None means any non-batch axis.
+    channel_axes: tuple[int, ...] | None = None
+    #: Input ranks (batch and channel axes included) the subject takes.
+    ranks: tuple[int, ...] = (2, 3, 4, 5)
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        """None when the subject can run here, else why not (a framework or device is
+        missing). Checked once per session; the subject's tests are then skipped with
+        this reason."""
+        return None
 
     def supports(self, case: Case) -> str | None:
         if case.dtype not in self.dtypes:
             return f"dtype {case.dtype} not tested on {self.name}"
         if not self.group_arrays and not isinstance(case.group, int):
             return f"{self.name} takes int groups only"
+        # Unknown modes pass: refusing them is the subject's job (error parity).
+        if case.mode in MODES and case.mode not in self.modes:
+            return f"mode {case.mode!r} not run on {self.name}"
+        if case.partition not in self.partitions:
+            return f"partition {case.partition!r} not run on {self.name}"
+        if case.x.ndim not in self.ranks:
+            return f"rank {case.x.ndim} not taken by {self.name}"
+        if self.channel_axes is not None:
+            ndim = case.x.ndim
+            wanted = {a % ndim for a in self.channel_axes if -ndim <= a < ndim}
+            if case.axis % ndim not in wanted:
+                return f"channel axis {case.axis} (rank {ndim}) not taken by {self.name}"
         return None
 
     def forward(self, case: Case) -> np.ndarray:

@@ -1,0 +1,128 @@
+"""Subjects "flax" and "flax-linen": the Flax layers :class:`localnorm.flax.LocalNorm`
+(NNX) and :class:`localnorm.flax.linen.LocalNorm`, in evaluation (``deterministic``) with
+the case's mode and group, gradients by ``jax.vjp`` through the layer.
+
+float64 cases need JAX's 64-bit mode; every call runs under ``jax.enable_x64(True)``,
+scoped to the call, so the process-wide flag (and float32 defaults elsewhere) are left
+alone. Parameters are float32 for bfloat16 input (a mixed-precision layer's
+``param_dtype``) and x's dtype otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+
+from conformance.harness import Case, Harness
+
+_LOW = ("float16", "bfloat16")
+
+
+def _param_dtype(dtype: str) -> str:
+    return "float32" if dtype in _LOW else dtype
+
+
+def _group(case: Case):
+    return case.group if isinstance(case.group, (int, np.integer)) else np.asarray(case.group)
+
+
+def _to_numpy(y, dtype: str) -> np.ndarray:
+    if dtype == "bfloat16":
+        import ml_dtypes
+
+        return np.asarray(y.astype("float32")).astype(ml_dtypes.bfloat16)
+    return np.asarray(y)
+
+
+class _FlaxHarness(Harness):
+    dtypes = ("float64", "float32", "bfloat16")
+    grads = True
+
+    @classmethod
+    def unavailable(cls):
+        absent = [m for m in ("jax", "flax") if importlib.util.find_spec(m) is None]
+        return f"{', '.join(absent)} not installed" if absent else None
+
+    def _apply(self, case: Case):
+        """``(f, params)``: f(x, params) is the layer's output; params a pytree."""
+        raise NotImplementedError
+
+    def forward(self, case: Case) -> np.ndarray:
+        import jax
+        import jax.numpy as jnp
+
+        with jax.enable_x64(True):
+            f, params = self._apply(case)
+            return _to_numpy(f(jnp.asarray(case.x), params), case.dtype)
+
+    def vjp(self, case, cotangent):
+        import jax
+        import jax.numpy as jnp
+
+        with jax.enable_x64(True):
+            f, params = self._apply(case)
+            y, pullback = jax.vjp(f, jnp.asarray(case.x), params)
+            ct = jnp.asarray(np.asarray(cotangent, dtype=np.float64)).astype(y.dtype)
+            dx, dp = pullback(ct)
+            dgamma, dbeta = self._param_grads(dp)
+            return tuple(np.asarray(g, dtype=np.float64) for g in (dx, dgamma, dbeta))
+
+
+class FlaxNNXHarness(_FlaxHarness):
+    """``localnorm.flax.LocalNorm`` through ``nnx.split``/``nnx.merge``."""
+
+    name = "flax"
+
+    def _apply(self, case):
+        import jax.numpy as jnp
+        from flax import nnx
+
+        from localnorm.flax import LocalNorm
+
+        pd = _param_dtype(case.dtype)
+        layer = LocalNorm(
+            case.num_features, num_groups=case.num_groups, epsilon=case.eps, axis=case.axis,
+            partition=case.partition, param_dtype=pd, rngs=nnx.Rngs(0),
+        )
+        layer.scale[...] = jnp.asarray(case.gamma.astype(pd))
+        layer.bias[...] = jnp.asarray(case.beta.astype(pd))
+        layer.eval()
+        layer.set_mode(case.mode, _group(case))
+        graphdef, params = nnx.split(layer)
+
+        def f(x, params):
+            return nnx.merge(graphdef, params)(x)
+
+        return f, params
+
+    def _param_grads(self, dp):
+        return dp["scale"][...], dp["bias"][...]
+
+
+class FlaxLinenHarness(_FlaxHarness):
+    """``localnorm.flax.linen.LocalNorm`` through ``Module.apply``."""
+
+    name = "flax-linen"
+
+    def _apply(self, case):
+        import jax.numpy as jnp
+
+        from localnorm.flax.linen import LocalNorm
+
+        pd = _param_dtype(case.dtype)
+        layer = LocalNorm(
+            num_groups=case.num_groups, epsilon=case.eps, axis=case.axis,
+            partition=case.partition, param_dtype=pd, deterministic=True,
+        )
+        params = {"params": {"scale": jnp.asarray(case.gamma.astype(pd)),
+                             "bias": jnp.asarray(case.beta.astype(pd))}}
+        group = _group(case)
+
+        def f(x, params):
+            return layer.apply(params, x, mode=case.mode, group=group)
+
+        return f, params
+
+    def _param_grads(self, dp):
+        return dp["params"]["scale"], dp["params"]["bias"]

@@ -1,0 +1,152 @@
+"""Subject "keras": :class:`localnorm.keras.LocalNormalization` on this process's Keras
+backend (``KERAS_BACKEND`` = tensorflow, jax or torch; Keras fixes it per process, so the
+test command runs this subject once per backend, each in its own process).
+
+Each case builds the layer with the case's K, C, axis, eps and partition (C taken from
+gamma, so a channel mismatch reaches the layer's own check), loads gamma/beta and runs
+it: ``"batch"`` mode as in training (``training=True``), ``"single"``/``"set"`` in
+evaluation after ``set_eval_mode``. Gradients with respect to the input, gamma and beta
+come from the backend's own autodiff through ``Layer.stateless_call``:
+``tf.GradientTape``, ``jax.vjp`` or ``torch.autograd``.
+
+Dtypes: float64 and float32 layers, and float16/bfloat16 input under the
+``mixed_float16``/``mixed_bfloat16`` policies (float32 weights and statistics). On the
+JAX backend float64 cases run under ``jax.enable_x64(True)``, scoped to the call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+
+import numpy as np
+
+from conformance.harness import Case, Harness
+
+_POLICY = {"float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+
+
+def _backend() -> str:
+    import keras
+
+    return keras.backend.backend()
+
+
+class KerasHarness(Harness):
+    name = "keras"
+    dtypes = ("float64", "float32", "float16", "bfloat16")
+    grads = True
+    group_arrays = True
+    modes = ("batch", "single", "set")
+    partitions = ("contiguous", "strided")
+    channel_axes = None
+    ranks = (2, 3, 4, 5)
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        if importlib.util.find_spec("keras") is None:
+            return "keras not installed"
+        backend = _backend()
+        if backend not in ("tensorflow", "jax", "torch"):
+            return f"Keras backend {backend!r} is not one of tensorflow, jax, torch"
+        return None
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _scope(self, case: Case):
+        if case.dtype == "float64" and _backend() == "jax":
+            import jax
+
+            return jax.enable_x64(True)
+        return contextlib.nullcontext()
+
+    def _build(self, case: Case):
+        from localnorm.keras import LocalNormalization
+
+        layer = LocalNormalization(
+            num_groups=case.num_groups, axis=case.axis, epsilon=case.eps,
+            partition=case.partition, dtype=_POLICY.get(case.dtype, case.dtype),
+        )
+        shape = list(case.x.shape)
+        if case.x.ndim >= 2:
+            shape[case.axis] = case.num_features
+        layer.build(tuple(shape))
+        layer.gamma.assign(case.gamma.astype(layer.variable_dtype))
+        layer.beta.assign(case.beta.astype(layer.variable_dtype))
+        if case.mode != "batch":
+            layer.set_eval_mode(case.mode, case.group)
+        return layer
+
+    @staticmethod
+    def _x(case: Case):
+        import keras
+
+        x = case.x
+        if x.dtype.name == "bfloat16":  # ml_dtypes: exact through float32
+            return keras.ops.cast(x.astype(np.float32), "bfloat16")
+        return keras.ops.convert_to_tensor(x)
+
+    @staticmethod
+    def _numpy(t, dtype: str) -> np.ndarray:
+        import keras
+
+        if dtype == "bfloat16":
+            import ml_dtypes
+
+            f32 = keras.ops.convert_to_numpy(keras.ops.cast(t, "float32"))
+            return f32.astype(ml_dtypes.bfloat16)
+        return np.asarray(keras.ops.convert_to_numpy(t))
+
+    # -- the harness protocol ------------------------------------------------------------
+
+    def forward(self, case: Case) -> np.ndarray:
+        with self._scope(case):
+            layer = self._build(case)
+            y = layer(self._x(case), training=case.mode == "batch")
+            return self._numpy(y, case.dtype)
+
+    def vjp(self, case: Case, cotangent: np.ndarray):
+        with self._scope(case):
+            layer = self._build(case)
+            training = case.mode == "batch"
+            params = [v.value for v in layer.trainable_variables]  # [gamma, beta]
+            x = self._x(case)
+            ct = np.asarray(cotangent, dtype=np.float64)
+            grads = _VJP[_backend()](layer, x, params, ct, training)
+            return tuple(np.asarray(self._numpy(g, "float64"), dtype=np.float64)
+                         for g in grads)
+
+
+def _apply(layer, x, params, training):
+    y, _ = layer.stateless_call(params, [], x, training=training)
+    return y
+
+
+def _vjp_tensorflow(layer, x, params, ct, training):
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        tape.watch([x, *params])
+        y = _apply(layer, x, params, training)
+    return tape.gradient(y, [x, *params], output_gradients=tf.cast(ct, y.dtype))
+
+
+def _vjp_jax(layer, x, params, ct, training):
+    import jax
+
+    y, pullback = jax.vjp(lambda x_, p_: _apply(layer, x_, p_, training), x, params)
+    dx, dparams = pullback(jax.numpy.asarray(ct).astype(y.dtype))
+    return [dx, *dparams]
+
+
+def _vjp_torch(layer, x, params, ct, training):
+    import torch
+
+    x = x.detach().requires_grad_(True)
+    params = [p.detach().requires_grad_(True) for p in params]
+    y = _apply(layer, x, params, training)
+    ct_t = torch.as_tensor(ct, device=y.device).to(y.dtype)
+    return torch.autograd.grad(y, [x, *params], grad_outputs=ct_t)
+
+
+_VJP = {"tensorflow": _vjp_tensorflow, "jax": _vjp_jax, "torch": _vjp_torch}

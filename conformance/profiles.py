@@ -1,0 +1,34 @@
+"""Hypothesis profiles of the suite, selected by the environment variable
+``HYPOTHESIS_PROFILE`` (default ``dev``):
+
+- ``ci``: derandomized (the same examples on every run), 200 examples per property, no
+  deadline (2-core CI machines are noisy), no too_slow health check, no example database;
+- ``dev``: 25 examples, randomized, for quick local runs.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    max_examples=200,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+)
+settings.register_profile(
+    "dev",
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+)
+
+#: The profile loaded for this process.
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "dev")
+settings.load_profile(PROFILE)
