@@ -1,0 +1,119 @@
+"""Griffe extension (loaded by mkdocstrings): docstrings that static analysis cannot see.
+
+Griffe reads sources without importing them, so two documentation idioms of this project
+would render as undocumented:
+
+- ``#:`` comments above a module constant (Sphinx's attribute doc-comments), used for
+  ``DEFAULT_EPS``, ``MODES``, ``NOISES``, ``EVAL_MODES`` and the like: the comment lines
+  become the attribute's docstring;
+- docstrings assigned at runtime (``__doc__ = _DOC.format(...)``, one template shared by
+  sibling classes so their docs cannot drift apart): the class or function is imported and
+  its own ``__doc__`` is used.
+
+Only objects without a static docstring are touched. The extension also turns Sphinx
+cross-reference roles (``:func:`localnorm.local_norm```, ``:class:`Vote```, ...), which
+the docstrings use and mkdocstrings would print literally, into optional autorefs: a link
+where the target is rendered on the site, plain code otherwise (no build warning).
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import inspect
+from pathlib import Path
+
+from griffe import Docstring, Extension
+
+
+def _doc_comment(path: Path, lineno: int) -> str | None:
+    """The ``#:`` comment block directly above line ``lineno`` (1-based) of ``path``."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    block = []
+    i = lineno - 2
+    while i >= 0 and lines[i].strip().startswith("#:"):
+        block.append(lines[i].strip()[2:].strip())
+        i -= 1
+    return "\n".join(reversed(block)) or None
+
+
+def _runtime_doc(obj) -> str | None:
+    """The object's own ``__doc__`` at runtime (not one inherited from a base class)."""
+    try:
+        value = importlib.import_module(obj.module.path)
+        for part in obj.path[len(obj.module.path) + 1 :].split("."):
+            value = getattr(value, part)
+    except Exception:  # noqa: BLE001 - a module that cannot import simply keeps no docstring
+        return None
+    own = vars(value).get("__doc__") if isinstance(value, type) else getattr(value, "__doc__", None)
+    return inspect.cleandoc(own) if isinstance(own, str) and own.strip() else None
+
+
+def _docstring(text: str, obj, agent, lineno: int | None = None) -> Docstring:
+    """A docstring parsed like the static ones (numpydoc, as configured in mkdocs.yml)."""
+    return Docstring(text, lineno=lineno, parent=obj, parser=agent.docstring_parser,
+                     parser_options=agent.docstring_options)
+
+
+_ROLE = re.compile(r":(?:py:)?(?:func|class|meth|mod|attr|data|obj|exc|const):`([^`]+)`")
+
+
+def _exists(collection, path: str) -> bool:
+    try:
+        collection.get_member(path)
+    except Exception:  # noqa: BLE001 - KeyError, or an alias that cannot be resolved
+        return False
+    return True
+
+
+def _target(text: str, obj, collection) -> tuple[str, str]:
+    """``(title, identifier)`` of a role's text, resolving short names in obj's scope."""
+    title, _, explicit = text.partition(" <")
+    name = explicit.rstrip(">") if explicit else text
+    name = name.lstrip("~.!")
+    if not explicit:
+        title = name.split(".")[-1] if text.startswith("~") else name
+    scopes = [o.path for o in (obj, obj.parent, obj.module) if o is not None and not o.is_alias]
+    for candidate in [name, *(f"{scope}.{name}" for scope in scopes)]:
+        if _exists(collection, candidate):
+            return title, candidate
+    return title, name
+
+
+def _link_roles(obj, collection) -> None:
+    if obj.docstring is not None and ":" in obj.docstring.value:
+        def replace(match):
+            title, identifier = _target(match.group(1), obj, collection)
+            return f'<autoref identifier="{identifier}" optional><code>{title}</code></autoref>'
+
+        obj.docstring.value = _ROLE.sub(replace, obj.docstring.value)
+    for member in obj.members.values():
+        if not member.is_alias:
+            _link_roles(member, collection)
+
+
+class StaticlessDocstrings(Extension):
+    def on_package(self, *, pkg, **kwargs):
+        _link_roles(pkg, pkg.modules_collection)
+
+    def on_attribute_instance(self, *, node, attr, agent, **kwargs):
+        if attr.docstring is None and attr.lineno and attr.filepath:
+            text = _doc_comment(Path(attr.filepath), attr.lineno)
+            if text:
+                attr.docstring = _docstring(text, attr, agent, lineno=attr.lineno - 1)
+
+    def on_class_instance(self, *, node, cls, agent, **kwargs):
+        self._from_runtime(cls, agent)
+
+    def on_function_instance(self, *, node, func, agent, **kwargs):
+        self._from_runtime(func, agent)
+
+    @staticmethod
+    def _from_runtime(obj, agent):
+        if obj.docstring is None:
+            text = _runtime_doc(obj)
+            if text:
+                obj.docstring = _docstring(text, obj, agent)
