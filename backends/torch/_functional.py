@@ -43,7 +43,10 @@ def _channels_last(x: torch.Tensor) -> bool:
         fmt = torch.channels_last_3d
     else:
         return False
-    return x.is_contiguous(memory_format=fmt) and not x.is_contiguous()
+    try:
+        return x.is_contiguous(memory_format=fmt) and not x.is_contiguous()
+    except RuntimeError:  # vmap cannot query memory formats: take the NCHW path
+        return False
 
 
 def _flat(p: torch.Tensor | None) -> torch.Tensor | None:
