@@ -1,0 +1,264 @@
+"""Model-wide API: the evaluation switch, predict under the four protocols, and
+convert_batchnorm on a ResNet-style model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from torch import nn  # noqa: E402
+from torch_models import TinyResNet, small_net  # noqa: E402
+
+import localnorm  # noqa: E402
+import localnorm.torch as lt  # noqa: E402
+from localnorm import LocalNormError  # noqa: E402
+
+# -- evaluation switch ------------------------------------------------------------------
+
+
+def test_set_eval_mode_and_context_manager_restore():
+    net = small_net().eval()
+    lt.set_eval_mode(net, "set", 2)
+    assert (net[1].mode, net[1].group) == ("set", 2)
+    with lt.eval_mode(net, "single", 1) as same:
+        assert same is net and (net[1].mode, net[1].group) == ("single", 1)
+    assert (net[1].mode, net[1].group) == ("set", 2)
+    with pytest.raises(RuntimeError), lt.eval_mode(net, "batch"):
+        raise RuntimeError("boom")
+    assert net[1].mode == "set"
+
+
+def test_eval_mode_changes_output_only_in_evaluation():
+    net = small_net()
+    x = torch.randn(8, 3, 6, 6)
+    train_out = net(x)
+    lt.set_eval_mode(net, "single", 0)
+    torch.testing.assert_close(net(x), train_out)  # training ignores the eval mode
+    net.eval()
+    assert not torch.allclose(net(x), train_out)
+    lt.set_eval_mode(net, "batch")
+    torch.testing.assert_close(net(x), train_out)  # eval "batch" == training's math
+
+
+def test_switch_needs_localnorm_layers():
+    with pytest.raises(LocalNormError, match="convert_batchnorm"):
+        lt.set_eval_mode(nn.Linear(2, 2), "single")
+
+
+# -- predict ----------------------------------------------------------------------------
+
+
+def _data(n=12, seed=1):
+    return torch.randn(n, 3, 6, 6, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("partition", ["contiguous", "strided"])
+def test_predict_batch_is_eval_forward(partition):
+    net = small_net(partition=partition)
+    x = _data()
+    p = lt.predict(net, x, "batch")
+    assert net.training  # restored
+    net.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(p.scores, net(x))
+    assert p.agreement is None and torch.equal(p.labels, p.scores.argmax(-1))
+    # chunks of batch_size: each chunk its own statistics
+    p2 = lt.predict(net, x, "batch", batch_size=8)
+    with torch.no_grad():
+        expected = torch.cat([net(x[:8]), net(x[8:])])
+    torch.testing.assert_close(p2.scores, expected)
+
+
+def test_predict_single_equals_one_image_at_a_time():
+    net = small_net()
+    x = _data(6)
+    p = lt.predict(net, x, "single", group=3)
+    net.eval()
+    with torch.no_grad(), lt.eval_mode(net, "single", 3):
+        lone = torch.cat([net(x[i : i + 1]) for i in range(6)])
+    torch.testing.assert_close(p.scores, lone)
+
+
+def test_predict_single_random_groups_are_seeded():
+    net = small_net()
+    x = _data(16)
+    a = lt.predict(net, x, "single", generator=torch.Generator().manual_seed(5))
+    b = lt.predict(net, x, "single", generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(a.scores, b.scores)
+    groups = torch.randint(4, (16,), generator=torch.Generator().manual_seed(5))
+    c = lt.predict(net, x, "single", group=groups)
+    torch.testing.assert_close(a.scores, c.scores)
+
+
+@pytest.mark.parametrize("vote", ["hard", "soft"])
+def test_predict_single_voting_is_k_single_passes_and_a_vote(vote):
+    net = small_net()
+    x = _data(5)
+    p = lt.predict(net, x, "single-voting", vote=vote)
+    net.eval()
+    with torch.no_grad():
+        per_group = []
+        for g in range(4):
+            with lt.eval_mode(net, "single", g):
+                per_group.append(net(x))
+    v = localnorm.vote(torch.stack(per_group), vote, from_logits=True)
+    torch.testing.assert_close(p.scores, v.scores)
+    torch.testing.assert_close(p.agreement, v.agreement)
+    assert torch.equal(p.labels, v.labels)
+
+
+@pytest.mark.parametrize("partition", ["contiguous", "strided"])
+def test_predict_voting_is_set_mode_per_group(partition):
+    net = small_net(partition=partition)
+    x = _data(12)
+    p = lt.predict(net, x, "voting", vote="soft", set_size=3)
+    net.eval()
+    with torch.no_grad():
+        per_group = []
+        for g in range(4):
+            with lt.eval_mode(net, "set", g):
+                per_group.append(torch.cat([net(x[s : s + 3]) for s in range(0, 12, 3)]))
+    v = localnorm.vote(torch.stack(per_group), "soft", from_logits=True)
+    torch.testing.assert_close(p.scores, v.scores, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(p.agreement, v.agreement)
+
+
+def test_predict_restores_modes_and_training_flags():
+    net = small_net()
+    net[5].eval()  # a submodule already in eval stays so
+    lt.set_eval_mode(net, "set", 1)
+    lt.predict(net, _data(8), "single-voting")
+    assert net.training and net[1].training and not net[5].training
+    assert (net[1].mode, net[1].group) == ("set", 1)
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"protocol": "majority"}, "protocol"), ({"protocol": "voting", "vote": "mean"}, "vote"),
+    ({"protocol": "single", "group": 9}, "group"),
+])
+def test_predict_bad_arguments(kwargs, name):
+    with pytest.raises(LocalNormError, match=name):
+        lt.predict(small_net(), _data(8), **kwargs)
+
+
+def test_predict_batch_needs_k_images():
+    with pytest.raises(LocalNormError, match="x.shape\\[0\\]=3"):
+        lt.predict(small_net(), _data(3), "batch")
+
+
+def test_predict_refuses_inconsistent_layers():
+    net = nn.Sequential(lt.LocalNorm2d(3, 2), lt.LocalNorm2d(3, 4), nn.Flatten())
+    with pytest.raises(LocalNormError) as info:
+        lt.predict(net, _data(8), "voting")
+    assert "num_groups" in str(info.value) and "2, 4" in str(info.value)
+
+
+# -- convert_batchnorm --------------------------------------------------------------------
+
+
+def _trained_resnet():
+    torch.manual_seed(0)
+    net = TinyResNet()
+    with torch.no_grad():  # non-trivial BatchNorm parameters and statistics
+        for m in net.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_()
+    net(torch.randn(16, 3, 8, 8))
+    return net
+
+
+def test_convert_replaces_every_batchnorm():
+    net = lt.convert_batchnorm(_trained_resnet(), num_groups=4, partition="strided")
+    kinds = [type(m).__name__ for m in net.modules()]
+    assert not any("BatchNorm" in k for k in kinds)
+    assert kinds.count("LocalNorm2d") == 6 and kinds.count("LocalNorm1d") == 1
+    assert all(layer.num_groups == 4 and layer.partition == "strided"
+               for layer in lt.local_norm_layers(net))
+
+
+def test_convert_copies_parameters_into_every_group_and_keeps_flags():
+    original = _trained_resnet()
+    bn = original.stem[1]
+    w, b, rm = bn.weight.detach().clone(), bn.bias.detach().clone(), bn.running_mean.clone()
+    original.eval()
+    net = lt.convert_batchnorm(original, num_groups=3)
+    layer = net.stem[1]
+    assert isinstance(layer, lt.LocalNorm2d) and not layer.training
+    torch.testing.assert_close(layer.weight, w.expand(3, -1))
+    torch.testing.assert_close(layer.bias, b.expand(3, -1))
+    torch.testing.assert_close(layer.running_mean, rm.expand(3, -1))
+    assert layer.weight.dtype == w.dtype and layer.track_running_stats
+
+
+def test_convert_keeps_dtype_and_returns_new_layer_for_a_bare_batchnorm():
+    bn = nn.BatchNorm3d(4, eps=1e-3, momentum=0.3, affine=False).double()
+    layer = lt.convert_batchnorm(bn, num_groups=2)
+    assert isinstance(layer, lt.LocalNorm3d) and layer.running_mean.dtype == torch.float64
+    assert (layer.eps, layer.momentum, layer.affine) == (1e-3, 0.3, False)
+
+
+def test_convert_sync_batchnorm():
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.SyncBatchNorm(4))
+    net = lt.convert_batchnorm(net, 2)
+    assert isinstance(net[1], lt.LocalNorm2d) and net[1].weight.shape == (2, 4)
+
+
+def test_converted_with_one_group_reproduces_train_mode():
+    original = _trained_resnet().train()
+    x = torch.randn(8, 3, 8, 8)
+    expected = original(x)
+    converted = lt.convert_batchnorm(original, num_groups=1)
+    torch.testing.assert_close(converted(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_converted_model_trains():
+    torch.manual_seed(0)
+    net = lt.convert_batchnorm(TinyResNet(classes=3), num_groups=4)
+    x = torch.randn(32, 3, 8, 8)
+    y = (x.mean(dim=(1, 2, 3)) > 0).long() + (x[:, 0].mean(dim=(1, 2)) > 0).long()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(30):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(net(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    layer = net.stem[1]
+    assert not torch.allclose(layer.weight[0], layer.weight[1])  # groups diverge
+    p = lt.predict(net, x, "voting")
+    assert p.scores.shape == (32, 3) and p.agreement.shape == (32,)
+
+
+def test_convert_bad_arguments():
+    with pytest.raises(LocalNormError, match="num_groups"):
+        lt.convert_batchnorm(TinyResNet(), 0)
+    with pytest.raises(LocalNormError, match="partition"):
+        lt.convert_batchnorm(TinyResNet(), 2, partition="blocks")
+
+
+def test_group_per_rank_trains_one_row_per_rank():
+    net = small_net(num_groups=2)
+    lt.set_group_per_rank(net, rank=3)
+    assert net[1].rank_group == 1
+    x = torch.randn(4, 3, 6, 6)
+    net(x).sum().backward()
+    grad = net[1].weight.grad
+    assert torch.all(grad[0] == 0) and torch.any(grad[1] != 0)
+    lt.set_group_per_rank(net, enabled=False)
+    assert net[1].rank_group is None
+    with pytest.raises(LocalNormError, match="init_process_group"):
+        lt.set_group_per_rank(net)
+
+
+def test_predict_numpy_group_array_is_accepted():
+    net = small_net()
+    x = _data(4)
+    groups = np.array([0, 1, 2, 3])
+    a = lt.predict(net, x, "single", group=groups)
+    b = lt.predict(net, x, "single", group=torch.from_numpy(groups))
+    torch.testing.assert_close(a.scores, b.scores)
