@@ -1,0 +1,146 @@
+"""The site builds with ``mkdocs build --strict``, and its build hooks do their job."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+HOOKS = ROOT / "docs" / "_hooks"
+
+pytest.importorskip("mkdocs", reason="the docs extra is not installed (pip install -e '.[docs]')")
+pytest.importorskip("mkdocstrings_handlers.python")
+
+
+def _hook(name: str):
+    spec = importlib.util.spec_from_file_location(f"docs_hook_{name}", HOOKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """The site, built once for this module with --strict (warnings are errors)."""
+    out = tmp_path_factory.mktemp("site")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file",
+         str(ROOT / "mkdocs.yml"), "--site-dir", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+        env={**__import__("os").environ, "NO_MKDOCS_2_WARNING": "1", "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    log = "\n".join(line for line in (proc.stdout + proc.stderr).splitlines()
+                    if re.match(r"(ERROR|WARNING|Aborted|\s{2}\S)", line))
+    assert proc.returncode == 0, f"mkdocs build --strict failed:\n{log or proc.stderr[-6000:]}"
+    return out
+
+
+def _text(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+def test_strict_build_renders_every_page(site):
+    for page in ("index.html", "concepts/index.html", "spec/index.html",
+                 "conformance/index.html", "results/index.html", "api/localnorm/index.html",
+                 "api/torch/index.html", "api/keras/index.html", "api/flax/index.html"):
+        assert (site / page).is_file(), page
+
+
+def test_generated_sections_are_filled(site):
+    for page in ("index.html", "conformance/index.html", "results/index.html"):
+        assert "<!-- generated:" not in _text(site / page), page
+
+
+def test_api_reference_renders_docstrings_and_links(site):
+    api = _text(site / "api" / "localnorm" / "index.html")
+    assert 'id="localnorm.local_norm"' in api and "biased" in api
+    assert 'id="localnorm.DEFAULT_EPS"' in api  # a `#:` doc-comment became its docstring
+    torch_page = _text(site / "api" / "torch" / "index.html")
+    assert 'id="localnorm.torch.LocalNorm2d"' in torch_page  # a runtime (__doc__ =) docstring
+    assert ":func:`" not in torch_page and ":class:`" not in torch_page  # Sphinx roles linked
+
+
+def test_the_spec_page_holds_the_formula_and_the_framework_table(site):
+    spec = _text(site / "spec" / "index.html")
+    assert "arithmatex" in spec
+    for name in ("num_groups=4", "epsilon=1e-05", "momentum=0.1", "track_running_stats"):
+        assert name in spec
+
+
+# -- the hooks, without a build ------------------------------------------------------------
+
+
+def test_package_tree_follows_pyproject_package_dir(tmp_path):
+    packages = _hook("packages")
+    layout = packages.package_layout(ROOT)
+    assert layout["localnorm.torch"] == ROOT / "backends" / "torch"
+    packages.build_tree(ROOT, tmp_path)
+    assert (tmp_path / "localnorm" / "_core.py").resolve() == ROOT / "localnorm" / "_core.py"
+    assert (tmp_path / "localnorm" / "torch" / "__init__.py").resolve() == (
+        ROOT / "backends" / "torch" / "__init__.py")
+
+
+def test_api_coverage_names_what_is_missing():
+    coverage = _hook("api_coverage")
+    ids = {"localnorm.noise", "localnorm.noise.agn", "localnorm.noise.apn", "localnorm.noise.mbn",
+           "localnorm.noise.uniform"}
+    missing = coverage.missing_names(ids, modules=("localnorm.noise",))
+    assert missing == ["localnorm.noise.NOISES"]
+    missing = coverage.missing_names(set(), modules=("localnorm.protocols", "no_such_module_xyz"))
+    assert "localnorm.protocols (the module itself: add `::: localnorm.protocols` to a page in docs/api/)" in missing
+    assert "localnorm.protocols.run_protocol" in missing
+    assert any(m.startswith("no_such_module_xyz (cannot be imported") for m in missing)
+
+
+def test_api_coverage_accepts_the_defining_path_of_a_reexport():
+    coverage = _hook("api_coverage")
+    ids = {"localnorm.protocols", "localnorm.protocols.Prediction", "localnorm.protocols.run_protocol",
+           "localnorm.protocols.chunks", "localnorm.protocols.draw_groups"}
+    assert coverage.missing_names(ids, modules=("localnorm.protocols",)) == []
+    import localnorm
+    assert coverage.canonical_path(localnorm.Prediction) == "localnorm.protocols.Prediction"
+
+
+def test_generated_markers_are_replaced_and_unknown_ones_fail(tmp_path):
+    from mkdocs.exceptions import PluginError
+
+    generated = _hook("generated")
+    page = type("Page", (), {"file": type("F", (), {"src_path": "x.md"})()})()
+    config = type("C", (), {"config_file_path": str(ROOT / "mkdocs.yml"),
+                            "docs_dir": str(tmp_path)})()
+    generated.GENERATORS["test-marker"] = lambda root, docs: "| a |\n|---|\n| 1 |\n"
+    try:
+        out = generated.on_page_markdown("before\n<!-- generated: test-marker -->\nafter\n",
+                                         page, config, None)
+    finally:
+        del generated.GENERATORS["test-marker"]
+    assert out == "before\n| a |\n|---|\n| 1 |\n\nafter\n"
+    with pytest.raises(PluginError, match="no-such-section"):
+        generated.on_page_markdown("<!-- generated: no-such-section -->\n", page, config, None)
+
+
+def test_generated_tables_and_missing_results(tmp_path):
+    generated = _hook("generated")
+    assert generated.table([{"a": 1, "b": 0.123456}, {"a": 2}]) == (
+        "| a | b |\n|---|---|\n| 1 | 0.1235 |\n| 2 |  |\n")
+    assert generated.records({"x": {"acc": 0.5}}) == [{"": "x", "acc": 0.5}]
+    # Nothing produced yet: the page says so instead of inventing numbers.
+    assert "Not produced yet" in generated.robustness(ROOT, tmp_path)
+    assert "Not produced yet" in generated.benchmarks(ROOT, tmp_path)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "acc.csv").write_text("noise,sigma,accuracy\nagn,0.5,0.9\n")
+    (tmp_path / "results" / "headline.svg").write_text("<svg/>")
+    out = generated.robustness(ROOT, tmp_path)
+    assert "| noise | sigma | accuracy |" in out and "| agn | 0.5 | 0.9 |" in out
+    assert "(results/headline.svg)" in generated.headline(ROOT, tmp_path)
+
+
+def test_included_markdown_headings_are_demoted_outside_code():
+    generated = _hook("generated")
+    text = "# Bench\n\n```python\n# a comment\n```\n## Table\n"
+    assert generated._demote(text) == "### Bench\n\n```python\n# a comment\n```\n#### Table\n"
