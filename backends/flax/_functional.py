@@ -104,6 +104,12 @@ def normalize(
         scale = jnp.ones((num_groups, c), pdt)
     if bias is None:
         bias = jnp.zeros((num_groups, c), pdt)
+    if not isinstance(x, jax.core.Tracer) and jnp.issubdtype(x.dtype, jnp.floating):
+        # Eager call: refuse NaN/Inf, which would poison a whole group's statistics
+        # (the core cannot tell eager jax arrays from traced ones; under jit this is
+        # skipped, values being unknown).
+        if not bool(jnp.all(jnp.isfinite(x))):
+            raise _errors.not_finite("x")
     if dtype is not None:
         x = x.astype(jnp.promote_types(x.dtype, dtype))
     if axis_name is not None and mode == "batch":
