@@ -136,7 +136,7 @@ def robustness(root: Path, docs: Path) -> str:
         elif path.suffix == ".csv":
             parts.append(f"### {_title(path)}\n\n{_csv_table(path)}\n*Source: `docs/{rel}`*\n")
         elif path.suffix == ".md":
-            parts.append(_demote(path.read_text(encoding="utf-8")))
+            parts.append(_include(path, docs))
         elif path.suffix == ".json":
             rows = records(json.loads(path.read_text(encoding="utf-8")))
             if rows is not None:
@@ -163,13 +163,30 @@ def benchmarks(root: Path, docs: Path) -> str:
     parts = []
     md, js = results / "bench.md", results / "bench.json"
     if md.is_file():
-        parts.append(_demote(md.read_text(encoding="utf-8")))
+        parts.append(_include(md, docs))
     elif js.is_file():
         data = json.loads(js.read_text(encoding="utf-8"))
         parts.append(render(data.get("results", data) if isinstance(data, Mapping) else data))
     if not parts:
         return _missing("The benchmark tables", "Run the benchmarks (see Conformance).")
     return "\n".join(parts)
+
+
+_LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)")
+
+
+def _include(path: Path, docs: Path) -> str:
+    """A Markdown file of docs/results/ included in a page at the docs root: headings
+    demoted, relative links and images rebased onto the file's directory."""
+    base = path.parent.relative_to(docs).as_posix()
+
+    def rebase(match: re.Match) -> str:
+        target = match.group(2)
+        if re.match(r"^([a-z][\w+.-]*:|/|#)", target):
+            return match.group(0)
+        return f"{match.group(1)}{base}/{target}"
+
+    return _LINK.sub(rebase, _demote(path.read_text(encoding="utf-8")))
 
 
 def _demote(text: str, levels: int = 2) -> str:

@@ -2,7 +2,8 @@
 
 Run from the repository root after changing a figure::
 
-    python docs/figures/make_figures.py
+    python docs/figures/make_figures.py            # into docs/figures/
+    python docs/figures/make_figures.py OUT_DIR    # elsewhere (tests/docs checks it runs)
 
 Each figure shows a batch as a row of squares (one per sample, along the batch axis).
 Colour = the group whose gamma_k/beta_k a sample uses; a black outline = samples that share
@@ -12,6 +13,7 @@ regenerating an unchanged figure gives an unchanged file.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -141,11 +143,16 @@ def protocols():
     finish(fig, ax, "protocols.svg", 14, 11.6)
 
 
-def main():
+def main(out: Path = OUT) -> list[Path]:
+    """Draw every figure into ``out``; return the files written."""
+    global OUT
+    OUT = Path(out)
+    OUT.mkdir(parents=True, exist_ok=True)
     partitions()
     modes()
     protocols()
+    return [OUT / name for name in ("partitions.svg", "modes.svg", "protocols.svg")]
 
 
 if __name__ == "__main__":
-    main()
+    main(*sys.argv[1:2])

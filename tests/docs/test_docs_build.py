@@ -144,3 +144,27 @@ def test_included_markdown_headings_are_demoted_outside_code():
     generated = _hook("generated")
     text = "# Bench\n\n```python\n# a comment\n```\n## Table\n"
     assert generated._demote(text) == "### Bench\n\n```python\n# a comment\n```\n#### Table\n"
+
+
+def test_figure_script_draws_every_figure_of_the_concepts_page(tmp_path):
+    pytest.importorskip("matplotlib")
+    spec = importlib.util.spec_from_file_location(
+        "make_figures", ROOT / "docs" / "figures" / "make_figures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    written = module.main(tmp_path)
+    concepts = _text(ROOT / "docs" / "concepts.md")
+    for path in written:
+        assert path.read_text().lstrip().startswith(("<?xml", "<svg"))
+        assert f"figures/{path.name}" in concepts
+        assert (ROOT / "docs" / "figures" / path.name).is_file()  # committed with the script
+
+
+def test_included_results_markdown_has_its_links_rebased(tmp_path):
+    generated = _hook("generated")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "bench.md").write_text(
+        "# Bench\n\n![plot](bench.svg) [raw](bench.json) [site](https://x.org/a) [top](#bench)\n")
+    out = generated.benchmarks(ROOT, tmp_path)
+    assert "![plot](results/bench.svg)" in out and "[raw](results/bench.json)" in out
+    assert "(https://x.org/a)" in out and "(#bench)" in out and out.startswith("### Bench")
