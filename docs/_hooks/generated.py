@@ -113,45 +113,49 @@ def support_matrix(root: Path, docs: Path) -> str:
     return render(data)
 
 
-def _csv_table(path: Path) -> str:
-    with path.open(newline="") as f:
-        return table(list(csv.DictReader(f)))
-
-
 def _title(path: Path) -> str:
     return path.stem.replace("_", " ").replace("-", " ").capitalize()
 
 
 def robustness(root: Path, docs: Path) -> str:
+    """The robustness job's output in docs/results/: its Markdown report (``results.md``,
+    tables), the accuracy plots (``acc_*``), any CSV or record-list JSON as tables, and the
+    remaining plots (confusion matrices) in a collapsed block."""
     results = docs / "results"
-    if not results.is_dir():
-        return _missing("The robustness results", "Run `localnorm robustness` (see the guide).")
-    parts = []
-    for path in sorted(results.iterdir()):
-        if path.name in BENCH_FILES or path.name.startswith(("_", ".")):
-            continue
+    files = sorted(p for p in results.iterdir()) if results.is_dir() else []
+    files = [p for p in files if p.name not in BENCH_FILES and not p.name.startswith(("_", "."))]
+    plots = [p for p in files if p.suffix in (".png", ".svg")]
+    main_plots = [p for p in plots if p.stem.startswith(("acc", "headline"))]
+    other_plots = [p for p in plots if p not in main_plots]
+    parts = [_include(p, docs) for p in files if p.suffix == ".md"]
+    for path in files:
         rel = path.relative_to(docs).as_posix()
-        if path.suffix in (".png", ".svg"):
-            parts.append(f"### {_title(path)}\n\n![{_title(path)}]({rel})\n")
-        elif path.suffix == ".csv":
-            parts.append(f"### {_title(path)}\n\n{_csv_table(path)}\n*Source: `docs/{rel}`*\n")
-        elif path.suffix == ".md":
-            parts.append(_include(path, docs))
+        rows = None
+        if path.suffix == ".csv":
+            with path.open(newline="") as f:
+                rows = list(csv.DictReader(f))
         elif path.suffix == ".json":
             rows = records(json.loads(path.read_text(encoding="utf-8")))
-            if rows is not None:
-                parts.append(f"### {_title(path)}\n\n{table(rows)}\n*Source: `docs/{rel}`*\n")
+        if rows is not None:
+            parts.append(f"### {_title(path)}\n\n{table(rows)}\n*Source: `docs/{rel}`*\n")
+    if main_plots:
+        parts.append("### Plots\n")
+        parts += [f"![{_title(p)}]({p.relative_to(docs).as_posix()})\n" for p in main_plots]
+    if other_plots:
+        parts.append('??? note "More plots (' + str(len(other_plots)) + ')"\n')
+        parts += [f"    ![{_title(p)}]({p.relative_to(docs).as_posix()})\n" for p in other_plots]
     if not parts:
         return _missing("The robustness results", "Run `localnorm robustness` (see the guide).")
     return "\n".join(parts)
 
 
 def headline(root: Path, docs: Path) -> str:
-    """The headline robustness plot: ``docs/results/headline.{svg,png}``, else the first
-    plot in ``docs/results/``."""
+    """The headline robustness plot: ``docs/results/headline.{svg,png}``, else the accuracy
+    under additive Gaussian noise (``acc_agn``, the paper's headline), else the first plot."""
     results = docs / "results"
     plots = sorted(p for p in results.glob("*") if p.suffix in (".svg", ".png")) if results.is_dir() else []
-    preferred = [p for p in plots if "headline" in p.stem] or plots
+    preferred = ([p for p in plots if "headline" in p.stem] or [p for p in plots if p.stem == "acc_agn"]
+                 or [p for p in plots if p.stem.startswith("acc")] or plots)
     if not preferred:
         return _missing("The robustness plots", "Run `localnorm robustness` (see Results).")
     rel = preferred[0].relative_to(docs).as_posix()
