@@ -168,3 +168,24 @@ def test_included_results_markdown_has_its_links_rebased(tmp_path):
     out = generated.benchmarks(ROOT, tmp_path)
     assert "![plot](results/bench.svg)" in out and "[raw](results/bench.json)" in out
     assert "(https://x.org/a)" in out and "(#bench)" in out and out.startswith("### Bench")
+
+
+def _nav_files(nav) -> list[str]:
+    out = []
+    for item in nav:
+        value = next(iter(item.values())) if isinstance(item, dict) else item
+        out += _nav_files(value) if isinstance(value, list) else [value]
+    return out
+
+
+def test_every_page_is_in_the_nav_and_every_nav_entry_exists():
+    import yaml
+
+    # mkdocs.yml may hold python tags in other projects; ours is plain YAML.
+    config = yaml.safe_load(_text(ROOT / "mkdocs.yml"))
+    nav = _nav_files(config["nav"])
+    docs = ROOT / "docs"
+    pages = {p.relative_to(docs).as_posix() for p in docs.rglob("*.md")
+             if "_hooks" not in p.parts and p.parent.name != "results"}
+    assert sorted(pages - set(nav)) == [], "pages missing from the nav of mkdocs.yml"
+    assert sorted(set(nav) - pages) == [], "nav entries without a page"
