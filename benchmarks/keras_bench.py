@@ -12,6 +12,7 @@ on CPU; see the torch and flax sections).
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import keras
@@ -24,6 +25,12 @@ from ._timing import compare
 
 
 # ----------------------------------------------------------------------------- backends
+
+def _kw(layer, training) -> dict:
+    """``training=...`` for layers whose ``call`` takes it (GroupNormalization does not)."""
+    return {"training": training} if "training" in inspect.signature(layer.call).parameters \
+        else {}
+
 
 class _Jax:
     def __init__(self):
@@ -40,7 +47,7 @@ class _Jax:
     def forward(self, layer, x, training):
         tv = [v.value for v in layer.trainable_variables]
         ntv = [v.value for v in layer.non_trainable_variables]
-        f = self.jax.jit(lambda tv, ntv, x: layer.stateless_call(tv, ntv, x, training=training)[0])
+        f = self.jax.jit(lambda tv, ntv, x: layer.stateless_call(tv, ntv, x, **_kw(layer, training))[0])
         return lambda: f(tv, ntv, x)
 
     def fwbw(self, layer, x, gy):
@@ -49,7 +56,7 @@ class _Jax:
         ntv = [v.value for v in layer.non_trainable_variables]
 
         def fb(tv, ntv, x, gy):
-            _, vjp = jax.vjp(lambda tv, x: layer.stateless_call(tv, ntv, x, training=True)[0],
+            _, vjp = jax.vjp(lambda tv, x: layer.stateless_call(tv, ntv, x, **_kw(layer, True))[0],
                              tv, x)
             return vjp(gy)
 
@@ -74,7 +81,7 @@ class _TensorFlow:
     def forward(self, layer, x, training):
         tv = [v.value for v in layer.trainable_variables]
         ntv = [v.value for v in layer.non_trainable_variables]
-        f = self.tf.function(lambda x: layer.stateless_call(tv, ntv, x, training=training)[0])
+        f = self.tf.function(lambda x: layer.stateless_call(tv, ntv, x, **_kw(layer, training))[0])
         return lambda: f(x)
 
     def fwbw(self, layer, x, gy):
@@ -87,7 +94,7 @@ class _TensorFlow:
             with tf.GradientTape() as tape:
                 tape.watch(x)
                 tape.watch(tv)
-                y = layer.stateless_call(tv, ntv, x, training=True)[0]
+                y = layer.stateless_call(tv, ntv, x, **_kw(layer, True))[0]
             return tape.gradient(y, [x] + tv, output_gradients=gy)
 
         return lambda: fb(x, gy)
@@ -111,7 +118,7 @@ class _Torch:
 
         def f():
             with torch.no_grad():
-                return layer(x, training=training)
+                return layer(x, **_kw(layer, training))
 
         return f
 
@@ -119,7 +126,7 @@ class _Torch:
         torch = self.torch
         xg = x.detach().requires_grad_(True)
         params = [v.value for v in layer.trainable_variables]
-        return lambda: torch.autograd.grad(layer(xg, training=True), [xg] + params, gy)
+        return lambda: torch.autograd.grad(layer(xg, **_kw(layer, True)), [xg] + params, gy)
 
 
 _BACKENDS = {"jax": _Jax, "tensorflow": _TensorFlow, "torch": _Torch}
@@ -175,66 +182,71 @@ def _layer_records(ctx: Context, be, lk) -> list[dict]:
 L = keras.layers
 
 
-def _conv_bn_relu(x, c, stride=1):
+def _bn():
+    return L.BatchNormalization(epsilon=1e-5)
+
+
+def _conv_bn_relu(x, c, norm, stride=1):
     x = L.Conv2D(c, 3, strides=stride, padding="same", use_bias=False)(x)
-    return L.ReLU()(L.BatchNormalization(epsilon=1e-5)(x))
+    return L.ReLU()(norm()(x))
 
 
-def mnist_net(classes: int = 10) -> keras.Model:
-    """The paper's MNIST network (Input-16c-16c-32c-32c-512d-1024d-output), BatchNorm."""
+def mnist_net(classes: int = 10, norm=_bn) -> keras.Model:
+    """The paper's MNIST network (Input-16c-16c-32c-32c-512d-1024d-output)."""
     inp = keras.Input((28, 28, 1))
     x = inp
     for v in MNIST_CONVS:
-        x = L.MaxPooling2D(2)(x) if v == "M" else _conv_bn_relu(x, v)
+        x = L.MaxPooling2D(2)(x) if v == "M" else _conv_bn_relu(x, v, norm)
     x = L.Flatten()(x)
     for d in MNIST_DENSE:
-        x = L.ReLU()(L.BatchNormalization(epsilon=1e-5)(L.Dense(d, use_bias=False)(x)))
+        x = L.ReLU()(norm()(L.Dense(d, use_bias=False)(x)))
     return keras.Model(inp, L.Dense(classes)(x))
 
 
-def resnet20(classes: int = 10, size: int = 32) -> keras.Model:
-    """CIFAR ResNet-20 (3 stages of 3 basic blocks, 16/32/64 channels), BatchNorm."""
+def resnet20(classes: int = 10, size: int = 32, norm=_bn) -> keras.Model:
+    """CIFAR ResNet-20 (3 stages of 3 basic blocks, 16/32/64 channels)."""
     inp = keras.Input((size, size, 3))
-    x = _conv_bn_relu(inp, 16)
+    x = _conv_bn_relu(inp, 16, norm)
     cin = 16
     for i, cout in enumerate((16, 32, 64)):
         for j in range(3):
             stride = 2 if (i > 0 and j == 0) else 1
-            out = _conv_bn_relu(x, cout, stride)
-            out = L.Conv2D(cout, 3, padding="same", use_bias=False)(out)
-            out = L.BatchNormalization(epsilon=1e-5)(out)
+            out = _conv_bn_relu(x, cout, norm, stride)
+            out = norm()(L.Conv2D(cout, 3, padding="same", use_bias=False)(out))
             short = x
             if stride != 1 or cin != cout:
-                short = L.Conv2D(cout, 1, strides=stride, use_bias=False)(x)
-                short = L.BatchNormalization(epsilon=1e-5)(short)
+                short = norm()(L.Conv2D(cout, 1, strides=stride, use_bias=False)(x))
             x = L.ReLU()(L.Add()([out, short]))
             cin = cout
     x = L.GlobalAveragePooling2D()(x)
     return keras.Model(inp, L.Dense(classes)(x))
 
 
-def vgg(classes: int = 10, size: int = 32) -> keras.Model:
-    """VGG-style network (:data:`benchmarks._cases.VGG_CFG`), BatchNorm."""
+def vgg(classes: int = 10, size: int = 32, norm=_bn) -> keras.Model:
+    """VGG-style network (:data:`benchmarks._cases.VGG_CFG`)."""
     inp = keras.Input((size, size, 3))
     x = inp
     for v in VGG_CFG:
-        x = L.MaxPooling2D(2)(x) if v == "M" else _conv_bn_relu(x, v)
+        x = L.MaxPooling2D(2)(x) if v == "M" else _conv_bn_relu(x, v, norm)
     x = L.GlobalAveragePooling2D()(x)
     return keras.Model(inp, L.Dense(classes)(x))
 
 
-def _build(net: NetCase) -> keras.Model:
+def _build(net: NetCase, norm) -> keras.Model:
+    keras.utils.set_random_seed(0)
     if net.name == "mnist":
-        return mnist_net(net.classes)
+        return mnist_net(net.classes, norm)
     if net.name == "resnet20":
-        return resnet20(net.classes, net.size)
-    return vgg(net.classes, net.size)
+        return resnet20(net.classes, net.size, norm)
+    return vgg(net.classes, net.size, norm)
 
 
 def _pair(net: NetCase, lk):
-    keras.utils.set_random_seed(0)
-    bn = _build(net)
-    ln = lk.convert_batchnorm(bn, num_groups=net.k)
+    """The BatchNorm network and the same network built with LocalNormalization layers
+    (built directly rather than with ``convert_batchnorm``, which does not yet handle the
+    ``mask`` argument Keras records for BatchNormalization calls in functional models)."""
+    bn = _build(net, _bn)
+    ln = _build(net, lambda: lk.LocalNormalization(num_groups=net.k))
     return bn, ln
 
 
