@@ -1,0 +1,167 @@
+"""Graph tooling: torch.compile(fullgraph=True) in every mode, ONNX export of a model in
+"single" mode checked in onnxruntime, torch.func.functional_call and vmap.
+
+Compilation is slow on 2 CPU cores, so the default run checks every mode with Dynamo's
+``aot_eager`` backend (fullgraph=True still fails on any graph break; AOTAutograd traces
+the backward too) and one representative case with Inductor; the Inductor matrix is
+``@pytest.mark.slow``.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from torch.func import functional_call, stack_module_state, vmap  # noqa: E402
+from torch_models import requires_cuda, small_net  # noqa: E402
+
+import localnorm.torch as lt  # noqa: E402
+
+# (mode, layer kwargs, training, batch): every mode, both partitions, a ragged batch,
+# running statistics in training and evaluation.
+CASES = [
+    ("batch", {}, True, 8),
+    ("batch", {"partition": "strided"}, True, 8),
+    ("batch", {}, True, 10),
+    ("batch", {"partition": "strided"}, True, 10),
+    ("batch", {"track_running_stats": True}, True, 8),
+    ("batch", {}, False, 8),
+    ("single", {}, False, 3),
+    ("set", {}, False, 3),
+    ("running", {"track_running_stats": True}, False, 3),
+]
+
+
+def _ids(case):
+    mode, kw, train, n = case
+    return f"{mode}-{'train' if train else 'eval'}-n{n}-" + "-".join(f"{k}" for k in kw)
+
+
+def _check_compiled(case, backend, channels_last=False, device="cpu"):
+    mode, kw, train, n = case
+    net = small_net(**kw).to(device).train(train)
+    if not train:
+        group = torch.arange(n, device=device) % 4 if mode == "single" else 2
+        lt.set_eval_mode(net, mode, group)
+    x = torch.randn(n, 3, 6, 6, device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    torch._dynamo.reset()
+    compiled = torch.compile(net, fullgraph=True, backend=backend)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Dynamo's notes on array-api-compat's lru_cache
+        y = compiled(x)
+        params = list(net.parameters())
+        grads = torch.autograd.grad(y.square().sum(), params) if train else ()
+    after_compiled = {k: v.clone() for k, v in net.state_dict().items()}
+    net.load_state_dict(state)
+    ref = net(x)
+    torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)
+    for k, v in net.state_dict().items():  # running statistics updated the same way
+        torch.testing.assert_close(after_compiled[k], v, atol=1e-6, rtol=1e-6)
+    if train:
+        ref_grads = torch.autograd.grad(ref.square().sum(), params)
+        for g, r in zip(grads, ref_grads):
+            torch.testing.assert_close(g, r, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_compile_fullgraph_every_mode(case):
+    _check_compiled(case, "aot_eager")
+
+
+def test_compile_inductor_representative():
+    _check_compiled(("batch", {"partition": "strided"}, True, 8), "inductor")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_compile_inductor_matrix(case, channels_last):
+    _check_compiled(case, "inductor", channels_last)
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_compile_inductor_cuda(case):
+    _check_compiled(case, "inductor", device="cuda")
+
+
+def test_compile_under_autocast():
+    net = small_net()
+    compiled = torch.compile(net, fullgraph=True, backend="aot_eager")
+    x = torch.randn(8, 3, 6, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = compiled(x)
+        ref = net(x)
+    assert y.dtype == ref.dtype
+    torch.testing.assert_close(y, ref)
+
+
+@pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
+def test_onnx_single_mode_runs_in_onnxruntime(tmp_path, dynamo):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    if dynamo:
+        pytest.importorskip("onnxscript")
+    net = small_net().eval()
+    lt.set_eval_mode(net, "single", 2)
+    x = torch.randn(3, 3, 6, 6)
+    path = str(tmp_path / "model.onnx")
+    kwargs = (
+        {"dynamic_shapes": ({0: torch.export.Dim("n")},)} if dynamo
+        else {"dynamic_axes": {"x": {0: "n"}}}
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (x,), path, dynamo=dynamo, input_names=["x"],
+                          output_names=["y"], **kwargs)
+    ops = {node.op_type for node in onnx.load(path).graph.node}
+    assert "BatchNormalization" not in ops and "ReduceMean" in ops
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for batch in (x, torch.randn(1, 3, 6, 6), torch.randn(5, 3, 6, 6)):
+        (y,) = session.run(None, {"x": batch.numpy()})
+        with torch.no_grad():
+            np.testing.assert_allclose(y, net(batch).numpy(), atol=1e-5, rtol=1e-4)
+
+
+def test_functional_call_and_vmap_over_ensembles():
+    members = [small_net() for _ in range(3)]
+    for i, m in enumerate(members):  # distinct members
+        with torch.no_grad():
+            m[1].weight.mul_(i + 1)
+    params, buffers = stack_module_state(members)
+    base = small_net()
+
+    def run(p, b, x):
+        return functional_call(base, (p, b), (x,))
+
+    x = torch.randn(8, 3, 6, 6)
+    out = vmap(run, in_dims=(0, 0, None))(params, buffers, x)
+    torch.testing.assert_close(out, torch.stack([m(x) for m in members]))
+    xs = torch.randn(3, 10, 3, 6, 6)  # ragged batches per member
+    out = vmap(run, in_dims=(0, 0, 0))(params, buffers, xs)
+    torch.testing.assert_close(
+        out, torch.stack([m(a) for m, a in zip(members, xs)]), atol=1e-5, rtol=1e-5
+    )
+
+
+@pytest.mark.parametrize("mode", ["batch", "single", "set"])
+def test_vmap_over_batches_every_mode(mode):
+    layer = lt.LocalNorm2d(3, 2, partition="strided")
+    with torch.no_grad():
+        layer.weight.uniform_(0.5, 2)
+    if mode != "batch":
+        layer.eval().set_mode(mode, 1)
+    params = dict(layer.named_parameters())
+    xs = torch.randn(4, 6, 3, 3, 3)
+    out = vmap(lambda x: functional_call(layer, params, (x,)))(xs)
+    torch.testing.assert_close(out, torch.stack([layer(x) for x in xs]))
+    grads = torch.func.grad(lambda p: functional_call(layer, p, (xs[0],)).square().sum())(params)
+    assert grads["weight"].shape == (2, 3) and torch.isfinite(grads["weight"]).all()
