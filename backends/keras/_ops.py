@@ -35,6 +35,23 @@ def _static(dim: Any) -> int | None:
     return dim if isinstance(dim, int) else None
 
 
+def _mean(x, axis: tuple[int, ...], keepdims: bool = False):
+    """Mean over ``axis`` as sum / count: ``keras.ops.mean`` on the PyTorch backend
+    accumulates float64 input in float32 (Keras 3.15), which would cost float64 its
+    precision."""
+    count = 1.0
+    dynamic = None
+    for a in axis:
+        if isinstance(x.shape[a], int):
+            count *= x.shape[a]
+        else:
+            size = ops.cast(ops.shape(x)[a], x.dtype)
+            dynamic = size if dynamic is None else dynamic * size
+    total = ops.sum(x, axis=axis, keepdims=keepdims)
+    total = total / count if count != 1.0 else total
+    return total if dynamic is None else total / dynamic
+
+
 def _bshape(ndim: int, axis: int, channels: int, batch: int = 1) -> tuple[int, ...]:
     shape = [1] * ndim
     shape[0] = batch
@@ -75,8 +92,8 @@ def _batch_moments_reshape(xc, axis: int, num_groups: int, partition: str):
     red0 = 1 if partition == "contiguous" else 0
     spatial = tuple(a + 1 for a in range(1, xc.ndim) if a != axis)
     xr = ops.reshape(xc, lead + tuple(xc.shape[1:]))
-    mean = ops.mean(xr, axis=(red0,) + spatial, keepdims=True)
-    var = ops.mean(ops.square(xr - mean), axis=(red0,) + spatial, keepdims=True)
+    mean = _mean(xr, axis=(red0,) + spatial, keepdims=True)
+    var = _mean(ops.square(xr - mean), axis=(red0,) + spatial, keepdims=True)
     c = xc.shape[axis]
     return ops.reshape(mean, (k, c)), ops.reshape(var, (k, c))
 
@@ -88,7 +105,7 @@ def _batch_moments_segments(xc, axis: int, num_groups: int, gidx):
     spatial = tuple(a for a in range(1, ndim) if a != axis)
 
     def per_sample(v):  # mean over the spatial axes -> (N, C)
-        v = ops.mean(v, axis=spatial) if spatial else v
+        v = _mean(v, axis=spatial) if spatial else v
         return ops.reshape(v, (-1, c))
 
     ones = ops.ones_like(gidx, dtype=xc.dtype)
@@ -139,8 +156,8 @@ def local_norm(x, gamma, beta, *, axis: int, mode: str, group: Any, partition: s
             y = (xc - gather(mean_k)) * gather(scale_k) + gather(beta)
     else:
         red = spatial if mode == "single" else (0,) + spatial
-        mean = ops.mean(xc, axis=red, keepdims=True)
-        var = ops.mean(ops.square(xc - mean), axis=red, keepdims=True)
+        mean = _mean(xc, axis=red, keepdims=True)
+        var = _mean(ops.square(xc - mean), axis=red, keepdims=True)
         rstd = ops.rsqrt(var + eps)
         if isinstance(group, (int, np.integer)):
             g = ops.reshape(gamma[int(group)], _bshape(ndim, axis, c))
