@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 from flax.linen import initializers
 
-from localnorm import _spec
+from localnorm import _errors, _spec
 
 from . import _functional as fn
 
@@ -95,6 +95,15 @@ class LocalNorm(nn.Module):
         x = jnp.asarray(x)
         c = x.shape[_spec.normalize_axis(self.axis, x.ndim)] if x.ndim >= 2 else 1
         shape = (k, c)
+        for name in ("scale", "bias"):  # refuse a mismatch before Flax's shape error
+            if self.has_variable("params", name):
+                p = self.get_variable("params", name)
+                if p.ndim != 2:
+                    raise _errors.bad_param_shape(name, p.shape, f"({k}, {c})")
+                if p.shape[1] != c:
+                    raise _errors.bad_channels(c, p.shape[1])
+                if p.shape[0] != k:
+                    raise _errors.checkpoint_mismatch(name, p.shape, shape)
         scale = self.param("scale", self.scale_init, shape, self.param_dtype) \
             if self.use_scale else None
         bias = self.param("bias", self.bias_init, shape, self.param_dtype) \
