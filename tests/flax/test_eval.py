@@ -1,0 +1,191 @@
+"""Model-level API of localnorm.flax: the evaluation switch, predict under the four
+protocols (checked against direct passes through the model), convert_batchnorm."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flax_models import SmallCNN, images, localnorm_cnn
+
+jax = pytest.importorskip("jax")
+nnx = pytest.importorskip("flax.nnx")
+
+import jax.numpy as jnp  # noqa: E402
+
+import localnorm  # noqa: E402
+import localnorm.flax as lf  # noqa: E402
+from localnorm import LocalNormError  # noqa: E402
+
+
+def outputs(model, x, mode, group=0):
+    """The model's output in evaluation with every LocalNorm layer in mode/group."""
+    model.eval()
+    with lf.eval_mode(model, mode, group):
+        return np.asarray(model(x))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return localnorm_cnn(num_groups=4)
+
+
+# -- evaluation switch --------------------------------------------------------------------
+
+
+def test_set_eval_mode_and_context_manager_restore(model):
+    layers = lf.localnorm_layers(model)
+    assert len(layers) == 2
+    lf.set_eval_mode(model, "set", 2)
+    assert all((l.mode, l.group) == ("set", 2) for l in layers)
+    with lf.eval_mode(model, "single", np.array([0, 1, 3])) as same:
+        assert same is model
+        assert all((l.mode, l.group) == ("single", (0, 1, 3)) for l in layers)
+    assert all((l.mode, l.group) == ("set", 2) for l in layers)
+    with pytest.raises(RuntimeError), lf.eval_mode(model, "batch"):
+        raise RuntimeError("boom")
+    assert all(l.mode == "set" for l in layers)
+    lf.set_eval_mode(model, "batch")
+
+
+def test_set_eval_mode_is_all_or_nothing(model):
+    lf.set_eval_mode(model, "set", 1)
+    with pytest.raises(LocalNormError, match="group=9"):
+        lf.set_eval_mode(model, "set", 9)
+    with pytest.raises(LocalNormError, match="stateless"):
+        lf.set_eval_mode(model, "running")
+    assert all((l.mode, l.group) == ("set", 1) for l in lf.localnorm_layers(model))
+    lf.set_eval_mode(model, "batch")
+
+
+def test_model_without_localnorm_layers():
+    with pytest.raises(LocalNormError, match="SmallCNN"):
+        lf.set_eval_mode(SmallCNN(rngs=nnx.Rngs(0)), "set")
+    with pytest.raises(LocalNormError, match="LocalNorm"):
+        lf.predict(SmallCNN(rngs=nnx.Rngs(0)), images(8))
+
+
+# -- predict ------------------------------------------------------------------------------
+
+
+def test_predict_batch(model):
+    x = images(12)
+    pred = lf.predict(model, x, protocol="batch", batch_size=8)
+    want = np.concatenate([outputs(model, x[:8], "batch"), outputs(model, x[8:], "batch")])
+    np.testing.assert_allclose(pred.scores, want, atol=1e-5)
+    np.testing.assert_array_equal(pred.labels, want.argmax(-1))
+    assert pred.agreement is None
+    assert isinstance(pred, localnorm.Prediction)
+
+
+def test_predict_single_given_and_random_groups(model):
+    x = images(8, seed=1)
+    pred = lf.predict(model, x, protocol="single", group=2)
+    np.testing.assert_allclose(pred.scores, outputs(model, x, "single", 2), atol=1e-5)
+    drawn = np.random.default_rng(5).integers(0, 4, 8)
+    seeded = lf.predict(model, x, protocol="single", generator=5)
+    np.testing.assert_allclose(seeded.scores, outputs(model, x, "single", drawn), atol=1e-5)
+    again = lf.predict(model, x, protocol="single", generator=np.random.default_rng(5))
+    np.testing.assert_array_equal(again.scores, seeded.scores)
+    key = jax.random.key(3)
+    from_key = lf.predict(model, x, protocol="single", generator=key)
+    key_groups = np.asarray(jax.random.randint(key, (8,), 0, 4))
+    np.testing.assert_allclose(from_key.scores, outputs(model, x, "single", key_groups),
+                               atol=1e-5)
+    with pytest.raises(LocalNormError, match="str"):
+        lf.predict(model, x, protocol="single", generator="seed")
+
+
+@pytest.mark.parametrize("vote", ["hard", "soft"])
+def test_predict_single_voting(model, vote):
+    x = images(6, seed=2)
+    pred = lf.predict(model, x, protocol="single-voting", vote=vote, batch_size=8)
+    per_group = np.stack([outputs(model, x, "single", k) for k in range(4)])
+    want = localnorm.vote(per_group, vote, from_logits=True)
+    np.testing.assert_allclose(pred.scores, want.scores, atol=1e-5)
+    np.testing.assert_array_equal(pred.labels, want.labels)
+    np.testing.assert_allclose(pred.agreement, want.agreement)
+
+
+@pytest.mark.parametrize("partition", ["contiguous", "strided"])
+def test_predict_voting_equals_set_mode_passes(partition):
+    model = localnorm_cnn(num_groups=4, seed=partition == "strided")
+    for layer in lf.localnorm_layers(model):
+        layer.partition = partition
+    x = images(8, seed=3)
+    pred = lf.predict(model, x, protocol="voting", set_size=4)
+    per_group = np.stack([
+        np.concatenate([outputs(model, x[s:s + 4], "set", k) for s in (0, 4)])
+        for k in range(4)
+    ])
+    want = localnorm.vote(per_group, "hard", from_logits=True)
+    np.testing.assert_allclose(pred.scores, want.scores, atol=1e-6)
+    np.testing.assert_array_equal(pred.labels, want.labels)
+    np.testing.assert_allclose(pred.agreement, want.agreement)
+
+
+def test_predict_restores_train_flags_and_modes():
+    class WithDropout(nnx.Module):
+        def __init__(self):
+            self.net = localnorm_cnn(2)
+            self.drop = nnx.Dropout(0.5, rngs=nnx.Rngs(0))
+
+        def __call__(self, x):
+            return self.drop(self.net(x))
+
+    model = WithDropout()
+    model.train()
+    lf.set_eval_mode(model, "set", 1)
+    lf.predict(model, images(8), protocol="voting")
+    assert model.drop.deterministic is False
+    assert all(not l.deterministic and (l.mode, l.group) == ("set", 1)
+               for l in lf.localnorm_layers(model))
+
+
+def test_predict_refuses_layers_that_disagree():
+    model = localnorm_cnn(4)
+    model.block.layers[1] = lf.LocalNorm(8, num_groups=2, rngs=nnx.Rngs(0))
+    with pytest.raises(LocalNormError, match="num_groups"):
+        lf.predict(model, images(8))
+
+
+# -- convert_batchnorm -------------------------------------------------------------------
+
+
+def test_convert_batchnorm_replaces_every_batchnorm_and_tiles_parameters():
+    model = SmallCNN(rngs=nnx.Rngs(0))
+    model.bn1.scale[...] = jnp.arange(1.0, 9.0)
+    model.block.layers[1].bias[...] = jnp.arange(8.0)
+    bn_scale = np.asarray(model.bn1.scale[...])
+    out = lf.convert_batchnorm(model, num_groups=3, partition="strided")
+    assert out is model
+    assert not [m for _, m in nnx.iter_modules(model) if isinstance(m, nnx.BatchNorm)]
+    layers = lf.localnorm_layers(model)
+    assert len(layers) == 2
+    assert all((l.num_groups, l.partition, l.epsilon) == (3, "strided", 1e-5) for l in layers)
+    np.testing.assert_array_equal(model.bn1.scale[...], np.tile(bn_scale, (3, 1)))
+    np.testing.assert_array_equal(model.block.layers[1].bias[...], np.tile(np.arange(8.0), (3, 1)))
+
+
+def test_one_group_is_batchnorm_in_training():
+    bn = nnx.BatchNorm(3, rngs=nnx.Rngs(0))
+    bn.scale[...] = jnp.asarray([0.5, 1.0, 2.0])
+    bn.bias[...] = jnp.asarray([0.1, -0.2, 0.3])
+    x = images(8)
+    want = bn(x)  # training: batch statistics
+    layer = lf.convert_batchnorm(bn, num_groups=1)
+    assert isinstance(layer, lf.LocalNorm) and not layer.deterministic
+    np.testing.assert_allclose(layer(x), want, atol=1e-5)
+
+
+def test_convert_batchnorm_in_containers_keeps_eval_state():
+    class Holder(nnx.Module):
+        def __init__(self):
+            self.items = nnx.List([nnx.BatchNorm(2, rngs=nnx.Rngs(0))])
+            self.named = nnx.Dict({"a": nnx.BatchNorm(2, use_running_average=True,
+                                                      rngs=nnx.Rngs(0))})
+
+    holder = lf.convert_batchnorm(Holder(), 2)
+    assert isinstance(holder.items[0], lf.LocalNorm) and not holder.items[0].deterministic
+    assert isinstance(holder.named["a"], lf.LocalNorm) and holder.named["a"].deterministic
+    with pytest.raises(LocalNormError, match="num_groups=0"):
+        lf.convert_batchnorm(Holder(), 0)
