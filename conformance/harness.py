@@ -78,6 +78,11 @@ class Harness:
     channel_axes: tuple[int, ...] | None = None
     #: Input ranks (batch and channel axes included) the subject takes.
     ranks: tuple[int, ...] = (2, 3, 4, 5)
+    #: Whether each new input signature (shape, dtype, static options) costs a
+    #: compilation (jit/XLA). The strategies then draw shapes, group counts and eps from
+    #: a small fixed catalog (``strategies.CATALOG``) so compilations are reused; data
+    #: values, modes, partitions, groups and dtypes still vary freely.
+    compiles: bool = False
 
     @classmethod
     def unavailable(cls) -> str | None:

@@ -79,6 +79,46 @@ def shapes(draw, *, mode: str, num_groups: int, ranks=(2, 3, 4, 5), max_batch_ex
     return shape, axis
 
 
+#: Shapes and channel axes for subjects that compile per signature (Harness.compiles):
+#: ``(shape, axis)``, every rank 2..5, channels first and last, ragged and even batches.
+CATALOG: tuple[tuple[tuple[int, ...], int], ...] = (
+    ((8, 3), 1),
+    ((7, 2), -1),
+    ((6, 3, 2), 1),
+    ((7, 4, 3), -1),
+    ((6, 2, 3, 2), 1),
+    ((5, 3, 2, 2), -1),
+    ((6, 2, 1, 2, 2), 2),
+    ((4, 2, 2, 2, 3), -1),
+)
+#: Group counts and eps drawn for compiling subjects.
+CATALOG_GROUPS = (1, 2, 3)
+CATALOG_EPS = (1e-5, 1e-3)
+
+
+def _feasible(shape: tuple[int, ...], axis: int, mode: str, k: int) -> bool:
+    spatial = int(np.prod([s for a, s in enumerate(shape) if a not in (0, axis % len(shape))]))
+    n = shape[0]
+    if mode == "single":
+        return spatial >= 2
+    if mode == "set":
+        return n * spatial >= 2
+    return n >= k and (n // k) * spatial >= 2
+
+
+@st.composite
+def catalog_shapes(draw, *, mode: str, ranks=(2, 3, 4, 5), groups=(1, 4)):
+    """(shape, axis, K) from :data:`CATALOG` and :data:`CATALOG_GROUPS`."""
+    options = [
+        (shape, axis, k)
+        for shape, axis in CATALOG
+        if len(shape) in ranks
+        for k in CATALOG_GROUPS
+        if groups[0] <= k <= groups[1] and _feasible(shape, axis, mode, k)
+    ]
+    return draw(st.sampled_from(options))
+
+
 @st.composite
 def cases(
     draw,
@@ -90,6 +130,7 @@ def cases(
     groups=(1, 4),
     conditioning: str = "well",
     group_arrays: bool = True,
+    catalog: bool = False,
 ) -> Case:
     """A valid :class:`Case` (the reference accepts it).
 
@@ -103,12 +144,18 @@ def cases(
         The input family (see the module docstring).
     group_arrays : bool
         Whether "single" mode may get a per-sample group array.
+    catalog : bool
+        Draw shapes, K and eps from :data:`CATALOG` (for subjects that compile per
+        input signature).
     """
     dtype = draw(st.sampled_from(list(dtypes)))
     mode = draw(st.sampled_from(list(modes)))
     partition = draw(st.sampled_from(list(partitions)))
-    k = draw(st.integers(*groups))
-    shape, axis = draw(shapes(mode=mode, num_groups=k, ranks=ranks))
+    if catalog:
+        shape, axis, k = draw(catalog_shapes(mode=mode, ranks=ranks, groups=groups))
+    else:
+        k = draw(st.integers(*groups))
+        shape, axis = draw(shapes(mode=mode, num_groups=k, ranks=ranks))
     size = int(np.prod(shape))
     if conditioning == "well":
         # Golden-angle samples of a sine: all distinct and spread in every subset.
@@ -140,7 +187,7 @@ def cases(
         mode=mode,
         group=group,
         partition=partition,
-        eps=draw(_EPS),
+        eps=draw(st.sampled_from(CATALOG_EPS) if catalog else _EPS),
     )
     if conditioning == "well":
         assume(np.all(np.isfinite(tolerances.x64(x))))
@@ -158,6 +205,7 @@ def for_subject(harness, **kwargs):
                          if p in harness.partitions),
         ranks=tuple(r for r in kwargs.pop("ranks", (2, 3, 4, 5)) if r in harness.ranks),
         group_arrays=harness.group_arrays and kwargs.pop("group_arrays", True),
+        catalog=harness.compiles,
     )
     kw.update(kwargs)
     return cases(**kw).filter(lambda case: harness.supports(case) is None)

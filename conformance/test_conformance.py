@@ -110,10 +110,10 @@ def test_set_moments(harness, request):
 
 
 @st.composite
-def _affine_args(draw, case: Case):
+def _affine_args(draw, case: Case, scales=(0.5, 2.0, 4.0, 0.25)):
     n_sets = len(reference.statistics_sets(case.x.shape[0], case.num_groups, mode=case.mode,
                                            group=case.group, partition=case.partition))
-    scale = draw(st.sampled_from([0.5, 2.0, 4.0, 0.25]))
+    scale = draw(st.sampled_from(scales))
     shift = draw(hnp.arrays(np.float64, (n_sets, case.num_features),
                             elements=st.floats(-4, 4, width=16)))
     return scale, shift
@@ -125,7 +125,9 @@ def test_affine_invariance(harness, request):
 
     @given(strategies.for_subject(harness), st.data())
     def run(case, data):
-        scale, shift = data.draw(_affine_args(case), label="scale, shift")
+        # Compiling subjects: one scale, so eps * scale**2 adds few signatures.
+        scales = (2.0,) if harness.compiles else (0.5, 2.0, 4.0, 0.25)
+        scale, shift = data.draw(_affine_args(case, scales), label="scale, shift")
         checks.run("affine", harness, case, _id(request), scale=scale, shift=shift)
 
     run()

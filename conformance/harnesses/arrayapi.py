@@ -49,7 +49,9 @@ class _ArrayAPIHarness(Harness):
         gamma = self._to(case.gamma.astype(pd))
         beta = self._to(case.beta.astype(pd))
         group = case.group
-        if not isinstance(group, (int, np.integer)):
+        if isinstance(group, np.integer):
+            group = int(group)
+        if not isinstance(group, int):
             group = self._to(np.asarray(group, dtype=np.int64))
         kwargs = case.reference_kwargs()
         kwargs["group"] = group
@@ -132,16 +134,42 @@ class TorchArrayHarness(_ArrayAPIHarness):
 
 
 class JaxArrayHarness(_ArrayAPIHarness):
-    """jax.Array through array-api-compat, with ``jax.vjp`` gradients. float64 runs under
-    ``jax.enable_x64(True)`` scoped to each call (the global flag is left alone)."""
+    """jax.Array through array-api-compat, under ``jax.jit`` (how JAX code runs
+    localnorm), with ``jax.vjp`` gradients. float64 runs under ``jax.enable_x64(True)``
+    scoped to each call (the global flag is left alone). Every new signature compiles, so
+    cases come from the strategies' catalog (``compiles = True``); the eager (un-jitted)
+    path is covered by tests/core."""
 
     name = "jax-array"
     dtypes = ("float64", "float32", "float16", "bfloat16")
     grads = True
+    compiles = True
+
+    _STATIC = ("axis", "mode", "partition", "eps")
 
     @classmethod
     def unavailable(cls):
         return _missing("jax")
+
+    def __init__(self):
+        import jax
+
+        def fwd(x, gamma, beta, group, **kw):
+            return localnorm.local_norm(x, gamma, beta, group=group, **kw)
+
+        def vjp(x, gamma, beta, ct, group, **kw):
+            y, pullback = jax.vjp(lambda x, g, b: fwd(x, g, b, group, **kw), x, gamma, beta)
+            return pullback(ct.astype(y.dtype))
+
+        # Int groups are static (they pick a row); per-sample group arrays are traced.
+        self._fwd = {
+            True: jax.jit(fwd, static_argnames=("group",) + self._STATIC),
+            False: jax.jit(fwd, static_argnames=self._STATIC),
+        }
+        self._vjp = {
+            True: jax.jit(vjp, static_argnames=("group",) + self._STATIC),
+            False: jax.jit(vjp, static_argnames=self._STATIC),
+        }
 
     def _context(self):
         import jax
@@ -156,15 +184,18 @@ class JaxArrayHarness(_ArrayAPIHarness):
     def _from(self, a, dtype):
         return np.asarray(a)
 
-    def vjp(self, case, cotangent):
-        import jax
-
+    def forward(self, case: Case) -> np.ndarray:
         with self._context():
             x, gamma, beta, kwargs = self._args(case)
+            group = kwargs.pop("group")
+            static = isinstance(group, int)
+            return self._from(self._fwd[static](x, gamma, beta, group, **kwargs), case.dtype)
 
-            def f(x, gamma, beta):
-                return localnorm.local_norm(x, gamma, beta, **kwargs)
-
-            y, pullback = jax.vjp(f, x, gamma, beta)
-            ct = self._to(np.asarray(cotangent, dtype=np.float64)).astype(y.dtype)
-            return tuple(np.asarray(g, dtype=np.float64) for g in pullback(ct))
+    def vjp(self, case, cotangent):
+        with self._context():
+            x, gamma, beta, kwargs = self._args(case)
+            group = kwargs.pop("group")
+            static = isinstance(group, int)
+            ct = self._to(np.asarray(cotangent, dtype=np.float64))
+            grads = self._vjp[static](x, gamma, beta, ct, group, **kwargs)
+            return tuple(np.asarray(g, dtype=np.float64) for g in grads)

@@ -2,10 +2,10 @@
 backend (``KERAS_BACKEND`` = tensorflow, jax or torch; Keras fixes it per process, so the
 test command runs this subject once per backend, each in its own process).
 
-Each case builds the layer with the case's K, C, axis, eps and partition (C taken from
-gamma, so a channel mismatch reaches the layer's own check), loads gamma/beta and runs
-it: ``"batch"`` mode as in training (``training=True``), ``"single"``/``"set"`` in
-evaluation after ``set_eval_mode``. Gradients with respect to the input, gamma and beta
+Each case builds (or reuses) the layer with the case's K, C, axis, eps and partition (C
+taken from gamma, so a channel mismatch reaches the layer's own check) and runs it with
+the case's gamma/beta through ``Layer.stateless_call``: ``"batch"`` mode as in training
+(``training=True``), ``"single"``/``"set"`` in evaluation after ``set_eval_mode``. Gradients with respect to the input, gamma and beta
 come from the backend's own autodiff through ``Layer.stateless_call``:
 ``tf.GradientTape``, ``jax.vjp`` or ``torch.autograd``.
 
@@ -42,6 +42,9 @@ class KerasHarness(Harness):
     channel_axes = None
     ranks = (2, 3, 4, 5)
 
+    def __init__(self):
+        self._cache = {}
+
     @classmethod
     def unavailable(cls) -> str | None:
         if importlib.util.find_spec("keras") is None:
@@ -60,22 +63,39 @@ class KerasHarness(Harness):
             return jax.enable_x64(True)
         return contextlib.nullcontext()
 
-    def _build(self, case: Case):
+    def _layer(self, case: Case):
+        """A built layer for the case's configuration, with its evaluation setting.
+
+        Layers are cached per configuration (building one costs more than calling it,
+        on TensorFlow most of all); the case's gamma/beta are passed to
+        ``stateless_call``, so a cached layer's own weights are never used.
+        """
         from localnorm.keras import LocalNormalization
 
-        layer = LocalNormalization(
-            num_groups=case.num_groups, axis=case.axis, epsilon=case.eps,
-            partition=case.partition, dtype=_POLICY.get(case.dtype, case.dtype),
-        )
-        shape = list(case.x.shape)
-        if case.x.ndim >= 2:
-            shape[case.axis] = case.num_features
-        layer.build(tuple(shape))
-        layer.gamma.assign(case.gamma.astype(layer.variable_dtype))
-        layer.beta.assign(case.beta.astype(layer.variable_dtype))
-        if case.mode != "batch":
-            layer.set_eval_mode(case.mode, case.group)
+        ndim = case.x.ndim
+        key = (case.num_groups, case.num_features, ndim, case.axis, case.eps,
+               case.partition, case.dtype)
+        layer = self._cache.get(key)
+        if layer is None:
+            layer = LocalNormalization(
+                num_groups=case.num_groups, axis=case.axis, epsilon=case.eps,
+                partition=case.partition, dtype=_POLICY.get(case.dtype, case.dtype),
+            )
+            shape = list(case.x.shape)
+            if ndim >= 2 and -ndim <= case.axis < ndim:
+                shape[case.axis] = case.num_features
+            layer.build(tuple(shape))
+            if len(self._cache) >= 256:
+                self._cache.clear()
+            self._cache[key] = layer
+        layer.set_eval_mode("batch" if case.mode == "batch" else case.mode, case.group)
         return layer
+
+    def _params(self, layer, case: Case):
+        import keras
+
+        return [keras.ops.convert_to_tensor(p.astype(layer.variable_dtype))
+                for p in (case.gamma, case.beta)]
 
     @staticmethod
     def _x(case: Case):
@@ -101,15 +121,16 @@ class KerasHarness(Harness):
 
     def forward(self, case: Case) -> np.ndarray:
         with self._scope(case):
-            layer = self._build(case)
-            y = layer(self._x(case), training=case.mode == "batch")
+            layer = self._layer(case)
+            params = self._params(layer, case)
+            y = _apply(layer, self._x(case), params, training=case.mode == "batch")
             return self._numpy(y, case.dtype)
 
     def vjp(self, case: Case, cotangent: np.ndarray):
         with self._scope(case):
-            layer = self._build(case)
+            layer = self._layer(case)
             training = case.mode == "batch"
-            params = [v.value for v in layer.trainable_variables]  # [gamma, beta]
+            params = self._params(layer, case)
             x = self._x(case)
             ct = np.asarray(cotangent, dtype=np.float64)
             grads = _VJP[_backend()](layer, x, params, ct, training)
