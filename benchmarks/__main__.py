@@ -38,11 +38,12 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--device", default="cpu")
     p.add_argument("--kinds", default=",".join(KINDS))
+    p.add_argument("--full", action="store_true")
     args = p.parse_args(argv)
     module, framework, backend = SECTIONS[args.section]
     if backend is not None:
         os.environ["KERAS_BACKEND"] = backend
-    ctx = Context.make(args.quick, args.device, tuple(args.kinds.split(",")))
+    ctx = Context.make(args.quick, args.device, tuple(args.kinds.split(",")), args.full)
     status = 0
     try:
         importlib.import_module(_NEEDS[framework])

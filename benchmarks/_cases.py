@@ -53,6 +53,10 @@ LAYER_CASES = (
     LayerCase(16, 256, 56, 4),
 )
 QUICK_LAYER_CASES = (LayerCase(16, 8, 8, 4),)
+#: The shapes of the keras and flax sections in the default run (all with ``--full``):
+#: one CIFAR and one Stanford Cars shape, so that the default run stays near 10 minutes
+#: on two CPU cores.
+SHORT_LAYER_CASES = (LAYER_CASES[0], LAYER_CASES[3])
 
 NETWORKS = (
     NetCase("mnist", 100, 10, 1, 28),
@@ -64,6 +68,9 @@ QUICK_NETWORKS = (
     NetCase("resnet20", 8, 4, 3, 16),
     NetCase("vgg11-half", 8, 4, 3, 32),
 )
+
+#: The networks of the keras sections in the default run (all with ``--full``).
+SHORT_NETWORKS = NETWORKS[:2]
 
 #: The network used for the test-time protocol figures.
 PROTOCOL_NET = NETWORKS[1]
@@ -98,12 +105,20 @@ class Context:
     layer_cases: tuple = LAYER_CASES
     networks: tuple = NETWORKS
     protocol_net: NetCase = PROTOCOL_NET
+    #: whether every layer op runs in every layout (else evaluation modes: NCHW only)
+    all_layouts: bool = False
+    #: keras/flax layer shapes and keras networks (a subset in the default run)
+    other_layer_cases: tuple = SHORT_LAYER_CASES
+    keras_networks: tuple = SHORT_NETWORKS
 
     @classmethod
-    def make(cls, quick: bool, device: str = "cpu", kinds=KINDS) -> "Context":
+    def make(cls, quick: bool, device: str = "cpu", kinds=KINDS, full: bool = False) -> "Context":
         if quick:
             return cls(True, device, tuple(kinds), QUICK, QUICK_LAYER_CASES, QUICK_NETWORKS,
-                       QUICK_PROTOCOL_NET)
+                       QUICK_PROTOCOL_NET, False, QUICK_LAYER_CASES, QUICK_NETWORKS)
+        if full:
+            return cls(False, device, tuple(kinds), all_layouts=True,
+                       other_layer_cases=LAYER_CASES, keras_networks=NETWORKS)
         return cls(False, device, tuple(kinds))
 
 

@@ -141,7 +141,7 @@ def _built(layer, shape):
 
 def _layer_records(ctx: Context, be, lk) -> list[dict]:
     records = []
-    for case in ctx.layer_cases:
+    for case in ctx.other_layer_cases:
         n, c, h, k = case
         rng = np.random.default_rng(0)
         x = be.tensor(rng.standard_normal((n, h, h, c), dtype=np.float32))
@@ -258,7 +258,7 @@ def _data(net: NetCase):
 
 def _network_records(ctx: Context, be, lk) -> list[dict]:
     records = []
-    for net in ctx.networks:
+    for net in ctx.keras_networks:
         bn, ln = _pair(net, lk)
         x, y = _data(net)
         fns = {}

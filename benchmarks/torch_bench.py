@@ -94,7 +94,7 @@ def _layer_records(ctx: Context, device: torch.device, lt) -> list[dict]:
                                            op="forward+backward", layout=layout))
 
             # evaluation: "single" and "set" against BatchNorm with batch statistics
-            if layout != "NCHW" and ctx.quick:
+            if layout != "NCHW" and not ctx.all_layouts:
                 continue
             for mode in ("single", "set"):
                 ev: dict[str, Any] = {"BatchNorm2d": lambda: bn(x),

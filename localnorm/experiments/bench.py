@@ -31,6 +31,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="where bench.json and bench.md are written (default: current directory)")
     p.add_argument("--quick", action="store_true",
                    help="tiny shapes, 3 rounds: checks the machinery in seconds, not the speed")
+    p.add_argument("--full", action="store_true",
+                   help="every shape, layout and network in every section (about 30 minutes "
+                   "on two CPU cores; the default run measures a subset outside torch)")
     p.add_argument("--sections", default=",".join(SECTIONS), metavar="LIST",
                    help=f"comma-separated sections to run (default: all of {','.join(SECTIONS)})")
     p.add_argument("--kinds", default=",".join(KINDS), metavar="LIST",
@@ -67,7 +70,7 @@ def _parse_list(name: str, text: str, choices: tuple) -> list[str]:
 
 
 def run_section(root, name: str, out_file, *, quick: bool, device: str, kinds: list[str],
-                timeout: float) -> dict:
+                timeout: float, full: bool = False) -> dict:
     """Run one section in a fresh process and return its JSON (an "error" section when the
     process fails or times out)."""
     import json
@@ -81,7 +84,8 @@ def run_section(root, name: str, out_file, *, quick: bool, device: str, kinds: l
     if name.startswith("keras-"):
         env["KERAS_BACKEND"] = name.split("-", 1)[1]
     cmd = [sys.executable, "-m", "benchmarks", name, "--out", str(out_file),
-           "--device", device, "--kinds", ",".join(kinds)] + (["--quick"] if quick else [])
+           "--device", device, "--kinds", ",".join(kinds)] + (["--quick"] if quick else []) \
+        + (["--full"] if full else [])
     fail = None
     try:
         proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True,
@@ -139,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         "schema": _report.SCHEMA,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "quick": bool(args.quick),
+        "full": bool(args.full),
         "settings": settings.as_dict(),
         "machine": machine(),
         "sections": [],
@@ -150,7 +155,8 @@ def run(args: argparse.Namespace) -> int:
             t0 = time.perf_counter()
             print(f"bench: {name} ...", file=sys.stderr, flush=True)
             sec = run_section(root, name, Path(tmp) / f"{name}.json", quick=args.quick,
-                              device=args.device, kinds=kinds, timeout=args.timeout)
+                              device=args.device, kinds=kinds, timeout=args.timeout,
+                              full=args.full)
             sec["seconds"] = round(time.perf_counter() - t0, 1)
             print(f"bench: {name}: {sec['status']} in {sec['seconds']} s"
                   + (f" ({sec['reason']})" if sec.get("reason") else ""), file=sys.stderr,
