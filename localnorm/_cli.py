@@ -33,8 +33,9 @@ def _load(name: str):
         raise
 
 
-def build_parser(modules: Sequence[str] = SUBCOMMANDS) -> argparse.ArgumentParser:
-    """The top-level parser with every available subcommand registered."""
+def build_parser(modules: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The top-level parser with the subcommands of ``modules`` (default
+    :data:`SUBCOMMANDS`) registered."""
     from . import __version__
 
     parser = argparse.ArgumentParser(
@@ -44,7 +45,7 @@ def build_parser(modules: Sequence[str] = SUBCOMMANDS) -> argparse.ArgumentParse
     )
     parser.add_argument("--version", action="version", version=f"localnorm {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in modules:
+    for name in SUBCOMMANDS if modules is None else modules:
         module = _load(name)
         if module is not None:
             module.add_parser(subparsers)
