@@ -88,7 +88,7 @@ class KerasHarness(Harness):
             if len(self._cache) >= 256:
                 self._cache.clear()
             self._cache[key] = layer
-        layer.set_eval_mode("batch" if case.mode == "batch" else case.mode, case.group)
+        layer.set_eval_mode(case.mode, case.group)
         return layer
 
     def _params(self, layer, case: Case):
