@@ -67,7 +67,7 @@ def _to_fused(x: torch.Tensor, k: int, partition: str) -> tuple[torch.Tensor, bo
             perm = (1,) + tuple(range(2, 2 + s)) + (0, 2 + s)
         else:
             perm = (0,) + tuple(range(2, 2 + s)) + (1, 2 + s)
-        xl = xl.permute(perm).reshape((m,) + spatial + (k * c,))  # one copy
+        xl = xl.permute(perm).contiguous().view((m,) + spatial + (k * c,))  # one copy
         return xl.movedim(-1, 1), True
     if partition == "strided":
         return x.reshape((m, k * c) + spatial), False  # a free view
@@ -80,12 +80,12 @@ def _from_fused(y: torch.Tensor, n: int, k: int, c: int, partition: str, cl: boo
     spatial = tuple(y.shape[2:])
     if cl:
         s = len(spatial)
-        yl = y.movedim(1, -1).reshape((m,) + spatial + (k, c))
+        yl = y.movedim(1, -1).contiguous().view((m,) + spatial + (k, c))
         if partition == "contiguous":
             perm = (1 + s, 0) + tuple(range(1, 1 + s)) + (2 + s,)
         else:
             perm = (0, 1 + s) + tuple(range(1, 1 + s)) + (2 + s,)
-        yl = yl.permute(perm).reshape((n,) + spatial + (c,))  # one copy
+        yl = yl.permute(perm).contiguous().view((n,) + spatial + (c,))  # one copy
         return yl.movedim(-1, 1)
     if partition == "strided":
         return y.reshape((n, c) + spatial)
