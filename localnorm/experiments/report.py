@@ -27,12 +27,23 @@ RESUME_KEYS = ("dataset", "seed", "backend", "model", "groups", "batch_size", "e
                "vote", "limit_train", "limit_test", "image_size")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: Permissions of the files written (mkstemp's are 0o600): rw for all, minus the umask.
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see the old or the new file, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, _FILE_MODE)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -77,9 +88,11 @@ class ResultStore:
         self.flush()
 
     def flush(self) -> None:
-        doc = {"config": self.config, "data": self.data_note, "training": self.training,
-               "records": self.records}
-        atomic_write_text(self.path, json.dumps(doc, indent=1) + "\n")
+        head = {"config": self.config, "data": self.data_note, "training": self.training}
+        # One record per line: readable, diffable, and compact with confusion matrices.
+        body = ",\n  ".join(json.dumps(r) for r in self.records)
+        text = json.dumps(head, indent=1)[:-2] + ',\n "records": [\n  ' + body + "\n ]\n}\n"
+        atomic_write_text(self.path, text)
 
 
 # -- tables ------------------------------------------------------------------------------
@@ -203,6 +216,7 @@ def _save(fig, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
     os.close(fd)
     try:
+        os.chmod(tmp, _FILE_MODE)
         fig.savefig(tmp, dpi=100, bbox_inches="tight")
         os.replace(tmp, path)
     finally:

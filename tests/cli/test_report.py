@@ -1,0 +1,79 @@
+"""results.json / results.md / figures of the robustness experiment, from synthetic records."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from localnorm import LocalNormError
+from localnorm.experiments import report
+
+CONFIG = {"dataset": "digits", "seed": 0, "backend": "torch", "model": "mnistnet", "groups": 4,
+          "batch_size": 64, "epochs": 3, "lr": 1e-3, "vote": "hard", "limit_train": None,
+          "limit_test": None, "image_size": None, "device": "cpu"}
+
+
+def _rec(method, protocol, noise, level, acc, agreement=None, confusion=None):
+    r = {"method": method, "protocol": protocol, "noise": noise, "level": level, "accuracy": acc,
+         "n": 100, "seed": 0, "dataset": "digits", "backend": "torch", "agreement": agreement}
+    if confusion is not None:
+        r["confusion"] = confusion
+    return r
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = report.ResultStore(tmp_path, CONFIG, "digits: a note.", resume=False)
+    cm = [[40, 10], [5, 45]]
+    s.add(_rec("batchnorm", "running", "none", 0.0, 0.85, confusion=cm))
+    s.add(_rec("localnorm", "voting", "none", 0.0, 0.9, agreement=0.95, confusion=cm))
+    s.add(_rec("batchnorm", "running", "agn", 1.0, 0.4, confusion=cm))
+    s.add(_rec("localnorm", "voting", "agn", 1.0, 0.6, agreement=0.7, confusion=cm))
+    s.add(_rec("batchnorm", "running", "contrast", 5.0, 0.5))
+    s.add(_rec("localnorm", "voting", "contrast", 5.0, 0.8, agreement=0.9))
+    return s
+
+
+def test_json_roundtrip_and_replacement(store, tmp_path):
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["config"] == CONFIG and doc["data"] == "digits: a note." and len(doc["records"]) == 6
+    store.add(_rec("batchnorm", "running", "agn", 1.0, 0.41))  # the same cell again replaces it
+    recs = json.loads((tmp_path / "results.json").read_text())["records"]
+    assert len(recs) == 6 and [r["accuracy"] for r in recs if r["noise"] == "agn"
+                               and r["method"] == "batchnorm"] == [0.41]
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+    assert oct(os.stat(tmp_path / "results.json").st_mode & 0o777) != oct(0o600)
+
+
+def test_resume_reads_done_cells_and_refuses_other_settings(store, tmp_path):
+    again = report.ResultStore(tmp_path, CONFIG, "note", resume=True)
+    assert again.done("localnorm", "voting", "agn", 1) and not again.done("localnorm", "batch", "agn", 1)
+    fresh = report.ResultStore(tmp_path, CONFIG, "note", resume=False)
+    assert not fresh.done("localnorm", "voting", "agn", 1)
+    with pytest.raises(LocalNormError) as info:
+        report.ResultStore(tmp_path, {**CONFIG, "groups": 8}, "note", resume=True)
+    assert "groups=8" in str(info.value) and "groups=4" in str(info.value)
+
+
+def test_markdown_tables(store, tmp_path):
+    report.write_markdown(tmp_path / "results.md", store, ["agn", "contrast"])
+    md = (tmp_path / "results.md").read_text()
+    assert "digits: a note." in md
+    assert "| BatchNorm (running stats) | 85.00 | 100 |" in md
+    assert "## agn (accuracy % by sigma; 0 = clean)" in md
+    assert "| LocalNorm (VOTING) | 90.00 | 60.00 |" in md
+    assert "## contrast (accuracy % by severity; 0 = clean)" in md
+    assert "| agn | 1 | 0.700 |" in md  # agreement table
+    assert "| LocalNorm (VOTING) | 80.00 | 80.00 |" in md  # mean over corruptions
+
+
+def test_figures(store, tmp_path):
+    pytest.importorskip("matplotlib")
+    paths = report.write_plots(tmp_path, store, ["agn", "contrast", "mbn"])
+    assert sorted(p.name for p in paths) == ["acc_agn.png", "acc_contrast.png"]  # no mbn data
+    cm = report.write_confusion(tmp_path, store, "agn", 1.0, ["0", "1"])
+    assert cm.name == "confusion_agn_1.png"
+    for p in [*paths, cm]:
+        assert p.read_bytes()[:4] == b"\x89PNG"
