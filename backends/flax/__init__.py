@@ -20,7 +20,6 @@ __all__ = [
     "LocalNorm",
     "convert_batchnorm",
     "eval_mode",
-    "linen",
     "localnorm_layers",
     "predict",
     "set_eval_mode",
