@@ -1,0 +1,259 @@
+"""Every input rule of local_norm: each bad input raises the right type, early, with a
+message that names the offending values (meaning is tested, not wording). The public
+functional and the NumPy reference share the checks and are both held to them."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+import localnorm
+from localnorm import LocalNormError, reference
+
+IMPLS = {"local_norm": localnorm.local_norm, "reference": reference.local_norm}
+
+
+@pytest.fixture(params=list(IMPLS))
+def impl(request):
+    return IMPLS[request.param]
+
+
+def _data(n=8, c=3, spatial=(4,), k=2, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, c, *spatial))
+    return x, np.ones((k, c)), np.zeros((k, c))
+
+
+def raises(exc_type, *needles):
+    """pytest.raises that also checks the message names every needle (case-insensitive)."""
+    class _Check:
+        def __enter__(self):
+            self.ctx = pytest.raises(exc_type)
+            self.info = self.ctx.__enter__()
+            return self.info
+
+        def __exit__(self, *exc):
+            suppressed = self.ctx.__exit__(*exc)
+            msg = str(self.info.value).lower()
+            for needle in needles:
+                assert needle.lower() in msg, f"{needle!r} not in message: {msg}"
+            assert "fix" in msg, f"no remedy in message: {msg}"
+            return suppressed
+
+    return _Check()
+
+
+def test_errors_are_valueerrors_subclass():
+    assert issubclass(LocalNormError, ValueError)
+
+
+@pytest.mark.parametrize("dtype", ["int32", "int64", "bool", "uint8"])
+def test_non_floating_x(impl, dtype):
+    x, g, b = _data()
+    with raises(TypeError, f"x.dtype={np.dtype(dtype)}"):
+        impl(x.astype(dtype), g, b, axis=1)
+
+
+def test_complex_x_refused():
+    x, g, b = _data()
+    with pytest.raises(TypeError):
+        localnorm.local_norm(x.astype(np.complex128), g.astype(np.complex128),
+                             b.astype(np.complex128), axis=1)
+
+
+@pytest.mark.parametrize("shape", [(), (5,)])
+def test_rank_below_two(impl, shape):
+    x = np.zeros(shape)
+    with raises(LocalNormError, f"x.ndim={len(shape)}"):
+        impl(x, np.ones((1, 1)), np.zeros((1, 1)))
+
+
+@pytest.mark.parametrize("axis", [0, 3, -4, 10, -10])
+def test_axis_out_of_range_or_batch(impl, axis):
+    x, g, b = _data()
+    with raises(LocalNormError, f"axis={axis}", "x.ndim=3", "batch axis"):
+        impl(x, g, b, axis=axis)
+
+
+@pytest.mark.parametrize("axis", [1.0, "1", None])
+def test_axis_not_an_int(impl, axis):
+    x, g, b = _data()
+    with raises(LocalNormError, f"axis={axis}"):
+        impl(x, g, b, axis=axis)
+
+
+@pytest.mark.parametrize(
+    "name, shape",
+    [("gamma", (3,)), ("gamma", (2, 4)), ("gamma", (2, 3, 1)), ("gamma", (0, 3)),
+     ("beta", (3,)), ("beta", (2, 2))],
+)
+def test_param_not_k_by_c(impl, name, shape):
+    x, g, b = _data()
+    params = {"gamma": g, "beta": b}
+    params[name] = np.ones(shape)
+    with raises(LocalNormError, f"{name}.shape={shape}", "(K, 3)", "along the batch axis"):
+        impl(x, params["gamma"], params["beta"], axis=1)
+
+
+def test_gamma_beta_disagree_on_k(impl):
+    x, g, _ = _data()
+    with raises(LocalNormError, "beta.shape=(3, 3)", "(2, 3)"):
+        impl(x, g, np.zeros((3, 3)), axis=1)
+
+
+@pytest.mark.parametrize("mode", ["Batch", "sets", "running", "", None, 1])
+def test_unknown_mode(impl, mode):
+    x, g, b = _data()
+    with raises(LocalNormError, f"mode={mode!r}", "'batch'", "'single'", "'set'"):
+        impl(x, g, b, axis=1, mode=mode)
+
+
+@pytest.mark.parametrize("partition", ["interleaved", "Strided", None])
+def test_unknown_partition(impl, partition):
+    x, g, b = _data()
+    with raises(LocalNormError, f"partition={partition!r}", "'contiguous'", "'strided'"):
+        impl(x, g, b, axis=1, partition=partition)
+
+
+@pytest.mark.parametrize("group", [2, -1, 7, True, 1.0, "0", None])
+@pytest.mark.parametrize("mode", ["single", "set"])
+def test_group_out_of_range_or_wrong_type(impl, mode, group):
+    x, g, b = _data(k=2)
+    with raises(LocalNormError, f"group={group!r}", "[0, 1]"):
+        impl(x, g, b, axis=1, mode=mode, group=group)
+
+
+def test_group_zero_d_array_is_an_int(impl):
+    x, g, b = _data(k=2)
+    y = impl(x, g, b, axis=1, mode="set", group=np.int64(1))
+    np.testing.assert_allclose(y, impl(x, g, b, axis=1, mode="set", group=1))
+    y0 = impl(x, g, b, axis=1, mode="set", group=np.array(1))
+    np.testing.assert_allclose(y0, y)
+
+
+@pytest.mark.parametrize("group", [[0, 1, 2, 0, 1, 0, 1, 0], [0, -1, 0, 0, 0, 0, 0, 0]])
+def test_group_array_values_out_of_range(impl, group):
+    x, g, b = _data(k=2)
+    with raises(LocalNormError, "group=", "[0, 1]"):
+        impl(x, g, b, axis=1, mode="single", group=np.array(group))
+
+
+def test_group_array_float_refused(impl):
+    x, g, b = _data(k=2)
+    with raises(LocalNormError, "group="):
+        impl(x, g, b, axis=1, mode="single", group=np.zeros(8))
+
+
+@pytest.mark.parametrize("length", [1, 7, 9])
+def test_group_array_wrong_length(impl, length):
+    x, g, b = _data(n=8, k=2)
+    with raises(LocalNormError, f"len(group)={length}", "x.shape[0]=8"):
+        impl(x, g, b, axis=1, mode="single", group=np.zeros(length, dtype=np.int64))
+
+
+def test_group_array_2d_refused(impl):
+    x, g, b = _data(n=8, k=2)
+    with raises(LocalNormError, "x.shape[0]=8"):
+        impl(x, g, b, axis=1, mode="single", group=np.zeros((8, 1), dtype=np.int64))
+
+
+@pytest.mark.parametrize("mode", ["set", "batch"])
+def test_group_array_outside_single_mode(impl, mode):
+    x, g, b = _data(n=8, k=2)
+    with raises(LocalNormError, f"mode={mode!r}", "'single'"):
+        impl(x, g, b, axis=1, mode=mode, group=np.zeros(8, dtype=np.int64))
+
+
+@pytest.mark.parametrize("mode", ["batch", "single", "set"])
+def test_empty_batch(impl, mode):
+    x, g, b = _data()
+    with raises(LocalNormError, "x.shape[0]=0", "empty"):
+        impl(x[:0], g, b, axis=1, mode=mode)
+
+
+@pytest.mark.parametrize("n, k", [(1, 2), (3, 4), (2, 3)])
+def test_fewer_samples_than_groups(impl, n, k):
+    x, g, b = _data(n=n, k=k)
+    with raises(LocalNormError, f"x.shape[0]={n}", f"num_groups={k}", "single", "set"):
+        impl(x, g, b, axis=1)
+
+
+def test_fewer_samples_than_groups_fine_in_single_and_set(impl):
+    x, g, b = _data(n=1, k=4)
+    assert np.all(np.isfinite(impl(x, g, b, axis=1, mode="single", group=3)))
+    assert np.all(np.isfinite(impl(x, g, b, axis=1, mode="set", group=3)))
+
+
+@pytest.mark.parametrize(
+    "shape, k, mode",
+    [((4, 3), 4, "batch"),  # dense layer, one sample per group
+     ((5, 3), 4, "batch"),  # ragged: the smallest group holds one sample
+     ((4, 3), 2, "single"),  # one value per channel per sample
+     ((1, 3), 1, "set"),
+     ((6, 3, 1, 1), 2, "single")],
+)
+def test_single_value_statistics(impl, shape, k, mode):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=shape)
+    with raises(LocalNormError, f"x.shape={shape}", f"mode={mode!r}", "1 value"):
+        impl(x, np.ones((k, 3)), np.zeros((k, 3)), axis=1, mode=mode)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_input(impl, bad):
+    x, g, b = _data()
+    x[3, 1, 2] = bad
+    with raises(LocalNormError, "NaN or infinite", "x"):
+        impl(x, g, b, axis=1)
+
+
+def test_non_finite_check_can_be_skipped():
+    x, g, b = _data()
+    x[0, 0, 0] = np.nan
+    y = localnorm.local_norm(x, g, b, axis=1, check_finite=False)
+    # Only the poisoned group (samples 0..3 of channel 0) is NaN.
+    assert np.isnan(y[:4, 0]).all() and np.isfinite(y[4:]).all() and np.isfinite(y[:, 1:]).all()
+
+
+@pytest.mark.parametrize("eps", [0, 0.0, -1e-5, float("nan"), float("inf"), "small", None])
+def test_bad_eps(impl, eps):
+    x, g, b = _data()
+    with raises(LocalNormError, f"eps={eps!r}"):
+        impl(x, g, b, axis=1, eps=eps)
+
+
+def test_mixed_namespaces():
+    torch = pytest.importorskip("torch")
+    x, g, b = _data()
+    with raises(TypeError, "gamma", "torch"):
+        localnorm.local_norm(x, torch.from_numpy(g), b, axis=1)
+
+
+def test_wrong_channel_count_names_both(impl):
+    x, _, _ = _data(c=3)
+    with raises(LocalNormError, "(K, 3)", "gamma.shape=(2, 5)"):
+        impl(x, np.ones((2, 5)), np.zeros((2, 5)), axis=1)
+
+
+def test_every_message_states_groups_along_batch_axis():
+    """Errors about groups say which groups they mean (not GroupNorm's channel groups)."""
+    from localnorm import _errors
+
+    msgs = [
+        _errors.bad_param_shape("gamma", (3,), "(K, 3)"),
+        _errors.bad_num_groups(0),
+        _errors.bad_group(5, 2),
+        _errors.group_array_mismatch(3, 4),
+        _errors.too_few_samples(1, 4),
+        _errors.single_value_statistics("batch", 1, (4, 3)),
+        _errors.not_finite(),
+        _errors.bad_scores((2, 3)),
+        _errors.checkpoint_mismatch("gamma", (2, 3), (4, 3)),
+    ]
+    for e in msgs:
+        text = str(e)
+        assert re.search(r"batch axis|along the batch", text), text
+        assert "Received:" in text and "Fix" in text, text
+        assert "{" not in text, f"unformatted placeholder: {text}"
