@@ -268,6 +268,7 @@ def run(args: argparse.Namespace) -> int:
             bar.update(1)
         report.write_markdown(out / "results.md", store, noises)
     bar.close()
+    store.flush()
     report.write_markdown(out / "results.md", store, noises)
     report.write_plots(out, store, noises)
     if conf_cell is not None:
