@@ -5,7 +5,9 @@ Two families, one entry point :func:`corrupt`:
 **The paper's noise models** (section 4), from :mod:`localnorm.noise`, with a level sigma:
 ``agn`` (additive Gaussian, ``x * (1 + xi)``), ``apn`` (additive Poisson) and ``mbn``
 (multiplicative Bernoulli, one mask per pixel shared by the channels). As in the paper,
-the result is not clipped.
+the result is not clipped. ``uniform`` is the noise the paper's original code applied
+under the name "gaussian": ``x * (1 + sigma * u)``, ``u ~ Uniform(0, 1)`` (a random
+brightening, see :func:`localnorm.noise.uniform`); it is here to compare with AGN.
 
 **Standard corruptions** (Hendrycks & Dietterich, ICLR 2019: ImageNet-C / CIFAR-10-C),
 severities 1 to 5, with the published CIFAR-10-C parameters (``make_cifar_c.py``),
@@ -47,7 +49,7 @@ import numpy as np
 from .. import _errors, _spec
 from .. import noise as _noise
 
-__all__ = ["PAPER_NOISES", "CORRUPTIONS", "NOISES", "DEFAULT_LEVELS", "corrupt", "check_level"]
+__all__ = ["PAPER_NOISES", "CORRUPTIONS", "CODE_NOISES", "NOISES", "DEFAULT_LEVELS", "corrupt", "check_level"]
 
 #: The paper's noise models (level: sigma).
 PAPER_NOISES = ("agn", "apn", "mbn")
@@ -58,14 +60,19 @@ CORRUPTIONS = (
     "contrast", "brightness", "pixelate", "jpeg_compression",
 )
 
-#: Every degradation :func:`corrupt` knows.
-NOISES = PAPER_NOISES + CORRUPTIONS
+#: The paper's original code's "gaussian" noise, which was uniform (level: sigma).
+CODE_NOISES = ("uniform",)
+
+#: Every degradation :func:`corrupt` knows (new names go last: the experiment derives each
+#: noise's seed from its index here).
+NOISES = PAPER_NOISES + CORRUPTIONS + CODE_NOISES
 
 #: Levels evaluated by default (the clean images, level 0, are always evaluated once).
 DEFAULT_LEVELS: dict[str, tuple[float, ...]] = {
     "agn": (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0),
     "apn": (0.1, 0.2, 0.5, 1.0),
     "mbn": (0.1, 0.2, 0.3, 0.5, 0.7),
+    "uniform": (0.5, 1.0, 2.0, 4.0),
     **{name: (1, 2, 3, 4, 5) for name in CORRUPTIONS},
 }
 
@@ -187,7 +194,7 @@ def corrupt(x: np.ndarray, name: str, level: float, *, seed: Any = None) -> np.n
     name : str
         One of :data:`NOISES`.
     level : float
-        sigma for the paper's noises (``mbn``: in [0, 1]); severity 1..5 for the standard
+        sigma for the paper's noises and ``uniform`` (``mbn``: in [0, 1]); severity 1..5 for the standard
         corruptions. Level 0 of a paper noise returns the images unchanged.
     seed : int or numpy.random.Generator, optional
         Seeds every random draw.
@@ -203,7 +210,7 @@ def corrupt(x: np.ndarray, name: str, level: float, *, seed: Any = None) -> np.n
         raise _errors.bad_rank(x.ndim, "4 (N, C, H, W)", where="corrupt")
     if name == "mbn":
         return np.asarray(_noise.mbn(x, level, seed=seed, channel_axis=1), dtype=np.float32)
-    if name in PAPER_NOISES:
+    if name in PAPER_NOISES or name in CODE_NOISES:
         return np.asarray(_noise.NOISES[name](x, level, seed=seed), dtype=np.float32)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     return _corruption(x, name, int(level), rng)

@@ -70,7 +70,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--vote", default="hard", choices=["hard", "soft"], help="voting protocols' vote")
     g.add_argument("--noises", nargs="+", default=["all"], metavar="NOISE",
                    help=f"names among {', '.join(NOISES)}, or paper (agn apn mbn), corruptions "
-                   f"({' '.join(CORRUPTIONS)}), all")
+                   f"({' '.join(CORRUPTIONS)}), all (uniform is the original code's 'gaussian' "
+                   "noise, x * (1 + sigma * U(0, 1)))")
     g.add_argument("--levels", nargs="+", default=None, metavar="LEVEL",
                    help="numbers for every selected noise, or NOISE=L1,L2,... (default: each "
                    "noise's grid; the clean set is always evaluated)")
