@@ -44,6 +44,7 @@ def _to_numpy(y, dtype: str) -> np.ndarray:
 class _FlaxHarness(Harness):
     dtypes = ("float64", "float32", "bfloat16")
     grads = True
+    compiles = True  # shapes from strategies.CATALOG, so compiled programs are reused
 
     @classmethod
     def unavailable(cls):
