@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import array_api_compat
@@ -22,6 +23,11 @@ def _namespace(x, gamma, beta):
 
 
 def _is_concrete(x) -> bool:
+    """Whether x's values can be read now. array-api-compat calls every JAX array lazy
+    (it cannot tell eager arrays from tracers without importing JAX); an eager JAX
+    array is concrete, a tracer (under jit/grad/vmap) is not."""
+    if array_api_compat.is_jax_array(x):
+        return not isinstance(x, sys.modules["jax"].core.Tracer)
     return not array_api_compat.is_lazy_array(x)
 
 
