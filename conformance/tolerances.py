@@ -154,13 +154,13 @@ def grad_tolerance(case: Case, cotangent: np.ndarray) -> tuple[float, float, flo
     """Max-norm tolerances of (dx, dgamma, dbeta) against ``reference.local_norm_vjp``.
 
     The backward pass of a normalization loses about ``amp**2`` more than the forward
-    (xhat appears twice in dx); each tolerance is ``COMPUTE * u * amp**2`` times the size
+    (xhat appears twice in dx); each tolerance is ``COMPUTE * u * max(amp, 1)**2`` times the size
     of the terms summed: ``|ct| |gamma| rstd`` for dx, ``|ct| amp n`` for dgamma and
     ``|ct| n`` for dbeta, with n the values per channel.
     """
     t = TABLE[case.dtype]
     u = max(t.u_compute, t.u_out)
-    amp = float(amplification(case).max())
+    amp = max(float(amplification(case).max()), 1.0)
     rstd = float(_per_set(case, lambda xs, mean, var: 1.0 / np.sqrt(var + case.eps)).max())
     ct = float(np.abs(cotangent).max())
     n = case.x.size // case.num_features
