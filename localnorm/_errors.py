@@ -345,31 +345,6 @@ def unknown_channels(axis: Any, shape: tuple) -> LocalNormError:
     )
 
 
-def no_localnorm_layers(model: str) -> LocalNormError:
-    return LocalNormError(
-        f"{model} contains no LocalNorm layer, so it has no groups along the batch axis to "
-        f"evaluate with. Received: model={model}. Fix: pass the model that holds the "
-        "LocalNorm layers, or convert a BatchNorm model first with convert_batchnorm()."
-    )
-
-
-def mixed_layer_groups(name: str, values: Iterable[Any]) -> LocalNormError:
-    return LocalNormError(
-        f"The test-time protocols need every LocalNorm layer of the model to share one "
-        f"{name} (groups along the batch axis), but the layers differ. Received: "
-        f"{name} in {{{_choices(values)}}}. Fix: build all LocalNorm layers with the same "
-        f"{name}, or evaluate with the layer modes directly (set_eval_mode)."
-    )
-
-
-def running_not_available(framework: str) -> LocalNormError:
-    return LocalNormError(
-        f"'running' evaluation uses per-group running statistics, which the {framework} "
-        "LocalNorm layer does not keep (its statistics are always recomputed from the input). "
-        "Received: mode='running'. Fix: evaluate with 'batch', 'single' or 'set' mode."
-    )
-
-
 def cannot_convert(kind: str) -> LocalNormError:
     return LocalNormError(
         "convert_batchnorm() rebuilds a model layer by layer, which needs a Sequential or "

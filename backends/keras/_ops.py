@@ -100,7 +100,9 @@ def _batch_moments_reshape(xc, axis: int, num_groups: int, partition: str):
 
 def _batch_moments_segments(xc, axis: int, num_groups: int, gidx):
     """Per-group mean and variance, shape (K, C), for any batch size (ragged or unknown):
-    per-sample moments over the spatial axes, then segment sums over the groups."""
+    per-sample moments over the spatial axes, then masked sums over the samples of each
+    group. (Elementwise masks rather than ``segment_sum``, which accumulates float64 in
+    float32 on the PyTorch backend, or a matmul, which may run in TF32 on GPUs.)"""
     ndim, c = xc.ndim, xc.shape[axis]
     spatial = tuple(a for a in range(1, ndim) if a != axis)
 
@@ -108,11 +110,14 @@ def _batch_moments_segments(xc, axis: int, num_groups: int, gidx):
         v = _mean(v, axis=spatial) if spatial else v
         return ops.reshape(v, (-1, c))
 
-    ones = ops.ones_like(gidx, dtype=xc.dtype)
-    count = ops.segment_sum(ones, gidx, num_segments=num_groups)[:, None]
-    mean = ops.segment_sum(per_sample(xc), gidx, num_segments=num_groups) / count
+    member = ops.cast(
+        ops.expand_dims(gidx, 0) == ops.expand_dims(ops.arange(num_groups, dtype="int32"), 1),
+        xc.dtype,
+    )[:, :, None]  # (K, N, 1)
+    count = ops.sum(member, axis=1)  # (K, 1)
+    mean = ops.sum(member * per_sample(xc)[None], axis=1) / count
     centred = xc - _per_sample(ops.take(mean, gidx, axis=0), ndim, axis, c)
-    var = ops.segment_sum(per_sample(ops.square(centred)), gidx, num_segments=num_groups) / count
+    var = ops.sum(member * per_sample(ops.square(centred))[None], axis=1) / count
     return mean, var
 
 

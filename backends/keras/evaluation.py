@@ -36,10 +36,10 @@ def _reset_compiled(model: keras.layers.Layer) -> None:
                     setattr(layer, attr, None)
 
 
-def _layers_or_raise(model) -> list[LocalNormalization]:
+def _layers_or_raise(model, where: str) -> list[LocalNormalization]:
     layers = localnorm_layers(model)
     if not layers:
-        raise _errors.no_localnorm_layers(getattr(model, "name", type(model).__name__))
+        raise _errors.no_localnorm_layers(where)
     return layers
 
 
@@ -71,7 +71,7 @@ def set_eval_mode(model: keras.layers.Layer, mode: str, group: Any = 0) -> keras
     ValueError
         For an unknown mode, a group out of range, or a model without LocalNorm layers.
     """
-    layers = _layers_or_raise(model)
+    layers = _layers_or_raise(model, "set_eval_mode")
     settings = [check_eval_setting(mode, group, layer.num_groups) for layer in layers]
     for layer, (m, g) in zip(layers, settings):
         layer._eval = (m, g)
@@ -94,7 +94,7 @@ def eval_mode(model: keras.layers.Layer, mode: str, group: Any = 0) -> Iterator[
     >>> model.layers[0].mode
     'batch'
     """
-    layers = _layers_or_raise(model)
+    layers = _layers_or_raise(model, "eval_mode")
     saved = [layer._eval for layer in layers]
     set_eval_mode(model, mode, group)
     try:
@@ -108,7 +108,7 @@ def eval_mode(model: keras.layers.Layer, mode: str, group: Any = 0) -> Iterator[
 def _shared(layers: list[LocalNormalization], name: str) -> Any:
     values = {getattr(layer, name) for layer in layers}
     if len(values) != 1:
-        raise _errors.mixed_layer_groups(name, sorted(values))
+        raise _errors.inconsistent_layers(name, values)
     return values.pop()
 
 
@@ -163,7 +163,7 @@ def predict(
     localnorm.Prediction
         ``(scores, labels, agreement)`` as NumPy arrays.
     """
-    layers = _layers_or_raise(model)
+    layers = _layers_or_raise(model, "predict")
     k = _shared(layers, "num_groups")
     partition = _shared(layers, "partition")
     _spec.check_choice("protocol", protocol, _spec.PROTOCOLS)

@@ -23,7 +23,7 @@ def check_eval_setting(mode: Any, group: Any, num_groups: int) -> tuple[str, Any
     """Validate an evaluation ``mode``/``group`` pair for a layer with ``num_groups`` groups
     along the batch axis; returns ``(mode, group)`` with an array group as int64 NumPy."""
     if mode == _spec.RUNNING:
-        raise _errors.running_not_available("Keras")
+        raise _errors.running_unsupported("The Keras LocalNormalization layer")
     mode = _spec.check_choice("mode", mode, EVAL_MODES)
     if isinstance(group, (list, tuple)):
         group = np.asarray(group)
