@@ -263,7 +263,9 @@ def markdown(doc: dict) -> str:
         "given in brackets. Absolute times depend on the machine; the ratios are what to read. "
         "A ratio in **bold** misses its target.",
         "",
-        f"- created: {doc['created']}{' (quick run: machinery check only)' if doc.get('quick') else ''}",
+        f"- created: {doc['created']}{' (quick run: machinery check only)' if doc.get('quick') else ''}"
+        + (f"; merged from runs of {', '.join(doc['merged_from'])} (each section's figures "
+           "come from one run)" if doc.get("merged_from") else ""),
         f"- machine: {m.get('platform', '?')}; {m.get('processor') or 'cpu'}; "
         f"{m.get('cpu_count', '?')} CPU cores; python {m.get('python', '?')}",
         f"- settings: {s.get('rounds')} rounds, {s.get('warmup')} warm-up calls, samples of at "

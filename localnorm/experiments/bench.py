@@ -44,6 +44,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="seconds after which a section is stopped and reported as an error")
     p.add_argument("--markdown-only", metavar="JSON",
                    help="only regenerate bench.md (next to JSON) from an existing bench.json")
+    p.add_argument("--merge", nargs="+", metavar="JSON",
+                   help="combine the sections of several bench.json files (e.g. a CPU run "
+                   "and a CUDA run, or sections run separately) into DIR/bench.json and "
+                   "bench.md; later files win for a section of the same name")
     p.set_defaults(func=run)
     return p
 
@@ -133,6 +137,21 @@ def run(args: argparse.Namespace) -> int:
         src = Path(args.markdown_only)
         doc = json.loads(src.read_text(encoding="utf-8"))
         (src.parent / "bench.md").write_text(_report.markdown(doc), encoding="utf-8")
+        return 0
+    if args.merge:
+        docs = [json.loads(Path(p).read_text(encoding="utf-8")) for p in args.merge]
+        merged = dict(docs[0])
+        by_name = {}
+        for d in docs:
+            for sec in d["sections"]:
+                by_name[sec["name"]] = {**sec, "created": d["created"]}
+        merged["sections"] = [by_name[n] for n in SECTIONS if n in by_name]
+        merged["merged_from"] = [d["created"] for d in docs]
+        merged["discussion"] = _discussion(root)
+        out_dir = Path(args.out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _report.dump(merged, out_dir / "bench.json")
+        (out_dir / "bench.md").write_text(_report.markdown(merged), encoding="utf-8")
         return 0
     sections = _parse_list("section", args.sections, SECTIONS)
     kinds = _parse_list("kind", args.kinds, KINDS)

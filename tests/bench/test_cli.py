@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import _report
+from benchmarks._timing import Timing
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,3 +89,30 @@ def test_unknown_section_is_refused_with_the_value_named(tmp_path):
     assert proc.returncode == 2
     assert "mxnet" in proc.stderr and "keras-jax" in proc.stderr
     assert not (tmp_path / "bench.json").exists()
+
+
+def _section_doc(name, created, ratio):
+    t = Timing(samples={"BN": [1.0], "LN": [ratio]}, baseline="BN",
+                inner={"BN": 1, "LN": 1})
+    rec = _report.timing_record("layer", "N=8", t, [_report.row(t, "LN")], op="forward")
+    return {"schema": _report.SCHEMA, "created": created, "quick": False,
+            "settings": {"rounds": 1, "warmup": 0, "min_sample_s": 0.0}, "machine": {},
+            "sections": [{"name": name, "framework": name.split("-")[0], "backend": None,
+                          "device": "cpu", "status": "ok", "reason": "", "versions": {},
+                          "notes": [], "records": [rec]}]}
+
+
+def test_merge_combines_sections_of_separate_runs(tmp_path):
+    a, b, c = (tmp_path / f"{n}.json" for n in "abc")
+    a.write_text(json.dumps(_section_doc("flax", "t1", 1.5)))
+    b.write_text(json.dumps(_section_doc("torch", "t2", 1.1)))
+    c.write_text(json.dumps(_section_doc("flax", "t3", 1.25)))  # a later run of flax wins
+    proc = bench("--merge", str(a), str(b), str(c), "--out-dir", str(tmp_path / "m"),
+                 cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads((tmp_path / "m" / "bench.json").read_text())
+    assert _report.check(doc) == []
+    assert [s["name"] for s in doc["sections"]] == ["torch", "flax"]
+    assert [s["created"] for s in doc["sections"]] == ["t2", "t3"]
+    assert doc["sections"][1]["records"][0]["rows"][0]["ratio"] == 1.25
+    assert "merged from runs of t1, t2, t3" in (tmp_path / "m" / "bench.md").read_text()
