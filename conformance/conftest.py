@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from pathlib import Path
 
@@ -87,29 +86,57 @@ def core_session(request):
 
 
 def _subject_of(nodeid: str) -> str | None:
+    """The registered subject a test id is for: its ``[...]`` suffix, or the longest
+    registered name that starts it followed by ``-`` (``[keras-empty-batch]``)."""
     m = re.search(r"\[([^\]]*)\]$", nodeid)
-    return m.group(1) if m else None
+    if not m:
+        return None
+    param = m.group(1)
+    names = [n for n in subjects.SUBJECTS if param == n or param.startswith(n + "-")]
+    return max(names, key=len) if names else param
 
 
-def pytest_collection_modifyitems(config, items):
-    skips = config._localnorm_skips
-    if not skips:
-        return
-    used = set()
-    for item in items:
+def _glob(pattern: str) -> re.Pattern:
+    """``*`` matches anything, ``?`` one character; brackets are literal (test ids end
+    in ``[subject]``, which fnmatch would read as a character class)."""
+    return re.compile(re.escape(pattern).replace(r"\*", ".*").replace(r"\?", "."))
+
+
+def apply_skips(skips, nodeids, selected_subjects):
+    """Match skip patterns to collected node ids.
+
+    Returns ``(reasons, unmatched)``: the skip reason of each matched node id, and the
+    patterns that match nothing although their file was collected and their subject
+    (the ``[...]`` suffix, when it names a registered subject) is selected.
+    """
+    reasons, used = {}, set()
+    for nodeid in nodeids:
         for pattern, reason in skips:
-            if item.nodeid == pattern or fnmatch.fnmatchcase(item.nodeid, pattern):
-                item.add_marker(pytest.mark.skip(reason=f"skips.txt: {reason}"))
+            if nodeid == pattern or _glob(pattern).fullmatch(nodeid):
+                reasons[nodeid] = reason
                 used.add(pattern)
                 break
-    files = {item.nodeid.split("::")[0] for item in items}
+    files = {nodeid.split("::")[0] for nodeid in nodeids}
+    unmatched = []
     for pattern, _ in skips:
         if pattern in used or pattern.split("::")[0] not in files:
             continue
         subject = _subject_of(pattern)
-        if subject in subjects.SUBJECTS and subject not in config._localnorm_subjects:
+        if subject in subjects.SUBJECTS and subject not in selected_subjects:
             continue
-        config._localnorm_unmatched.append(pattern)
+        unmatched.append(pattern)
+    return reasons, unmatched
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config._localnorm_skips:
+        return
+    reasons, unmatched = apply_skips(config._localnorm_skips, [i.nodeid for i in items],
+                                     config._localnorm_subjects)
+    for item in items:
+        if item.nodeid in reasons:
+            item.add_marker(pytest.mark.skip(reason=f"skips.txt: {reasons[item.nodeid]}"))
+    config._localnorm_unmatched = unmatched
 
 
 def pytest_terminal_summary(terminalreporter, config):
