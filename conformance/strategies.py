@@ -53,11 +53,19 @@ def params(k: int, c: int):
 
 
 @st.composite
-def shapes(draw, *, mode: str, num_groups: int, ranks=(2, 3, 4, 5), max_batch_extra: int = 5):
-    """(shape, axis) for a mode: valid statistics (>= 2 values per channel per set)."""
+def shapes(draw, *, mode: str, num_groups: int, ranks=(2, 3, 4, 5), max_batch_extra: int = 5,
+           channel_axes=None):
+    """(shape, axis) for a mode: valid statistics (>= 2 values per channel per set).
+    ``channel_axes`` (as ``Harness.channel_axes``) restricts the channel axis."""
     ranks = [r for r in ranks if r >= 3] if mode == "single" else list(ranks)
+    if channel_axes is not None:
+        ranks = [r for r in ranks if any(-r < a < r and a % r for a in channel_axes)]
     rank = draw(st.sampled_from(ranks))
-    axis = draw(st.integers(1, rank - 1))
+    if channel_axes is not None:
+        declared = draw(st.sampled_from([a for a in channel_axes if -rank < a < rank and a % rank]))
+        axis = declared % rank
+    else:
+        declared, axis = None, draw(st.integers(1, rank - 1))
     c = draw(st.integers(1, 3))
     spatial = draw(st.lists(st.integers(1, 3), min_size=rank - 2, max_size=rank - 2))
     if mode == "single" and int(np.prod(spatial)) < 2:
@@ -74,6 +82,8 @@ def shapes(draw, *, mode: str, num_groups: int, ranks=(2, 3, 4, 5), max_batch_ex
     dims = list(spatial)
     dims.insert(axis - 1, c)
     shape = (n, *dims)
+    if declared is not None:
+        return shape, declared
     if draw(st.booleans()):
         axis -= rank  # the same axis, counted from the end
     return shape, axis
@@ -107,11 +117,15 @@ def _feasible(shape: tuple[int, ...], axis: int, mode: str, k: int) -> bool:
 
 
 @st.composite
-def catalog_shapes(draw, *, mode: str, ranks=(2, 3, 4, 5), groups=(1, 4)):
-    """(shape, axis, K) from :data:`CATALOG` and :data:`CATALOG_GROUPS`."""
+def catalog_shapes(draw, *, mode: str, ranks=(2, 3, 4, 5), groups=(1, 4), channel_axes=None):
+    """(shape, axis, K) from :data:`CATALOG` and :data:`CATALOG_GROUPS`; with
+    ``channel_axes``, catalog shapes are re-read with each declared channel axis."""
+    catalog = CATALOG if channel_axes is None else tuple(
+        (shape, a) for shape, _ in CATALOG for a in channel_axes
+        if -len(shape) < a < len(shape) and a % len(shape))
     options = [
         (shape, axis, k)
-        for shape, axis in CATALOG
+        for shape, axis in catalog
         if len(shape) in ranks
         for k in CATALOG_GROUPS
         if groups[0] <= k <= groups[1] and _feasible(shape, axis, mode, k)
@@ -131,6 +145,7 @@ def cases(
     conditioning: str = "well",
     group_arrays: bool = True,
     catalog: bool = False,
+    channel_axes=None,
 ) -> Case:
     """A valid :class:`Case` (the reference accepts it).
 
@@ -147,15 +162,19 @@ def cases(
     catalog : bool
         Draw shapes, K and eps from :data:`CATALOG` (for subjects that compile per
         input signature).
+    channel_axes : tuple of int, optional
+        Only these channel axes (as declared by ``Harness.channel_axes``); default any.
     """
     dtype = draw(st.sampled_from(list(dtypes)))
     mode = draw(st.sampled_from(list(modes)))
     partition = draw(st.sampled_from(list(partitions)))
     if catalog:
-        shape, axis, k = draw(catalog_shapes(mode=mode, ranks=ranks, groups=groups))
+        shape, axis, k = draw(catalog_shapes(mode=mode, ranks=ranks, groups=groups,
+                                             channel_axes=channel_axes))
     else:
         k = draw(st.integers(*groups))
-        shape, axis = draw(shapes(mode=mode, num_groups=k, ranks=ranks))
+        shape, axis = draw(shapes(mode=mode, num_groups=k, ranks=ranks,
+                                  channel_axes=channel_axes))
     size = int(np.prod(shape))
     if conditioning == "well":
         # Golden-angle samples of a sine: all distinct and spread in every subset.
@@ -206,6 +225,7 @@ def for_subject(harness, **kwargs):
         ranks=tuple(r for r in kwargs.pop("ranks", (2, 3, 4, 5)) if r in harness.ranks),
         group_arrays=harness.group_arrays and kwargs.pop("group_arrays", True),
         catalog=harness.compiles,
+        channel_axes=harness.channel_axes,
     )
     kw.update(kwargs)
     return cases(**kw).filter(lambda case: harness.supports(case) is None)
