@@ -151,15 +151,43 @@ def robustness(root: Path, docs: Path) -> str:
 
 def headline(root: Path, docs: Path) -> str:
     """The headline robustness plot: ``docs/results/headline.{svg,png}``, else the accuracy
-    under additive Gaussian noise (``acc_agn``, the paper's headline), else the first plot."""
+    under additive Gaussian noise (``acc*agn``, the paper's headline), else the first plot."""
     results = docs / "results"
     plots = sorted(p for p in results.glob("*") if p.suffix in (".svg", ".png")) if results.is_dir() else []
-    preferred = ([p for p in plots if "headline" in p.stem] or [p for p in plots if p.stem == "acc_agn"]
-                 or [p for p in plots if p.stem.startswith("acc")] or plots)
+    accuracy = [p for p in plots if p.stem.startswith("acc")]
+    preferred = ([p for p in plots if "headline" in p.stem]
+                 or [p for p in accuracy if p.stem.endswith("agn")] or accuracy or plots)
     if not preferred:
         return _missing("The robustness plots", "Run `localnorm robustness` (see Results).")
     rel = preferred[0].relative_to(docs).as_posix()
-    return f"![Accuracy under increasing noise, LocalNorm against BatchNorm]({rel})\n"
+    return (f"![Accuracy under increasing noise, LocalNorm against BatchNorm]({rel})\n\n"
+            + headline_table(results))
+
+
+def headline_table(results: Path, noise: str = "agn") -> str:
+    """Accuracy (%) of every method clean, at sigma = 1 and at the largest level of
+    ``noise``, from the records of the first ``*.json`` in docs/results/ that has them."""
+    for path in sorted(results.glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        recs = data.get("records") if isinstance(data, Mapping) else None
+        if not recs or not any(r.get("noise") == noise for r in recs):
+            continue
+        levels = sorted({float(r["level"]) for r in recs if r.get("noise") == noise})
+        shown = [lv for lv in dict.fromkeys([1.0, levels[-1]]) if lv in levels]
+        rows = {}
+        for r in recs:
+            key = f"{r['method']} ({r['protocol']})"
+            if r.get("noise") == "none":
+                rows.setdefault(key, {})["clean"] = f"{100 * r['accuracy']:.1f}"
+            elif r.get("noise") == noise and float(r["level"]) in shown:
+                rows.setdefault(key, {})[f"{noise} sigma={float(r['level']):g}"] = (
+                    f"{100 * r['accuracy']:.1f}")
+        data_note = data.get("data", "") if isinstance(data, Mapping) else ""
+        columns = ["method (protocol)", "clean", *(f"{noise} sigma={lv:g}" for lv in shown)]
+        body = [{"method (protocol)": key, **vals} for key, vals in rows.items()]
+        return (f"Test accuracy (%), from `docs/{path.relative_to(results.parent).as_posix()}`"
+                f"{': ' + data_note if data_note else ''}\n\n" + table(body, columns))
+    return ""
 
 
 def benchmarks(root: Path, docs: Path) -> str:
