@@ -189,3 +189,21 @@ def test_every_page_is_in_the_nav_and_every_nav_entry_exists():
              if "_hooks" not in p.parts and p.parent.name != "results"}
     assert sorted(pages - set(nav)) == [], "pages missing from the nav of mkdocs.yml"
     assert sorted(set(nav) - pages) == [], "nav entries without a page"
+
+
+def test_headline_table_comes_from_the_records(tmp_path):
+    import json
+
+    generated = _hook("generated")
+    (tmp_path / "results").mkdir()
+    recs = [{"method": "bn", "protocol": "running", "noise": "none", "level": 0, "accuracy": 0.9},
+            {"method": "bn", "protocol": "running", "noise": "agn", "level": 1.0, "accuracy": 0.5},
+            {"method": "bn", "protocol": "running", "noise": "agn", "level": 4.0, "accuracy": 0.125},
+            {"method": "bn", "protocol": "running", "noise": "agn", "level": 2.0, "accuracy": 0.3}]
+    (tmp_path / "results" / "run.json").write_text(json.dumps({"data": "toy", "records": recs}))
+    (tmp_path / "results" / "acc_run_agn.png").write_bytes(b"")
+    (tmp_path / "results" / "acc_run_mbn.png").write_bytes(b"")
+    out = generated.headline(ROOT, tmp_path)
+    assert "(results/acc_run_agn.png)" in out and "docs/results/run.json" in out
+    assert "| method (protocol) | clean | agn sigma=1 | agn sigma=4 |" in out
+    assert "| bn (running) | 90.0 | 50.0 | 12.5 |" in out
