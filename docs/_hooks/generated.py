@@ -9,8 +9,9 @@ are therefore never copied by hand:
 - ``headline``: the headline robustness plot of the home page, from ``docs/results/``;
 - ``robustness``: the main job's tables and plots, from ``docs/results/`` (written by
   ``localnorm robustness``);
-- ``benchmarks``: the benchmark tables, from ``docs/results/bench.md`` and
-  ``docs/results/bench.json`` (written by the benchmarks).
+- ``benchmarks``: the benchmark tables, rendered from ``docs/results/bench.json`` by the
+  benchmarks' own page builder (``benchmarks._report.markdown``), else
+  ``docs/results/bench.md``.
 
 An unknown marker, or a support matrix that cannot be computed, fails the build.
 Results that have not been produced yet are reported on the page, not invented.
@@ -194,11 +195,18 @@ def benchmarks(root: Path, docs: Path) -> str:
     results = docs / "results"
     parts = []
     md, js = results / "bench.md", results / "bench.json"
-    if md.is_file():
+    if js.is_file():
+        # Rendered from the data with the benchmarks' own page builder, so the page can
+        # never disagree with bench.json (bench.md is that same page, written by the run).
+        if str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+        try:
+            builder = importlib.import_module("benchmarks._report").markdown
+        except (ImportError, AttributeError) as exc:
+            raise PluginError(f"Cannot render docs/results/bench.json: {exc}") from exc
+        parts.append(_demote(builder(json.loads(js.read_text(encoding="utf-8")))))
+    elif md.is_file():
         parts.append(_include(md, docs))
-    elif js.is_file():
-        data = json.loads(js.read_text(encoding="utf-8"))
-        parts.append(render(data.get("results", data) if isinstance(data, Mapping) else data))
     if not parts:
         return _missing("The benchmark tables", "Run the benchmarks (see Conformance).")
     return "\n".join(parts)

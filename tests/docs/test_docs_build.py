@@ -207,3 +207,17 @@ def test_headline_table_comes_from_the_records(tmp_path):
     assert "(results/acc_run_agn.png)" in out and "docs/results/run.json" in out
     assert "| method (protocol) | clean | agn sigma=1 | agn sigma=4 |" in out
     assert "| bn (running) | 90.0 | 50.0 | 12.5 |" in out
+
+
+def test_benchmarks_are_rendered_from_bench_json(tmp_path):
+    import json
+
+    generated = _hook("generated")
+    report = pytest.importorskip("benchmarks._report")
+    (tmp_path / "results").mkdir()
+    doc = {"schema": report.SCHEMA, "created": "2026-01-01", "quick": True, "settings": {},
+           "machine": {}, "sections": []}
+    (tmp_path / "results" / "bench.json").write_text(json.dumps(doc))
+    (tmp_path / "results" / "bench.md").write_text("# stale page\n")
+    out = generated.benchmarks(ROOT, tmp_path)
+    assert "stale page" not in out and "### Benchmark results" in out and "2026-01-01" in out
