@@ -262,3 +262,25 @@ def test_predict_numpy_group_array_is_accepted():
     a = lt.predict(net, x, "single", group=groups)
     b = lt.predict(net, x, "single", group=torch.from_numpy(groups))
     torch.testing.assert_close(a.scores, b.scores)
+
+
+@pytest.mark.parametrize("protocol, expected", [
+    ("batch", [12]),                      # one pass over the batch
+    ("single", [12]),                     # one pass, not N one-image passes
+    ("single-voting", [12, 12, 12, 12]),  # K*N images in all, N per forward call
+    ("voting", [12, 12, 12, 12]),         # sets of N/K=3 images, tiled over the K groups
+])
+def test_predict_pass_counts(protocol, expected):
+    net = small_net()
+    sizes = []
+    net[1].register_forward_pre_hook(lambda module, args: sizes.append(args[0].shape[0]))
+    lt.predict(net, _data(12), protocol)
+    assert sizes == expected
+
+
+def test_predict_single_lone_image_is_not_replicated():
+    net = small_net()
+    sizes = []
+    net[1].register_forward_pre_hook(lambda module, args: sizes.append(args[0].shape[0]))
+    p = lt.predict(net, _data(1), "single", group=0)
+    assert sizes == [1] and p.scores.shape == (1, 5)
