@@ -106,11 +106,6 @@ class TorchLayerHarness(Harness):
 
     # -- the harness protocol ---------------------------------------------------------
 
-    def supports(self, case: Case) -> str | None:
-        if case.axis % max(case.x.ndim, 1) != 1:
-            return f"{self.name} layers take channels on axis 1 only"
-        return super().supports(case)
-
     def forward(self, case: Case) -> np.ndarray:
         _, _, y = self._run(case, requires_grad=False)
         return self._numpy(y, case.dtype)
