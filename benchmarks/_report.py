@@ -171,6 +171,10 @@ def _fmt_ratio(r: dict) -> str:
         text += f" ({r['ratio_q1']:.2f}-{r['ratio_q3']:.2f})"
     if r.get("meets_target") is False:
         text += f" **> {r['target']:g}**"
+    if "bandwidth_fraction" in r:
+        text += f", {r['bandwidth_gbs']:.0f} GB/s = {100 * r['bandwidth_fraction']:.0f}% of peak"
+    elif "bandwidth_gbs" in r:
+        text += f", {r['bandwidth_gbs']:.0f} GB/s"
     return text
 
 

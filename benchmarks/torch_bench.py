@@ -39,6 +39,36 @@ def _adapter():
         return None
 
 
+def peak_bandwidth(device: torch.device) -> float | None:
+    """The device's theoretical memory bandwidth in bytes/s (DDR: 2 transfers per clock),
+    from its properties, or None where torch does not report them."""
+    props = torch.cuda.get_device_properties(device)
+    clock_khz = getattr(props, "memory_clock_rate", None)
+    bus_bits = getattr(props, "memory_bus_width", None)
+    if not clock_khz or not bus_bits:
+        return None
+    return 2.0 * clock_khz * 1e3 * bus_bits / 8.0
+
+
+#: Passes over the activation a fused normalization needs at least: forward reads x for
+#: the statistics, then reads x and writes y; the backward reads x and dy for its
+#: reductions, then reads x and dy and writes dx.
+_MIN_PASSES = {"forward": 3, "forward+backward": 8}
+
+
+def _add_bandwidth(rows: list[dict], op: str, nbytes: int, device: torch.device) -> None:
+    """CUDA only: achieved bandwidth of each row (minimal traffic / median time) and its
+    fraction of the device's peak."""
+    if device.type != "cuda" or op not in _MIN_PASSES:
+        return
+    peak = peak_bandwidth(device)
+    for r in rows:
+        achieved = _MIN_PASSES[op] * nbytes / (r["median_ms"] * 1e-3)
+        r["bandwidth_gbs"] = achieved / 1e9
+        if peak:
+            r["bandwidth_fraction"] = achieved / peak
+
+
 def _sync_for(device: torch.device):
     if device.type == "cuda":
         return lambda out: torch.cuda.synchronize(device)
@@ -78,8 +108,10 @@ def _layer_records(ctx: Context, device: torch.device, lt) -> list[dict]:
             fwd["local_norm core"] = core
             with torch.no_grad():
                 t = compare(fwd, baseline="BatchNorm2d", settings=ctx.settings, sync=sync)
-            records.append(R.timing_record("layer", case.label, t, _layer_rows(t, fwd, "forward"),
-                                           op="forward", layout=layout))
+            rows = _layer_rows(t, fwd, "forward")
+            _add_bandwidth(rows, "forward", x.numel() * x.element_size(), device)
+            records.append(R.timing_record("layer", case.label, t, rows, op="forward",
+                                           layout=layout))
 
             # forward + backward: gradients of x and of the affine parameters
             def fb(fn, params):
@@ -89,9 +121,10 @@ def _layer_records(ctx: Context, device: torch.device, lt) -> list[dict]:
             fwbw = {name: fb(lambda m=m: m(x), m.parameters()) for name, m in layers.items()}
             fwbw["local_norm core"] = fb(core, (gamma, beta))
             t = compare(fwbw, baseline="BatchNorm2d", settings=ctx.settings, sync=sync)
-            records.append(R.timing_record("layer", case.label, t,
-                                           _layer_rows(t, fwbw, "forward+backward"),
-                                           op="forward+backward", layout=layout))
+            rows = _layer_rows(t, fwbw, "forward+backward")
+            _add_bandwidth(rows, "forward+backward", x.numel() * x.element_size(), device)
+            records.append(R.timing_record("layer", case.label, t, rows, op="forward+backward",
+                                           layout=layout))
 
             # evaluation: "single" and "set" against BatchNorm with batch statistics
             if layout != "NCHW" and not ctx.all_layouts:
@@ -269,14 +302,16 @@ def _protocol_records(ctx: Context, device: torch.device, lt) -> list[dict]:
 
 # ----------------------------------------------------------------------------- memory
 
-def saved_activation_bytes(step_forward) -> int:
-    """Bytes of the tensors autograd saves for backward during ``step_forward()`` (each
-    storage once, parameters excluded)."""
+def saved_activation_bytes(step_forward, parameters=()) -> int:
+    """Bytes of the tensors autograd saves for backward during ``step_forward()``, each
+    storage once, storages of ``parameters`` excluded (autograd often saves views of
+    them, such as a transposed weight, which ``isinstance(t, Parameter)`` misses)."""
+    skip = {p.untyped_storage().data_ptr() for p in parameters}
     seen: dict[int, int] = {}
 
     def pack(t):
-        if not isinstance(t, nn.Parameter):
-            st = t.untyped_storage()
+        st = t.untyped_storage()
+        if st.data_ptr() not in skip:
             seen[st.data_ptr()] = st.nbytes()
         return t
 
@@ -309,7 +344,7 @@ def _memory_records(ctx: Context, device: torch.device, lt) -> list[dict]:
             for name, model in (("BatchNorm", bn), ("LocalNorm", ln)):
                 model.train()
                 figures[name] = saved_activation_bytes(
-                    lambda m=model: F.cross_entropy(m(x), y))
+                    lambda m=model: F.cross_entropy(m(x), y), list(model.parameters()))
             method = "bytes saved for backward (saved_tensors_hooks; CPU has no peak counter)"
         records.append(R.memory_record(net.label, "BatchNorm", figures["BatchNorm"],
                                        {"LocalNorm": figures["LocalNorm"]}, method=method))

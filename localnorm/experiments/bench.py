@@ -47,7 +47,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--merge", nargs="+", metavar="JSON",
                    help="combine the sections of several bench.json files (e.g. a CPU run "
                    "and a CUDA run, or sections run separately) into DIR/bench.json and "
-                   "bench.md; later files win for a section of the same name")
+                   "bench.md; a later file's section replaces the kinds of figure it holds")
     p.set_defaults(func=run)
     return p
 
@@ -141,10 +141,19 @@ def run(args: argparse.Namespace) -> int:
     if args.merge:
         docs = [json.loads(Path(p).read_text(encoding="utf-8")) for p in args.merge]
         merged = dict(docs[0])
-        by_name = {}
+        by_name: dict = {}
         for d in docs:
             for sec in d["sections"]:
-                by_name[sec["name"]] = {**sec, "created": d["created"]}
+                sec = {**sec, "created": d["created"]}
+                old = by_name.get(sec["name"])
+                if old is not None and sec["status"] == "ok":
+                    # a later run replaces the kinds of figure it measured, keeps the rest
+                    kinds = {r["kind"] for r in sec["records"]}
+                    kept = [r for r in old["records"] if r["kind"] not in kinds]
+                    sec["records"] = kept + sec["records"]
+                    sec["notes"] = list(dict.fromkeys(old["notes"] + sec["notes"]))
+                    sec["created"] = f"{old['created']}, {d['created']} ({', '.join(sorted(kinds))})"
+                by_name[sec["name"]] = sec
         merged["sections"] = [by_name[n] for n in SECTIONS if n in by_name]
         merged["merged_from"] = [d["created"] for d in docs]
         merged["discussion"] = _discussion(root)

@@ -113,6 +113,24 @@ def test_merge_combines_sections_of_separate_runs(tmp_path):
     doc = json.loads((tmp_path / "m" / "bench.json").read_text())
     assert _report.check(doc) == []
     assert [s["name"] for s in doc["sections"]] == ["torch", "flax"]
-    assert [s["created"] for s in doc["sections"]] == ["t2", "t3"]
+    assert [s["created"] for s in doc["sections"]] == ["t2", "t1, t3 (layer)"]
     assert doc["sections"][1]["records"][0]["rows"][0]["ratio"] == 1.25
     assert "merged from runs of t1, t2, t3" in (tmp_path / "m" / "bench.md").read_text()
+
+
+def test_merge_replaces_only_the_kinds_a_later_run_measured(tmp_path):
+    first = _section_doc("torch", "t1", 1.5)
+    mem = _report.memory_record("net", "BN", 100, {"LN": 120}, method="m")
+    first["sections"][0]["records"].append(mem)
+    later = _section_doc("torch", "t2", 1.0)
+    later["sections"][0]["records"] = [_report.memory_record("net", "BN", 100, {"LN": 110},
+                                                             method="m")]
+    (tmp_path / "a.json").write_text(json.dumps(first))
+    (tmp_path / "b.json").write_text(json.dumps(later))
+    proc = bench("--merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out-dir",
+                 str(tmp_path / "m"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (sec,) = json.loads((tmp_path / "m" / "bench.json").read_text())["sections"]
+    by_kind = {r["kind"]: r for r in sec["records"]}
+    assert by_kind["layer"]["rows"][0]["ratio"] == 1.5  # kept from the first run
+    assert by_kind["memory"]["rows"][0]["bytes"] == 110  # replaced by the later run
