@@ -124,6 +124,7 @@ def predict(
     batch_size: int | None = None,
     set_size: int | None = None,
     from_logits: bool = True,
+    jit: bool = True,
 ) -> Prediction:
     """Classify ``x`` with an NNX model under one of the paper's test-time protocols.
 
@@ -152,6 +153,10 @@ def predict(
         See :func:`localnorm.protocols.run_protocol`.
     from_logits : bool, default True
         Whether the model returns logits (soft voting applies a softmax).
+    jit : bool, default True
+        Run the model under ``nnx.jit`` (one compilation per input shape, layer mode and
+        group, reused across calls). ``x`` is checked for NaN/Inf once up front, since
+        compiled layers cannot check values. False runs it eagerly.
 
     Returns
     -------
@@ -164,12 +169,15 @@ def predict(
     partition = _the(layers, "partition")
     _spec.check_choice("protocol", protocol, _spec.PROTOCOLS)
     x = jnp.asarray(x)
+    if jit and jnp.issubdtype(x.dtype, jnp.floating) and not bool(jnp.all(jnp.isfinite(x))):
+        raise _errors.not_finite("x")
     if protocol == "single" and group is None and x.shape[0] > 0:
         group = _draw_groups(generator, x.shape[0], k)
+    call = _jitted_call if jit else _eager_call
 
     def forward(xc, mode, grp):
         set_eval_mode(model, mode, grp)
-        return model(xc)
+        return call(model, xc)
 
     with _evaluating(model), eval_mode(model, "batch"):
         return run_protocol(
@@ -177,6 +185,15 @@ def predict(
             set_size=set_size, vote=vote, group=group, partition=partition,
             from_logits=from_logits,
         )
+
+
+def _eager_call(model, x):
+    return model(x)
+
+
+#: The model's call under nnx.jit; module-level so compilations are reused across calls
+#: (the layers' mode and group are static attributes, part of the cache key).
+_jitted_call = nnx.jit(_eager_call)
 
 
 def _child(node: Any, key: Any) -> Any:

@@ -88,9 +88,28 @@ class _FlaxHarness(Harness):
 
 
 def _compile(cls, key, case):
-    fwd, vjp = _jitted(cls, key, case)
-    _, params = cls()._apply(case)
-    return fwd, vjp, params
+    """Cached jitted forward/vjp, with this case's gamma and beta placed into the cached
+    parameter pytree (no layer is rebuilt for a configuration seen before)."""
+    import jax
+    import jax.numpy as jnp
+
+    if (cls, key) not in _CACHE:
+        if len(_CACHE) > 256:
+            _CACHE.clear()
+        f, params = cls()._apply(case)
+
+        def vjp(x, params, ct):
+            return jax.vjp(f, x, params)[1](ct)
+
+        paths, treedef = jax.tree_util.tree_flatten_with_path(params)
+        order = ["gamma" if "scale" in jax.tree_util.keystr(path) else "beta"
+                 for path, _ in paths]
+        _CACHE[cls, key] = (jax.jit(f, compiler_options=_FAST_COMPILE),
+                            jax.jit(vjp, compiler_options=_FAST_COMPILE), treedef, order)
+    fwd, vjp, treedef, order = _CACHE[cls, key]
+    pd = _param_dtype(case.dtype)
+    values = {"gamma": jnp.asarray(case.gamma.astype(pd)), "beta": jnp.asarray(case.beta.astype(pd))}
+    return fwd, vjp, jax.tree_util.tree_unflatten(treedef, [values[o] for o in order])
 
 
 _CACHE: dict = {}
@@ -98,24 +117,6 @@ _CACHE: dict = {}
 #: XLA CPU compilation dominates the suite's time (one small program per drawn shape);
 #: the backend's optimization level does not change the program's arithmetic.
 _FAST_COMPILE = {"xla_backend_optimization_level": 0}
-
-
-def _jitted(cls, key, case):
-    """Jitted forward and vjp of the layer configuration ``key`` (params are arguments,
-    so cases differing only in data, gamma and beta share compiled code)."""
-    import jax
-
-    if (cls, key) not in _CACHE:
-        if len(_CACHE) > 256:
-            _CACHE.clear()
-        f, _ = cls()._apply(case)
-
-        def vjp(x, params, ct):
-            return jax.vjp(f, x, params)[1](ct)
-
-        _CACHE[cls, key] = (jax.jit(f, compiler_options=_FAST_COMPILE),
-                            jax.jit(vjp, compiler_options=_FAST_COMPILE))
-    return _CACHE[cls, key]
 
 
 class FlaxNNXHarness(_FlaxHarness):

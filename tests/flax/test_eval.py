@@ -189,3 +189,14 @@ def test_convert_batchnorm_in_containers_keeps_eval_state():
     assert isinstance(holder.named["a"], lf.LocalNorm) and holder.named["a"].deterministic
     with pytest.raises(LocalNormError, match="num_groups=0"):
         lf.convert_batchnorm(Holder(), 0)
+
+
+def test_predict_eager_equals_jit_and_refuses_non_finite(model):
+    x = images(8, seed=4)
+    jitted = lf.predict(model, x, protocol="voting", vote="soft")
+    eager = lf.predict(model, x, protocol="voting", vote="soft", jit=False)
+    np.testing.assert_allclose(jitted.scores, eager.scores, atol=1e-5)
+    bad = x.at[3, 0, 0, 0].set(jnp.nan)
+    for jit in (True, False):
+        with pytest.raises(LocalNormError, match="NaN"):
+            lf.predict(model, bad, jit=jit)
