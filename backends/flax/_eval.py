@@ -107,7 +107,8 @@ def _draw_groups(generator: Any, n: int, k: int) -> np.ndarray:
     """One random group per sample from None, an int seed, a NumPy Generator or a key."""
     if isinstance(generator, jax.Array):
         return np.asarray(jax.random.randint(generator, (n,), 0, k), dtype=np.int64)
-    if generator is None or isinstance(generator, (int, np.integer)) and not isinstance(generator, bool):
+    is_seed = isinstance(generator, (int, np.integer)) and not isinstance(generator, bool)
+    if generator is None or is_seed:
         generator = np.random.default_rng(generator)
     if not isinstance(generator, np.random.Generator):
         raise _errors.bad_generator(generator)

@@ -108,7 +108,8 @@ def _compile(cls, key, case):
                             jax.jit(vjp, compiler_options=_FAST_COMPILE), treedef, order)
     fwd, vjp, treedef, order = _CACHE[cls, key]
     pd = _param_dtype(case.dtype)
-    values = {"gamma": jnp.asarray(case.gamma.astype(pd)), "beta": jnp.asarray(case.beta.astype(pd))}
+    values = {"gamma": jnp.asarray(case.gamma.astype(pd)),
+              "beta": jnp.asarray(case.beta.astype(pd))}
     return fwd, vjp, jax.tree_util.tree_unflatten(treedef, [values[o] for o in order])
 
 
