@@ -118,18 +118,58 @@ def _title(path: Path) -> str:
     return path.stem.replace("_", " ").replace("-", " ").capitalize()
 
 
+#: Datasets shown first (the paper's), when the results hold several.
+PREFERRED_DATASETS = ("mnist",)
+
+
+def _runs(results: Path) -> list[tuple[str, Path, dict]]:
+    """``(dataset, json path, document)`` of each robustness run in docs/results/ (a JSON
+    document with ``records``), the paper's datasets first."""
+    runs = []
+    for path in sorted(results.glob("*.json")) if results.is_dir() else []:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, Mapping) and data.get("records"):
+            config = data.get("config") if isinstance(data.get("config"), Mapping) else {}
+            dataset = str(config.get("dataset") or path.stem.split("-")[-1])
+            runs.append((dataset, path, data))
+    rank = {name: i for i, name in enumerate(PREFERRED_DATASETS)}
+    return sorted(runs, key=lambda run: (rank.get(run[0], len(rank)), run[0]))
+
+
+def _image(path: Path, docs: Path, indent: str = "") -> str:
+    return f"{indent}![{_title(path)}]({path.relative_to(docs).as_posix()})\n"
+
+
 def robustness(root: Path, docs: Path) -> str:
-    """The robustness job's output in docs/results/: its Markdown report (``results.md``,
-    tables), the accuracy plots (``acc_*``), any CSV or record-list JSON as tables, and the
-    remaining plots (confusion matrices) in a collapsed block."""
+    """The robustness job's output in docs/results/, one section per run (dataset): its
+    Markdown report (``robustness-<dataset>.md``: the tables), its accuracy plots
+    (``acc_<dataset>_*``) and its other plots (confusion matrices) collapsed; then any
+    other file (CSV or record-list JSON as tables, Markdown, plots)."""
     results = docs / "results"
-    files = sorted(p for p in results.iterdir()) if results.is_dir() else []
-    files = [p for p in files if p.name not in BENCH_FILES and not p.name.startswith(("_", "."))]
-    plots = [p for p in files if p.suffix in (".png", ".svg")]
-    main_plots = [p for p in plots if p.stem.startswith(("acc", "headline"))]
-    other_plots = [p for p in plots if p not in main_plots]
-    parts = [_include(p, docs) for p in files if p.suffix == ".md"]
+    if not results.is_dir():
+        return _missing("The robustness results", "Run `localnorm robustness` (see the guide).")
+    files = [p for p in sorted(results.iterdir())
+             if p.name not in BENCH_FILES and not p.name.startswith(("_", "."))]
+    used: set[Path] = set()
+    parts = []
+    for dataset, path, _ in _runs(results):
+        used.add(path)
+        mine = [p for p in files if dataset in p.stem.split("_") + p.stem.split("-")]
+        used.update(mine)
+        parts += [_include(p, docs) for p in mine if p.suffix == ".md"]
+        plots = [p for p in mine if p.suffix in (".png", ".svg")]
+        accuracy = [p for p in plots if p.stem.startswith("acc")]
+        others = [p for p in plots if p not in accuracy]
+        if accuracy:
+            parts.append(f"### Plots: {dataset}\n")
+            parts += [_image(p, docs) for p in accuracy]
+        if others:
+            parts.append(f'??? note "More plots: {dataset} ({len(others)})"\n')
+            parts += [_image(p, docs, "    ") for p in others]
+        parts.append(f"*Data: `docs/{path.relative_to(docs).as_posix()}`*\n")
     for path in files:
+        if path in used:
+            continue
         rel = path.relative_to(docs).as_posix()
         rows = None
         if path.suffix == ".csv":
@@ -137,58 +177,59 @@ def robustness(root: Path, docs: Path) -> str:
                 rows = list(csv.DictReader(f))
         elif path.suffix == ".json":
             rows = records(json.loads(path.read_text(encoding="utf-8")))
+        elif path.suffix == ".md":
+            parts.append(_include(path, docs))
+        elif path.suffix in (".png", ".svg"):
+            parts.append(_image(path, docs))
         if rows is not None:
             parts.append(f"### {_title(path)}\n\n{table(rows)}\n*Source: `docs/{rel}`*\n")
-    if main_plots:
-        parts.append("### Plots\n")
-        parts += [f"![{_title(p)}]({p.relative_to(docs).as_posix()})\n" for p in main_plots]
-    if other_plots:
-        parts.append('??? note "More plots (' + str(len(other_plots)) + ')"\n')
-        parts += [f"    ![{_title(p)}]({p.relative_to(docs).as_posix()})\n" for p in other_plots]
     if not parts:
         return _missing("The robustness results", "Run `localnorm robustness` (see the guide).")
     return "\n".join(parts)
 
 
 def headline(root: Path, docs: Path) -> str:
-    """The headline robustness plot: ``docs/results/headline.{svg,png}``, else the accuracy
-    under additive Gaussian noise (``acc*agn``, the paper's headline), else the first plot."""
+    """The headline robustness plot with its table: ``docs/results/headline.{svg,png}`` if
+    present, else the accuracy under additive Gaussian noise (the paper's headline) of
+    the first run (the paper's dataset first), with a table from that run's records."""
     results = docs / "results"
     plots = sorted(p for p in results.glob("*") if p.suffix in (".svg", ".png")) if results.is_dir() else []
-    accuracy = [p for p in plots if p.stem.startswith("acc")]
-    preferred = ([p for p in plots if "headline" in p.stem]
-                 or [p for p in accuracy if p.stem.endswith("agn")] or accuracy or plots)
-    if not preferred:
+    alt = "Accuracy under increasing noise, LocalNorm against BatchNorm"
+    explicit = [p for p in plots if "headline" in p.stem]
+    if explicit:
+        return _image(explicit[0], docs).replace(_title(explicit[0]), alt, 1)
+    for dataset, path, data in _runs(results):
+        plot = [p for p in plots if p.stem in (f"acc_{dataset}_agn", f"acc_{dataset}-agn")]
+        if plot:
+            rel = plot[0].relative_to(docs).as_posix()
+            return f"![{alt}]({rel})\n\n" + headline_table(path, data)
+    accuracy = [p for p in plots if p.stem.startswith("acc")] or plots
+    if not accuracy:
         return _missing("The robustness plots", "Run `localnorm robustness` (see Results).")
-    rel = preferred[0].relative_to(docs).as_posix()
-    return (f"![Accuracy under increasing noise, LocalNorm against BatchNorm]({rel})\n\n"
-            + headline_table(results))
+    return _image(accuracy[0], docs)
 
 
-def headline_table(results: Path, noise: str = "agn") -> str:
+def headline_table(path: Path, data: Mapping, noise: str = "agn") -> str:
     """Accuracy (%) of every method clean, at sigma = 1 and at the largest level of
-    ``noise``, from the records of the first ``*.json`` in docs/results/ that has them."""
-    for path in sorted(results.glob("*.json")):
-        data = json.loads(path.read_text(encoding="utf-8"))
-        recs = data.get("records") if isinstance(data, Mapping) else None
-        if not recs or not any(r.get("noise") == noise for r in recs):
-            continue
-        levels = sorted({float(r["level"]) for r in recs if r.get("noise") == noise})
-        shown = [lv for lv in dict.fromkeys([1.0, levels[-1]]) if lv in levels]
-        rows = {}
-        for r in recs:
-            key = f"{r['method']} ({r['protocol']})"
-            if r.get("noise") == "none":
-                rows.setdefault(key, {})["clean"] = f"{100 * r['accuracy']:.1f}"
-            elif r.get("noise") == noise and float(r["level"]) in shown:
-                rows.setdefault(key, {})[f"{noise} sigma={float(r['level']):g}"] = (
-                    f"{100 * r['accuracy']:.1f}")
-        data_note = data.get("data", "") if isinstance(data, Mapping) else ""
-        columns = ["method (protocol)", "clean", *(f"{noise} sigma={lv:g}" for lv in shown)]
-        body = [{"method (protocol)": key, **vals} for key, vals in rows.items()]
-        return (f"Test accuracy (%), from `docs/{path.relative_to(results.parent).as_posix()}`"
-                f"{': ' + data_note if data_note else ''}\n\n" + table(body, columns))
-    return ""
+    ``noise``, from one run's records."""
+    recs = data["records"]
+    levels = sorted({float(r["level"]) for r in recs if r.get("noise") == noise})
+    if not levels:
+        return ""
+    shown = [lv for lv in dict.fromkeys([1.0, levels[-1]]) if lv in levels]
+    rows: dict[str, dict] = {}
+    for r in recs:
+        key = f"{r['method']} ({r['protocol']})"
+        if r.get("noise") == "none":
+            rows.setdefault(key, {})["clean"] = f"{100 * r['accuracy']:.1f}"
+        elif r.get("noise") == noise and float(r["level"]) in shown:
+            rows.setdefault(key, {})[f"{noise} sigma={float(r['level']):g}"] = (
+                f"{100 * r['accuracy']:.1f}")
+    note = data.get("data", "")
+    columns = ["method (protocol)", "clean", *(f"{noise} sigma={lv:g}" for lv in shown)]
+    body = [{"method (protocol)": key, **vals} for key, vals in rows.items()]
+    return (f"Test accuracy (%), from `docs/results/{path.name}`{': ' + note if note else ''}"
+            "\n\n" + table(body, columns))
 
 
 def benchmarks(root: Path, docs: Path) -> str:
