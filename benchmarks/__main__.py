@@ -43,6 +43,9 @@ def main(argv=None) -> int:
     module, framework, backend = SECTIONS[args.section]
     if backend is not None:
         os.environ["KERAS_BACKEND"] = backend
+    from . import _report
+
+    _report.stream_to(args.out)
     ctx = Context.make(args.quick, args.device, tuple(args.kinds.split(",")), args.full)
     status = 0
     try:

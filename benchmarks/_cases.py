@@ -125,7 +125,9 @@ class Context:
 def section(name: str, framework: str, *, backend: str | None = None, device: str = "cpu",
             versions: dict | None = None) -> dict:
     """An empty, successful section (workers fill ``records`` and ``notes``)."""
-    return {
+    from . import _report
+
+    sec = {
         "name": name,
         "framework": framework,
         "backend": backend,
@@ -136,6 +138,8 @@ def section(name: str, framework: str, *, backend: str | None = None, device: st
         "notes": [],
         "records": [],
     }
+    _report.open_section(sec)
+    return sec
 
 
 def guarded(sec: dict, kind: str, fn) -> None:
@@ -143,8 +147,12 @@ def guarded(sec: dict, kind: str, fn) -> None:
     kind and the exception as reason) but keeps the records measured so far."""
     import traceback
 
+    from . import _report
+
     try:
-        sec["records"] += fn()
+        records = fn()
+        if not _report.streaming(sec):
+            sec["records"] += records
     except Exception as exc:  # reported in bench.json, not hidden
         traceback.print_exc()
         sec["status"] = "error"

@@ -33,6 +33,36 @@ _KIND_TITLES = {
 }
 
 
+#: Where a worker process streams its section (see :func:`stream_to`): every record is
+#: written out as soon as it is measured, so a section stopped by its timeout keeps the
+#: figures it had.
+_SINK: dict = {"path": None, "section": None}
+
+
+def stream_to(path) -> None:
+    """Write the current section to ``path`` after every record (worker processes)."""
+    _SINK["path"] = path
+
+
+def open_section(sec: dict) -> None:
+    """Make ``sec`` the section that records stream into (called by ``section()``)."""
+    if _SINK["path"] is not None:
+        _SINK["section"] = sec
+        dump(sec, _SINK["path"])
+
+
+def streaming(sec: dict) -> bool:
+    return _SINK["section"] is sec
+
+
+def _emit(rec: dict) -> dict:
+    sec = _SINK["section"]
+    if sec is not None:
+        sec["records"].append(rec)
+        dump(sec, _SINK["path"])
+    return rec
+
+
 def row(
     timing: Timing,
     name: str,
@@ -85,13 +115,13 @@ def timing_record(
         "rows": rows,
     }
     rec.update(extra)
-    return rec
+    return _emit(rec)
 
 
 def memory_record(case: str, baseline_label: str, baseline_bytes: int, rows: dict[str, int],
                   *, method: str, op: str = "training step", **extra: Any) -> dict:
     """A memory record: bytes of the baseline and of each candidate, and their ratios."""
-    return {
+    return _emit({
         "kind": "memory",
         "case": case,
         "op": op,
@@ -104,7 +134,7 @@ def memory_record(case: str, baseline_label: str, baseline_bytes: int, rows: dic
             for n, b in rows.items()
         ],
         **extra,
-    }
+    })
 
 
 def _median(values) -> float:

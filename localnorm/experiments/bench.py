@@ -98,7 +98,7 @@ def run_section(root, name: str, out_file, *, quick: bool, device: str, kinds: l
             fail = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
             fail = fail[0]
     except subprocess.TimeoutExpired:
-        fail = f"timed out after {timeout:g} s"
+        fail = f"timed out after {timeout:g} s (the figures measured before are kept)"
     try:
         with open(out_file, encoding="utf-8") as f:
             sec = json.load(f)
