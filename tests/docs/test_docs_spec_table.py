@@ -109,3 +109,39 @@ def test_attribute_names(column):
         value = getattr(layer, name, None)
         assert value is not None, f"{COLUMNS[column]} has no attribute .{name} (row {concept!r})"
         assert tuple(value.shape) == (K, C), f".{name} has shape {tuple(value.shape)}"
+
+
+def shared_signatures() -> dict[str, ast.arguments]:
+    """The model-wide functions as the spec writes them, e.g. ``set_eval_mode(model, mode,
+    group=0)``, parsed."""
+    text = SPEC.read_text(encoding="utf-8")
+    paragraph = text.split("The model-wide functions have the same names", 1)[1].split("\n\n")[0]
+    calls = {}
+    for code in re.findall(r"`(\w+\([^`]*\))`", paragraph):
+        node = ast.parse(f"def {code}: pass").body[0]
+        calls[node.name] = node.args
+    return calls
+
+
+SHARED = shared_signatures()
+
+
+def test_spec_lists_the_shared_functions():
+    assert set(SHARED) == {"set_eval_mode", "eval_mode", "predict", "convert_batchnorm"}
+
+
+@pytest.mark.parametrize("adapter", ["localnorm.torch", "localnorm.keras", "localnorm.flax"])
+def test_shared_functions_have_the_spec_arguments_in_order(adapter):
+    pytest.importorskip(FRAMEWORK[adapter])
+    module = importlib.import_module(adapter)
+    for name, args in SHARED.items():
+        params = list(inspect.signature(getattr(module, name)).parameters.values())
+        spec_names = [a.arg for a in args.args]
+        defaults = dict(zip(spec_names[len(spec_names) - len(args.defaults):],
+                            (ast.literal_eval(d) for d in args.defaults)))
+        got = [p.name for p in params[: len(spec_names)]]
+        # The first argument is the model (torch's convert_batchnorm calls it `module`).
+        assert got[1:] == spec_names[1:], f"{adapter}.{name}{inspect.signature(getattr(module, name))}"
+        for p in params[1 : len(spec_names)]:
+            expected = defaults.get(p.name, inspect.Parameter.empty)
+            assert p.default == expected, f"{adapter}.{name}: {p.name}={p.default!r}, spec {expected!r}"
