@@ -13,13 +13,15 @@ would render as undocumented:
 Only objects without a static docstring are touched. The extension also turns Sphinx
 cross-reference roles (``:func:`localnorm.local_norm```, ``:class:`Vote```, ...), which
 the docstrings use and mkdocstrings would print literally, into optional autorefs: a link
-where the target is rendered on the site, plain code otherwise (no build warning).
+where the target is rendered on the site, plain code otherwise (no build warning); and reST
+math (``:math:`` roles, ``.. math::`` blocks) into the site's MathJax notation.
 """
 
 from __future__ import annotations
 
 import importlib
 import re
+import textwrap
 import inspect
 from pathlib import Path
 
@@ -59,6 +61,21 @@ def _docstring(text: str, obj, agent, lineno: int | None = None) -> Docstring:
 
 
 _ROLE = re.compile(r":(?:py:)?(?:func|class|meth|mod|attr|data|obj|exc|const):`([^`]+)`")
+_MATH_ROLE = re.compile(r":math:`([^`]+)`")
+_MATH_DIRECTIVE = re.compile(r"^(?P<indent>[ \t]*)\.\. math::[ \t]*\n(?P<body>(?:(?:(?P=indent)[ \t]+.*)?\n)+)",
+                             re.MULTILINE)
+
+
+def _math(text: str) -> str:
+    """reST math (``:math:`x``` and ``.. math::`` blocks) as arithmatex's ``$x$`` and
+    ``$$ ... $$``, which the site renders with MathJax."""
+    def block(match: re.Match) -> str:
+        body = textwrap.dedent(match.group("body")).strip("\n")
+        indent = match.group("indent")
+        lines = "\n".join(indent + line for line in ["$$", *body.splitlines(), "$$"])
+        return lines + "\n\n"
+
+    return _MATH_ROLE.sub(r"$\1$", _MATH_DIRECTIVE.sub(block, text))
 
 
 def _exists(collection, path: str) -> bool:
@@ -85,6 +102,8 @@ def _target(text: str, obj, collection) -> tuple[str, str]:
 
 def _link_roles(obj, collection) -> None:
     if obj.docstring is not None and ":" in obj.docstring.value:
+        obj.docstring.value = _math(obj.docstring.value)
+
         def replace(match):
             title, identifier = _target(match.group(1), obj, collection)
             return f'<autoref identifier="{identifier}" optional><code>{title}</code></autoref>'

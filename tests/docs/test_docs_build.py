@@ -63,6 +63,7 @@ def test_api_reference_renders_docstrings_and_links(site):
     torch_page = _text(site / "api" / "torch" / "index.html")
     assert 'id="localnorm.torch.LocalNorm2d"' in torch_page  # a runtime (__doc__ =) docstring
     assert ":func:`" not in torch_page and ":class:`" not in torch_page  # Sphinx roles linked
+    assert ":math:" not in api and ".. math::" not in api and 'class="arithmatex"' in api
 
 
 def test_the_spec_page_holds_the_formula_and_the_framework_table(site):
