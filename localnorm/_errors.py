@@ -371,3 +371,11 @@ def bad_generator(generator: Any) -> LocalNormError:
         f"JAX PRNG key. Received: generator of type {type(generator).__name__}. "
         "Fix: pass e.g. generator=0 or generator=jax.random.key(0)."
     )
+
+
+def mask_unsupported(where: str) -> LocalNormError:
+    return LocalNormError(
+        f"{where} computes its statistics over every element of each group along the batch "
+        "axis and cannot leave masked entries out. Received: a non-None mask. Fix: drop "
+        "the mask before this layer, or normalize masked sequences with another layer."
+    )

@@ -121,13 +121,14 @@ def _batch_moments_segments(xc, axis: int, num_groups: int, gidx):
     return mean, var
 
 
-def local_norm(x, gamma, beta, *, axis: int, mode: str, group: Any, partition: str, eps: float):
+def local_norm(x, gamma, beta, *, num_groups: int, axis: int, mode: str, group: Any,
+               partition: str, eps: float):
     """LocalNorm of Keras tensors (validated input): see :func:`localnorm.local_norm`.
 
     ``gamma``/``beta`` of shape (K, C), or None for no scale / no shift. Statistics and
     the affine transform are computed in at least float32; the result has x's dtype.
     """
-    ndim, k = x.ndim, (gamma if gamma is not None else beta).shape[0]
+    ndim, k = x.ndim, num_groups
     c = x.shape[axis]
     cdt = compute_dtype(x.dtype)
     xc = ops.cast(x, cdt)

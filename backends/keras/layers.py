@@ -196,13 +196,15 @@ class LocalNormalization(keras.layers.Layer):
             if len(self.group) != shape[0]:
                 raise _errors.group_array_mismatch(len(self.group), shape[0])
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, mask=None):
+        if mask is not None:
+            raise _errors.mask_unsupported(type(self).__name__)
         mode, group = ("batch", 0) if training else self._eval
         self._check_input(tuple(inputs.shape), mode)
         if isinstance(group, np.ndarray):
             group = ops.convert_to_tensor(group, "int32")
         return _ops.local_norm(
-            inputs, self.gamma, self.beta, axis=self._axis, mode=mode, group=group,
+            inputs, self.gamma, self.beta, num_groups=self.num_groups, axis=self._axis, mode=mode, group=group,
             partition=self.partition, eps=self.epsilon,
         )
 

@@ -7,7 +7,8 @@ taken from gamma, so a channel mismatch reaches the layer's own check) and runs 
 the case's gamma/beta through ``Layer.stateless_call``: ``"batch"`` mode as in training
 (``training=True``), ``"single"``/``"set"`` in evaluation after ``set_eval_mode``. Gradients with respect to the input, gamma and beta
 come from the backend's own autodiff through ``Layer.stateless_call``:
-``tf.GradientTape``, ``jax.vjp`` or ``torch.autograd``.
+``tf.GradientTape``, ``jax.vjp`` or ``torch.autograd``. On JAX each call runs as one
+jitted function (cached per layer and setting), as JAX programs normally do.
 
 Dtypes: float64 and float32 layers, and float16/bfloat16 input under the
 ``mixed_float16``/``mixed_bfloat16`` policies (float32 weights and statistics). On the
@@ -44,6 +45,7 @@ class KerasHarness(Harness):
 
     def __init__(self):
         self._cache = {}
+        self._jitted = {}
 
     @classmethod
     def unavailable(cls) -> str | None:
@@ -87,9 +89,29 @@ class KerasHarness(Harness):
             layer.build(tuple(shape))
             if len(self._cache) >= 256:
                 self._cache.clear()
+                self._jitted.clear()
             self._cache[key] = layer
         layer.set_eval_mode(case.mode, case.group)
         return layer
+
+    def _compiled(self, what: str, layer, case: Case):
+        """On JAX, ``what`` ("forward" or "vjp") of the layer as one jitted function,
+        cached per layer and evaluation setting (jit caches per shape). Eager JAX would
+        compile every primitive for every new shape the strategies draw, several times
+        slower than compiling the whole call once."""
+        import jax
+
+        group = case.group if isinstance(case.group, (int, np.integer)) else tuple(case.group)
+        key = (what, id(layer), case.mode, group)
+        fn = self._jitted.get(key)
+        if fn is None:
+            training = case.mode == "batch"
+            if what == "forward":
+                fn = jax.jit(lambda p, x: _apply(layer, x, p, training))
+            else:
+                fn = jax.jit(lambda p, x, ct: _vjp_jax(layer, x, p, ct, training))
+            self._jitted[key] = fn
+        return fn
 
     def _params(self, layer, case: Case):
         import keras
@@ -123,7 +145,10 @@ class KerasHarness(Harness):
         with self._scope(case):
             layer = self._layer(case)
             params = self._params(layer, case)
-            y = _apply(layer, self._x(case), params, training=case.mode == "batch")
+            if _backend() == "jax":
+                y = self._compiled("forward", layer, case)(params, self._x(case))
+            else:
+                y = _apply(layer, self._x(case), params, training=case.mode == "batch")
             return self._numpy(y, case.dtype)
 
     def vjp(self, case: Case, cotangent: np.ndarray):
@@ -133,7 +158,10 @@ class KerasHarness(Harness):
             params = self._params(layer, case)
             x = self._x(case)
             ct = np.asarray(cotangent, dtype=np.float64)
-            grads = _VJP[_backend()](layer, x, params, ct, training)
+            if _backend() == "jax":
+                grads = self._compiled("vjp", layer, case)(params, x, ct)
+            else:
+                grads = _VJP[_backend()](layer, x, params, ct, training)
             return tuple(np.asarray(self._numpy(g, "float64"), dtype=np.float64)
                          for g in grads)
 
@@ -156,7 +184,7 @@ def _vjp_jax(layer, x, params, ct, training):
     import jax
 
     y, pullback = jax.vjp(lambda x_, p_: _apply(layer, x_, p_, training), x, params)
-    dx, dparams = pullback(jax.numpy.asarray(ct).astype(y.dtype))
+    dx, dparams = pullback(jax.numpy.asarray(ct, dtype=y.dtype))
     return [dx, *dparams]
 
 

@@ -1,0 +1,153 @@
+"""set_eval_mode / eval_mode, and predict's protocol plumbing against the core.
+
+predict() must equal :func:`localnorm.protocols.run_protocol` driven by a NumPy forward
+built from :func:`localnorm.reference.local_norm` and the model's other weights, for every
+protocol and vote: the layer math is the conformance suite's job, this checks the
+plumbing (modes, groups, tiling, chunking, voting) around it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+import localnorm  # noqa: E402
+from keras_helpers import to_numpy  # noqa: E402
+from localnorm import reference  # noqa: E402
+from localnorm.protocols import draw_groups, run_protocol  # noqa: E402
+from localnorm.keras import (  # noqa: E402
+    LocalNormalization,
+    eval_mode,
+    localnorm_layers,
+    predict,
+    set_eval_mode,
+)
+
+K = 4
+
+
+def _model(partition="contiguous", num_groups=K):
+    rng = np.random.default_rng(5)
+    model = keras.Sequential([
+        keras.Input((3, 3, 2)),
+        LocalNormalization(num_groups=num_groups, partition=partition, name="ln"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(5, name="head"),
+    ])
+    ln = model.get_layer("ln")
+    ln.gamma.assign(rng.uniform(0.2, 2.0, size=(num_groups, 2)))
+    ln.beta.assign(rng.normal(size=(num_groups, 2)))
+    return model
+
+
+def _numpy_forward(model):
+    """The model in NumPy float64: reference LocalNorm, then the dense head."""
+    ln, head = model.get_layer("ln"), model.get_layer("head")
+    gamma, beta = to_numpy(ln.gamma), to_numpy(ln.beta)
+    kernel, bias = (to_numpy(w).astype(np.float64) for w in head.weights)
+
+    def forward(x, mode, group):
+        y = reference.local_norm(np.asarray(x, np.float64), gamma, beta, mode=mode,
+                                 group=group, partition=ln.partition, eps=ln.epsilon)
+        return y.reshape(len(y), -1) @ kernel + bias
+
+    return forward
+
+
+@pytest.mark.parametrize("partition", localnorm.PARTITIONS)
+@pytest.mark.parametrize("protocol, vote, kwargs", [
+    ("batch", "hard", {}),
+    ("batch", "hard", dict(batch_size=8)),
+    ("single", "hard", dict(group=2)),
+    ("single", "hard", dict(group=np.arange(14) % K)),
+    ("single-voting", "hard", {}),
+    ("single-voting", "soft", dict(batch_size=12)),
+    ("voting", "hard", {}),
+    ("voting", "soft", dict(set_size=3)),
+])
+def test_predict_equals_run_protocol_on_the_reference(protocol, vote, kwargs, partition, rng):
+    model = _model(partition)
+    x = rng.normal(size=(14, 3, 3, 2)).astype("float32")
+    got = predict(model, x, protocol=protocol, vote=vote, **kwargs)
+    want = run_protocol(_numpy_forward(model), x.astype(np.float64), protocol=protocol,
+                        num_groups=K, vote=vote, partition=partition, **kwargs)
+    np.testing.assert_allclose(got.scores, want.scores, atol=1e-4)
+    np.testing.assert_array_equal(got.labels, want.labels)
+    if want.agreement is None:
+        assert got.agreement is None
+    else:
+        np.testing.assert_allclose(got.agreement, want.agreement)
+    assert all(layer.mode == "batch" for layer in localnorm_layers(model))  # restored
+
+
+def test_single_with_random_groups_is_seeded(rng):
+    model = _model()
+    x = rng.normal(size=(10, 3, 3, 2)).astype("float32")
+    a = predict(model, x, protocol="single", generator=7)
+    b = predict(model, x, protocol="single", generator=np.random.default_rng(7))
+    np.testing.assert_array_equal(a.scores, b.scores)
+    groups = draw_groups(10, K, 7)
+    want = predict(model, x, protocol="single", group=groups)
+    np.testing.assert_array_equal(a.scores, want.scores)
+
+
+def test_predict_takes_backend_tensors(rng):
+    model = _model()
+    x = rng.normal(size=(8, 3, 3, 2)).astype("float32")
+    got = predict(model, keras.ops.convert_to_tensor(x), protocol="voting")
+    np.testing.assert_array_equal(got.labels, predict(model, x, protocol="voting").labels)
+
+
+def test_eval_mode_sets_and_restores_every_layer_of_nested_models(rng):
+    inner = keras.Sequential([keras.Input((4,)), LocalNormalization(num_groups=2)])
+    outer = keras.Sequential([keras.Input((4,)), inner, LocalNormalization(num_groups=2)])
+    layers = localnorm_layers(outer)
+    assert len(layers) == 2
+    set_eval_mode(outer, "set", 1)
+    with eval_mode(outer, "single", group=[0, 1, 1]):
+        assert [(ln.mode, ln.group.tolist()) for ln in layers] == [("single", [0, 1, 1])] * 2
+    assert [(ln.mode, ln.group) for ln in layers] == [("set", 1)] * 2
+    with pytest.raises(RuntimeError):
+        with eval_mode(outer, "batch"):
+            raise RuntimeError("boom")
+    assert [(ln.mode, ln.group) for ln in layers] == [("set", 1)] * 2
+
+
+def test_set_eval_mode_reaches_a_compiled_predict(rng):
+    model = _model()
+    x = rng.normal(size=(8, 3, 3, 2)).astype("float32")
+    forward = _numpy_forward(model)
+    np.testing.assert_allclose(model.predict(x, verbose=0), forward(x, "batch", 0), atol=1e-4)
+    set_eval_mode(model, "set", 3)  # the traced predict step must not be reused
+    np.testing.assert_allclose(model.predict(x, verbose=0), forward(x, "set", 3), atol=1e-4)
+    model.compile(loss="mse")
+    with eval_mode(model, "single", 2):
+        loss = model.evaluate(x, forward(x, "single", 2), verbose=0)
+    assert loss < 1e-8
+
+
+def test_errors_name_the_problem(rng):
+    plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    with pytest.raises(localnorm.LocalNormError, match="set_eval_mode.*no LocalNorm"):
+        set_eval_mode(plain, "single")
+    with pytest.raises(localnorm.LocalNormError, match="predict.*no LocalNorm"):
+        predict(plain, np.zeros((4, 4)))
+    model = _model()
+    with pytest.raises(localnorm.LocalNormError, match="group=4"):
+        set_eval_mode(model, "set", 4)
+    with pytest.raises(localnorm.LocalNormError, match="mode='running'"):
+        set_eval_mode(model, "running")
+    with pytest.raises(localnorm.LocalNormError, match="protocol='vote'"):
+        predict(model, np.zeros((8, 3, 3, 2)), protocol="vote")
+    with pytest.raises(localnorm.LocalNormError, match=r"len\(group\)=3"):
+        predict(model, np.zeros((8, 3, 3, 2)), protocol="single", group=[0, 1, 2])
+    mixed = keras.Sequential([keras.Input((4,)), LocalNormalization(num_groups=2),
+                              LocalNormalization(num_groups=4)])
+    with pytest.raises(localnorm.LocalNormError, match="num_groups"):
+        predict(mixed, np.zeros((8, 4)))
+    assert localnorm_layers(mixed)[0].mode == "batch"  # a refused setting changes nothing
+    with pytest.raises(localnorm.LocalNormError, match="group=3"):
+        set_eval_mode(mixed, "set", 3)  # valid for the second layer, not the first
+    assert [ln.mode for ln in localnorm_layers(mixed)] == ["batch", "batch"]

@@ -1,0 +1,215 @@
+"""LocalNormalization: weights, shapes, modes, mixed precision and bad input.
+
+The layer math against the reference, for every mode, partition, dtype and gradients, is
+the conformance suite's job (subject ``keras``); these tests cover the Keras layer around
+it.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+import localnorm  # noqa: E402
+from keras_helpers import BACKEND, to_numpy  # noqa: E402
+from localnorm import reference  # noqa: E402
+from localnorm.keras import LocalNormalization  # noqa: E402
+
+
+def _layer(x_shape, num_groups=4, **kwargs):
+    layer = LocalNormalization(num_groups=num_groups, **kwargs)
+    layer.build(x_shape)
+    rng = np.random.default_rng(1)
+    c = layer.gamma.shape[1]
+    layer.gamma.assign(rng.uniform(0.5, 1.5, size=(num_groups, c)))
+    layer.beta.assign(rng.normal(size=(num_groups, c)))
+    return layer
+
+
+def _ref(layer, x, **kwargs):
+    return reference.local_norm(
+        x.astype(np.float64), to_numpy(layer.gamma), to_numpy(layer.beta), axis=layer.axis,
+        partition=layer.partition, eps=layer.epsilon, **kwargs)
+
+
+def test_defaults_match_the_shared_api():
+    layer = LocalNormalization()
+    assert layer.num_groups == 4
+    assert layer.epsilon == localnorm.DEFAULT_EPS == 1e-5
+    assert layer.axis == -1 and layer.partition == "contiguous"
+    assert (layer.mode, layer.group) == ("batch", 0)
+
+
+@pytest.mark.parametrize("shape, axis", [
+    ((8, 5), -1), ((8, 6, 5), -1), ((8, 4, 4, 5), -1), ((8, 2, 3, 3, 5), -1),
+    ((8, 5, 4, 4), 1), ((8, 4, 5, 3), 2),
+])
+def test_weights_are_k_by_c_for_any_rank_and_axis(shape, axis, rng):
+    x = rng.normal(size=shape).astype("float32")
+    layer = _layer(shape, num_groups=4, axis=axis)
+    assert tuple(layer.gamma.shape) == tuple(layer.beta.shape) == (4, 5)
+    y = layer(x, training=True)
+    np.testing.assert_allclose(to_numpy(y), _ref(layer, x), atol=2e-5)
+
+
+def test_no_fixed_batch_size_and_ragged_batches(rng):
+    layer = _layer((8, 3, 3, 2), num_groups=4)
+    for n in (8, 12, 10, 5, 4):
+        for partition in localnorm.PARTITIONS:
+            layer.partition = partition
+            x = rng.normal(size=(n, 3, 3, 2)).astype("float32")
+            np.testing.assert_allclose(
+                to_numpy(layer(x, training=True)), _ref(layer, x), atol=2e-5,
+                err_msg=f"n={n} partition={partition}")
+
+
+def test_training_selects_batch_mode_whatever_the_eval_mode(rng):
+    x = rng.normal(size=(8, 3, 3, 2)).astype("float32")
+    layer = _layer(x.shape, num_groups=2, mode="single", group=1)
+    np.testing.assert_allclose(to_numpy(layer(x, training=True)), _ref(layer, x), atol=2e-5)
+    np.testing.assert_allclose(
+        to_numpy(layer(x)), _ref(layer, x, mode="single", group=1), atol=2e-5)
+    np.testing.assert_allclose(
+        to_numpy(layer(x, training=False)), _ref(layer, x, mode="single", group=1), atol=2e-5)
+
+
+@pytest.mark.parametrize("mode, group", [("batch", 0), ("set", 2), ("single", 3),
+                                         ("single", [0, 1, 2, 3, 3, 2, 1, 0])])
+def test_eval_modes(mode, group, rng):
+    x = rng.normal(size=(8, 3, 3, 2)).astype("float32")
+    layer = _layer(x.shape, num_groups=4)
+    layer.set_eval_mode(mode, group)
+    want = _ref(layer, x, mode=mode, group=np.asarray(group) if isinstance(group, list) else group)
+    np.testing.assert_allclose(to_numpy(layer(x)), want, atol=2e-5)
+
+
+def test_without_scale_or_center(rng):
+    x = rng.normal(size=(8, 3)).astype("float32") * 3 + 1
+    layer = LocalNormalization(num_groups=2, center=False, scale=False)
+    y = to_numpy(layer(x, training=True))
+    assert layer.weights == []
+    want = reference.local_norm(x.astype(np.float64), np.ones((2, 3)), np.zeros((2, 3)))
+    np.testing.assert_allclose(y, want, atol=2e-5)
+
+
+def test_get_config_mirrors_init():
+    layer = LocalNormalization(
+        num_groups=3, axis=1, epsilon=1e-3, center=False, scale=True,
+        gamma_regularizer="l2", beta_constraint="non_neg", gamma_initializer="zeros",
+        partition="strided", mode="single", group=[0, 2, 1], name="ln",
+    )
+    config = layer.get_config()
+    init_args = set(inspect.signature(LocalNormalization.__init__).parameters) - {"self", "kwargs"}
+    assert init_args <= set(config)
+    again = LocalNormalization.from_config(config)
+    assert again.get_config() == config
+    assert (again.num_groups, again.axis, again.epsilon, again.partition) == (3, 1, 1e-3, "strided")
+    assert again.mode == "single" and again.group.tolist() == [0, 2, 1]
+    assert isinstance(again.gamma_regularizer, keras.regularizers.L2)
+
+
+@pytest.mark.parametrize("policy, dtype", [("mixed_float16", "float16"),
+                                           ("mixed_bfloat16", "bfloat16")])
+def test_mixed_precision_statistics_in_float32(policy, dtype, rng):
+    # Values around 400 with spread 100: their squares overflow float16 (max 65504), so
+    # float16 statistics would give inf/NaN; float32 statistics are fine.
+    x = (rng.normal(size=(8, 4, 4, 3)) * 100 + 400).astype("float32")
+    layer = LocalNormalization(num_groups=2, dtype=policy)
+    y = layer(x, training=True)
+    assert keras.backend.standardize_dtype(y.dtype) == dtype
+    assert keras.backend.standardize_dtype(layer.gamma.dtype) == "float32"
+    assert keras.backend.standardize_dtype(layer.gamma.value.dtype) == "float32"
+    y = to_numpy(keras.ops.cast(y, "float32"))
+    assert np.all(np.isfinite(y))
+    x_low = to_numpy(keras.ops.cast(keras.ops.cast(x, dtype), "float32"))
+    want = reference.local_norm(x_low.astype(np.float64), np.ones((2, 3)), np.zeros((2, 3)))
+    tol = 2e-2 if dtype == "bfloat16" else 4e-3
+    np.testing.assert_allclose(y, want, atol=tol * 4)
+
+
+def test_symbolic_functional_model_keeps_batch_unknown(rng):
+    inputs = keras.Input((4, 4, 3))
+    model = keras.Model(inputs, LocalNormalization(num_groups=2)(inputs))
+    assert tuple(model.output.shape) == (None, 4, 4, 3)
+    x = rng.normal(size=(6, 4, 4, 3)).astype("float32")
+    assert to_numpy(model(x)).shape == (6, 4, 4, 3)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="only TensorFlow traces an unknown batch size")
+def test_tf_function_with_unknown_batch_size(rng):
+    import tensorflow as tf
+
+    layer = _layer((8, 3, 3, 2), num_groups=4)
+    for partition in localnorm.PARTITIONS:
+        layer.partition = partition
+        fn = tf.function(lambda t: layer(t, training=True),
+                         input_signature=[tf.TensorSpec([None, None, None, 2], tf.float32)])
+        for n in (8, 10, 7, 13):
+            x = rng.normal(size=(n, 3, 3, 2)).astype("float32")
+            np.testing.assert_allclose(fn(x).numpy(), _ref(layer, x), atol=2e-5,
+                                       err_msg=f"n={n} partition={partition}")
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="jax.jit is JAX-only")
+def test_jax_jit_stateless_call(rng):
+    import jax
+
+    x = rng.normal(size=(10, 3, 2)).astype("float32")
+    layer = _layer(x.shape, num_groups=4, partition="strided")
+    params = [v.value for v in layer.trainable_variables]
+    fn = jax.jit(lambda p, t: layer.stateless_call(p, [], t, training=True)[0])
+    np.testing.assert_allclose(np.asarray(fn(params, x)), _ref(layer, x), atol=2e-5)
+
+
+# -- bad input: the same errors as the other adapters, Keras dialect -----------------------
+
+@pytest.mark.parametrize("kwargs, named", [
+    (dict(num_groups=0), "num_groups=0"),
+    (dict(num_groups=2.5), "num_groups=2.5"),
+    (dict(epsilon=-1.0), "eps=-1.0"),
+    (dict(partition="random"), "partition='random'"),
+    (dict(mode="running"), "mode='running'"),
+    (dict(mode="vote"), "mode='vote'"),
+    (dict(group=4), "group=4"),
+    (dict(mode="set", group=[0, 1]), "mode='set'"),
+])
+def test_bad_arguments_raise_early(kwargs, named):
+    with pytest.raises(localnorm.LocalNormError, match=named.replace("(", r"\(")) as info:
+        LocalNormalization(**kwargs)
+    assert "Fix" in str(info.value)
+
+
+@pytest.mark.parametrize("shape, axis, named", [
+    ((8,), -1, "x.ndim=1"),
+    ((8, 3), 0, "axis=0"),
+    ((8, 3), 2, "axis=2"),
+])
+def test_bad_rank_or_axis_at_build(shape, axis, named):
+    with pytest.raises(localnorm.LocalNormError, match=named):
+        LocalNormalization(axis=axis).build(shape)
+
+
+def test_unknown_channel_size_is_refused():
+    with pytest.raises(localnorm.LocalNormError, match="axis=-1"):
+        LocalNormalization().build((None, 4, None))
+
+
+def test_call_time_errors(rng):
+    layer = _layer((8, 3, 3, 2), num_groups=4)
+    with pytest.raises(localnorm.LocalNormError, match=r"x.shape\[axis\]=5"):
+        layer(rng.normal(size=(8, 3, 3, 5)).astype("float32"))
+    with pytest.raises(localnorm.LocalNormError, match="x.ndim=3"):
+        layer(rng.normal(size=(8, 3, 2)).astype("float32"))
+    with pytest.raises(localnorm.LocalNormError, match=r"x.shape\[0\]=3.*num_groups=4"):
+        layer(rng.normal(size=(3, 3, 3, 2)).astype("float32"), training=True)
+    layer.set_eval_mode("single", [0, 1, 2])
+    with pytest.raises(localnorm.LocalNormError, match=r"len\(group\)=3"):
+        layer(rng.normal(size=(5, 3, 3, 2)).astype("float32"))
+    dense = _layer((8, 3), num_groups=2)
+    dense.set_eval_mode("single", 0)
+    with pytest.raises(localnorm.LocalNormError, match="'single'"):
+        dense(rng.normal(size=(4, 3)).astype("float32"))
