@@ -26,6 +26,11 @@ from conformance.harness import Case, Harness
 
 _POLICY = {"float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 
+#: The battery compiles hundreds of small one-off programs on JAX: skip LLVM's expensive
+#: optimizations (about a quarter of the compile time; HLO passes and numerics unchanged).
+_FAST_COMPILE = dict(compiler_options={"xla_backend_optimization_level": 0,
+                                       "xla_llvm_disable_expensive_passes": True})
+
 
 def _backend() -> str:
     import keras
@@ -107,9 +112,10 @@ class KerasHarness(Harness):
         if fn is None:
             training = case.mode == "batch"
             if what == "forward":
-                fn = jax.jit(lambda p, x: _apply(layer, x, p, training))
+                fn = jax.jit(lambda p, x: _apply(layer, x, p, training), **_FAST_COMPILE)
             else:
-                fn = jax.jit(lambda p, x, ct: _vjp_jax(layer, x, p, ct, training))
+                fn = jax.jit(lambda p, x, ct: _vjp_jax(layer, x, p, ct, training),
+                             **_FAST_COMPILE)
             self._jitted[key] = fn
         return fn
 

@@ -1,0 +1,83 @@
+"""JAX backend under ``keras.distribution.DataParallel`` on 4 emulated CPU devices.
+
+The batch is sharded along the batch axis over the devices; with the contiguous partition
+and K a multiple of the device count, each device holds whole groups, so a group's
+statistics are those of its device's shard. Runs in a subprocess (XLA_FLAGS must be set
+before JAX starts, and the backend must be JAX), once, from the JAX backend's run.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from keras_helpers import BACKEND, run_python  # noqa: E402
+from localnorm import reference  # noqa: E402
+
+pytestmark = pytest.mark.skipif(
+    BACKEND != "jax", reason="the DataParallel test runs once, from the KERAS_BACKEND=jax run")
+
+_SCRIPT = r"""
+import json
+import jax, keras, numpy as np
+from localnorm.keras import LocalNormalization, predict
+
+devices = jax.devices()
+assert len(devices) == 4, devices
+keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+keras.utils.set_random_seed(0)
+
+inputs = keras.Input((5, 5, 2))
+h = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+h = LocalNormalization(num_groups=4, name="ln")(h)
+h = keras.layers.GlobalAveragePooling2D()(h)
+model = keras.Model(inputs, keras.layers.Dense(3, name="head")(h))
+model.compile(keras.optimizers.SGD(0.1),
+              keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+rng = np.random.default_rng(0)
+x = rng.normal(size=(64, 5, 5, 2)).astype("float32")
+y = rng.integers(0, 3, size=64)
+history = model.fit(x, y, batch_size=16, epochs=3, verbose=0, shuffle=False)
+
+ln = model.get_layer("ln")
+xb = x[:16]
+conv = np.asarray(model.get_layer("conv")(xb))
+out = ln(model.get_layer("conv")(xb), training=True)
+print(json.dumps({
+    "loss": history.history["loss"],
+    "gamma_sharding": str(ln.gamma.value.sharding),
+    "out_devices": len(out.sharding.device_set),
+    "shard_rows": sorted((s.index[0].start or 0, s.index[0].stop) for s in out.addressable_shards),
+    "conv": conv.tolist(),
+    "out": np.asarray(out).tolist(),
+    "gamma": np.asarray(ln.gamma).tolist(),
+    "beta": np.asarray(ln.beta).tolist(),
+    "voting": predict(model, x[:16], protocol="voting").labels.tolist(),
+}))
+"""
+
+
+def test_data_parallel_fit_on_four_devices():
+    out = run_python(_SCRIPT, env={
+        "KERAS_BACKEND": "jax",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+    })
+    result = json.loads(out.strip().splitlines()[-1])
+    losses = result["loss"]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert result["out_devices"] == 4  # the output stays sharded over the devices
+    # Each device holds one contiguous group of 4 samples along the batch axis...
+    assert [tuple(r) for r in result["shard_rows"]] == [(0, 4), (4, 8), (8, 12), (12, 16)]
+    # ...and the (K, C) gamma/beta are replicated.
+    assert "P(None, None)" in result["gamma_sharding"]
+    # The distributed training forward is LocalNorm of the global batch: with 16 samples
+    # over 4 devices and K=4 contiguous groups, each device's 4 samples are one group.
+    conv = np.asarray(result["conv"], dtype=np.float64)
+    want = reference.local_norm(conv, np.asarray(result["gamma"]), np.asarray(result["beta"]))
+    np.testing.assert_allclose(np.asarray(result["out"]), want, atol=2e-5)
+    assert len(result["voting"]) == 16
