@@ -20,7 +20,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from localnorm import _spec
+from localnorm import _errors, _spec
 
 
 def compute_dtype(*dtypes: Any) -> str:
@@ -50,6 +50,34 @@ def _mean(x, axis: tuple[int, ...], keepdims: bool = False):
     total = ops.sum(x, axis=axis, keepdims=keepdims)
     total = total / count if count != 1.0 else total
     return total if dynamic is None else total / dynamic
+
+
+def assert_batch_at_run_time(x, axis: int, mode: str, num_groups: int):
+    """Where the batch size is unknown until run time (TensorFlow graphs: a
+    ``tf.function`` trace with a ``None`` batch axis), refuse at run time what
+    :func:`localnorm._spec.check_batch` refuses at trace time: fewer samples than groups
+    in "batch" mode, or a statistics set with one value per channel. Returns x, made to
+    depend on the check."""
+    if keras.backend.backend() != "tensorflow":
+        return x  # JAX and PyTorch always see concrete shapes, checked at trace time
+    import tensorflow as tf
+
+    shape = tf.shape(x)
+    n = shape[0]
+    spatial = tf.reduce_prod([shape[a] for a in range(1, x.ndim) if a != axis] or [1])
+    if mode == "batch":
+        smallest = n // num_groups
+        checks = [tf.debugging.assert_greater_equal(
+            n, num_groups, message=str(_errors.too_few_samples("N (printed below)", num_groups)))]
+    else:
+        smallest = n if mode == "set" else tf.constant(1)
+        checks = [tf.debugging.assert_greater_equal(
+            n, 1, message=str(_errors.empty_batch()))]
+    checks.append(tf.debugging.assert_greater_equal(
+        smallest * spatial, 2,
+        message=str(_errors.single_value_statistics(mode, "<2 (printed below)", (None,) + tuple(x.shape[1:])))))
+    with tf.control_dependencies(checks):
+        return tf.identity(x)
 
 
 def _bshape(ndim: int, axis: int, channels: int, batch: int = 1) -> tuple[int, ...]:

@@ -201,6 +201,8 @@ class LocalNormalization(keras.layers.Layer):
             raise _errors.mask_unsupported(type(self).__name__)
         mode, group = ("batch", 0) if training else self._eval
         self._check_input(tuple(inputs.shape), mode)
+        if not isinstance(inputs.shape[0], int):
+            inputs = _ops.assert_batch_at_run_time(inputs, self._axis, mode, self.num_groups)
         if isinstance(group, np.ndarray):
             group = ops.convert_to_tensor(group, "int32")
         return _ops.local_norm(

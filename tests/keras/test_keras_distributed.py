@@ -45,9 +45,11 @@ y = rng.integers(0, 3, size=64)
 history = model.fit(x, y, batch_size=16, epochs=3, verbose=0, shuffle=False)
 
 ln = model.get_layer("ln")
-xb = x[:16]
-conv = np.asarray(model.get_layer("conv")(xb))
-out = ln(model.get_layer("conv")(xb), training=True)
+distribution = keras.distribution.distribution()
+xb = keras.distribution.distribute_tensor(x[:16], distribution.get_data_layout((16, 5, 5, 2)))
+h = model.get_layer("conv")(xb)
+out = jax.jit(lambda t: ln(t, training=True))(h)
+conv = np.asarray(h)
 print(json.dumps({
     "loss": history.history["loss"],
     "gamma_sharding": str(ln.gamma.value.sharding),

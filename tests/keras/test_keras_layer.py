@@ -152,6 +152,14 @@ def test_tf_function_with_unknown_batch_size(rng):
             x = rng.normal(size=(n, 3, 3, 2)).astype("float32")
             np.testing.assert_allclose(fn(x).numpy(), _ref(layer, x), atol=2e-5,
                                        err_msg=f"n={n} partition={partition}")
+    # What the trace could not check, the graph checks at run time.
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at least 4 samples"):
+        fn(rng.normal(size=(3, 3, 3, 2)).astype("float32"))
+    dense = _layer((8, 2), num_groups=4)
+    fn = tf.function(lambda t: dense(t, training=True),
+                     input_signature=[tf.TensorSpec([None, 2], tf.float32)])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one value|1 value|variance"):
+        fn(rng.normal(size=(6, 2)).astype("float32"))  # groups of 2, 2, 1, 1 samples
 
 
 @pytest.mark.skipif(BACKEND != "jax", reason="jax.jit is JAX-only")

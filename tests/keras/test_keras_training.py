@@ -15,7 +15,7 @@ def _data(n=96, seed=0):
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 3, size=n)
     x = rng.normal(size=(n, 6, 6, 2)).astype("float32")
-    x[np.arange(n), y, :, 0] += 2.0  # a learnable class signal: a bright row
+    x[np.arange(n), 2 * y, :, 0] += 3.0  # a learnable class signal: a bright row
     return x, y
 
 
@@ -38,10 +38,10 @@ def test_fit_learns_and_groups_get_their_own_parameters():
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
     # 96 samples in batches of 20: the last batch (16) is ragged.
-    history = model.fit(x, y, batch_size=20, epochs=8, verbose=0, shuffle=False)
+    history = model.fit(x, y, batch_size=20, epochs=10, verbose=0, shuffle=False)
     losses = history.history["loss"]
     assert all(np.isfinite(losses))
-    assert losses[-1] < 0.8 * losses[0]
+    assert losses[-1] < 0.7 * losses[0]
     gamma = to_numpy(model.get_layer("ln").gamma)
     assert gamma.shape == (4, 8)
     assert np.ptp(gamma, axis=0).max() > 1e-3  # each group along the batch axis learned its own
@@ -52,8 +52,9 @@ def test_fit_with_batches_smaller_than_the_groups_explains_the_fix():
     x, y = _data(n=12)
     model = _model(num_groups=4)
     model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    # 12 samples in batches of 5: the last batch holds 2 < 4 samples.
-    with pytest.raises(Exception, match=r"x.shape\[0\]=2") as info:
+    # 12 samples in batches of 5: the last batch holds 2 < 4 samples. (TensorFlow may
+    # trace that batch with an unknown size: then the check runs in the graph.)
+    with pytest.raises(Exception, match=r"at least 4 samples") as info:
         model.fit(x, y, batch_size=5, epochs=1, verbose=0, shuffle=False)
     assert "Fix" in str(info.value)
 
