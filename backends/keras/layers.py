@@ -69,8 +69,7 @@ class LocalNormalization(keras.layers.Layer):
         the LocalNorm paper's and the other adapters' value (see ``docs/spec.md``).
     center, scale : bool, default True
         Whether to learn the per-group shift ``beta`` / scale ``gamma``.
-    beta_initializer, gamma_initializer, beta_regularizer, gamma_regularizer,
-    beta_constraint, gamma_constraint
+    beta_initializer, gamma_initializer, beta_regularizer, gamma_regularizer, beta_constraint, gamma_constraint
         As in ``keras.layers.BatchNormalization``, applied to the (K, C) weights.
     partition : {"contiguous", "strided"}, default "contiguous"
         How ``"batch"`` mode assigns samples to groups: consecutive runs (the paper's) or
