@@ -146,13 +146,16 @@ def run(args: argparse.Namespace) -> int:
             for sec in d["sections"]:
                 sec = {**sec, "created": d["created"]}
                 old = by_name.get(sec["name"])
-                if old is not None and sec["status"] == "ok":
+                if old is not None and sec["records"]:
                     # a later run replaces the kinds of figure it measured, keeps the rest
                     kinds = {r["kind"] for r in sec["records"]}
                     kept = [r for r in old["records"] if r["kind"] not in kinds]
                     sec["records"] = kept + sec["records"]
                     sec["notes"] = list(dict.fromkeys(old["notes"] + sec["notes"]))
                     sec["created"] = f"{old['created']}, {d['created']} ({', '.join(sorted(kinds))})"
+                    reasons = [x["reason"] for x in (old, sec) if x["status"] == "error"]
+                    sec["status"] = "error" if reasons else "ok"
+                    sec["reason"] = "; ".join(reasons)
                 by_name[sec["name"]] = sec
         merged["sections"] = [by_name[n] for n in SECTIONS if n in by_name]
         merged["merged_from"] = [d["created"] for d in docs]
