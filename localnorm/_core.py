@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
 
@@ -153,8 +154,11 @@ def local_norm(
         group = _as_group_array(xp, group, x, k)
     else:
         group = int_group
-    if check_finite and _is_concrete(x) and not bool(xp.all(xp.isfinite(x))):
-        raise _errors.not_finite("x")
+    if check_finite and _is_concrete(x):
+        finite = xp.isfinite(x)
+        if not bool(xp.all(finite)):
+            bad = int(xp.count_nonzero(xp.logical_not(finite)))
+            raise _errors.not_finite("x", bad, math.prod(x.shape))
     return _agnostic.local_norm(
         xp, x, gamma, beta, axis=axis, mode=mode, group=group, partition=partition, eps=eps
     )

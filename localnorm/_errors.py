@@ -10,6 +10,7 @@ exact wording.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
@@ -23,24 +24,97 @@ class LocalNormError(ValueError):
     """Base class of the ``ValueError`` subclasses raised for bad LocalNorm input."""
 
 
+@dataclass(frozen=True)
+class Dialect:
+    """How one entry point names things, so that a message's fix is one a user of that
+    framework can type: argument names, the idiomatic cast, the data-loader remedy, and the
+    evaluation modes it has. Builders that mention any of these take ``dialect=``."""
+
+    #: The epsilon argument's name.
+    eps: str
+    #: How to fix a channel count that does not match the layer ({received} is filled in).
+    channels_fix: str
+    #: How to fix an input of the wrong rank.
+    rank_fix: str
+    #: The idiomatic cast to a floating dtype.
+    cast: str
+    #: How to keep batches of at least K samples.
+    batch_fix: str
+    #: Whether a "running" evaluation mode (per-group running statistics) exists.
+    has_running: bool
+    #: How to turn the NaN/Inf check off.
+    finite_off: str
+
+
+CORE = Dialect(
+    eps="eps",
+    channels_fix="pass gamma/beta with one column per channel ({received})",
+    rank_fix="add the missing batch/channel axes (a single image still needs a batch axis "
+    "of size 1)",
+    cast="`x.astype(np.float32)`",
+    batch_fix="drop or merge the last, short batch",
+    has_running=False,
+    finite_off="pass check_finite=False",
+)
+
+TORCH = Dialect(
+    eps="eps",
+    channels_fix="build the layer with num_features={received}",
+    rank_fix="add the missing batch/channel axes (a single image still needs a batch axis "
+    "of size 1), or use the class that matches the rank: LocalNorm1d for (N, C) and "
+    "(N, C, L), LocalNorm2d for (N, C, H, W), LocalNorm3d for (N, C, D, H, W)",
+    cast="`x.float()`",
+    batch_fix="`DataLoader(..., drop_last=True)`",
+    has_running=True,
+    finite_off="set `layer.check_finite = False` (or pass check_finite=False to predict)",
+)
+
+KERAS = Dialect(
+    eps="epsilon",
+    channels_fix="use a new LocalNormalization layer for inputs with {received} channels "
+    "(a layer fixes C when it is built), or pass the axis that holds the channels",
+    rank_fix="add the missing batch/channel axes (a single image still needs a batch axis "
+    "of size 1)",
+    cast="`keras.ops.cast(x, \"float32\")`",
+    batch_fix="`dataset.batch(batch_size, drop_remainder=True)`, or a batch_size that "
+    "divides the number of samples",
+    has_running=False,
+    finite_off="build the layer with check_finite=False (or pass check_finite=False to "
+    "predict)",
+)
+
+FLAX = Dialect(
+    eps="epsilon",
+    channels_fix="build the layer with num_features={received}",
+    rank_fix="add the missing batch/channel axes (a single image still needs a batch axis "
+    "of size 1)",
+    cast="`x.astype(jnp.float32)`",
+    batch_fix="drop the last, short batch of each epoch",
+    has_running=False,
+    finite_off="build the layer with check_finite=False (or pass check_finite=False to "
+    "predict)",
+)
+
+
 def _choices(values: Iterable[Any]) -> str:
     return ", ".join(repr(v) for v in values)
 
 
-def not_floating(dtype: Any) -> TypeError:
+def not_floating(dtype: Any, dialect: Dialect = CORE) -> TypeError:
     return TypeError(
-        "LocalNorm normalizes real floating-point input, but x has a non-floating dtype. "
-        f"Received: x.dtype={dtype}. "
-        "Fix: cast the input first, e.g. `x.astype(float32)` / `x.float()`."
+        "LocalNorm normalizes real floating-point input (its statistics over the groups "
+        "along the batch axis are means and variances), but x has a non-floating dtype. "
+        f"Expected a float16, bfloat16, float32 or float64 x. Received: x.dtype={dtype}. "
+        f"Fix: cast the input first, e.g. {dialect.cast}."
     )
 
 
-def bad_rank(ndim: int, expected: str, where: str = "local_norm") -> LocalNormError:
+def bad_rank(ndim: int, expected: str, where: str = "local_norm",
+             dialect: Dialect = CORE) -> LocalNormError:
     return LocalNormError(
-        f"{where} expected input of rank {expected} (batch on axis 0, then channels and "
-        f"optional spatial axes). Received: x.ndim={ndim}. "
-        "Fix: add the missing batch/channel axes (a single image still needs a batch axis of "
-        "size 1), or use the layer class that matches the rank (LocalNorm1d/2d/3d)."
+        f"{where} expected input of rank {expected} (the batch axis 0, along which the "
+        f"groups are taken, then channels and optional spatial axes). Received: x.ndim={ndim}. "
+        f"Fix: {dialect.rank_fix}."
     )
 
 
@@ -52,12 +126,14 @@ def bad_axis(axis: int, ndim: int) -> LocalNormError:
     )
 
 
-def bad_channels(received: int, expected: int, name: str = "num_features") -> LocalNormError:
+def bad_channels(received: int, expected: int, name: str = "num_features",
+                 dialect: Dialect = TORCH) -> LocalNormError:
     return LocalNormError(
-        f"The channel axis of x has {received} channels but the layer was built for "
-        f"{expected}. Received: x.shape[axis]={received}, {name}={expected}. "
-        f"Fix: build the layer with {name}={received}, or check which axis holds the "
-        "channels (torch uses axis 1; keras and flax default to the last axis)."
+        f"The channel axis of x has {received} channels but the layer's (K, C) parameters "
+        f"(one row per group along the batch axis) were built for C={expected}. "
+        f"Received: x.shape[axis]={received}, {name}={expected}. "
+        f"Fix: {dialect.channels_fix.format(received=received)}, or check which axis holds "
+        "the channels (torch uses axis 1; keras and flax default to the last axis)."
     )
 
 
@@ -78,26 +154,42 @@ def bad_num_groups(num_groups: Any) -> LocalNormError:
     )
 
 
-def bad_eps(eps: Any) -> LocalNormError:
+def bad_eps(eps: Any, dialect: Dialect = CORE) -> LocalNormError:
+    name = dialect.eps
     return LocalNormError(
-        f"eps must be a positive finite float. Received: eps={eps!r}. "
+        f"{name} (added to the variance of each group along the batch axis before the square "
+        f"root) must be a positive finite float. Received: {name}={eps!r}. "
         "Fix: use the default 1e-5 or another small positive value."
     )
 
 
+#: What each choice selects, so an "unknown value" message says what the argument is for.
+_CHOICE_MEANING = {
+    "mode": "the layer mode: which samples share statistics ('batch': each of the K groups "
+    "along the batch axis; 'single': each sample; 'set': the whole input)",
+    "partition": "which samples form each group along the batch axis",
+    "protocol": "the test-time protocol (how images meet the groups along the batch axis)",
+    "vote": "how the predictions of the groups along the batch axis are combined",
+    "method": "how the predictions of the groups along the batch axis are combined",
+}
+
+
 def bad_choice(name: str, value: Any, choices: Iterable[Any]) -> LocalNormError:
+    meaning = _CHOICE_MEANING.get(name)
+    what = f"{name} ({meaning})" if meaning else name
     return LocalNormError(
-        f"Unknown {name}. Expected one of {_choices(choices)}. Received: {name}={value!r}. "
+        f"Unknown {what}. Expected one of {_choices(choices)}. Received: {name}={value!r}. "
         f"Fix: pass one of the listed values for {name}."
     )
 
 
-def bad_group(group: Any, num_groups: int) -> LocalNormError:
+def bad_group(group: Any, num_groups: int, allow_none: bool = False) -> LocalNormError:
+    none = ", or group=None for a random group" if allow_none else ""
     return LocalNormError(
         f"group selects whose gamma/beta are used; it must be an int in [0, {num_groups - 1}] "
         f"({num_groups} groups along the batch axis), or in 'single' mode an integer array "
         f"with one such entry per sample. Received: group={group!r}. "
-        f"Fix: pass 0 <= group < {num_groups}, or group=None where a random group is allowed."
+        f"Fix: pass 0 <= group < {num_groups}{none}."
     )
 
 
@@ -111,54 +203,63 @@ def group_array_mismatch(length: int, batch: int) -> LocalNormError:
 
 def group_array_not_single(mode: str) -> LocalNormError:
     return LocalNormError(
-        "A per-sample group array is only meaningful in 'single' mode, where every sample "
-        f"has its own statistics. Received: mode={mode!r} with an array group. "
+        "A per-sample group array (one group along the batch axis for each sample) is only "
+        "meaningful in 'single' mode, where every sample has its own statistics. "
+        f"Received: mode={mode!r} with an array group. "
         "Fix: pass an int group, or use mode='single'."
     )
 
 
 def empty_batch() -> LocalNormError:
     return LocalNormError(
-        "LocalNorm got an empty batch; statistics need at least one sample. "
+        "LocalNorm got an empty batch; its statistics (per group along the batch axis, per "
+        "sample or per set) need at least one sample. Expected x.shape[0] >= 1. "
         "Received: x.shape[0]=0. Fix: drop empty batches before calling the layer."
     )
 
 
-def too_few_samples(batch: int, num_groups: int) -> LocalNormError:
+def too_few_samples(batch: Any, num_groups: int, dialect: Dialect = CORE) -> LocalNormError:
     return LocalNormError(
         f"'batch' mode splits the batch into {num_groups} groups along the batch axis, so it "
         f"needs at least {num_groups} samples. Received: x.shape[0]={batch}, "
         f"num_groups={num_groups}. Fix, any of: (1) use a batch size of at least "
-        f"{num_groups} (a multiple of it is best), e.g. `drop_last=True` in the data loader; "
-        "(2) build the layer with fewer groups; (3) evaluate small batches in 'single' or "
-        "'set' mode."
+        f"{num_groups} (a multiple of it is best) and keep the last batch whole, e.g. "
+        f"{dialect.batch_fix}; (2) build the layer with fewer groups; (3) evaluate small "
+        "batches in 'single' or 'set' mode."
     )
 
 
-def single_value_statistics(mode: str, values: int, shape: tuple) -> LocalNormError:
+def single_value_statistics(mode: str, values: Any, shape: tuple,
+                            dialect: Dialect = CORE) -> LocalNormError:
+    dense = "'set' or 'running' mode" if dialect.has_running else "'set' mode"
     return LocalNormError(
         f"In {mode!r} mode a statistics set of input shape {tuple(shape)} holds only "
         f"{values} value(s) per channel, so its variance is undefined. Received: "
         f"x.shape={tuple(shape)}, mode={mode!r}. Fix, any of: (1) in 'batch' mode use a "
         "batch of at least 2 samples per group along the batch axis (batch size >= "
-        "2 * num_groups); (2) in 'single' mode give inputs with spatial axes (a single "
-        "sample of a dense (N, C) layer has one value per channel: evaluate it with 'set' or "
-        "'running' mode instead); (3) use fewer groups."
+        "2 * num_groups, and the last batch kept whole, e.g. "
+        f"{dialect.batch_fix}); (2) in 'single' mode give inputs with spatial axes (a single "
+        f"sample of a dense (N, C) layer has one value per channel: evaluate it with {dense} "
+        "instead); (3) in 'set' mode pass at least 2 samples; (4) use fewer groups."
     )
 
 
-def not_finite(name: str = "x") -> LocalNormError:
+def not_finite(name: str = "x", count: Any = None, size: Any = None,
+               dialect: Dialect = CORE) -> LocalNormError:
+    found = "non-finite values" if count is None else f"{count} non-finite of {size} values"
     return LocalNormError(
         f"{name} contains NaN or infinite values, which would poison the statistics of its "
-        f"whole group along the batch axis. Received: {name} with non-finite entries. "
+        f"whole group along the batch axis. Expected finite values. Received: "
+        f"{name} with {found}. "
         "Fix: clean the input (e.g. `nan_to_num`), or find where the NaN/Inf comes from; "
-        "pass check_finite=False to skip this check."
+        f"to skip this check, {dialect.finite_off}."
     )
 
 
 def mixed_namespaces(names: str) -> TypeError:
     return TypeError(
-        "x, gamma and beta must come from one array library (one array-API namespace). "
+        "x, gamma and beta must come from one array library (one array-API namespace), "
+        "the (K, C) gamma/beta holding one row per group along the batch axis. "
         f"Received: {names}. Fix: convert gamma and beta to x's array type first."
     )
 
@@ -183,15 +284,15 @@ def checkpoint_mismatch(name: str, received: tuple, expected: tuple) -> LocalNor
 
 def bad_protocol_inputs(protocol: str, batch: int, needed: int, what: str) -> LocalNormError:
     return LocalNormError(
-        f"Protocol {protocol!r} needs {what}. Received: x.shape[0]={batch}, "
+        f"Protocol {protocol!r} (over the groups along the batch axis) needs {what}. Received: x.shape[0]={batch}, "
         f"needed at least {needed}. Fix: pass more samples, or a smaller batch_size/set_size."
     )
 
 
 def running_not_tracked() -> LocalNormError:
     return LocalNormError(
-        "'running' evaluation uses per-group running statistics, but this layer does not "
-        "track them. Received: mode='running', track_running_stats=False. Fix: build the "
+        "'running' evaluation uses running statistics per group along the batch axis, but "
+        "this layer does not track them. Received: mode='running', track_running_stats=False. Fix: build the "
         "layer with track_running_stats=True and train it, or evaluate with 'batch', "
         "'single' or 'set' mode."
     )
@@ -301,7 +402,8 @@ def too_few_for_groups(what: str, count: int, needed: int, num_groups: int) -> L
 
 def bad_num_features(num_features: Any) -> LocalNormError:
     return LocalNormError(
-        "num_features (the number C of channels, one scale/bias column each) must be a "
+        "num_features (the number C of channels: one column of the (K, C) scale/bias each, "
+        "one row per group along the batch axis) must be a "
         f"positive int. Received: num_features={num_features!r}. "
         "Fix: pass the size of the input's channel axis, e.g. the `out_features` of the "
         "layer before."
@@ -330,16 +432,16 @@ def sharded_groups(num_groups: int, devices: int, axis_name: str) -> LocalNormEr
         f"Group-per-device sharding over mesh axis {axis_name!r} gives each of its {devices} "
         f"devices num_groups / {devices} whole groups along the batch axis, so num_groups "
         f"must be a multiple of the axis size. Received: num_groups={num_groups}, "
-        f"axis size={devices}. Fix: use num_groups = {devices} (one group per device) or a "
+        f"axis_size={devices}. Fix: use num_groups = {devices} (one group per device) or a "
         "multiple of it, or a mesh axis with fewer devices."
     )
 
 
-
 def unknown_channels(axis: Any, shape: tuple) -> LocalNormError:
     return LocalNormError(
-        "The channel axis of the input has an unknown size, so the (K, C) gamma/beta cannot "
-        f"be created. Received: axis={axis!r}, input shape={tuple(shape)}. "
+        "The channel axis of the input has an unknown size, so the (K, C) gamma/beta (one row "
+        "per group along the batch axis) cannot be created. "
+        f"Received: axis={axis!r}, input_shape={tuple(shape)}. "
         "Fix: give the model an input shape whose channel axis is known, e.g. "
         "`keras.Input(shape=(32, 32, 3))`, or pass the axis that holds the channels."
     )
@@ -349,7 +451,8 @@ def cannot_convert(kind: str) -> LocalNormError:
     return LocalNormError(
         "convert_batchnorm() rebuilds a model layer by layer, which needs a Sequential or "
         f"functional model (nested ones included) or a single BatchNormalization layer. "
-        f"Received: model of type {kind}. Fix: for a subclassed model, build it with "
+        "(Each converted layer gets K groups along the batch axis.) "
+        f"Received: type(model)={kind}. Fix: for a subclassed model, build it with "
         "LocalNormalization layers directly, or wrap its BatchNorm-using parts in a "
         "functional model and convert that."
     )
@@ -368,7 +471,7 @@ def bad_generator(generator: Any) -> LocalNormError:
     return LocalNormError(
         "generator is the seedable source of the random groups (along the batch axis) "
         "drawn when group=None. Expected None, an int seed, a numpy.random.Generator or a "
-        f"JAX PRNG key. Received: generator of type {type(generator).__name__}. "
+        f"JAX PRNG key. Received: type(generator)={type(generator).__name__}. "
         "Fix: pass e.g. generator=0 or generator=jax.random.key(0)."
     )
 

@@ -51,18 +51,22 @@ def check_num_groups(num_groups: Any) -> int:
     return int(num_groups)
 
 
-def check_eps(eps: Any) -> float:
+def check_eps(eps: Any, dialect: _errors.Dialect = _errors.CORE) -> float:
+    if isinstance(eps, bool):
+        raise _errors.bad_eps(eps, dialect)
     try:
         value = float(eps)
     except (TypeError, ValueError):
-        raise _errors.bad_eps(eps) from None
+        raise _errors.bad_eps(eps, dialect) from None
     if not (value > 0 and math.isfinite(value)):
-        raise _errors.bad_eps(eps)
+        raise _errors.bad_eps(eps, dialect)
     return value
 
 
 def normalize_axis(axis: Any, ndim: int) -> int:
     """Return the channel axis as a non-negative int; axis 0 (the batch axis) is refused."""
+    if isinstance(axis, bool):
+        raise _errors.bad_axis(axis, ndim)
     try:
         a = operator.index(axis)
     except TypeError:
@@ -143,14 +147,16 @@ def values_per_channel(shape: tuple, axis: int, mode: str, num_groups: int) -> i
     return (batch // num_groups) * spatial
 
 
-def check_batch(shape: tuple, axis: int, mode: str, num_groups: int) -> None:
+def check_batch(shape: tuple, axis: int, mode: str, num_groups: int,
+                dialect: _errors.Dialect = _errors.CORE) -> None:
     """Refuse batches whose statistics are undefined: empty, fewer samples than groups in
-    "batch" mode, or a statistics set with a single value per channel."""
+    "batch" mode, or a statistics set with a single value per channel. ``dialect`` words
+    the remedies for the calling framework."""
     batch = shape[0]
     if batch == 0:
         raise _errors.empty_batch()
     if mode == "batch" and batch < num_groups:
-        raise _errors.too_few_samples(batch, num_groups)
+        raise _errors.too_few_samples(batch, num_groups, dialect)
     values = values_per_channel(shape, axis, mode, num_groups)
     if values < 2:
-        raise _errors.single_value_statistics(mode, values, shape)
+        raise _errors.single_value_statistics(mode, values, shape, dialect)

@@ -45,8 +45,9 @@ def _prepare(x, gamma, beta, axis, mode, group, partition, eps):
             raise _errors.bad_group(group, k)
     else:
         group = int_group
-    if not np.all(np.isfinite(x)):
-        raise _errors.not_finite("x")
+    finite = np.isfinite(x)
+    if not finite.all():
+        raise _errors.not_finite("x", int(finite.size - finite.sum()), finite.size)
     return x, gamma, beta, axis, group, eps
 
 

@@ -237,23 +237,108 @@ def test_wrong_channel_count_names_both(impl):
         impl(x, np.ones((2, 5)), np.zeros((2, 5)), axis=1)
 
 
-def test_every_message_states_groups_along_batch_axis():
-    """Errors about groups say which groups they mean (not GroupNorm's channel groups)."""
+def _sample_args():
+    """One call per message builder; a builder missing here fails the test below."""
+    return {
+        "not_floating": [("int32",)],
+        "bad_rank": [(1, ">= 2")],
+        "bad_axis": [(0, 3)],
+        "bad_channels": [(5, 3)],
+        "bad_param_shape": [("gamma", (3,), "(K, 3)")],
+        "bad_num_groups": [(0,)],
+        "bad_eps": [(-1.0,)],
+        "bad_choice": [("mode", "x", ("batch",)), ("partition", "x", ("strided",)),
+                       ("protocol", "x", ("batch",)), ("vote", "x", ("hard",)),
+                       ("dataset", "x", ("digits",))],
+        "bad_group": [(5, 2), (5, 2, True)],
+        "group_array_mismatch": [(3, 4)],
+        "group_array_not_single": [("set",)],
+        "empty_batch": [()],
+        "too_few_samples": [(1, 4)],
+        "single_value_statistics": [("batch", 1, (4, 3))],
+        "not_finite": [(), ("x", 3, 24)],
+        "mixed_namespaces": [("type(x)=numpy.ndarray, type(gamma)=torch.Tensor",)],
+        "bad_scores": [((2, 3),)],
+        "checkpoint_mismatch": [("gamma", (2, 3), (4, 3))],
+        "bad_protocol_inputs": [("voting", 2, 4, "a set of at least 4 images")],
+        "running_not_tracked": [()],
+        "bad_noise_level": [("sigma", -1, ">= 0")],
+        "no_localnorm_layers": [("set_eval_mode",)],
+        "inconsistent_layers": [("num_groups", [2, 4])],
+        "not_distributed": [("set_group_per_rank",)],
+        "dataset_files_missing": [("mnist", "/nowhere", "t10k-images-idx3-ubyte(.gz)")],
+        "bad_dataset_file": [("/x.gz", "truncated", "an IDX file")],
+        "bad_corruption_severity": [("contrast", 7)],
+        "bad_levels": [("agn=", "empty list")],
+        "unsupported_backend": [("mxnet", ["torch"], "no adapter")],
+        "adapter_missing": [("localnorm", "keras", "localnorm.keras")],
+        "resume_mismatch": [("/out", "seed", 0, 1)],
+        "too_few_for_groups": [("test split", 3, 4, 4)],
+        "bad_num_features": [(0,)],
+        "running_unsupported": [("localnorm.flax.LocalNorm",)],
+        "sharded_partition": [("strided",)],
+        "sharded_groups": [(3, 4, "data")],
+        "unknown_channels": [(-1, (None, None))],
+        "cannot_convert": [("MyModel",)],
+        "bench_suite_missing": [("/site-packages/benchmarks",)],
+        "bad_generator": [("abc",)],
+        "mask_unsupported": [("LocalNormalization",)],
+    }
+
+
+def _builders():
+    import inspect
+
     from localnorm import _errors
 
-    msgs = [
-        _errors.bad_param_shape("gamma", (3,), "(K, 3)"),
-        _errors.bad_num_groups(0),
-        _errors.bad_group(5, 2),
-        _errors.group_array_mismatch(3, 4),
-        _errors.too_few_samples(1, 4),
-        _errors.single_value_statistics("batch", 1, (4, 3)),
-        _errors.not_finite(),
-        _errors.bad_scores((2, 3)),
-        _errors.checkpoint_mismatch("gamma", (2, 3), (4, 3)),
-    ]
-    for e in msgs:
-        text = str(e)
-        assert re.search(r"batch axis|along the batch", text), text
-        assert "Received:" in text and "Fix" in text, text
-        assert "{" not in text, f"unformatted placeholder: {text}"
+    return {
+        name: fn for name, fn in vars(_errors).items()
+        if inspect.isfunction(fn) and not name.startswith("_") and fn.__module__ == _errors.__name__
+    }
+
+
+def test_every_message_has_received_and_fix_and_groups_along_batch_axis():
+    """Every builder: the values received, a remedy, no unformatted placeholder, and, where
+    it speaks of groups, which groups it means (along the batch axis, not GroupNorm's)."""
+    from localnorm import _errors
+
+    table = _sample_args()
+    builders = _builders()
+    assert set(builders) == set(table), f"add sample args for: {set(builders) ^ set(table)}"
+    dialects = [_errors.CORE, _errors.TORCH, _errors.KERAS, _errors.FLAX]
+    for name, calls in table.items():
+        for args in calls:
+            import inspect
+
+            takes_dialect = "dialect" in inspect.signature(builders[name]).parameters
+            for dialect in dialects if takes_dialect else [None]:
+                kwargs = {} if dialect is None else {"dialect": dialect}
+                e = builders[name](*args, **kwargs)
+                assert isinstance(e, (ValueError, TypeError)), name
+                text = str(e)
+                assert "Received:" in text and "Fix" in text, (name, text)
+                assert not re.search(r"\{[a-z_]", text), f"unformatted placeholder: {text}"
+                if re.search(r"\bgroups?\b", text, re.IGNORECASE):
+                    assert re.search(r"batch axis", text), (name, text)
+
+
+def test_dialects_speak_their_framework():
+    """A fix names the argument and idiom of the framework that raised it."""
+    from localnorm import _errors
+
+    assert "epsilon=-1" in str(_errors.bad_eps(-1, _errors.KERAS))
+    assert "epsilon=-1" in str(_errors.bad_eps(-1, _errors.FLAX))
+    assert "eps=-1" in str(_errors.bad_eps(-1, _errors.TORCH))
+    assert "drop_last=True" in str(_errors.too_few_samples(2, 4, _errors.TORCH))
+    assert "drop_remainder=True" in str(_errors.too_few_samples(2, 4, _errors.KERAS))
+    assert "LocalNorm2d" in str(_errors.bad_rank(3, "4", dialect=_errors.TORCH))
+    assert "LocalNorm2d" not in str(_errors.bad_rank(3, "4", dialect=_errors.KERAS))
+    assert "'running'" in str(_errors.single_value_statistics("single", 1, (2, 3),
+                                                            _errors.TORCH))
+    for d in (_errors.KERAS, _errors.FLAX, _errors.CORE):
+        assert "'running'" not in str(_errors.single_value_statistics("single", 1, (2, 3), d))
+    assert "num_features=5" in str(_errors.bad_channels(5, 3, dialect=_errors.TORCH))
+    assert "num_features=5" not in str(_errors.bad_channels(5, 3, "C", dialect=_errors.KERAS))
+    assert "x.float()" in str(_errors.not_floating("int32", _errors.TORCH))
+    assert "group=None" in str(_errors.bad_group(5, 2, allow_none=True))
+    assert "group=None" not in str(_errors.bad_group(5, 2))
