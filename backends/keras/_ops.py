@@ -52,32 +52,71 @@ def _mean(x, axis: tuple[int, ...], keepdims: bool = False):
     return total if dynamic is None else total / dynamic
 
 
-def assert_batch_at_run_time(x, axis: int, mode: str, num_groups: int):
+def is_traced(x) -> bool:
+    """Whether ``x`` has no values yet: a TensorFlow graph tensor (``tf.function``, also
+    with ``jit_compile``), a JAX tracer (``jax.jit``, ``grad``, ``vmap``) or a tensor
+    under ``torch.compile``. Eager tensors (and NumPy input) are not traced."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return not tf.executing_eagerly()
+    if backend == "jax":
+        import jax
+
+        return isinstance(x, jax.core.Tracer)
+    if backend == "torch":
+        import torch
+
+        return torch.compiler.is_compiling()
+    return False
+
+
+def count_non_finite(x) -> int:
+    """How many NaN/Inf values an eager tensor holds (one device-to-host transfer)."""
+    return int(ops.convert_to_numpy(ops.sum(ops.cast(ops.logical_not(ops.isfinite(x)), "int32"))))
+
+
+def run_time_batch_check(x, axis: int, mode: str, num_groups: int, dialect: _errors.Dialect):
     """Where the batch size is unknown until run time (TensorFlow graphs: a
-    ``tf.function`` trace with a ``None`` batch axis), refuse at run time what
-    :func:`localnorm._spec.check_batch` refuses at trace time: fewer samples than groups
-    in "batch" mode, or a statistics set with one value per channel. Returns x, made to
-    depend on the check."""
+    ``tf.function`` trace with a ``None`` batch axis, as ``model.fit`` makes for a ragged
+    last batch), refuse at run time what :func:`localnorm._spec.check_batch` refuses at
+    trace time: fewer samples than groups in "batch" mode, or a statistics set with one
+    value per channel.
+
+    Returns ``(x, poison)``. In a plain graph ``x`` is made to depend on
+    ``tf.debugging`` assertions, which raise ``InvalidArgumentError`` with the
+    :mod:`localnorm._errors` message. XLA (``jit_compile=True``, Keras's default for
+    TensorFlow on a GPU) drops assertions, so ``poison`` is a scalar, 0 for a valid batch
+    and NaN otherwise, that :func:`local_norm` adds to its scale: an invalid batch then
+    gives an all-NaN output (and NaN loss and gradients) instead of plausible numbers.
+    On JAX and PyTorch shapes are concrete when traced, so both are checked at trace
+    time and this returns ``(x, None)``.
+    """
     if keras.backend.backend() != "tensorflow":
-        return x  # JAX and PyTorch always see concrete shapes, checked at trace time
+        return x, None
     import tensorflow as tf
 
     shape = tf.shape(x)
     n = shape[0]
     spatial = tf.reduce_prod([shape[a] for a in range(1, x.ndim) if a != axis] or [1])
+    printed = "(the run-time value, printed below)"
     if mode == "batch":
         smallest = n // num_groups
+        enough = n >= num_groups
         checks = [tf.debugging.assert_greater_equal(
-            n, num_groups, message=str(_errors.too_few_samples("N (printed below)", num_groups)))]
+            n, num_groups, message=str(_errors.too_few_samples(printed, num_groups, dialect)))]
     else:
         smallest = n if mode == "set" else tf.constant(1)
-        checks = [tf.debugging.assert_greater_equal(
-            n, 1, message=str(_errors.empty_batch()))]
+        enough = n >= 1
+        checks = [tf.debugging.assert_greater_equal(n, 1, message=str(_errors.empty_batch()))]
+    two = smallest * spatial >= 2
     checks.append(tf.debugging.assert_greater_equal(
-        smallest * spatial, 2,
-        message=str(_errors.single_value_statistics(mode, "<2 (printed below)", (None,) + tuple(x.shape[1:])))))
+        smallest * spatial, 2, message=str(_errors.single_value_statistics(
+            mode, "fewer than 2 " + printed, (None,) + tuple(x.shape[1:]), dialect))))
+    poison = tf.where(tf.logical_and(enough, two), 0.0, float("nan"))
     with tf.control_dependencies(checks):
-        return tf.identity(x)
+        return tf.identity(x), poison
 
 
 def _bshape(ndim: int, axis: int, channels: int, batch: int = 1) -> tuple[int, ...]:
@@ -150,11 +189,13 @@ def _batch_moments_segments(xc, axis: int, num_groups: int, gidx):
 
 
 def local_norm(x, gamma, beta, *, num_groups: int, axis: int, mode: str, group: Any,
-               partition: str, eps: float):
+               partition: str, eps: float, poison=None):
     """LocalNorm of Keras tensors (validated input): see :func:`localnorm.local_norm`.
 
     ``gamma``/``beta`` of shape (K, C), or None for no scale / no shift. Statistics and
     the affine transform are computed in at least float32; the result has x's dtype.
+    ``poison`` (from :func:`run_time_batch_check`, for an unknown batch size) is a scalar
+    added to the scale: 0, or NaN for a batch whose statistics are undefined.
     """
     ndim, k = x.ndim, num_groups
     c = x.shape[axis]
@@ -163,6 +204,7 @@ def local_norm(x, gamma, beta, *, num_groups: int, axis: int, mode: str, group: 
     gamma = ops.ones((k, c), cdt) if gamma is None else ops.cast(gamma, cdt)
     beta = ops.zeros((k, c), cdt) if beta is None else ops.cast(beta, cdt)
     spatial = tuple(a for a in range(1, ndim) if a != axis)
+    poison = None if poison is None else ops.cast(poison, cdt)
 
     if mode == "batch":
         n = _static(x.shape[0])
@@ -183,6 +225,8 @@ def local_norm(x, gamma, beta, *, num_groups: int, axis: int, mode: str, group: 
             gidx = group_index(n if n is not None else ops.shape(x)[0], k, partition)
             mean_k, var_k = _batch_moments_segments(xc, axis, k, gidx)
             scale_k = gamma * ops.rsqrt(var_k + eps)
+            if poison is not None:
+                scale_k = scale_k + poison
 
             def gather(v):
                 return _per_sample(ops.take(v, gidx, axis=0), ndim, axis, c)
@@ -200,5 +244,6 @@ def local_norm(x, gamma, beta, *, num_groups: int, axis: int, mode: str, group: 
             idx = ops.cast(group, "int32")
             g = _per_sample(ops.take(gamma, idx, axis=0), ndim, axis, c)
             b = _per_sample(ops.take(beta, idx, axis=0), ndim, axis, c)
-        y = (xc - mean) * (rstd * g) + b
+        scale = rstd * g if poison is None else rstd * g + poison
+        y = (xc - mean) * scale + b
     return ops.cast(y, x.dtype)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from keras.src.models.functional import Functional  # no public name for the type
-
 from localnorm import _errors, _spec
 
 from .layers import LocalNormalization
@@ -54,6 +52,13 @@ def _copy(layer: keras.layers.Layer) -> keras.layers.Layer:
     return clone
 
 
+def _is_functional(model) -> bool:
+    """A model built with the functional API. Keras exports no name for its Functional
+    class, but every functional model is also a public ``keras.Function`` (the graph of
+    operations it is built on); a subclassed model is not."""
+    return isinstance(model, keras.Model) and isinstance(model, keras.Function)
+
+
 def convert_batchnorm(model, num_groups: int = 4, partition: str = "contiguous"):
     """A new model with every ``BatchNormalization`` replaced by a :class:`LocalNormalization`.
 
@@ -92,14 +97,14 @@ def convert_batchnorm(model, num_groups: int = 4, partition: str = "contiguous")
     partition = _spec.check_choice("partition", partition, _spec.PARTITIONS)
     if isinstance(model, keras.layers.BatchNormalization):
         return _from_batchnorm(model, num_groups, partition)
-    if not isinstance(model, (keras.Sequential, Functional)):
+    if not (isinstance(model, keras.Sequential) or _is_functional(model)):
         raise _errors.cannot_convert(type(model).__name__)
 
     def clone(layer):
         if isinstance(layer, keras.layers.BatchNormalization):
             return _from_batchnorm(layer, num_groups, partition)
-        if isinstance(layer, keras.Model) and not isinstance(
-            layer, (keras.Sequential, Functional)
+        if isinstance(layer, keras.Model) and not (
+            isinstance(layer, keras.Sequential) or _is_functional(layer)
         ):
             raise _errors.cannot_convert(type(layer).__name__)
         return _copy(layer)

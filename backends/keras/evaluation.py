@@ -12,7 +12,8 @@ import numpy as np
 from localnorm import _errors, _spec
 from localnorm.protocols import Prediction, draw_groups, run_protocol
 
-from .layers import LocalNormalization, check_eval_setting
+from .layers import DIALECT, SKIP_FINITE_CHECK, LocalNormalization, check_eval_setting
+from .layers import _EVAL_FUNCTIONS, _reset_functions
 
 __all__ = ["set_eval_mode", "eval_mode", "predict", "localnorm_layers"]
 
@@ -27,13 +28,12 @@ def localnorm_layers(model: keras.layers.Layer) -> list[LocalNormalization]:
 
 
 def _reset_compiled(model: keras.layers.Layer) -> None:
-    # Keras caches the traced predict/evaluate step, in which the layers' Python-side
-    # evaluation setting is baked; drop it so the next model.predict() sees the change.
+    # Each layer drops the compiled functions of the models that traced it
+    # (LocalNormalization._set_eval); this also covers the model passed and its
+    # sub-models, whatever traced them.
     for layer in model._flatten_layers(include_self=True, recursive=True):
         if isinstance(layer, keras.Model):
-            for attr in ("predict_function", "test_function"):
-                if getattr(layer, attr, None) is not None:
-                    setattr(layer, attr, None)
+            _reset_functions(layer, _EVAL_FUNCTIONS)
 
 
 def _layers_or_raise(model, where: str) -> list[LocalNormalization]:
@@ -49,6 +49,11 @@ def set_eval_mode(model: keras.layers.Layer, mode: str, group: Any = 0) -> keras
     Training (``model.fit``, ``training=True``) always uses ``"batch"`` mode; this sets
     what the layers do otherwise (``model(x)``, ``model.predict``, ``model.evaluate``).
     The setting is stored in each layer's config, so it survives ``.keras`` saving.
+    Keras bakes it into the functions it compiles for ``predict``/``evaluate``: those of
+    every model that traced one of the layers (an outer model too) are dropped, so the
+    next call re-traces with the new setting. Functions compiled by hand
+    (``tf.function``, ``jax.jit``, ``model.export``) keep the setting they were traced
+    with.
 
     Parameters
     ----------
@@ -73,8 +78,8 @@ def set_eval_mode(model: keras.layers.Layer, mode: str, group: Any = 0) -> keras
     """
     layers = _layers_or_raise(model, "set_eval_mode")
     settings = [check_eval_setting(mode, group, layer.num_groups) for layer in layers]
-    for layer, (m, g) in zip(layers, settings):
-        layer._eval = (m, g)
+    for layer, setting in zip(layers, settings):
+        layer._set_eval(setting)
     _reset_compiled(model)
     return model
 
@@ -101,8 +106,24 @@ def eval_mode(model: keras.layers.Layer, mode: str, group: Any = 0) -> Iterator[
         yield model
     finally:
         for layer, setting in zip(layers, saved):
-            layer._eval = setting
+            layer._set_eval(setting)
         _reset_compiled(model)
+
+
+@contextlib.contextmanager
+def _eager_eval_mode(layers: list[LocalNormalization], mode: str, group: Any) -> Iterator[None]:
+    """:func:`eval_mode` for :func:`predict`'s own eager passes: the setting is undone
+    before any compiled function can run, so none is dropped (a later
+    ``model.predict`` keeps its trace)."""
+    settings = [check_eval_setting(mode, group, layer.num_groups) for layer in layers]
+    saved = [layer._eval for layer in layers]
+    for layer, setting in zip(layers, settings):
+        layer._set_eval(setting, invalidate=False)
+    try:
+        yield
+    finally:
+        for layer, setting in zip(layers, saved):
+            layer._set_eval(setting, invalidate=False)
 
 
 def _shared(layers: list[LocalNormalization], name: str) -> Any:
@@ -126,13 +147,16 @@ def predict(
     batch_size: int | None = None,
     set_size: int | None = None,
     from_logits: bool = True,
+    check_finite: bool = True,
 ) -> Prediction:
     """Evaluate ``model`` on ``x`` under one of the paper's test-time protocols.
 
     The protocols (BATCH, SINGLE, SINGLE-VOTING, VOTING) are defined once in
     :mod:`localnorm.protocols` and give the same results as ``localnorm.torch.predict``
     for the same weights. The model's LocalNorm layers are switched to the needed modes
-    for the call only (:func:`eval_mode`).
+    for the call only (as :func:`eval_mode` does); the passes run eagerly
+    (``model(x, training=False)``), so compiled ``model.predict`` functions are left
+    untouched.
 
     Parameters
     ----------
@@ -157,17 +181,33 @@ def predict(
     from_logits : bool, default True
         Whether the model outputs logits (set False for a softmax output); matters for
         soft voting and for hard voting's tie-break.
+    check_finite : bool, default True
+        Refuse an ``x`` holding NaN/Inf, checked once on the whole input before any pass
+        (the layers' own per-call checks are skipped during the passes).
 
     Returns
     -------
     localnorm.Prediction
         ``(scores, labels, agreement)`` as NumPy arrays.
+
+    Raises
+    ------
+    LocalNormError
+        For an unknown protocol, groups that do not fit, NaN/Inf in ``x`` (with
+        ``check_finite``), or LocalNorm layers that disagree on ``num_groups`` or
+        ``partition``.
     """
     layers = _layers_or_raise(model, "predict")
     k = _shared(layers, "num_groups")
     partition = _shared(layers, "partition")
     _spec.check_choice("protocol", protocol, _spec.PROTOCOLS)
     x = _to_numpy(x)
+    if check_finite and (np.issubdtype(x.dtype, np.floating) or x.dtype.name == "bfloat16"):
+        # (An integer x, e.g. token ids for an Embedding, has no NaN to look for.)
+        finite = np.isfinite(x)
+        if not finite.all():
+            raise _errors.not_finite("x", int(finite.size - finite.sum()), finite.size,
+                                     dialect=DIALECT)
     if protocol == "single":
         if group is None:
             group = draw_groups(x.shape[0], k, generator)
@@ -178,8 +218,12 @@ def predict(
                 raise _errors.group_array_mismatch(len(group), x.shape[0])
 
     def forward(xb: np.ndarray, mode: str, g: Any) -> np.ndarray:
-        with eval_mode(model, mode, g):
-            return _to_numpy(model(xb, training=False))
+        token = SKIP_FINITE_CHECK.set(True)
+        try:
+            with _eager_eval_mode(layers, mode, g):
+                return _to_numpy(model(xb, training=False))
+        finally:
+            SKIP_FINITE_CHECK.reset(token)
 
     return run_protocol(
         forward, x, protocol=protocol, num_groups=k, batch_size=batch_size,

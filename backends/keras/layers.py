@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextvars
+import sys
+import weakref
 from typing import Any
 
 import keras
@@ -17,6 +20,56 @@ __all__ = ["LocalNormalization", "EVAL_MODES"]
 #: Evaluation modes of the layer (training always uses "batch"). The Keras layer keeps no
 #: running statistics, so the adapters' "running" mode is not among them.
 EVAL_MODES = _spec.MODES
+
+DIALECT = _errors.KERAS
+
+#: For each layer, the models whose compiled step functions traced it. A layer's
+#: evaluation setting and partition are Python values baked into those traces, so a
+#: change must drop them (see ``_invalidate_traces``). Weak on both sides: neither the
+#: layer nor the models are kept alive by the registry.
+_TRACED_BY: "weakref.WeakKeyDictionary[keras.layers.Layer, weakref.WeakSet]" = (
+    weakref.WeakKeyDictionary())
+
+_EVAL_FUNCTIONS = ("predict_function", "test_function")
+_ALL_FUNCTIONS = _EVAL_FUNCTIONS + ("train_function",)
+
+
+def _models_on_the_stack() -> list:
+    """The ``keras.Model`` objects whose methods are running now (the caller's frames).
+
+    Called while a layer is traced, this names the models whose compiled function is
+    being built: Keras's trainers trace ``model.predict_step``/``test_step``/
+    ``train_step`` and, through them, ``model.__call__`` or (on JAX)
+    ``model.stateless_call``, and nested models' ``call``. Keras gives a layer no link to
+    the models that contain it, and on JAX the trainer calls ``Model.call`` directly, so
+    Keras's own call context does not name the outer model either; the stack does, on
+    every backend. Only done at trace time, never on an eager call.
+    """
+    found = []
+    frame = sys._getframe(2)
+    while frame is not None:
+        obj = frame.f_locals.get("self")
+        if isinstance(obj, keras.Model) and obj not in found:
+            found.append(obj)
+        frame = frame.f_back
+    return found
+
+
+def _same_setting(a: tuple[str, Any], b: tuple[str, Any]) -> bool:
+    if a[0] != b[0] or isinstance(a[1], np.ndarray) != isinstance(b[1], np.ndarray):
+        return False
+    return bool(np.array_equal(a[1], b[1])) if isinstance(a[1], np.ndarray) else a[1] == b[1]
+
+
+#: Set by :func:`localnorm.keras.predict`, which checks its whole input once up front:
+#: the layers then skip their own per-call NaN/Inf check.
+SKIP_FINITE_CHECK = contextvars.ContextVar("localnorm_keras_skip_finite_check", default=False)
+
+
+def _reset_functions(model: keras.layers.Layer, names: tuple[str, ...]) -> None:
+    for name in names:
+        if getattr(model, name, None) is not None:
+            setattr(model, name, None)
 
 
 def check_eval_setting(mode: Any, group: Any, num_groups: int) -> tuple[str, Any]:
@@ -81,10 +134,30 @@ class LocalNormalization(keras.layers.Layer):
     group : int or sequence of int, default 0
         Whose gamma/beta ``"single"`` and ``"set"`` mode use: an int in [0, K), or in
         ``"single"`` mode one group per sample.
+    check_finite : bool, default True
+        Refuse NaN/Inf input in evaluation (its statistics are recomputed from the test
+        batch, so one bad value would change the outputs of every sample that shares
+        them). Checked on eager calls only: training, ``model.predict`` (a traced
+        function on TensorFlow and JAX), ``tf.function``, ``jax.jit`` and
+        ``torch.compile`` are never checked (see the spec's "Non-finite input").
     **kwargs
         Standard layer arguments (``name``, ``dtype``, ``trainable``...). Under a mixed
         precision policy (``"mixed_float16"``, ``"mixed_bfloat16"``) the weights stay in
         float32 and statistics are computed in float32.
+
+    Notes
+    -----
+    The evaluation setting and ``partition`` are Python values, baked into the functions
+    that Keras traces and compiles (``model.predict``, ``evaluate``, ``fit``). Changing
+    them through this layer or :func:`localnorm.keras.set_eval_mode` drops the compiled
+    functions of every model that traced the layer, so the next call re-traces. Functions
+    you compile yourself (``tf.function``, ``jax.jit``, ``model.export``) keep the
+    setting they were traced with.
+
+    Input must be floating point (an integer input raises a ``TypeError``: cast it
+    first). Where TensorFlow traces an unknown batch size (``model.fit``'s ragged last
+    batch), a batch too small for the groups is refused at run time; under XLA
+    (``jit_compile=True``) it gives NaN outputs instead (see the Keras guide).
 
     Examples
     --------
@@ -112,12 +185,13 @@ class LocalNormalization(keras.layers.Layer):
         partition: str = "contiguous",
         mode: str = "batch",
         group: Any = 0,
+        check_finite: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.num_groups = _spec.check_num_groups(num_groups)
         self.axis = axis  # checked against the input's rank in build()
-        self.epsilon = _spec.check_eps(epsilon)
+        self.epsilon = _spec.check_eps(epsilon, DIALECT)
         self.center = bool(center)
         self.scale = bool(scale)
         self.beta_initializer = initializers.get(beta_initializer)
@@ -126,14 +200,29 @@ class LocalNormalization(keras.layers.Layer):
         self.gamma_regularizer = regularizers.get(gamma_regularizer)
         self.beta_constraint = constraints.get(beta_constraint)
         self.gamma_constraint = constraints.get(gamma_constraint)
-        self.partition = _spec.check_choice("partition", partition, _spec.PARTITIONS)
+        self._partition = _spec.check_choice("partition", partition, _spec.PARTITIONS)
         self._eval = check_eval_setting(mode, group, self.num_groups)
+        self.check_finite = bool(check_finite)
         self.gamma = None
         self.beta = None
         self._ndim = None
         self._axis = None
 
-    # -- evaluation setting ------------------------------------------------------------
+    # -- settings baked into traces ------------------------------------------------------
+
+    @property
+    def partition(self) -> str:
+        """How ``"batch"`` mode assigns samples to the groups along the batch axis
+        (``"contiguous"`` or ``"strided"``). Settable: a new value is validated and
+        drops the compiled functions of the models that traced the layer."""
+        return self._partition
+
+    @partition.setter
+    def partition(self, value: str) -> None:
+        value = _spec.check_choice("partition", value, _spec.PARTITIONS)
+        if value != self._partition:
+            self._partition = value
+            self._invalidate_traces(_ALL_FUNCTIONS)
 
     @property
     def mode(self) -> str:
@@ -147,16 +236,49 @@ class LocalNormalization(keras.layers.Layer):
         return self._eval[1]
 
     def set_eval_mode(self, mode: str, group: Any = 0) -> None:
-        """Set this layer's evaluation mode and group (see :func:`localnorm.keras.set_eval_mode`
-        for a whole model)."""
-        self._eval = check_eval_setting(mode, group, self.num_groups)
+        """Set this layer's evaluation mode and group along the batch axis.
+
+        The next ``model.predict``/``evaluate`` of any model that contains the layer
+        re-traces with the new setting. :func:`localnorm.keras.set_eval_mode` sets every
+        LocalNorm layer of a model at once.
+
+        Parameters
+        ----------
+        mode : {"batch", "single", "set"}
+            See the class docstring.
+        group : int or sequence of int, default 0
+            Whose gamma/beta ``"single"``/``"set"`` mode use.
+        """
+        self._set_eval(check_eval_setting(mode, group, self.num_groups))
+
+    def _set_eval(self, setting: tuple[str, Any], invalidate: bool = True) -> None:
+        """Store a validated ``(mode, group)``; unless ``invalidate=False`` (only for a
+        change undone before any compiled function runs), drop the compiled evaluation
+        functions that baked the old one in."""
+        old, self._eval = self._eval, setting
+        if invalidate and not _same_setting(old, setting):
+            self._invalidate_traces(_EVAL_FUNCTIONS)
+
+    def _register_trace(self) -> None:
+        models = _models_on_the_stack()
+        if models:
+            traced = _TRACED_BY.get(self)
+            if traced is None:
+                traced = _TRACED_BY[self] = weakref.WeakSet()
+            traced.update(models)
+
+    def _invalidate_traces(self, names: tuple[str, ...]) -> None:
+        # The models stay registered: a partition change later must still reach a
+        # train_function that an evaluation change left in place.
+        for model in list(_TRACED_BY.get(self, ())):
+            _reset_functions(model, names)
 
     # -- Keras layer API -----------------------------------------------------------------
 
     def build(self, input_shape):
         ndim = len(input_shape)
         if ndim < 2:
-            raise _errors.bad_rank(ndim, ">= 2", where=type(self).__name__)
+            raise _errors.bad_rank(ndim, ">= 2", where=type(self).__name__, dialect=DIALECT)
         self._axis = _spec.normalize_axis(self.axis, ndim)
         self._ndim = ndim
         channels = input_shape[self._axis]
@@ -182,15 +304,26 @@ class LocalNormalization(keras.layers.Layer):
         w = self.gamma if self.gamma is not None else self.beta
         return None if w is None else int(w.shape[1])
 
-    def _check_input(self, shape: tuple, mode: str) -> None:
-        if len(shape) != self._ndim:
-            raise _errors.bad_rank(len(shape), str(self._ndim), where=type(self).__name__)
-        channels = shape[self._axis]
+    def _check_input(self, shape: tuple, dtype: Any, mode: str) -> None:
+        dtype = keras.backend.standardize_dtype(dtype)
+        if not keras.backend.is_float_dtype(dtype):
+            raise _errors.not_floating(dtype, DIALECT)
+        if self._ndim is not None and len(shape) != self._ndim:
+            raise _errors.bad_rank(len(shape), str(self._ndim), where=type(self).__name__,
+                                   dialect=DIALECT)
+        channels = shape[self._axis] if self._axis is not None else None
         expected = self.num_features
         if channels is not None and expected is not None and channels != expected:
-            raise _errors.bad_channels(channels, expected, name="channels")
+            raise _errors.bad_channels(channels, expected, name="layer.num_features",
+                                       dialect=DIALECT)
         if all(isinstance(d, int) for d in shape):
-            _spec.check_batch(shape, self._axis, mode, self.num_groups)
+            _spec.check_batch(shape, self._axis, mode, self.num_groups, DIALECT)
+        elif isinstance(shape[0], int):
+            # Spatial sizes unknown until run time: what the batch size alone decides.
+            if shape[0] == 0:
+                raise _errors.empty_batch()
+            if mode == "batch" and shape[0] < self.num_groups:
+                raise _errors.too_few_samples(shape[0], self.num_groups, DIALECT)
         if mode == "single" and isinstance(self.group, np.ndarray) and isinstance(shape[0], int):
             if len(self.group) != shape[0]:
                 raise _errors.group_array_mismatch(len(self.group), shape[0])
@@ -199,18 +332,49 @@ class LocalNormalization(keras.layers.Layer):
         if mask is not None:
             raise _errors.mask_unsupported(type(self).__name__)
         mode, group = ("batch", 0) if training else self._eval
-        self._check_input(tuple(inputs.shape), mode)
-        if not isinstance(inputs.shape[0], int):
-            inputs = _ops.assert_batch_at_run_time(inputs, self._axis, mode, self.num_groups)
+        shape = tuple(inputs.shape)
+        self._check_input(shape, inputs.dtype, mode)
+        traced = _ops.is_traced(inputs)
+        if traced:
+            self._register_trace()
+        elif not training and self.check_finite and not SKIP_FINITE_CHECK.get():
+            bad = _ops.count_non_finite(inputs)
+            if bad:
+                raise _errors.not_finite("x", bad, int(np.prod(shape)), dialect=DIALECT)
+        poison = None
+        if not all(isinstance(d, int) for d in shape):
+            inputs, poison = _ops.run_time_batch_check(
+                inputs, self._axis, mode, self.num_groups, DIALECT)
         if isinstance(group, np.ndarray):
             group = ops.convert_to_tensor(group, "int32")
         return _ops.local_norm(
-            inputs, self.gamma, self.beta, num_groups=self.num_groups, axis=self._axis, mode=mode, group=group,
-            partition=self.partition, eps=self.epsilon,
+            inputs, self.gamma, self.beta, num_groups=self.num_groups, axis=self._axis, mode=mode,
+            group=group, partition=self.partition, eps=self.epsilon, poison=poison,
         )
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+    def compute_output_spec(self, inputs, training=None, mask=None):
+        # Symbolic calls (the functional API) never run call(): refuse a non-floating
+        # keras.Input when the model is built rather than when data first arrives.
+        dtype = keras.backend.standardize_dtype(inputs.dtype)
+        if not keras.backend.is_float_dtype(dtype):
+            raise _errors.not_floating(dtype, DIALECT)
+        return super().compute_output_spec(inputs, training=training, mask=mask)
+
+    def load_own_variables(self, store):
+        """Load gamma/beta from a checkpoint (``.keras``, ``.weights.h5``), refusing one
+        saved with another number of groups along the batch axis or of channels with
+        :func:`localnorm._errors.checkpoint_mismatch` (Keras's generic message would only
+        say that the layer could not be loaded)."""
+        own = [w for w in (self.gamma, self.beta) if w is not None]
+        if len(store.keys()) == len(own):
+            for i, w in enumerate(own):
+                saved = tuple(store[str(i)].shape)
+                if saved != tuple(w.shape):
+                    raise _errors.checkpoint_mismatch(w.name, saved, tuple(w.shape))
+        super().load_own_variables(store)
 
     def get_config(self):
         config = super().get_config()
@@ -230,5 +394,6 @@ class LocalNormalization(keras.layers.Layer):
             partition=self.partition,
             mode=self.mode,
             group=group.tolist() if isinstance(group, np.ndarray) else group,
+            check_finite=self.check_finite,
         )
         return config

@@ -128,6 +128,88 @@ def test_set_eval_mode_reaches_a_compiled_predict(rng):
     assert loss < 1e-8
 
 
+def _nested():
+    """outer(x) = head(inner(x)), the LocalNorm layer inside ``inner``."""
+    rng = np.random.default_rng(2)
+    inner = keras.Sequential([keras.Input((3, 3, 2)), LocalNormalization(num_groups=K, name="ln")],
+                             name="inner")
+    outer = keras.Sequential([keras.Input((3, 3, 2)), inner, keras.layers.Flatten(),
+                              keras.layers.Dense(5, name="head")], name="outer")
+    ln = inner.get_layer("ln")
+    ln.gamma.assign(rng.uniform(0.2, 2.0, size=(K, 2)))
+    ln.beta.assign(rng.normal(size=(K, 2)))
+    return outer, inner, ln
+
+
+def _eager(model, x):
+    return to_numpy(model(x, training=False))
+
+
+def test_a_mode_change_reaches_every_compiled_function_that_traced_the_layer(rng):
+    outer, inner, ln = _nested()
+    outer.compile(loss="mse")
+    x = rng.normal(size=(8, 3, 3, 2)).astype("float32")
+    before = outer.predict(x, verbose=0)  # compiled (TF, JAX) with mode "batch"
+    np.testing.assert_allclose(before, _eager(outer, x), atol=1e-5)
+    # The inner model is passed: the outer model's compiled predict must not be reused.
+    set_eval_mode(inner, "set", 3)
+    after = outer.predict(x, verbose=0)
+    assert not np.allclose(after, before, atol=1e-3)
+    np.testing.assert_allclose(after, _eager(outer, x), atol=1e-5)
+    assert outer.evaluate(x, _eager(outer, x), verbose=0) < 1e-8
+    # The layer's own method reaches both models' compiled predict and evaluate.
+    ln.set_eval_mode("single", 1)
+    want = _eager(outer, x)
+    np.testing.assert_allclose(outer.predict(x, verbose=0), want, atol=1e-5)
+    assert outer.evaluate(x, want, verbose=0) < 1e-8
+    np.testing.assert_allclose(inner.predict(x, verbose=0), _eager(inner, x), atol=1e-5)
+    # eval_mode on the inner model, compiled inside and after the block.
+    with eval_mode(inner, "batch"):
+        np.testing.assert_allclose(outer.predict(x, verbose=0), before, atol=1e-5)
+    np.testing.assert_allclose(outer.predict(x, verbose=0), want, atol=1e-5)
+
+
+def test_a_partition_change_reaches_a_compiled_train_step(rng):
+    outer, inner, ln = _nested()
+    outer.compile(keras.optimizers.SGD(0.0), loss="mse")  # lr 0: weights stay put
+    x = rng.normal(size=(8, 3, 3, 2)).astype("float32")
+    x[::2] += 3.0  # even samples shifted: contiguous and strided groups differ
+    target = np.zeros((8, 5), "float32")
+    contiguous = outer.evaluate(x, target, verbose=0)
+    outer.train_on_batch(x, target)  # traces the train step with the contiguous partition
+    ln.partition = "strided"
+    loss = float(np.asarray(outer.train_on_batch(x, target)).ravel()[0])
+    want = np.mean((to_numpy(outer(x, training=True)) - target) ** 2)
+    np.testing.assert_allclose(loss, want, rtol=1e-4)
+    assert abs(loss - contiguous) > 1e-3
+
+
+def test_predict_leaves_compiled_predict_functions_alone(rng):
+    model = _model()
+    x = rng.normal(size=(8, 3, 3, 2)).astype("float32")
+    first = model.predict(x, verbose=0)
+    compiled = model.predict_function
+    predict(model, x, protocol="voting")  # eager passes in other modes, then restored
+    assert model.predict_function is compiled
+    np.testing.assert_array_equal(model.predict(x, verbose=0), first)
+
+
+def test_predict_checks_the_input_for_nan_once(rng):
+    model = _model()
+    x = rng.normal(size=(8, 3, 3, 2)).astype("float32")
+    x[3, 1, 1, 0] = np.nan
+    with pytest.raises(localnorm.LocalNormError, match="1 non-finite of 144") as info:
+        predict(model, x, protocol="voting")
+    assert "check_finite=False" in str(info.value)
+    # check_finite=False: no check up front and none in the layers' eager passes.
+    scores = predict(model, x, protocol="single", group=0, check_finite=False).scores
+    assert np.isnan(scores[3]).all() and np.isfinite(np.delete(scores, 3, axis=0)).all()
+    tokens = keras.Sequential([keras.Input((6,), dtype="int32"), keras.layers.Embedding(10, 3),
+                               LocalNormalization(num_groups=2), keras.layers.Flatten()])
+    ids = rng.integers(0, 10, size=(4, 6)).astype("int32")
+    assert predict(tokens, ids, protocol="voting").labels.shape == (4,)  # integer x: fine
+
+
 def test_errors_name_the_problem(rng):
     plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     with pytest.raises(localnorm.LocalNormError, match="set_eval_mode.*no LocalNorm"):

@@ -178,7 +178,7 @@ def test_jax_jit_stateless_call(rng):
 @pytest.mark.parametrize("kwargs, named", [
     (dict(num_groups=0), "num_groups=0"),
     (dict(num_groups=2.5), "num_groups=2.5"),
-    (dict(epsilon=-1.0), "eps=-1.0"),
+    (dict(epsilon=-1.0), "epsilon=-1.0"),
     (dict(partition="random"), "partition='random'"),
     (dict(mode="running"), "mode='running'"),
     (dict(mode="vote"), "mode='vote'"),
@@ -208,16 +208,138 @@ def test_unknown_channel_size_is_refused():
 
 def test_call_time_errors(rng):
     layer = _layer((8, 3, 3, 2), num_groups=4)
-    with pytest.raises(localnorm.LocalNormError, match=r"x.shape\[axis\]=5"):
+    with pytest.raises(localnorm.LocalNormError, match=r"x.shape\[axis\]=5") as info:
         layer(rng.normal(size=(8, 3, 3, 5)).astype("float32"))
+    assert "num_features=2" in str(info.value)
+    assert "new LocalNormalization layer" in str(info.value)  # Keras remedy, not num_features=
     with pytest.raises(localnorm.LocalNormError, match="x.ndim=3"):
         layer(rng.normal(size=(8, 3, 2)).astype("float32"))
-    with pytest.raises(localnorm.LocalNormError, match=r"x.shape\[0\]=3.*num_groups=4"):
+    with pytest.raises(localnorm.LocalNormError, match=r"x.shape\[0\]=3.*num_groups=4") as info:
         layer(rng.normal(size=(3, 3, 3, 2)).astype("float32"), training=True)
+    assert "drop_remainder=True" in str(info.value)  # the tf.data remedy, not DataLoader
     layer.set_eval_mode("single", [0, 1, 2])
     with pytest.raises(localnorm.LocalNormError, match=r"len\(group\)=3"):
         layer(rng.normal(size=(5, 3, 3, 2)).astype("float32"))
     dense = _layer((8, 3), num_groups=2)
     dense.set_eval_mode("single", 0)
-    with pytest.raises(localnorm.LocalNormError, match="'single'"):
+    with pytest.raises(localnorm.LocalNormError, match="'single'") as info:
         dense(rng.normal(size=(4, 3)).astype("float32"))
+    assert "'set' mode" in str(info.value) and "running" not in str(info.value)
+
+
+def test_integer_input_is_refused_not_returned_as_integers(rng):
+    layer = LocalNormalization(num_groups=2)
+    with pytest.raises(TypeError, match="x.dtype=int") as info:
+        layer(np.arange(24).reshape(6, 4))
+    assert "keras.ops.cast" in str(info.value)
+    with pytest.raises(TypeError, match="x.dtype=uint8"):  # refused when the model is built
+        LocalNormalization(num_groups=2)(keras.Input((4, 4, 3), dtype="uint8"))
+
+
+def test_partition_is_validated_when_set():
+    layer = LocalNormalization(num_groups=2)
+    layer.partition = "strided"
+    assert layer.partition == "strided" and layer.get_config()["partition"] == "strided"
+    with pytest.raises(localnorm.LocalNormError, match="partition='random'"):
+        layer.partition = "random"
+    assert layer.partition == "strided"
+
+
+# -- NaN/Inf: refused in eager evaluation, never checked in training or traced calls ------
+
+def test_non_finite_input_is_refused_in_eager_evaluation(rng):
+    x = rng.normal(size=(8, 3, 3, 2)).astype("float32")
+    x[1, 0, 0, 0], x[6, 2, 1, 1] = np.nan, np.inf
+    layer = _layer(x.shape, num_groups=4)
+    for mode in ("batch", "single", "set"):
+        layer.set_eval_mode(mode, 0)
+        with pytest.raises(localnorm.LocalNormError, match="2 non-finite of 144") as info:
+            layer(x)
+        assert "check_finite=False" in str(info.value)
+    # Training does not scan its input (as no BatchNorm does): a NaN/Inf spreads over its
+    # channel in its group (samples 0-1 channel 0, samples 6-7 channel 1).
+    def poisoned(y):
+        return (np.isnan(y[:2, ..., 0]).all() and np.isnan(y[6:, ..., 1]).all()
+                and np.isfinite(y[2:6]).all())
+
+    assert poisoned(to_numpy(layer(x, training=True)))
+    quiet = _layer(x.shape, num_groups=4, check_finite=False)
+    assert quiet.get_config()["check_finite"] is False
+    assert LocalNormalization.from_config(quiet.get_config()).check_finite is False
+    assert poisoned(to_numpy(quiet(x)))
+
+
+def test_traced_evaluation_calls_are_not_checked(rng):
+    x = rng.normal(size=(8, 3, 2)).astype("float32")
+    x[0, 0, 0] = np.nan
+    layer = _layer(x.shape, num_groups=2)
+    params = [v.value for v in layer.trainable_variables]
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        y = tf.function(lambda t: layer(t))(x).numpy()
+    elif BACKEND == "jax":
+        import jax
+
+        y = np.asarray(jax.jit(lambda p, t: layer.stateless_call(p, [], t)[0])(params, x))
+    else:
+        pytest.skip("torch.compile of a Keras layer is too slow for the default run")
+    assert np.isnan(y[:4, :, 0]).all() and np.isfinite(y[4:]).all()
+
+
+# -- TensorFlow: unknown batch sizes, also under XLA ---------------------------------------
+
+def _tf_model(num_groups=4):
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([
+        keras.Input((6, 6, 2)), keras.layers.Conv2D(4, 3, name="conv"),
+        LocalNormalization(num_groups=num_groups, name="ln"),
+        keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3),
+    ])
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="XLA drops TensorFlow's run-time asserts")
+def test_xla_fit_with_a_too_small_ragged_batch_gives_nan_not_plausible_numbers(rng):
+    x = rng.normal(size=(12, 6, 6, 2)).astype("float32")
+    y = rng.integers(0, 3, size=12)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    # Batches of 8 then 4 (= K): the retraced step has an unknown batch size; valid.
+    model = _tf_model()
+    model.compile("sgd", loss, jit_compile=True)
+    history = model.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)
+    assert np.all(np.isfinite(history.history["loss"]))
+    # Batches of 5, 5, then 2 < K: XLA cannot raise, so the step gives NaN (loss and
+    # weights), not numbers computed from empty groups.
+    model = _tf_model()
+    model.compile("sgd", loss, jit_compile=True)
+    history = model.fit(x, y, batch_size=5, epochs=1, verbose=0, shuffle=False)
+    assert np.isnan(history.history["loss"][-1])
+    assert np.isnan(to_numpy(model.get_layer("ln").gamma)).all()
+    # Without XLA the same fit raises the message with the fix.
+    model = _tf_model()
+    model.compile("sgd", loss, jit_compile=False)
+    with pytest.raises(Exception, match="at least 4 samples") as info:
+        model.fit(x, y, batch_size=5, epochs=1, verbose=0, shuffle=False)
+    assert "drop_remainder=True" in str(info.value)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.function(jit_compile=True) is TF-only")
+def test_xla_function_with_unknown_batch_size(rng):
+    import tensorflow as tf
+
+    layer = _layer((8, 3, 3, 2), num_groups=4)
+    fn = tf.function(lambda t: layer(t, training=True), jit_compile=True,
+                     input_signature=[tf.TensorSpec([None, 3, 3, 2], tf.float32)])
+    x = rng.normal(size=(10, 3, 3, 2)).astype("float32")
+    np.testing.assert_allclose(fn(x).numpy(), _ref(layer, x), atol=2e-5)
+    assert np.isnan(fn(x[:3]).numpy()).all()  # 3 < K samples
+    dense = _layer((8, 2), num_groups=4)
+    fn = tf.function(lambda t: dense(t, training=True), jit_compile=True,
+                     input_signature=[tf.TensorSpec([None, 2], tf.float32)])
+    assert np.isnan(fn(x[:6, 0, 0]).numpy()).all()  # groups of 2, 2, 1, 1 samples
+    dense.set_eval_mode("set", 1)
+    fn = tf.function(lambda t: dense(t), jit_compile=True,
+                     input_signature=[tf.TensorSpec([None, 2], tf.float32)])
+    assert np.isnan(fn(x[:1, 0, 0]).numpy()).all()  # one sample: one value per channel
+    np.testing.assert_allclose(fn(x[:5, 0, 0]).numpy(),
+                               _ref(dense, x[:5, 0, 0], mode="set", group=1), atol=2e-5)

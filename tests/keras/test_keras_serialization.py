@@ -100,3 +100,25 @@ def test_registered_name_is_in_the_saved_config(tmp_path):
     layer = config["config"]["layers"][-1]
     assert layer["registered_name"] == "localnorm>LocalNormalization"
     assert keras.saving.get_registered_object("localnorm>LocalNormalization") is LocalNormalization
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".weights.h5"])
+def test_a_checkpoint_with_another_group_count_is_refused_clearly(tmp_path, suffix):
+    def model(num_groups):
+        return keras.Sequential([keras.Input((3, 3, 5)), LocalNormalization(num_groups, name="ln")])
+
+    path = tmp_path / f"k2{suffix}"
+    saved = model(2)
+    saved.get_layer("ln").gamma.assign(np.random.default_rng(0).uniform(0.5, 1.5, size=(2, 5)))
+    saved.save(path) if suffix == ".keras" else saved.save_weights(path)
+    target = model(4)
+    # Keras wraps what a layer raises while loading in its own ValueError; ours is the
+    # message it carries.
+    with pytest.raises(ValueError, match=r"checkpoint's gamma has shape \(2, 5\)") as info:
+        target.load_weights(path)
+    message = str(info.value)
+    assert "(4, 5)" in message and "num_groups" in message and "Fix" in message
+    same = model(2)
+    same.load_weights(path)  # the same group count loads
+    np.testing.assert_array_equal(to_numpy(same.get_layer("ln").gamma),
+                                  to_numpy(saved.get_layer("ln").gamma))
