@@ -72,7 +72,9 @@ def local_norm(
     ----------
     x : array
         Input of rank >= 2 from any array-API library (NumPy, array-api-strict, PyTorch,
-        JAX, CuPy, ...), batch on axis 0, real floating dtype.
+        JAX, CuPy, ...), batch on axis 0, real floating dtype: float16, bfloat16 (on
+        NumPy, ``ml_dtypes.bfloat16``, as JAX's bfloat16 arrays convert), float32 or
+        float64.
     gamma, beta : array
         Per-group scale and shift, each of shape ``(K, C)``: K groups along the batch
         axis, C channels. Same array library as ``x``.
@@ -133,7 +135,7 @@ def local_norm(
     True
     """
     xp = _namespace(x, gamma, beta)
-    if not xp.isdtype(x.dtype, "real floating"):
+    if not _spec.is_real_floating(xp, x.dtype):
         raise _errors.not_floating(x.dtype)
     if x.ndim < 2:
         raise _errors.bad_rank(x.ndim, ">= 2")

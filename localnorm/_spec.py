@@ -37,6 +37,22 @@ PROTOCOLS = ("batch", "single", "single-voting", "voting")
 VOTE_METHODS = ("hard", "soft")
 
 
+def is_real_floating(xp, dtype: Any) -> bool:
+    """Whether ``dtype`` (of an array of namespace ``xp``) is a real floating dtype that
+    LocalNorm takes: float16, bfloat16, float32, float64.
+
+    NumPy has no bfloat16 of its own; ``ml_dtypes.bfloat16`` (what JAX's bfloat16 arrays
+    become in NumPy) is an extension dtype that array-api-compat's ``isdtype`` refuses
+    with a TypeError. It is accepted here by name, and computes like float16: statistics
+    in float32, output cast back. Other extension dtypes (float8, int4, ...) are not
+    floating dtypes LocalNorm supports.
+    """
+    try:
+        return bool(xp.isdtype(dtype, "real floating"))
+    except TypeError:
+        return getattr(dtype, "name", None) == "bfloat16"
+
+
 def check_choice(name: str, value: Any, choices: tuple) -> str:
     if not isinstance(value, str) or value not in choices:
         raise _errors.bad_choice(name, value, choices)

@@ -74,7 +74,7 @@ def vote(scores, method: str = "hard", *, from_logits: bool = False) -> Vote:
     xp = array_api_compat.array_namespace(scores)
     if scores.ndim != 3 or scores.shape[0] < 1 or scores.shape[2] < 1:
         raise _errors.bad_scores(tuple(scores.shape))
-    if not xp.isdtype(scores.dtype, "real floating"):
+    if not _spec.is_real_floating(xp, scores.dtype):
         scores = xp.astype(scores, xp.float64)
     k, _, classes = scores.shape
     probs = softmax(xp, scores, axis=-1) if from_logits else scores

@@ -50,7 +50,7 @@ def _level(sigma: Any, name: str = "sigma", upper: float | None = None) -> float
 
 def _apply(x, factor: np.ndarray):
     xp = array_api_compat.array_namespace(x)
-    if not xp.isdtype(x.dtype, "real floating"):
+    if not _spec.is_real_floating(xp, x.dtype):
         raise _errors.not_floating(x.dtype)
     f = xp.asarray(factor, device=array_api_compat.device(x))
     return x * xp.astype(f, x.dtype)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import array_api_compat.numpy
 import numpy as np
 
 from . import _errors, _spec
@@ -20,9 +21,9 @@ from . import _errors, _spec
 __all__ = ["local_norm", "local_norm_vjp", "statistics_sets"]
 
 
-def _prepare(x, gamma, beta, axis, mode, group, partition, eps):
+def _prepare(x, gamma, beta, axis, mode, group, partition, eps, check_finite=True):
     x = np.asarray(x)
-    if not np.issubdtype(x.dtype, np.floating):
+    if not _spec.is_real_floating(array_api_compat.numpy, x.dtype):
         raise _errors.not_floating(x.dtype)
     if x.ndim < 2:
         raise _errors.bad_rank(x.ndim, ">= 2")
@@ -47,9 +48,10 @@ def _prepare(x, gamma, beta, axis, mode, group, partition, eps):
             raise _errors.bad_group(group, k)
     else:
         group = int_group
-    finite = np.isfinite(x)
-    if not finite.all():
-        raise _errors.not_finite("x", int(finite.size - finite.sum()), finite.size)
+    if check_finite:
+        finite = np.isfinite(x)
+        if not finite.all():
+            raise _errors.not_finite("x", int(finite.size - finite.sum()), finite.size)
     return x, gamma, beta, axis, group, eps
 
 
@@ -117,13 +119,17 @@ def local_norm(
     group: Any = 0,
     partition: str = "contiguous",
     eps: float = _spec.DEFAULT_EPS,
+    check_finite: bool = True,
 ) -> np.ndarray:
     """Reference LocalNorm: float64 NumPy output of :func:`localnorm.local_norm`.
 
     Same arguments and checks as :func:`localnorm.local_norm` (see there and
-    docs/spec.md for the math); the result is always float64.
+    docs/spec.md for the math); the result is always float64. With
+    ``check_finite=False`` NaN/Inf input is not refused and poisons the outputs of its
+    statistics set, as it does in every implementation.
     """
-    x, gamma, beta, axis, group, eps = _prepare(x, gamma, beta, axis, mode, group, partition, eps)
+    x, gamma, beta, axis, group, eps = _prepare(x, gamma, beta, axis, mode, group, partition,
+                                                eps, check_finite)
     x = x.astype(np.float64)
     y = np.empty_like(x)
     k = gamma.shape[0]
