@@ -40,6 +40,36 @@ def test_forward(harness, request):
     run()
 
 
+def test_forward_float64_ragged(harness, request):
+    """float64 "batch" mode on ragged batches (N not a multiple of K >= 2, groups of
+    unequal sizes) and larger sets than test_forward draws: equal to the reference to
+    1e-12."""
+    _skip_unless_any(harness, dtypes=("float64",), modes=("batch",))
+
+    @given(strategies.for_subject(harness, dtypes=("float64",), modes=("batch",),
+                                  ranks=(3, 4, 5), groups=(2, 4), ragged=True, min_side=2,
+                                  max_side=6, max_batch_extra=12))
+    def run(case):
+        checks.run("forward", harness, case, _id(request), well_conditioned=True)
+
+    run()
+
+
+@pytest.mark.parametrize("entry", strategies.REALISTIC, ids=lambda e: e.id)
+def test_forward_realistic(harness, entry, request):
+    """Full-size inputs (strategies.REALISTIC: up to 65536 values per statistics set,
+    offsets up to 50 standard deviations): within the tolerance, whose summation term
+    grows with the set size. Subjects on localnorm's array-API core
+    (``Harness.core_statistics``) are held to the tolerance of small sets, and to 1e-12
+    in float64: their accuracy does not degrade with the set size."""
+    case = strategies.realistic_case(entry, harness.channel_axes)
+    reason = harness.supports(case)
+    if reason:
+        pytest.skip(reason)
+    core = harness.core_statistics
+    checks.run("forward", harness, case, _id(request), well_conditioned=core, grow=not core)
+
+
 def test_forward_near_constant(harness, request):
     """Near-constant statistics sets (eps dominates, rounding amplified): within the dtype
     table's tolerance."""

@@ -7,12 +7,28 @@ each output element is built from the reference's own statistics of its statisti
 and channel::
 
     amp = (max|x - mean| + |mean|) / sqrt(var + eps)      (per set and channel)
-    tol = OUT * u_out * |y_ref| + COMPUTE * u_compute * (amp * |gamma| + |beta|) + OUT * tiny
+    tol = OUT * u_out * |y_ref|
+          + COMPUTE * growth(m) * u_compute * (amp * |gamma| + |beta|)
+          + OUT * tiny
 
 ``u_out`` is the unit roundoff of the output dtype (one final rounding), ``u_compute``
 that of the dtype the statistics are accumulated in (float32 for float16/bfloat16 input,
 as the spec requires). The ``|mean|`` term covers rounding of the mean itself, which
 matters on near-constant sets with a large offset.
+
+``m`` is the number of values per channel of the element's statistics set (samples of
+the set times the spatial size) and ``growth(m) = max(1, sqrt(m / SMALL_SET))``. Summing
+m values one after another (what a framework's reduction kernel may do, e.g. NumPy over
+non-contiguous axes, or PyTorch's CPU batch_norm) has an error bound of about ``m * u``
+times the sum, and a typical error of about ``sqrt(m) * u`` (Higham, *Accuracy and
+Stability of Numerical Algorithms*, 2nd ed., section 4.2): the statistics term grows with
+the typical error. Sets of at most SMALL_SET values (every set the hypothesis strategies
+draw) keep the base factors unchanged; a set of 65536 values (a K=4 group of 256 images
+of 32x32) gets 16 times the base. Measured: at that size, N(50, 1) data, float64,
+``torch.nn.functional.batch_norm`` on CPU errs by 1.3e-12, 1.6 times the base tolerance
+and 0.1 times the grown one. localnorm's own array-API path (corrected two-pass moments,
+staged reductions, see ``localnorm/_agnostic.py``) does not need the growth: the
+realistic test holds it to the base tolerance at every size (it errs by 2e-15 there).
 """
 
 from __future__ import annotations
@@ -44,9 +60,13 @@ TABLE: dict[str, DtypeTolerance] = {
 }
 
 #: Safety factors: rounding of the output (one rounding, plus input conversions) and of
-#: the statistics (sums over up to a few hundred values, a square root, a division).
+#: the statistics (sums over up to SMALL_SET values, a square root, a division).
 OUT = 2.0
 COMPUTE = 64.0
+
+#: Statistics sets of up to this many values per channel keep COMPUTE as it is; larger
+#: sets get ``sqrt(m / SMALL_SET)`` times more (see the module docstring).
+SMALL_SET = 256
 
 #: The float64 bound the issue asks for on well-conditioned data.
 FLOAT64_WELL_CONDITIONED = 1e-12
@@ -82,6 +102,22 @@ def _per_set(case: Case, fn) -> np.ndarray:
         var = ((xs - mean) ** 2).mean(axis=reduce, keepdims=True)
         out[samples] = np.broadcast_to(fn(xs, mean, var), xs.shape)
     return out
+
+
+def set_sizes(case: Case) -> np.ndarray:
+    """``m`` of every element of x (broadcastable to x's shape): the values per channel
+    of its statistics set."""
+    x = case.x
+    spatial = x.size // max(x.shape[0] * x.shape[case.axis % x.ndim], 1)
+    m = np.empty(x.shape[0], dtype=np.float64)
+    for samples, _ in _sets(case):
+        m[samples] = len(samples) * spatial
+    return m.reshape((x.shape[0],) + (1,) * (x.ndim - 1))
+
+
+def growth(m) -> np.ndarray:
+    """The summation factor ``max(1, sqrt(m / SMALL_SET))`` for sets of m values."""
+    return np.maximum(1.0, np.sqrt(np.asarray(m, dtype=np.float64) / SMALL_SET))
 
 
 def amplification(case: Case) -> np.ndarray:
@@ -120,14 +156,16 @@ def rows(case: Case, p: np.ndarray) -> np.ndarray:
     return np.broadcast_to(p[row].reshape(shape), x.shape)
 
 
-def tolerance(case: Case, y_ref: np.ndarray | None = None) -> np.ndarray:
-    """Per-element absolute tolerance of a subject's output for ``case``."""
+def tolerance(case: Case, y_ref: np.ndarray | None = None, *, grow: bool = True) -> np.ndarray:
+    """Per-element absolute tolerance of a subject's output for ``case``; with
+    ``grow=False`` without the summation growth (the bound of small sets at any size)."""
     t = TABLE[case.dtype]
     y_ref = expected(case) if y_ref is None else y_ref
     g = np.abs(rows(case, case.gamma))
     b = np.abs(rows(case, case.beta))
     amp = amplification(case)
-    return OUT * t.u_out * np.abs(y_ref) + COMPUTE * t.u_compute * (amp * g + b) + OUT * t.tiny
+    compute = COMPUTE * t.u_compute * (growth(set_sizes(case)) if grow else 1.0)
+    return OUT * t.u_out * np.abs(y_ref) + compute * (amp * g + b) + OUT * t.tiny
 
 
 def describe_mismatch(actual: np.ndarray, y_ref: np.ndarray, tol: np.ndarray) -> str:
@@ -171,4 +209,5 @@ def grad_tolerance(case: Case, cotangent: np.ndarray) -> tuple[float, float, flo
 __all__ = [
     "TABLE", "DtypeTolerance", "expected", "tolerance", "amplification", "condition",
     "assert_close", "grad_tolerance", "rows", "x64", "FLOAT64_WELL_CONDITIONED",
+    "SMALL_SET", "growth", "set_sizes",
 ]

@@ -34,6 +34,8 @@ def _missing(*modules: str) -> str | None:
 class _ArrayAPIHarness(Harness):
     """Shared shape of the array-API subjects: convert, call local_norm, convert back."""
 
+    core_statistics = True
+
     def _to(self, a: np.ndarray, dtype: str | None = None):
         raise NotImplementedError
 
@@ -64,8 +66,10 @@ class _ArrayAPIHarness(Harness):
 
 
 class NumpyHarness(_ArrayAPIHarness):
+    """NumPy arrays; bfloat16 is ``ml_dtypes.bfloat16`` (NumPy has none of its own)."""
+
     name = "numpy"
-    dtypes = ("float64", "float32", "float16")
+    dtypes = ("float64", "float32", "float16", "bfloat16")
 
     def _to(self, a):
         return a
