@@ -57,9 +57,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Bad input detected by localnorm (a :class:`~localnorm.LocalNormError`) is printed as
     ``localnorm: error: ...`` on stderr with exit status 2, like argparse's own errors.
+    The subcommand's namespace carries the arguments as ``argv`` (a list, without the
+    program name), so a run can record how it was invoked.
     """
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # the command line, for subcommands that record it (results.json)
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return 2

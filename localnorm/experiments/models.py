@@ -1,22 +1,41 @@
-"""The networks of the robustness experiment (PyTorch), one per normalization.
+"""The networks of the robustness experiment: one description, built by every backend.
 
 ``mnistnet`` is the paper's MNIST network, Input-16c-16c-32c-32c-512d-1024d-output: 3x3
-convolutions, each followed by the normalization under test and a ReLU, a 2x2 max-pool after
-each pair of convolutions, and two dense layers (ReLU, no normalization). It scales to the
-input size: the flattened width is ``32 * (H // 4) * (W // 4)``. ``resnet`` is a small CIFAR
-ResNet (He et al. 2016, section 4.2: three stages of 16, 32, 64 channels, ``blocks`` basic
-blocks each; ``blocks=3`` is ResNet-20) with the normalization after every convolution.
+convolutions (no bias), each followed by the normalization under test and a ReLU, a 2x2
+max-pool after each pair of convolutions, and two dense layers (ReLU, no normalization).
+It scales to the input size: the flattened width is ``32 * (H // 4) * (W // 4)``.
+``resnet`` is a small CIFAR ResNet (He et al. 2016, section 4.2: three stages of 16, 32,
+64 channels, :data:`RESNET_BLOCKS` basic blocks each, ResNet-20) with the normalization
+after every convolution, projection shortcuts (1x1 convolution and normalization) where
+the shape changes, global average pooling and one dense layer.
 
-The normalizations: ``"batchnorm"`` (:class:`torch.nn.BatchNorm2d`), ``"groupnorm"``
-(:class:`torch.nn.GroupNorm` with ``channels // 4`` channel groups, clamped to [1, 8]) and ``"localnorm"``
-(:class:`localnorm.torch.LocalNorm2d`, K groups along the batch axis).
+The normalizations, with the same settings in every backend (:data:`EPSILON`,
+:data:`BN_MOMENTUM`; each framework's own defaults differ, e.g. Keras' BatchNormalization
+uses ``epsilon=1e-3, momentum=0.99``):
+
+=============  ==============================================================================
+``batchnorm``  ``torch.nn.BatchNorm2d``, ``keras.layers.BatchNormalization``, ``nnx.BatchNorm``
+``groupnorm``  ``torch.nn.GroupNorm``, ``keras.layers.GroupNormalization``, ``nnx.GroupNorm``
+               with :func:`groupnorm_groups` channel groups
+``localnorm``  ``localnorm.torch.LocalNorm2d``, ``localnorm.keras.LocalNormalization``,
+               ``localnorm.flax.LocalNorm``: K groups along the batch axis
+=============  ==============================================================================
+
+The builders live in the backend runners (:mod:`~localnorm.experiments.torch_runner`,
+:mod:`~localnorm.experiments.keras_runner`, :mod:`~localnorm.experiments.flax_runner`).
+Convolution and dense kernels start from PyTorch's default, uniform in
+``+-1/sqrt(fan_in)`` (variance scaling with :data:`INIT_SCALE`, fan-in, uniform), in every
+backend; dense biases start at zero in Keras and Flax (their default) and uniform in
+PyTorch (its default). Random streams differ between frameworks, so the backends agree in
+kind, not to the last digit.
 """
 
 from __future__ import annotations
 
-from .. import _errors, _spec
+from .. import _spec
 
-__all__ = ["MODELS", "NORMS", "build_model", "make_norm"]
+__all__ = ["MODELS", "NORMS", "EPSILON", "BN_MOMENTUM", "INIT_SCALE", "MNISTNET_CONVS", "MNISTNET_DENSE",
+           "RESNET_STAGES", "RESNET_BLOCKS", "groupnorm_groups", "check"]
 
 #: Architectures.
 MODELS = ("mnistnet", "resnet")
@@ -24,89 +43,38 @@ MODELS = ("mnistnet", "resnet")
 #: Normalizations a model can be built with.
 NORMS = ("batchnorm", "groupnorm", "localnorm")
 
+#: epsilon of every normalization layer in every backend (PyTorch's default).
+EPSILON = 1e-5
 
-def make_norm(norm: str, channels: int, num_groups: int = 4):
-    """A 2-d normalization layer over ``channels`` channels (see the module docstring)."""
-    from torch import nn
+#: BatchNorm's running-statistics update, in PyTorch's convention
+#: (``running = (1 - m) * running + m * batch``); Keras and Flax get ``momentum=1 - m``.
+BN_MOMENTUM = 0.1
 
-    _spec.check_choice("norm", norm, NORMS)
-    if norm == "batchnorm":
-        return nn.BatchNorm2d(channels)
-    if norm == "groupnorm":
-        return nn.GroupNorm(max(1, min(8, channels // 4)), channels)
-    try:
-        from localnorm.torch import LocalNorm2d
-    except ImportError:
-        raise _errors.adapter_missing("localnorm", "torch", "localnorm.torch") from None
-    return LocalNorm2d(channels, num_groups=num_groups)
+#: Scale of the variance-scaling (fan-in, uniform) kernel initializer: 1/3 gives the bound
+#: ``sqrt(3 * scale / fan_in) = 1/sqrt(fan_in)`` of PyTorch's default.
+INIT_SCALE = 1 / 3
 
+#: ``mnistnet``: output channels of the four convolutions (a 2x2 max-pool after the
+#: second and the fourth).
+MNISTNET_CONVS = (16, 16, 32, 32)
 
-def _mnistnet(norm, in_shape, num_classes, num_groups):
-    from torch import nn
+#: ``mnistnet``: widths of the two dense layers before the output layer.
+MNISTNET_DENSE = (512, 1024)
 
-    c, h, w = in_shape
+#: ``resnet``: channels of the three stages (the first convolution has the first width).
+RESNET_STAGES = (16, 32, 64)
 
-    def conv(cin, cout):
-        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), make_norm(norm, cout, num_groups),
-                nn.ReLU(inplace=True)]
-
-    return nn.Sequential(
-        *conv(c, 16), *conv(16, 16), nn.MaxPool2d(2),
-        *conv(16, 32), *conv(32, 32), nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(32 * (h // 4) * (w // 4), 512), nn.ReLU(inplace=True),
-        nn.Linear(512, 1024), nn.ReLU(inplace=True),
-        nn.Linear(1024, num_classes),
-    )
+#: ``resnet``: basic blocks per stage (3 is ResNet-20).
+RESNET_BLOCKS = 3
 
 
-def _resnet(norm, in_shape, num_classes, num_groups, blocks=3):
-    import torch.nn.functional as F
-    from torch import nn
-
-    class Block(nn.Module):
-        def __init__(self, cin, cout, stride):
-            super().__init__()
-            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-            self.norm1 = make_norm(norm, cout, num_groups)
-            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-            self.norm2 = make_norm(norm, cout, num_groups)
-            self.shortcut = nn.Sequential()
-            if stride != 1 or cin != cout:
-                self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                              make_norm(norm, cout, num_groups))
-
-        def forward(self, x):
-            out = F.relu(self.norm1(self.conv1(x)))
-            out = self.norm2(self.conv2(out))
-            return F.relu(out + self.shortcut(x))
-
-    layers = [nn.Conv2d(in_shape[0], 16, 3, 1, 1, bias=False), make_norm(norm, 16, num_groups),
-              nn.ReLU(inplace=True)]
-    cin = 16
-    for i, cout in enumerate((16, 32, 64)):
-        for b in range(blocks):
-            layers.append(Block(cin, cout, 2 if (i > 0 and b == 0) else 1))
-            cin = cout
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes)]
-    return nn.Sequential(*layers)
+def groupnorm_groups(channels: int) -> int:
+    """GroupNorm's number of channel groups for ``channels`` channels: ``channels // 4``
+    clamped to [1, 8] (these are groups of channels, not along the batch axis)."""
+    return max(1, min(8, channels // 4))
 
 
-def build_model(model: str, norm: str, in_shape: tuple[int, int, int], num_classes: int,
-                num_groups: int = 4):
-    """Build architecture ``model`` (one of :data:`MODELS`) with normalization ``norm``.
-
-    Parameters
-    ----------
-    model : {"mnistnet", "resnet"}
-    norm : {"batchnorm", "groupnorm", "localnorm"}
-    in_shape : (C, H, W)
-        Shape of one input image.
-    num_classes : int
-    num_groups : int
-        K, the number of groups along the batch axis (``"localnorm"`` only).
-    """
+def check(model: str, norm: str) -> None:
+    """Validate an architecture name and a normalization name."""
     _spec.check_choice("model", model, MODELS)
-    if model == "mnistnet":
-        return _mnistnet(norm, in_shape, num_classes, num_groups)
-    return _resnet(norm, in_shape, num_classes, num_groups)
+    _spec.check_choice("norm", norm, NORMS)

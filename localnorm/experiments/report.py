@@ -6,7 +6,9 @@ backend, plus the mean ``agreement`` of the voting protocols and, for the confus
 a ``confusion`` matrix). It is rewritten atomically (a temporary file, then
 :func:`os.replace`) after every cell, so an interrupted run loses at most the cell in
 progress, and ``--resume`` skips every cell already recorded. The clean test set is the
-cell ``noise="none", level=0``.
+cell ``noise="none", level=0``. The config records the settings, the framework and device,
+the command line (``argv``, and ``command`` as one shell line) and, once the run ends, its
+total ``wall_seconds``; ``results.md`` repeats the command and the wall time.
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ from typing import Any
 
 from .. import _errors
 
-__all__ = ["ResultStore", "atomic_write_text", "write_markdown", "write_plots", "write_confusion"]
+__all__ = ["ResultStore", "atomic_write_text", "atomic_write_bytes", "write_markdown", "write_plots", "write_confusion"]
 
 #: Config entries that must match for ``--resume`` to reuse results.
-RESUME_KEYS = ("dataset", "seed", "backend", "model", "groups", "batch_size", "epochs", "lr",
-               "vote", "limit_train", "limit_test", "image_size")
+RESUME_KEYS = ("dataset", "data_dir", "seed", "backend", "keras_backend", "model", "groups",
+               "batch_size", "epochs", "lr", "vote", "limit_train", "limit_test", "image_size")
 
 
 def _umask() -> int:
@@ -39,13 +41,18 @@ _FILE_MODE = 0o666 & ~_umask()
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see the old or the new file, never half."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (a temporary file, then :func:`os.replace`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.chmod(tmp, _FILE_MODE)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -68,6 +75,7 @@ class ResultStore:
         self.data_note = data_note
         self.training: dict[str, Any] = {}
         self.records: list[dict] = []
+        self._earlier_seconds = 0.0
         if resume and self.path.is_file():
             saved = json.loads(self.path.read_text(encoding="utf-8"))
             for k in RESUME_KEYS:
@@ -76,7 +84,15 @@ class ResultStore:
                                                   config.get(k))
             self.records = list(saved.get("records", []))
             self.training = dict(saved.get("training", {}))
+            self._earlier_seconds = float(saved.get("config", {}).get("wall_seconds") or 0.0)
+        self.config.setdefault("wall_seconds", None)
         self._done = {_key(r) for r in self.records}
+
+    def add_wall_time(self, seconds: float) -> None:
+        """Record the run's total wall time in ``config.wall_seconds`` (on ``--resume``,
+        the earlier runs' time plus this one's)."""
+        self.config["wall_seconds"] = round(self._earlier_seconds + seconds, 1)
+        self.flush()
 
     def done(self, method: str, protocol: str, noise: str, level: float) -> bool:
         return (method, protocol, noise, float(level)) in self._done
@@ -136,16 +152,27 @@ def write_markdown(path: Path, store: ResultStore, noises: list[str]) -> None:
     recs = store.records
     cfg = store.config
     cols = _columns(recs)
+    framework = cfg.get("framework") or cfg.get("backend")
+    wall = cfg.get("wall_seconds")
     lines = [
-        f"# LocalNorm robustness: {cfg.get('dataset')}",
+        f"# LocalNorm robustness: {cfg.get('dataset')} ({cfg.get('backend')})",
         "",
         f"{store.data_note}",
         "",
         f"Network `{cfg.get('model')}`, {cfg.get('epochs')} epochs, batch size "
         f"{cfg.get('batch_size')}, LocalNorm with {cfg.get('groups')} groups along the batch axis, "
-        f"seed {cfg.get('seed')}, backend {cfg.get('backend')}, device {cfg.get('device')}. "
+        f"seed {cfg.get('seed')}, backend {framework}, device {cfg.get('device')}"
+        f"{'' if cfg.get('threads') is None else ', ' + str(cfg.get('threads')) + ' CPU thread(s)'}. "
         "Accuracy in % on the test split; the same degraded images for every method.",
         "",
+    ]
+    if cfg.get("command"):
+        lines += ["Command:", "", "```bash", cfg["command"], "```", ""]
+    if wall is not None:
+        train = ", ".join(f"{norm} {t['seconds']:.0f} s" for norm, t in store.training.items())
+        lines += [f"Wall time: {wall:.0f} s ({wall / 60:.1f} min) in all"
+                  + (f"; training: {train}." if train else "."), ""]
+    lines += [
         "## Clean test accuracy",
         "",
         "| method | accuracy | n |",

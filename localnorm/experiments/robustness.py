@@ -8,22 +8,50 @@ running statistics and with test-batch statistics ("dynamic BN"); LocalNorm unde
 test-time protocols (BATCH, SINGLE, SINGLE-VOTING, VOTING). Everything lands in ``--out``
 (see :mod:`localnorm.experiments.report`). Guide: ``docs/guides/robustness.md``.
 
-This module imports only :mod:`argparse` at import time; :func:`run` imports the rest.
+The framework-specific half (build, train, evaluate, checkpoint) is a
+:class:`~localnorm.experiments.training.Runner`, one module per ``--backend`` (torch,
+keras, flax), imported only when chosen. This module imports only :mod:`argparse` at
+import time; :func:`run` imports the rest.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Sequence
 
-__all__ = ["add_parser", "run", "main", "parse_levels"]
+__all__ = ["add_parser", "run", "main", "parse_levels", "confusion_cell"]
 
-#: Default epochs per dataset (chosen so the default digits run takes about 2 minutes on
-#: 2 CPU cores; MNIST-like data converge in a few epochs).
+#: Default epochs per dataset (the default digits run fits in 5 minutes on 2 CPU cores;
+#: MNIST-like data converge in a few epochs).
 DEFAULT_EPOCHS = {"digits": 30, "mnist": 8, "fashion-mnist": 8, "kmnist": 8, "cifar10": 30,
                   "folder": 20}
 
+#: Training batch and K without ``--paper`` (a small batch for small datasets).
+DEFAULT_BATCH_SIZE, DEFAULT_GROUPS = 64, 4
+
+#: ``--paper``: the paper's MNIST setup (section 5.1), batch 100 split into K=10 groups
+#: of 10 images along the batch axis.
+PAPER_BATCH_SIZE, PAPER_GROUPS = 100, 10
+
 _BACKENDS = ("torch", "keras", "flax")
+
+_BACKEND_HELP = (
+    "torch (default; CUDA when present), keras (Keras 3 on the backend named by the "
+    "KERAS_BACKEND environment variable: tensorflow, jax or torch; GPU when that backend's "
+    "CUDA build is installed) or flax (Flax NNX on JAX; GPU only with a CUDA build of "
+    "jaxlib). The same networks, data, noise and protocols; weights start from each "
+    "framework's own initializers, so numbers agree in kind, not digit for digit"
+)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except None and False (those options say their default in words)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -37,7 +65,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "robustness",
         help="train BatchNorm/GroupNorm/LocalNorm networks and measure accuracy under noise",
         description=__doc__.split("\n\n")[1],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="digits", choices=DATASETS,
@@ -51,18 +79,27 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="mnistnet: the paper's 16c-16c-32c-32c-512d-1024d network; resnet: ResNet-20")
     g.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, metavar="METHOD",
                    help=f"among {', '.join(METHODS)}")
-    g.add_argument("--groups", type=int, default=4, help="K, LocalNorm's groups along the batch axis")
-    g.add_argument("--batch-size", type=int, default=64,
-                   help="training batch, also the test batch of BATCH and dynamic BN")
+    g.add_argument("--groups", type=int, default=None,
+                   help=f"K, LocalNorm's groups along the batch axis (default {DEFAULT_GROUPS}, "
+                   f"with --paper {PAPER_GROUPS})")
+    g.add_argument("--batch-size", type=int, default=None,
+                   help="training batch, also the test batch of BATCH and dynamic BN "
+                   f"(default {DEFAULT_BATCH_SIZE}, with --paper {PAPER_BATCH_SIZE})")
+    g.add_argument("--paper", action="store_true",
+                   help=f"the paper's MNIST setup: --batch-size {PAPER_BATCH_SIZE} --groups "
+                   f"{PAPER_GROUPS} (groups of 10 images), unless given explicitly")
     g.add_argument("--epochs", type=int, default=None,
                    help="default per dataset: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_EPOCHS.items()))
     g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     g.add_argument("--seed", type=int, default=0, help="seeds the split, init, shuffling and noise")
-    g.add_argument("--backend", default="torch", choices=_BACKENDS)
-    g.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:1, ...")
-    g.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: torch's choice); 1 is often as fast "
-                   "for these small networks and much faster on a busy machine")
+    g.add_argument("--backend", default="torch", choices=_BACKENDS, help=_BACKEND_HELP)
+    g.add_argument("--device", default="auto",
+                   help="auto (the backend's default device: its GPU when present), cpu, "
+                   "cuda, cuda:1, ...")
+    g.add_argument("--threads", type=int, default=1,
+                   help="CPU threads of the framework (0: the framework's own default, "
+                   "usually all cores); for these small networks 2 threads trained about 10x "
+                   "slower than 1 on a busy 2-core machine")
     g = p.add_argument_group("evaluation")
     g.add_argument("--protocols", nargs="+", default=["batch", "single", "single-voting", "voting"],
                    choices=["batch", "single", "single-voting", "voting"], metavar="PROTOCOL",
@@ -75,8 +112,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--levels", nargs="+", default=None, metavar="LEVEL",
                    help="numbers for every selected noise, or NOISE=L1,L2,... (default: each "
                    "noise's grid; the clean set is always evaluated)")
-    g.add_argument("--confusion", default="agn=1", metavar="NOISE=LEVEL",
-                   help="cell of the confusion-matrix figure (next to the clean one)")
+    g.add_argument("--confusion", default=None, metavar="NOISE=LEVEL",
+                   help="cell of the confusion-matrix figure, next to the clean one: a noise "
+                   "and level of this run, or none (default: agn=1 when evaluated, else the "
+                   "first noise at its middle level)")
     g = p.add_argument_group("output")
     g.add_argument("--out", default="robustness-results", help="output folder")
     g.add_argument("--resume", action="store_true",
@@ -133,25 +172,52 @@ def parse_levels(spec: Sequence[str] | None, noises: Sequence[str]) -> dict[str,
     return {n: sorted({check_level(n, lv) for lv in lvs if lv != 0}) for n, lvs in levels.items()}
 
 
-def _config(args, device, epochs) -> dict:
-    return {
-        "dataset": args.dataset, "data_dir": args.data_dir, "seed": args.seed,
-        "backend": args.backend, "device": str(device), "model": args.model,
-        "groups": args.groups, "batch_size": args.batch_size, "epochs": epochs, "lr": args.lr,
-        "vote": args.vote, "limit_train": args.limit_train, "limit_test": args.limit_test,
-        "image_size": args.image_size if args.dataset == "folder" else None,
-    }
-
-
-def _check_backend(backend: str) -> None:
+def confusion_cell(spec: str | None, levels: dict[str, list[float]]) -> tuple[str, float] | None:
+    """The (noise, level) of the confusion-matrix figure from ``--confusion`` (see its
+    help), checked against the noises and levels of this run; None for ``none``."""
     from .. import _errors
 
-    if backend == "torch":
-        return
-    raise _errors.unsupported_backend(
-        backend, ["torch"],
-        f"the training loop and evaluation are written for PyTorch; the {backend} runner "
-        "is not written yet")
+    if spec is None:
+        if 1.0 in levels.get("agn", []):
+            return ("agn", 1.0)
+        first = next((n for n, lvs in levels.items() if lvs), None)
+        return None if first is None else (first, levels[first][len(levels[first]) // 2])
+    if spec.strip().lower() == "none":
+        return None
+    noise, sep, level = spec.partition("=")
+    if noise not in levels:
+        raise _errors.bad_confusion(spec, f"{noise!r} is not among the selected noises "
+                                    f"{list(levels)}")
+    try:
+        value = float(level) if sep else math.nan
+    except ValueError:
+        value = math.nan
+    if value not in levels[noise]:
+        raise _errors.bad_confusion(spec, f"the levels of {noise!r} in this run are "
+                                    f"{[f'{lv:g}' for lv in levels[noise]]}")
+    return (noise, value)
+
+
+def _data_dir(path: str | None) -> str | None:
+    from pathlib import Path
+
+    return None if path is None else str(Path(path).expanduser().resolve())
+
+
+def _config(args, runner, epochs: int, batch_size: int, k: int) -> dict:
+    import shlex
+
+    argv = getattr(args, "argv", None)
+    return {
+        "dataset": args.dataset, "data_dir": _data_dir(args.data_dir), "seed": args.seed,
+        "backend": args.backend, **runner.details, "framework": runner.framework,
+        "device": runner.device, "threads": args.threads, "model": args.model,
+        "groups": k, "batch_size": batch_size, "epochs": epochs, "lr": args.lr,
+        "vote": args.vote, "limit_train": args.limit_train, "limit_test": args.limit_test,
+        "image_size": args.image_size if args.dataset == "folder" else None,
+        "argv": None if argv is None else list(argv),
+        "command": None if argv is None else "localnorm " + shlex.join(argv),
+    }
 
 
 def _noise_seed(seed: int, noise: str, level: float) -> "object":
@@ -165,63 +231,57 @@ def _noise_seed(seed: int, noise: str, level: float) -> "object":
 def run(args: argparse.Namespace) -> int:
     """Run the experiment described by the parsed ``args`` (see :func:`add_parser`)."""
     import sys
+    import time
     from pathlib import Path
 
     import numpy as np
 
     from .. import _errors, _spec
-    from . import report
+    from . import report, training
     from .corruptions import corrupt
     from .datasets import load
 
-    _check_backend(args.backend)
-    k = _spec.check_num_groups(args.groups)
-    import torch
-    from tqdm.auto import tqdm
-
-    from . import training
-    from .models import build_model
-
+    t_start = time.perf_counter()
+    batch_size = args.batch_size or (PAPER_BATCH_SIZE if args.paper else DEFAULT_BATCH_SIZE)
+    k = _spec.check_num_groups(args.groups or (PAPER_GROUPS if args.paper else DEFAULT_GROUPS))
     noises = _expand_noises(args.noises)
     levels = parse_levels(args.levels, noises)
-    conf_noise, _, conf_level = args.confusion.partition("=")
-    conf_cell = (conf_noise, float(conf_level or 0)) if conf_noise in noises else None
+    conf_cell = confusion_cell(args.confusion, levels)
+    runner = training.get_runner(args.backend, device=args.device, threads=args.threads)
+    from tqdm.auto import tqdm
 
-    if args.threads is not None:
-        torch.set_num_threads(max(1, args.threads))
-    device = training.resolve_device(args.device)
     data = load(args.dataset, args.data_dir, seed=args.seed, image_size=args.image_size)
     data = data.subset(args.limit_train, args.limit_test)
     epochs = args.epochs if args.epochs is not None else DEFAULT_EPOCHS[args.dataset]
     if "localnorm" in args.methods:
-        if len(data.y_train) < max(args.batch_size, 2 * k) or args.batch_size < 2 * k:
-            raise _errors.too_few_for_groups("training batch", min(args.batch_size, len(data.y_train)),
+        if len(data.y_train) < max(batch_size, 2 * k) or batch_size < 2 * k:
+            raise _errors.too_few_for_groups("training batch", min(batch_size, len(data.y_train)),
                                              2 * k, k)
         if len(data.y_test) < k:
             raise _errors.too_few_for_groups("test split", len(data.y_test), k, k)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    store = report.ResultStore(out, _config(args, device, epochs), data.note, args.resume)
+    store = report.ResultStore(out, _config(args, runner, epochs, batch_size, k), data.note,
+                               args.resume)
     quiet = args.no_progress
     print(data.note, file=sys.stderr)
-    print(f"device={device}, epochs={epochs}, batch_size={args.batch_size}, groups={k}, "
-          f"out={out}", file=sys.stderr)
+    print(f"backend={runner.framework}, device={runner.device}, threads={args.threads}, "
+          f"epochs={epochs}, batch_size={batch_size}, groups={k}, out={out}", file=sys.stderr)
 
     evaluations = [e for e in training.EVALUATIONS if e.method in args.methods
                    and (e.method != "localnorm" or e.protocol in args.protocols)]
     cells = [("none", 0.0)] + [(n, lv) for n in noises for lv in levels[n]]
     norms = list(dict.fromkeys(e.norm for e in evaluations))
 
-    models = {}
+    nets = {}
     for norm in norms:
         todo = [e for e in evaluations if e.norm == norm]
         if all(store.done(e.method, e.protocol, n, lv) for e in todo for n, lv in cells):
             continue
-        torch.manual_seed(args.seed)
-        model = build_model(args.model, norm, data.shape, data.num_classes, k)
-        ckpt = out / "checkpoints" / f"{norm}.pt"
+        net = runner.build(args.model, norm, data.shape, data.num_classes, k, args.seed)
+        ckpt = out / "checkpoints" / f"{norm}{runner.checkpoint_suffix}"
         if args.resume and ckpt.is_file():
-            log = training.load(model, ckpt, device)
+            log = runner.load(net, ckpt)
         else:
             bar = tqdm(total=epochs, desc=f"train {norm}", file=sys.stderr, disable=quiet, leave=False)
 
@@ -229,17 +289,17 @@ def run(args: argparse.Namespace) -> int:
                 bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}")
                 bar.update(1)
 
-            log = training.train(model, data.x_train, data.y_train, epochs=epochs,
-                                 batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                                 device=device, progress=progress)
+            log = runner.train(net, data.x_train, data.y_train, epochs=epochs,
+                               batch_size=batch_size, lr=args.lr, seed=args.seed,
+                               progress=progress)
             bar.close()
-            training.save(model, ckpt, log)
+            runner.save(net, ckpt, log)
             print(f"trained {norm}: {log.seconds:.1f}s, final train loss {log.final_loss:.4f}, "
                   f"train accuracy {100 * log.train_accuracy:.2f}%", file=sys.stderr)
         store.training[norm] = {"seconds": round(log.seconds, 2), "final_loss": log.final_loss,
                                 "train_accuracy": log.train_accuracy, "epochs": log.epochs}
         store.flush()
-        models[norm] = model
+        nets[norm] = net
 
     pending = [(n, lv, e) for n, lv in cells for e in evaluations
                if not store.done(e.method, e.protocol, n, lv)]
@@ -252,9 +312,9 @@ def run(args: argparse.Namespace) -> int:
             data.x_test, noise, level, seed=_noise_seed(args.seed, noise, level))
         for e in todo:
             bar.set_postfix_str(f"{e.label} {noise} {level:g}")
-            labels, agreement = training.evaluate(
-                models[e.norm], e, x, batch_size=args.batch_size, seed=args.seed,
-                device=device, vote=args.vote)
+            labels, agreement = runner.evaluate(
+                nets[e.norm], e, x, batch_size=batch_size, num_groups=k, seed=args.seed,
+                vote=args.vote)
             record = {
                 "method": e.method, "protocol": e.protocol, "noise": noise, "level": level,
                 "accuracy": float(np.mean(labels == data.y_test)), "n": int(len(labels)),
@@ -269,12 +329,13 @@ def run(args: argparse.Namespace) -> int:
             bar.update(1)
         report.write_markdown(out / "results.md", store, noises)
     bar.close()
-    store.flush()
+    store.add_wall_time(time.perf_counter() - t_start)
     report.write_markdown(out / "results.md", store, noises)
     report.write_plots(out, store, noises)
     if conf_cell is not None:
         report.write_confusion(out, store, conf_cell[0], conf_cell[1], data.classes)
-    print(f"results in {out}/results.json, {out}/results.md and {out}/*.png", file=sys.stderr)
+    print(f"results in {out}/results.json, {out}/results.md and {out}/*.png "
+          f"({store.config['wall_seconds']:.0f} s)", file=sys.stderr)
     return 0
 
 

@@ -1,8 +1,13 @@
-"""Training and evaluation of the robustness experiment's networks (PyTorch backend).
+"""Training and evaluation of the robustness experiment: what every backend shares.
 
-Training is plain Adam on cross-entropy, on shuffled full batches (the last incomplete
-batch of an epoch is dropped, so every LocalNorm batch splits into K equal groups along the
-batch axis). Evaluation turns one trained network into the experiment's *evaluations*:
+A :class:`Runner` is one framework's half of the experiment (build the network with a
+normalization, train it, classify test images under each evaluation, save and load it);
+:func:`get_runner` imports the chosen one only (:data:`RUNNERS`). Everything else, the
+data, the noise, the cells and the report, is NumPy and backend-neutral.
+
+Training is Adam on cross-entropy, on shuffled full batches (the last incomplete batch of
+an epoch is dropped, so every LocalNorm batch splits into K equal groups along the batch
+axis). One trained network gives several *evaluations*:
 
 ==================  ==========  ===========================================================
 method              protocol    how the test images are classified
@@ -12,28 +17,35 @@ batchnorm-dynamic   batch       the same BatchNorm network with statistics recom
                                 each test batch of ``batch_size`` images (the paper's
                                 "dynamic BN", the BN-adapt baseline)
 groupnorm           single      GroupNorm (per-image statistics)
-localnorm           batch,      :func:`localnorm.torch.predict` under the paper's protocols
+localnorm           batch,      the adapter's ``predict`` under the paper's protocols
                     single,     (BATCH with test batches of ``batch_size``, SINGLE with a
                     single-     seeded random group per image, SINGLE-VOTING, VOTING with
                     voting,     sets of ``batch_size // K`` images)
                     voting
 ==================  ==========  ===========================================================
+
+BATCH and dynamic BN cut the test set into the same statistics batches
+(:func:`statistics_chunks`): a ragged last chunk smaller than K is merged into the one
+before it, for both.
 """
 
 from __future__ import annotations
 
-import copy
+import abc
 import dataclasses
-import time
+import importlib
+import importlib.util
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from .. import _spec
+from .. import _errors, _spec
 from ..protocols import chunks
 
-__all__ = ["Evaluation", "EVALUATIONS", "resolve_device", "train", "evaluate", "save", "load"]
+__all__ = ["Evaluation", "EVALUATIONS", "METHODS", "TrainLog", "Runner", "RUNNERS",
+           "get_runner", "statistics_chunks", "epoch_batches"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +58,7 @@ class Evaluation:
 
     @property
     def label(self) -> str:
+        """Short name for progress bars: the method, and LocalNorm's protocol."""
         return self.method if self.method != "localnorm" else f"localnorm ({self.protocol})"
 
 
@@ -61,127 +74,130 @@ EVALUATIONS = (
 METHODS = ("batchnorm", "batchnorm-dynamic", "groupnorm", "localnorm")
 
 
-def resolve_device(device: str):
-    """``"auto"`` is CUDA when present, else CPU."""
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 @dataclasses.dataclass
 class TrainLog:
+    """What training one network reports: wall seconds, the last epoch's mean loss and
+    accuracy on the training batches, and the number of epochs."""
+
     seconds: float
     final_loss: float
     train_accuracy: float
     epochs: int
 
 
-def train(model, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int, lr: float,
-          seed: int, device, progress: Any = None) -> TrainLog:
-    """Train ``model`` in place on ``(x, y)``; returns timing and the last epoch's loss.
+def statistics_chunks(n: int, batch_size: int, num_groups: int) -> list[tuple[int, int]]:
+    """The test batches of BATCH and of dynamic BN: ``batch_size`` images each, a last
+    chunk of fewer than ``num_groups`` (K) images merged into the one before it.
 
-    ``progress`` is an optional callable ``progress(epoch, loss, accuracy)`` (a progress bar).
+    This is the rule of :func:`localnorm.protocols.run_protocol` for BATCH, so both
+    baselines that recompute statistics on the test batch see the same batches (on the
+    450 digits test images with batch 64 and K=4: seven chunks, the last of 66 images).
     """
-    import torch
-    import torch.nn.functional as F
+    return chunks(n, max(int(batch_size), num_groups), min_size=num_groups)
 
-    gen = torch.Generator().manual_seed(seed)
-    xt = torch.as_tensor(x, device=device)
-    yt = torch.as_tensor(y, device=device)
-    model.to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    n = len(yt)
+
+def epoch_batches(n: int, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """One epoch's shuffled full batches, shape (steps, batch_size), from ``rng`` (the
+    Keras and Flax runners; the PyTorch runner draws with ``torch.randperm``)."""
     steps = max(n // batch_size, 1)
-    t0 = time.perf_counter()
-    loss_sum = correct = seen = 0.0
-    for epoch in range(epochs):
-        order = torch.randperm(n, generator=gen).to(device)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device)
-        for s in range(steps):
-            idx = order[s * batch_size:(s + 1) * batch_size]
-            out = model(xt[idx])
-            loss = F.cross_entropy(out, yt[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.detach() * len(idx)
-            correct += (out.detach().argmax(1) == yt[idx]).sum()
-        seen = steps * min(batch_size, n)
-        if progress is not None:
-            progress(epoch, float(loss_sum) / seen, float(correct) / seen)
-    return TrainLog(time.perf_counter() - t0, float(loss_sum) / max(seen, 1),
-                    float(correct) / max(seen, 1), epochs)
+    size = min(batch_size, n)
+    return rng.permutation(n)[: steps * size].reshape(steps, size)
 
 
-def _forward_chunks(model, x, size: int, min_size: int = 1):
-    import torch
+class Runner(abc.ABC):
+    """One framework's side of the robustness experiment.
 
-    with torch.inference_mode():
-        outs = [model(x[s:e]) for s, e in chunks(len(x), size, min_size=min_size)]
-    return torch.cat(outs)
+    Subclasses build the architectures of :mod:`~localnorm.experiments.models`, train and
+    evaluate them; all arrays they receive and return are NumPy, images in (N, C, H, W)
+    (a channels-last framework transposes them itself).
 
-
-def _dynamic_copy(model):
-    """A copy of a BatchNorm network that normalizes with the statistics of each batch."""
-    from torch import nn
-
-    dyn = copy.deepcopy(model)
-    for m in dyn.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.running_mean = None  # eval mode then uses batch statistics
-            m.running_var = None
-    return dyn
-
-
-def evaluate(model, evaluation: Evaluation, x: np.ndarray, *, batch_size: int, seed: int,
-             device, vote: str = "hard", chunk: int = 1024):
-    """Classify ``x`` with ``model`` under ``evaluation``.
-
-    Returns ``(labels, agreement)`` as NumPy arrays; ``agreement`` is None except for the
-    voting protocols. ``batch_size`` is the statistics batch of BATCH and dynamic BN (the
-    training batch size); ``chunk`` only bounds memory.
+    Parameters
+    ----------
+    device : str
+        ``"auto"`` (the framework's default: CUDA when present and supported), ``"cpu"``,
+        ``"cuda"``, ``"cuda:1"``, ...
+    threads : int or None
+        CPU threads of the framework; None or 0 leaves the framework's default.
     """
-    import torch
 
-    xt = torch.as_tensor(x, device=device)
-    model.eval()
-    if evaluation.method == "localnorm":
-        from localnorm.torch import local_norm_layers, predict
+    #: The ``--backend`` name.
+    name: ClassVar[str]
+    #: Suffix of the checkpoint files.
+    checkpoint_suffix: ClassVar[str]
 
-        k = local_norm_layers(model)[0].num_groups
-        size = batch_size if evaluation.protocol == "batch" else chunk
-        pred = predict(
-            model, xt, protocol=evaluation.protocol, vote=vote,
-            generator=torch.Generator().manual_seed(seed), batch_size=size,
-            set_size=max(batch_size // k, 1),
-        )
-        agreement = None if pred.agreement is None else pred.agreement.float().cpu().numpy()
-        return pred.labels.cpu().numpy(), agreement
-    if evaluation.method == "batchnorm-dynamic":
-        out = _forward_chunks(_dynamic_copy(model), xt, batch_size, min_size=2)
-    else:
-        out = _forward_chunks(model, xt, chunk)
-    return out.argmax(1).cpu().numpy(), None
+    def __init__(self, device: str = "auto", threads: int | None = None):
+        self.requested_device = device
+        self.threads = threads
+
+    @property
+    @abc.abstractmethod
+    def device(self) -> str:
+        """The device the networks run on (recorded in results.json)."""
+
+    @property
+    @abc.abstractmethod
+    def framework(self) -> str:
+        """Framework and version, e.g. ``"torch 2.13.0"`` (recorded in results.json)."""
+
+    @property
+    def details(self) -> dict:
+        """Extra entries of results.json's config that must match for ``--resume``
+        (e.g. the Keras backend)."""
+        return {}
+
+    @abc.abstractmethod
+    def build(self, model: str, norm: str, in_shape: tuple[int, int, int], num_classes: int,
+              num_groups: int, seed: int) -> Any:
+        """A new network ``model`` with normalization ``norm``, initialized from ``seed``.
+
+        ``in_shape`` is one image's (C, H, W); ``num_groups`` is K, the groups along the
+        batch axis of ``"localnorm"``.
+        """
+
+    @abc.abstractmethod
+    def train(self, net: Any, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int,
+              lr: float, seed: int,
+              progress: Callable[[int, float, float], None] | None = None) -> TrainLog:
+        """Train ``net`` in place on ``(x, y)``; ``progress(epoch, loss, accuracy)`` is
+        called after every epoch."""
+
+    @abc.abstractmethod
+    def evaluate(self, net: Any, evaluation: Evaluation, x: np.ndarray, *, batch_size: int,
+                 num_groups: int, seed: int, vote: str = "hard",
+                 chunk: int = 1024) -> tuple[np.ndarray, np.ndarray | None]:
+        """Classify ``x`` with ``net`` under ``evaluation``.
+
+        Returns ``(labels, agreement)``; ``agreement`` (per image) is None except for the
+        voting protocols. ``batch_size`` is the statistics batch of BATCH and dynamic BN
+        (:func:`statistics_chunks`) and VOTING's sets hold ``batch_size // num_groups``
+        images; ``seed`` draws SINGLE's random groups; ``chunk`` only bounds memory.
+        """
+
+    @abc.abstractmethod
+    def save(self, net: Any, path: Path, log: TrainLog) -> None:
+        """Checkpoint ``net`` and its training log to ``path`` (atomically)."""
+
+    @abc.abstractmethod
+    def load(self, net: Any, path: Path) -> TrainLog:
+        """Load a checkpoint written by :meth:`save` into ``net`` (built the same way)."""
 
 
-def save(model, path: Path, log: TrainLog) -> None:
-    """Checkpoint ``model`` and its training log (atomically)."""
-    import torch
+#: ``--backend`` name -> ``"module:class"`` of its runner, imported only when chosen.
+RUNNERS = {
+    "torch": "localnorm.experiments.torch_runner:TorchRunner",
+    "keras": "localnorm.experiments.keras_runner:KerasRunner",
+    "flax": "localnorm.experiments.flax_runner:FlaxRunner",
+}
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"state_dict": model.state_dict(), "log": dataclasses.asdict(log)}, tmp)
-    tmp.replace(path)
+#: The pip extra and top-level module each backend needs.
+_NEEDS = {"torch": ("torch", "torch"), "keras": ("keras", "keras"), "flax": ("flax", "flax")}
 
 
-def load(model, path: Path, device) -> TrainLog:
-    """Load a checkpoint written by :func:`save` into ``model``."""
-    import torch
-
-    ckpt = torch.load(path, map_location=device, weights_only=True)
-    model.load_state_dict(ckpt["state_dict"])
-    model.to(device)
-    return TrainLog(**ckpt["log"])
+def get_runner(backend: str, device: str = "auto", threads: int | None = None) -> Runner:
+    """The :class:`Runner` of ``backend`` (one of :data:`RUNNERS`), its framework imported now."""
+    _spec.check_choice("backend", backend, tuple(RUNNERS))
+    extra, top = _NEEDS[backend]
+    if importlib.util.find_spec(top) is None:
+        raise _errors.backend_not_installed(backend, top, extra)
+    module, _, cls = RUNNERS[backend].partition(":")
+    return getattr(importlib.import_module(module), cls)(device=device, threads=threads)

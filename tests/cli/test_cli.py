@@ -66,11 +66,46 @@ def test_console_script_runs():
     assert out.stdout.startswith("localnorm ")
 
 
-@pytest.mark.parametrize("backend", ["keras", "flax"])
-def test_unsupported_backend_is_a_clear_error(backend, capsys, tmp_path):
-    assert _cli.main(["robustness", "--backend", backend, "--out", str(tmp_path)]) == 2
+def test_help_describes_every_backend_and_its_devices():
+    out = subprocess.run([sys.executable, "-m", "localnorm", "robustness", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    flat = " ".join(out.split())
+    assert "{torch,keras,flax}" in flat and "KERAS_BACKEND" in flat
+    assert "CUDA build of jaxlib" in flat  # flax has no GPU on the CPU wheel: said, not hidden
+    assert "--paper" in flat and "--batch-size 100 --groups 10" in flat
+
+
+def test_backend_without_its_framework_is_a_clear_error(monkeypatch, capsys, tmp_path):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "flax" else real(name, *a))
+    assert _cli.main(["robustness", "--backend", "flax", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert f"backend={backend!r}" in err and "--backend torch" in err
+    assert "backend='flax'" in err and "localnorm[flax" in err and "Fix" in err
+
+
+def test_confusion_cell_must_be_evaluated():
+    from localnorm import LocalNormError
+    from localnorm.experiments.robustness import confusion_cell
+
+    levels = {"agn": [0.5, 1.0, 2.0], "contrast": [1.0, 5.0]}
+    assert confusion_cell(None, levels) == ("agn", 1.0)
+    assert confusion_cell(None, {"contrast": [1.0, 3.0, 5.0]}) == ("contrast", 3.0)
+    assert confusion_cell("contrast=5", levels) == ("contrast", 5.0)
+    assert confusion_cell("none", levels) is None
+    for spec, named in (("mbn=0.3", "'mbn'"), ("agn=3", "'0.5', '1', '2'"), ("agn", "'1'")):
+        with pytest.raises(LocalNormError) as info:
+            confusion_cell(spec, levels)
+        assert named in str(info.value) and "--confusion none" in str(info.value)
+
+
+def test_unevaluated_confusion_fails_before_any_training(capsys, tmp_path):
+    assert _cli.main(["robustness", "--out", str(tmp_path), "--noises", "contrast",
+                      "--confusion", "agn=1"]) == 2
+    assert "'agn' is not among the selected noises" in capsys.readouterr().err
+    assert not (tmp_path / "results.json").exists()
 
 
 def test_levels_parsing():

@@ -38,7 +38,8 @@ def store(tmp_path):
 
 def test_json_roundtrip_and_replacement(store, tmp_path):
     doc = json.loads((tmp_path / "results.json").read_text())
-    assert doc["config"] == CONFIG and doc["data"] == "digits: a note." and len(doc["records"]) == 6
+    assert doc["config"] == {**CONFIG, "wall_seconds": None}  # set when the run ends
+    assert doc["data"] == "digits: a note." and len(doc["records"]) == 6
     store.add(_rec("batchnorm", "running", "agn", 1.0, 0.41))  # the same cell again replaces it
     recs = json.loads((tmp_path / "results.json").read_text())["records"]
     assert len(recs) == 6 and [r["accuracy"] for r in recs if r["noise"] == "agn"
@@ -55,6 +56,29 @@ def test_resume_reads_done_cells_and_refuses_other_settings(store, tmp_path):
     with pytest.raises(LocalNormError) as info:
         report.ResultStore(tmp_path, {**CONFIG, "groups": 8}, "note", resume=True)
     assert "groups=8" in str(info.value) and "groups=4" in str(info.value)
+
+
+def test_wall_time_adds_up_over_resumed_runs(store, tmp_path):
+    store.add_wall_time(100.04)
+    assert json.loads((tmp_path / "results.json").read_text())["config"]["wall_seconds"] == 100.0
+    again = report.ResultStore(tmp_path, CONFIG, "note", resume=True)
+    again.add_wall_time(20)
+    assert json.loads((tmp_path / "results.json").read_text())["config"]["wall_seconds"] == 120.0
+    fresh = report.ResultStore(tmp_path, CONFIG, "note", resume=False)
+    fresh.add_wall_time(5)
+    assert fresh.config["wall_seconds"] == 5.0
+
+
+def test_markdown_names_the_command_and_the_wall_time(tmp_path):
+    cfg = {**CONFIG, "command": "localnorm robustness --out x", "framework": "torch 2.13.0"}
+    s = report.ResultStore(tmp_path, cfg, "note", resume=False)
+    s.training["batchnorm"] = {"seconds": 61.2, "final_loss": 0.1, "train_accuracy": 1, "epochs": 3}
+    s.add(_rec("batchnorm", "running", "none", 0.0, 0.85))
+    s.add_wall_time(123.4)
+    report.write_markdown(tmp_path / "results.md", s, [])
+    md = (tmp_path / "results.md").read_text()
+    assert "```bash\nlocalnorm robustness --out x\n```" in md
+    assert "Wall time: 123 s (2.1 min)" in md and "batchnorm 61 s" in md and "torch 2.13.0" in md
 
 
 def test_markdown_tables(store, tmp_path):

@@ -282,6 +282,9 @@ def _sample_args():
         "cannot_convert": [("MyModel",)],
         "bench_suite_missing": [("/site-packages/benchmarks",)],
         "bad_generator": [("abc",)],
+        "backend_not_installed": [("flax", "flax", "flax")],
+        "bad_confusion": [("agn=3", "the levels of 'agn' in this run are ['1', '2']")],
+        "device_unavailable": [("cuda:1", "flax", ["auto", "cpu:0"])],
         "mask_unsupported": [("LocalNormalization",)],
     }
 
