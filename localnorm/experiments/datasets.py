@@ -34,10 +34,18 @@ import numpy as np
 
 from .. import _errors
 
-__all__ = ["ImageData", "DATASETS", "load", "stratified_split", "read_idx"]
+__all__ = ["ImageData", "DATASETS", "CLASS_NAMES", "load", "stratified_split", "read_idx"]
 
 #: Dataset names accepted by :func:`load` (and ``--dataset``).
 DATASETS = ("digits", "mnist", "fashion-mnist", "kmnist", "cifar10", "folder")
+
+#: Class names of the MNIST-like datasets whose labels are not digits (Fashion-MNIST's
+#: published names; KMNIST's ten hiragana, romanized: o, ki, su, tsu, na, ha, ma, ya, re, wo).
+CLASS_NAMES = {
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                      "Sneaker", "Bag", "Ankle boot"),
+    "kmnist": ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+}
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -159,7 +167,7 @@ def _load_mnist_like(name: str, data_dir: Path, seed: int) -> ImageData:
             name, data_dir,
             "t10k-images-idx3-ubyte[.gz] + t10k-labels-idx1-ubyte[.gz] (and optionally the "
             "train-* pair), or an .npz with x_train, y_train, x_test, y_test")
-    classes = [str(c) for c in range(10)]
+    classes = list(CLASS_NAMES.get(name, [str(c) for c in range(10)]))
     if "train" in parts and "t10k" in parts:
         (xtr, ytr), (xte, yte) = parts["train"], parts["t10k"]
         xtr, ytr = _shuffled(xtr, ytr, seed)

@@ -102,6 +102,9 @@ def test_keras_npz_and_kmnist_npz(tmp_path):
         np.savez_compressed(km / f"kmnist-{split}-labels.npz", arr_0=np.arange(n) % 10)
     k = datasets.load("kmnist", km)
     assert len(k.y_train) == 20 and len(k.y_test) == 10
+    assert k.classes[0] == "o" and k.classes[9] == "wo" and d.classes == [str(c) for c in range(10)]
+    f = datasets.load("fashion-mnist", tmp_path)
+    assert f.classes[0] == "T-shirt/top" and f.classes[9] == "Ankle boot" and len(f.classes) == 10
 
 
 def test_cifar10_pickles(tmp_path):
