@@ -510,3 +510,31 @@ def device_unavailable(device: str, backend: str, available: Iterable[str]) -> L
         f"framework's default device) or one of those; for a GPU, install the CUDA build of "
         f"{backend}."
     )
+
+
+# -- core: protocols and noise (localnorm.protocols, localnorm.noise) ----------------------
+
+_SIZE_MEANING = {
+    "batch_size": "how many images one pass of a test-time protocol holds; for BATCH, the "
+    "batch split into the groups along the batch axis",
+    "set_size": "how many images form one VOTING set, whose statistics every group along "
+    "the batch axis uses",
+}
+
+
+def bad_protocol_size(name: str, value: Any) -> LocalNormError:
+    meaning = _SIZE_MEANING.get(name, "a number of images")
+    return LocalNormError(
+        f"{name} ({meaning}) must be a positive int. Received: {name}={value!r}. "
+        f"Fix: pass an int >= 1, or {name}=None for the default."
+    )
+
+
+def bad_seed(seed: Any) -> LocalNormError:
+    return LocalNormError(
+        "seed is the source of the noise drawn for each image, so the same seed gives the "
+        "same noise in every framework. Expected None, an int >= 0, a "
+        "numpy.random.SeedSequence or a numpy.random.Generator. "
+        f"Received: seed={seed!r} (type {type(seed).__name__}). "
+        "Fix: pass e.g. seed=0 or seed=np.random.default_rng(0)."
+    )

@@ -53,6 +53,22 @@ def is_real_floating(xp, dtype: Any) -> bool:
         return getattr(dtype, "name", None) == "bfloat16"
 
 
+def as_generator(seed: Any) -> np.random.Generator | None:
+    """A NumPy Generator from a seed, or None when ``seed`` is not one.
+
+    A Generator is returned as it is (the caller's stream advances); None (fresh
+    entropy), an int >= 0 or a SeedSequence seeds a new one. Anything else (a string, a
+    bool, a negative int, another framework's generator) gives None, and the caller
+    raises its own error (``bad_generator`` for groups, ``bad_seed`` for noise).
+    """
+    if isinstance(seed, np.random.Generator):
+        return seed
+    is_int = isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)
+    if seed is None or isinstance(seed, np.random.SeedSequence) or (is_int and seed >= 0):
+        return np.random.default_rng(seed)
+    return None
+
+
 def check_choice(name: str, value: Any, choices: tuple) -> str:
     if not isinstance(value, str) or value not in choices:
         raise _errors.bad_choice(name, value, choices)

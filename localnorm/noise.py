@@ -34,7 +34,10 @@ __all__ = ["agn", "apn", "mbn", "uniform", "NOISES"]
 
 
 def _rng(seed: Any) -> np.random.Generator:
-    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rng = _spec.as_generator(seed)
+    if rng is None:
+        raise _errors.bad_seed(seed)
+    return rng
 
 
 def _level(sigma: Any, name: str = "sigma", upper: float | None = None) -> float:
@@ -48,31 +51,115 @@ def _level(sigma: Any, name: str = "sigma", upper: float | None = None) -> float
     return s
 
 
-def _apply(x, factor: np.ndarray):
+def _check_x(x) -> None:
+    """Refuse non-floating x before any noise is drawn."""
     xp = array_api_compat.array_namespace(x)
     if not _spec.is_real_floating(xp, x.dtype):
         raise _errors.not_floating(x.dtype)
+
+
+def _apply(x, factor: np.ndarray):
+    xp = array_api_compat.array_namespace(x)
     f = xp.asarray(factor, device=array_api_compat.device(x))
     return x * xp.astype(f, x.dtype)
 
 
 def agn(x, sigma: float, *, seed: Any = None):
-    """Additive Gaussian noise: ``x * (1 + xi)``, ``xi ~ Normal(0, sigma**2)`` per
-    pixel and channel. ``sigma=0`` returns x unchanged."""
+    """Additive Gaussian noise (the paper's AGN): ``x * (1 + xi)``, with
+    ``xi ~ Normal(0, sigma**2)`` drawn per pixel and channel.
+
+    Parameters
+    ----------
+    x : array
+        Clean images, batch on axis 0, real floating dtype, any array-API array.
+    sigma : float
+        Standard deviation of xi, >= 0 and finite; 0 returns x unchanged.
+    seed : None, int, numpy.random.SeedSequence or numpy.random.Generator
+        Source of the noise: the same seed gives the same noise in every framework. A
+        Generator is used as it is (and advanced); None draws fresh entropy.
+
+    Returns
+    -------
+    array
+        The noisy images: x's array type, shape, device and dtype.
+
+    Raises
+    ------
+    TypeError
+        If x is not real floating point.
+    LocalNormError
+        If sigma is out of range, or seed is not one of the above.
+    """
+    _check_x(x)
     s = _level(sigma)
     return _apply(x, 1.0 + s * _rng(seed).standard_normal(tuple(x.shape)))
 
 
 def apn(x, sigma: float, *, seed: Any = None):
-    """Additive Poisson noise: ``x * (1 + xi)``, ``xi ~ Poisson(sigma)`` per pixel and
-    channel (sigma >= 0 is the Poisson rate; the paper uses [0, 1])."""
+    """Additive Poisson noise (the paper's APN): ``x * (1 + xi)``, with
+    ``xi ~ Poisson(sigma)`` drawn per pixel and channel.
+
+    As in the original code the noise is not zero-mean: it brightens the image.
+
+    Parameters
+    ----------
+    x : array
+        Clean images, batch on axis 0, real floating dtype, any array-API array.
+    sigma : float
+        The Poisson rate, >= 0 and finite (the paper uses [0, 1]); 0 returns x unchanged.
+    seed : None, int, numpy.random.SeedSequence or numpy.random.Generator
+        Source of the noise: the same seed gives the same noise in every framework. A
+        Generator is used as it is (and advanced); None draws fresh entropy.
+
+    Returns
+    -------
+    array
+        The noisy images: x's array type, shape, device and dtype.
+
+    Raises
+    ------
+    TypeError
+        If x is not real floating point.
+    LocalNormError
+        If sigma is out of range, or seed is not one of the above.
+    """
+    _check_x(x)
     s = _level(sigma)
     return _apply(x, 1.0 + _rng(seed).poisson(s, tuple(x.shape)).astype(np.float64))
 
 
 def mbn(x, sigma: float, *, seed: Any = None, channel_axis: int | None = -1):
-    """Multiplicative Bernoulli noise: ``x * m``, ``m ~ Bernoulli(1 - sigma)`` per pixel,
-    shared across channels; sigma in [0, 1] is the probability that a pixel is dropped."""
+    """Multiplicative Bernoulli noise (the paper's MBN): ``x * m``, with
+    ``m ~ Bernoulli(1 - sigma)`` drawn per pixel, one mask shared by all channels.
+
+    Parameters
+    ----------
+    x : array
+        Clean images, batch on axis 0, real floating dtype, any array-API array.
+    sigma : float
+        Probability that a pixel is dropped (set to 0), in [0, 1].
+    seed : None, int, numpy.random.SeedSequence or numpy.random.Generator
+        Source of the noise: the same seed gives the same noise in every framework. A
+        Generator is used as it is (and advanced); None draws fresh entropy.
+    channel_axis : int or None, default -1
+        The axis the mask is shared along: -1 for channels-last, 1 for NCHW (not 0, the
+        batch axis). None: x has no channel axis (e.g. grey images (N, H, W)) and every
+        element gets its own draw.
+
+    Returns
+    -------
+    array
+        The noisy images: x's array type, shape, device and dtype.
+
+    Raises
+    ------
+    TypeError
+        If x is not real floating point.
+    LocalNormError
+        If sigma is out of range, seed is not one of the above, or channel_axis is out
+        of range or 0.
+    """
+    _check_x(x)
     s = _level(sigma, upper=1.0)
     shape = list(x.shape)
     if channel_axis is not None:
@@ -83,8 +170,35 @@ def mbn(x, sigma: float, *, seed: Any = None, channel_axis: int | None = -1):
 
 
 def uniform(x, sigma: float, *, seed: Any = None, centered: bool = False):
-    """The original code's "gaussian" noise, which was uniform: ``x * (1 + sigma * u)``
-    with ``u ~ Uniform(0, 1)``, or ``Uniform(-0.5, 0.5)`` with ``centered=True``."""
+    """The original LocalNorm code's "gaussian" noise, which was uniform:
+    ``x * (1 + sigma * u)``, with ``u ~ Uniform(0, 1)`` drawn per pixel and channel (or
+    ``Uniform(-0.5, 0.5)`` with ``centered=True``).
+
+    Parameters
+    ----------
+    x : array
+        Clean images, batch on axis 0, real floating dtype, any array-API array.
+    sigma : float
+        Scale of u, >= 0 and finite; 0 returns x unchanged.
+    seed : None, int, numpy.random.SeedSequence or numpy.random.Generator
+        Source of the noise: the same seed gives the same noise in every framework. A
+        Generator is used as it is (and advanced); None draws fresh entropy.
+    centered : bool, default False
+        Draw u from Uniform(-0.5, 0.5) (zero-mean) instead of the original Uniform(0, 1).
+
+    Returns
+    -------
+    array
+        The noisy images: x's array type, shape, device and dtype.
+
+    Raises
+    ------
+    TypeError
+        If x is not real floating point.
+    LocalNormError
+        If sigma is out of range, or seed is not one of the above.
+    """
+    _check_x(x)
     s = _level(sigma)
     u = _rng(seed).random(tuple(x.shape))
     if centered:

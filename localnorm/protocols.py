@@ -70,11 +70,47 @@ def chunks(n: int, size: int, min_size: int = 1) -> list[tuple[int, int]]:
     return bounds
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def draw_groups(n: int, num_groups: int, seed: Any = None) -> np.ndarray:
-    """One group along the batch axis per sample, uniformly at random, from a NumPy
-    ``Generator`` or seed (the adapters draw with their own framework's generators)."""
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    """One group along the batch axis per sample, uniformly at random.
+
+    Parameters
+    ----------
+    n : int
+        Number of samples.
+    num_groups : int
+        K, the number of groups along the batch axis.
+    seed : None, int, numpy.random.SeedSequence or numpy.random.Generator
+        The source of the draw: a Generator is used (and advanced) as it is; anything
+        else seeds a new one (None: fresh entropy). Adapters whose framework has its own
+        generators (torch, JAX keys) draw with those instead.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 array of shape ``(n,)`` with values in ``[0, num_groups)``.
+
+    Raises
+    ------
+    LocalNormError
+        If ``seed`` is none of the above (for example a string or a bool).
+    """
+    rng = _spec.as_generator(seed)
+    if rng is None:
+        raise _errors.bad_generator(seed)
     return rng.integers(0, num_groups, size=n, dtype=np.int64)
+
+
+def _check_size(name: str, value: Any) -> int | None:
+    """None, or a positive int number of images (``batch_size``, ``set_size``)."""
+    if value is None:
+        return None
+    if not _is_int(value) or value < 1:
+        raise _errors.bad_protocol_size(name, value)
+    return int(value)
 
 
 def run_protocol(
@@ -104,7 +140,10 @@ def run_protocol(
         K, the number of groups along the batch axis of the model's LocalNorm layers.
     batch_size : int, optional
         BATCH: the evaluation batch (default: the whole of x). Other protocols: how many
-        images to push through the model at once (memory only; default: all).
+        rows one pass holds (memory only, the result does not change; default: all of x
+        in one pass). SINGLE-VOTING tiles each image K times, so a pass holds
+        ``ceil(batch_size / K)`` images: ``batch_size`` rounded up to a multiple of K,
+        and never fewer than K rows (one image through all K groups).
     set_size : int, optional
         VOTING: images per set, normally the training group size (batch size / K).
         Default: ``max(len(x) // num_groups, 1)``.
@@ -118,6 +157,19 @@ def run_protocol(
         The layers' partition, which decides how VOTING tiles a set.
     from_logits : bool
         Whether the model returns logits (a softmax is applied before soft voting).
+
+    Returns
+    -------
+    Prediction
+        ``(scores, labels, agreement)`` in x's array type; ``agreement`` is None for
+        BATCH and SINGLE.
+
+    Raises
+    ------
+    LocalNormError
+        For an unknown protocol, vote or partition, a bad ``num_groups``, an empty x,
+        ``batch_size``/``set_size`` not a positive int, BATCH with fewer than K images,
+        or SINGLE without a group.
     """
     _spec.check_choice("protocol", protocol, _spec.PROTOCOLS)
     _spec.check_choice("vote", vote, _spec.VOTE_METHODS)
@@ -127,7 +179,9 @@ def run_protocol(
     n = x.shape[0]
     if n == 0:
         raise _errors.empty_batch()
-    step = n if batch_size is None else int(batch_size)
+    batch_size = _check_size("batch_size", batch_size)
+    set_size = _check_size("set_size", set_size)
+    step = n if batch_size is None else batch_size
 
     if protocol == "batch":
         if n < k:
@@ -148,7 +202,8 @@ def run_protocol(
 
     if protocol == "single-voting":
         per_group = []
-        for s, e in chunks(n, max(step // k, 1)):
+        images = n if batch_size is None else -(-batch_size // k)  # ceil(batch_size / K)
+        for s, e in chunks(n, images):
             m = e - s
             tiled = xp.concat([x[s:e, ...]] * k, axis=0)
             groups = np.repeat(np.arange(k, dtype=np.int64), m)
@@ -158,7 +213,7 @@ def run_protocol(
         return Prediction(*_vote(stacked, vote, from_logits=from_logits))
 
     # VOTING
-    size = max(n // k, 1) if set_size is None else int(set_size)
+    size = max(n // k, 1) if set_size is None else set_size
     per_group = []
     for s, e in chunks(n, size, min_size=min(2, size)):
         m = e - s

@@ -282,6 +282,8 @@ def _sample_args():
         "cannot_convert": [("MyModel",)],
         "bench_suite_missing": [("/site-packages/benchmarks",)],
         "bad_generator": [("abc",)],
+        "bad_protocol_size": [("batch_size", 0), ("set_size", -1), ("chunk", 0)],
+        "bad_seed": [("abc",)],
         "backend_not_installed": [("flax", "flax", "flax")],
         "bad_confusion": [("agn=3", "the levels of 'agn' in this run are ['1', '2']")],
         "device_unavailable": [("cuda:1", "flax", ["auto", "cpu:0"])],

@@ -100,6 +100,33 @@ def test_bad_sigma(name, sigma):
     assert f"sigma={sigma!r}" in str(info.value)
 
 
+@pytest.mark.parametrize("name", sorted(noise.NOISES))
+@pytest.mark.parametrize("seed", ["abc", True, -1, 0.5])
+def test_bad_seed(name, seed):
+    with pytest.raises(LocalNormError) as info:
+        noise.NOISES[name](ONES[:1], 0.1, seed=seed)
+    assert f"seed={seed!r}" in str(info.value) and "Fix" in str(info.value)
+
+
+def test_seed_sequence_is_a_seed():
+    ss = np.random.SeedSequence(7)
+    np.testing.assert_array_equal(noise.agn(ONES[:1], 0.1, seed=ss),
+                                  noise.agn(ONES[:1], 0.1, seed=np.random.default_rng(ss)))
+
+
+def test_dtype_is_checked_before_anything_else():
+    with pytest.raises(TypeError, match="x.dtype=int64"):
+        noise.agn(np.ones((2, 3, 3), dtype=np.int64), -1.0, seed="abc")
+
+
+def test_numpy_bfloat16_kept():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    x = np.ones((2, 4, 4, 3)).astype(ml_dtypes.bfloat16)
+    for fn in noise.NOISES.values():
+        y = fn(x, 0.2, seed=0)
+        assert y.dtype == x.dtype and y.shape == x.shape
+
+
 def test_mbn_sigma_above_one():
     with pytest.raises(LocalNormError, match=r"sigma=1\.5.*\[0, 1\.0\]"):
         noise.mbn(ONES[:1], 1.5, seed=0)

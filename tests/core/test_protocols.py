@@ -119,6 +119,47 @@ def test_single_voting_votes_over_all_groups(x, method):
     np.testing.assert_allclose(p.agreement, want.agreement)
 
 
+def test_single_voting_passes(x):
+    """Default: every image through all K groups in one pass. With batch_size, a pass
+    holds ceil(batch_size / K) images tiled K times, and never fewer than one image."""
+    m = TinyModel()
+    run_protocol(m, x[:2], protocol="single-voting", num_groups=K)  # N < K
+    assert [c[0] for c in m.calls] == [2 * K]
+    m.calls.clear()
+    run_protocol(m, x, protocol="single-voting", num_groups=K)
+    assert [c[0] for c in m.calls] == [12 * K]
+    m.calls.clear()
+    run_protocol(m, x, protocol="single-voting", num_groups=K, batch_size=7)  # 3 images
+    assert [c[0] for c in m.calls] == [3 * K] * 4
+    m.calls.clear()
+    run_protocol(m, x, protocol="single-voting", num_groups=K, batch_size=2)  # < K
+    assert [c[0] for c in m.calls] == [K] * 12
+
+
+@pytest.mark.parametrize("protocol", ["batch", "single", "single-voting", "voting"])
+@pytest.mark.parametrize("name, value", [("batch_size", 0), ("batch_size", -4),
+                                         ("batch_size", 2.5), ("batch_size", True),
+                                         ("set_size", 0), ("set_size", "4")])
+def test_sizes_must_be_positive_ints(x, protocol, name, value):
+    with pytest.raises(LocalNormError) as info:
+        run_protocol(TinyModel(), x, protocol=protocol, num_groups=K, group=0,
+                     **{name: value})
+    assert f"{name}={value!r}" in str(info.value) and "Fix" in str(info.value)
+
+
+@pytest.mark.parametrize("seed", ["abc", True, -1, 1.5, [1, 2]])
+def test_draw_groups_refuses_what_is_not_a_seed(seed):
+    with pytest.raises(LocalNormError) as info:
+        draw_groups(5, K, seed)
+    assert "generator" in str(info.value) and "Fix" in str(info.value)
+
+
+def test_draw_groups_takes_seed_sequences_and_numpy_ints():
+    a = draw_groups(20, K, np.random.SeedSequence(3))
+    assert np.array_equal(a, draw_groups(20, K, np.random.default_rng(np.random.SeedSequence(3))))
+    assert np.array_equal(draw_groups(20, K, np.int64(3)), draw_groups(20, K, 3))
+
+
 def test_single_voting_batch_size_only_changes_memory(x):
     m = TinyModel()
     a = run_protocol(m, x, protocol="single-voting", num_groups=K, vote="soft")

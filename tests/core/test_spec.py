@@ -134,3 +134,41 @@ def test_group_ignored_in_batch_mode():
     g, b = np.random.default_rng(1).normal(size=(2, 2, 3))
     np.testing.assert_array_equal(localnorm.local_norm(x, g, b, group=0),
                                   localnorm.local_norm(x, g, b, group=1))
+
+
+@pytest.mark.parametrize("partition", ["contiguous", "strided"])
+@pytest.mark.parametrize("n, k", [(4, 4), (5, 4), (7, 4), (8, 4), (9, 4), (10, 3), (13, 5),
+                                  (11, 1), (1025, 4)])
+def test_group_blocks_hold_the_groups_in_order(partition, n, k):
+    """The reshaped views the array-API path reduces (no matmul, no per-group loop):
+    one block for an even batch, two for a ragged one, together exactly the groups of
+    group_index, in order."""
+    import array_api_compat.numpy as xp
+
+    from localnorm import _agnostic
+
+    x = np.repeat(np.arange(n, dtype=np.float64)[:, None], 2, axis=1)  # value = sample index
+    blocks = _agnostic.group_blocks(xp, x, k, partition)
+    assert len(blocks) == (1 if n % k == 0 else 2)
+    members = []
+    for block, member_axis in blocks:
+        ids = np.moveaxis(np.asarray(block)[..., 0], member_axis, 1)  # (groups, members)
+        members += [row.astype(int).tolist() for row in ids]
+    gi = group_index(n, k, partition)
+    assert members == [np.flatnonzero(gi == g).tolist() for g in range(k)]
+
+
+@pytest.mark.parametrize("partition", ["contiguous", "strided"])
+def test_group_moments_of_a_ragged_batch(partition):
+    import array_api_compat.numpy as xp
+
+    from localnorm import _agnostic
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(11, 3, 4)) * 2 + 7
+    mean, var = _agnostic.group_moments(xp, x, 1, 4, partition)
+    gi = group_index(11, 4, partition)
+    assert mean.shape == var.shape == (4, 3)
+    for g in range(4):
+        np.testing.assert_allclose(mean[g], x[gi == g].mean(axis=(0, 2)), rtol=1e-14)
+        np.testing.assert_allclose(var[g], x[gi == g].var(axis=(0, 2)), rtol=1e-13)
