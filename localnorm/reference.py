@@ -3,9 +3,10 @@ checked against.
 
 Written for clarity, not speed: explicit loops over statistics sets, float64 throughout,
 two-pass variance from correctly rounded sums (:func:`math.fsum`), so that the oracle's
-own error is a few roundings of the output at any size. :func:`local_norm` has the signature of :func:`localnorm.local_norm`
-and the same input checks; :func:`local_norm_vjp` gives the exact gradients (the vector-
-Jacobian product) used by the conformance suite to check every backend's backward pass.
+own error is a few roundings of the output at any size. :func:`local_norm` has the
+signature of :func:`localnorm.local_norm` and the same input checks; :func:`local_norm_vjp`
+gives the exact gradients (the vector-Jacobian product) used by the conformance suite to
+check every backend's backward pass.
 """
 
 from __future__ import annotations
