@@ -538,3 +538,95 @@ def bad_seed(seed: Any) -> LocalNormError:
         f"Received: seed={seed!r} (type {type(seed).__name__}). "
         "Fix: pass e.g. seed=0 or seed=np.random.default_rng(0)."
     )
+
+
+# -- flax adapter (localnorm.flax) -------------------------------------------------------
+
+#: Linen layers infer C from the input when their variables are created, so a channel
+#: mismatch is fixed by new variables, not by a constructor argument.
+FLAX_LINEN = Dialect(
+    eps=FLAX.eps,
+    channels_fix="initialize variables for inputs with {received} channels "
+    "(`variables = layer.init(key, x)`; a Linen layer fixes C when its variables are "
+    "created)",
+    rank_fix=FLAX.rank_fix,
+    cast=FLAX.cast,
+    batch_fix=FLAX.batch_fix,
+    has_running=FLAX.has_running,
+    finite_off=FLAX.finite_off,
+)
+
+
+def bad_channel_axis(axis: Any) -> LocalNormError:
+    return LocalNormError(
+        "axis is the one channel axis of the input: a single int other than 0 (axis 0 is "
+        "the batch axis, along which the groups are taken); negative values count from the "
+        f"end. Received: axis={axis!r}. Fix: pass one int, e.g. axis=-1 for channels-last "
+        "input (Flax's layout) or axis=1 for channels-first."
+    )
+
+
+def unbound_axis_name(axis_name: str, where: str) -> LocalNormError:
+    return LocalNormError(
+        f"{where} was built with axis_name={axis_name!r} for group-per-device data "
+        "parallelism (each device's shard of the batch holds whole groups along the batch "
+        f"axis), but it is called where no mesh axis {axis_name!r} is bound, i.e. outside "
+        f"`jax.shard_map`. Received: axis_name={axis_name!r} with no bound mesh axis. Fix: "
+        "call the model inside `jax.shard_map(..., mesh=mesh, in_specs=..., out_specs=...)` "
+        f"over a mesh with axis {axis_name!r}; or, for single-device use, set "
+        "`layer.axis_name = None` (the same result on the whole batch) or evaluate with "
+        "`localnorm.flax.predict(model, x)`, which runs such layers on one device."
+    )
+
+
+def sharded_ragged(local_batch: int, local_groups: int, devices: int,
+                   axis_name: str) -> LocalNormError:
+    return LocalNormError(
+        f"Group-per-device sharding over mesh axis {axis_name!r} gives each of its {devices} "
+        f"devices {local_groups} whole group(s) along the batch axis, so each device's shard "
+        f"of the batch must split into {local_groups} equal groups; otherwise the groups "
+        "would differ from the single-device layer's on the whole batch. Received: local "
+        f"x.shape[0]={local_batch} (global batch {local_batch * devices}), "
+        f"{local_groups} group(s) per device. Fix: use a global batch that is a multiple "
+        f"of num_groups={local_groups * devices} (drop the last, short batch of each epoch)."
+    )
+
+
+def sharded_group_array(length: int, local_batch: int, devices: int,
+                        axis_name: str) -> LocalNormError:
+    return LocalNormError(
+        "A per-sample group array (one group along the batch axis per sample) used inside "
+        f"`jax.shard_map` over mesh axis {axis_name!r} must have one entry per sample of "
+        f"the local shard ({local_batch}) or of the global batch ({local_batch * devices}, "
+        f"sliced per device). Received: len(group)={length}, local x.shape[0]={local_batch}, "
+        f"axis_size={devices}. Fix: pass a group array of length {local_batch * devices} "
+        "for the global batch, or an int group."
+    )
+
+
+# -- the robustness CLI: backends, --confusion, --device (localnorm.experiments) ---------
+
+def backend_not_installed(backend: str, module: str, extra: str) -> LocalNormError:
+    return LocalNormError(
+        f"--backend {backend} trains and evaluates the networks with {module}, which is not "
+        f"installed. Received: backend={backend!r}. Fix: pip install \"localnorm[{extra},"
+        "experiments]\", or choose an installed backend (--backend torch, keras or flax)."
+    )
+
+
+def bad_confusion(spec: Any, problem: str) -> LocalNormError:
+    return LocalNormError(
+        f"--confusion names the noise cell of the confusion-matrix figure, which must be "
+        f"evaluated in this run: {problem}. Received: confusion={spec!r}. Fix: pass "
+        "NOISE=LEVEL with a NOISE of --noises and a LEVEL of its --levels (e.g. "
+        "--confusion agn=1), or --confusion none for no figure."
+    )
+
+
+def device_unavailable(device: str, backend: str, available: Iterable[str]) -> LocalNormError:
+    return LocalNormError(
+        f"--backend {backend} has no device {device!r} here. Expected one of "
+        f"{_choices(available)}. Received: device={device!r}. Fix: pass --device auto (the "
+        f"framework's default device) or one of those; for a GPU, install the CUDA build of "
+        f"{backend}."
+    )

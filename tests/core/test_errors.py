@@ -288,6 +288,10 @@ def _sample_args():
         "bad_confusion": [("agn=3", "the levels of 'agn' in this run are ['1', '2']")],
         "device_unavailable": [("cuda:1", "flax", ["auto", "cpu:0"])],
         "mask_unsupported": [("LocalNormalization",)],
+        "bad_channel_axis": [((1, 2),)],
+        "unbound_axis_name": [("data", "LocalNorm")],
+        "sharded_ragged": [(5, 2, 4, "data")],
+        "sharded_group_array": [(7, 4, 4, "data")],
     }
 
 
