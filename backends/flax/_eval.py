@@ -62,7 +62,7 @@ def set_eval_mode(model: nnx.Module, mode: str, group: Any = 0) -> nnx.Module:
     mode = fn.check_mode(mode, "localnorm.flax.LocalNorm")
     checked = [fn.check_group(group, layer.num_groups, mode) for layer in layers]
     for layer, g in zip(layers, checked):  # all validated before any layer changes
-        layer.mode, layer.group = mode, g
+        layer._assign(mode, g)
     return model
 
 
@@ -76,7 +76,7 @@ def eval_mode(model: nnx.Module, mode: str, group: Any = 0) -> Iterator[nnx.Modu
         yield set_eval_mode(model, mode, group)
     finally:
         for layer, (m, g) in zip(layers, saved):
-            layer.mode, layer.group = m, g
+            layer._assign(m, g)
 
 
 @contextlib.contextmanager
@@ -126,13 +126,16 @@ def predict(
     set_size: int | None = None,
     from_logits: bool = True,
     jit: bool = True,
+    check_finite: bool = True,
 ) -> Prediction:
     """Classify ``x`` with an NNX model under one of the paper's test-time protocols.
 
     The protocols (``docs/spec.md``) are run by :func:`localnorm.protocols.run_protocol`;
     this function puts the model in evaluation for the call (``model.eval()``, every
     module's train/eval flags and every layer's mode restored afterwards) and sets the
-    LocalNorm layers' mode and group for each pass.
+    LocalNorm layers' mode and group for each pass. It runs on one device: layers built
+    with ``axis_name`` (for ``jax.shard_map``) run as the single-device layer on each
+    whole pass, which is what the sharded model computes.
 
     Parameters
     ----------
@@ -142,6 +145,7 @@ def predict(
     x : array
         Test inputs, batch on axis 0 (converted with ``jnp.asarray``).
     protocol : {"batch", "single", "single-voting", "voting"}, default "batch"
+        The test-time protocol (how the images meet the groups along the batch axis).
     vote : {"hard", "soft"}, default "hard"
         How the voting protocols combine the K groups along the batch axis.
     group : int, integer array of shape (N,), or None
@@ -155,9 +159,12 @@ def predict(
     from_logits : bool, default True
         Whether the model returns logits (soft voting applies a softmax).
     jit : bool, default True
-        Run the model under ``nnx.jit`` (one compilation per input shape, layer mode and
-        group, reused across calls). ``x`` is checked for NaN/Inf once up front, since
-        compiled layers cannot check values. False runs it eagerly.
+        Run the model under ``nnx.jit``: one compilation per input shape, layer mode and
+        int group, reused across chunks and calls (per-sample groups are traced data, so
+        random SINGLE groups do not recompile). False runs it eagerly.
+    check_finite : bool, default True
+        Refuse ``x`` with NaN/Inf, checked once on the whole input before any pass (the
+        layers' own checks are skipped inside ``predict``, jitted or not).
 
     Returns
     -------
@@ -170,8 +177,8 @@ def predict(
     partition = _the(layers, "partition")
     _spec.check_choice("protocol", protocol, _spec.PROTOCOLS)
     x = jnp.asarray(x)
-    if jit and jnp.issubdtype(x.dtype, jnp.floating) and not bool(jnp.all(jnp.isfinite(x))):
-        raise _errors.not_finite("x")
+    if check_finite:
+        fn.refuse_non_finite(x)
     if protocol == "single" and group is None and x.shape[0] > 0:
         group = _draw_groups(generator, x.shape[0], k)
     call = _jitted_call if jit else _eager_call
@@ -180,7 +187,7 @@ def predict(
         set_eval_mode(model, mode, grp)
         return call(model, xc)
 
-    with _evaluating(model), eval_mode(model, "batch"):
+    with _evaluating(model), eval_mode(model, "batch"), _one_device(layers):
         return run_protocol(
             forward, x, protocol=protocol, num_groups=k, batch_size=batch_size,
             set_size=set_size, vote=vote, group=group, partition=partition,
@@ -188,17 +195,29 @@ def predict(
         )
 
 
+@contextlib.contextmanager
+def _one_device(layers: list[LocalNorm]) -> Iterator[None]:
+    """Inside ``predict``: no per-layer NaN/Inf checks (predict checked x) and no
+    ``axis_name`` (predict runs on one device); both restored after."""
+    saved = [(layer.check_finite, layer.axis_name) for layer in layers]
+    for layer in layers:
+        layer.check_finite, layer.axis_name = False, None
+    try:
+        yield
+    finally:
+        for layer, (check, name) in zip(layers, saved):
+            layer.check_finite, layer.axis_name = check, name
+
+
 def _eager_call(model, x):
     return model(x)
 
 
-#: The model's call under nnx.jit; module-level so compilations are reused across calls
-#: (the layers' mode and group are static attributes, part of the cache key).
+#: The model's call under nnx.jit; module-level so compilations are reused across calls.
+#: The cache key is the model's static structure (layer modes, int groups, flags) and the
+#: input shape; per-sample groups are traced, so the cache does not grow with the number
+#: of chunks or of random group draws.
 _jitted_call = nnx.jit(_eager_call)
-
-
-def _child(node: Any, key: Any) -> Any:
-    return getattr(node, key) if isinstance(key, str) and hasattr(node, key) else node[key]
 
 
 def _set_child(node: Any, key: Any, value: Any) -> None:
@@ -209,13 +228,11 @@ def _set_child(node: Any, key: Any, value: Any) -> None:
 
 
 def _from_batchnorm(bn: nnx.BatchNorm, num_groups: int, partition: str) -> LocalNorm:
-    axis = bn.axis
-    if isinstance(axis, (tuple, list)) and len(axis) == 1:
-        axis = axis[0]
     layer = LocalNorm(
         bn.num_features, num_groups=num_groups, epsilon=bn.epsilon, dtype=bn.dtype,
-        param_dtype=bn.param_dtype, use_bias=bn.use_bias, use_scale=bn.use_scale, axis=axis,
-        partition=partition, deterministic=bool(bn.use_running_average), rngs=nnx.Rngs(0),
+        param_dtype=bn.param_dtype, use_bias=bn.use_bias, use_scale=bn.use_scale,
+        axis=bn.axis, partition=partition, deterministic=bool(bn.use_running_average),
+        rngs=nnx.Rngs(0),
     )
     for name in ("scale", "bias"):
         p = getattr(bn, name)
@@ -225,6 +242,23 @@ def _from_batchnorm(bn: nnx.BatchNorm, num_groups: int, partition: str) -> Local
     return layer
 
 
+def _edges(model: Any) -> list[tuple[Any, Any, Any]]:
+    """Every (parent, key, child) edge of the module graph, shared children once per
+    reference (``nnx.iter_modules`` yields a shared module only once)."""
+    edges, seen, stack = [], set(), [model]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        for key, child in nnx.iter_children(node):
+            if isinstance(child, nnx.Variable):
+                continue
+            edges.append((node, key, child))
+            stack.append(child)
+    return edges
+
+
 def convert_batchnorm(model: nnx.Module, num_groups: int = 4,
                       partition: str = "contiguous") -> nnx.Module:
     """Replace every ``nnx.BatchNorm`` of an NNX model by a :class:`LocalNorm`.
@@ -232,15 +266,19 @@ def convert_batchnorm(model: nnx.Module, num_groups: int = 4,
     Each new layer has ``num_groups`` groups along the batch axis and the BatchNorm's
     scale and bias copied into every group (row), its epsilon, axis, dtypes and train/
     eval state; the running statistics are dropped (LocalNorm recomputes statistics).
-    A BatchNorm's ``axis_name`` (statistics averaged across devices) is not carried
-    over: LocalNorm's ``axis_name`` means the opposite (groups kept per device).
+    A BatchNorm referenced from several places (shared) becomes one LocalNorm, shared
+    the same way. A BatchNorm's ``axis_name`` (statistics averaged across devices) is
+    not carried over: LocalNorm's ``axis_name`` means the opposite (groups kept per
+    device).
 
     Parameters
     ----------
     model : nnx.Module
         The model, changed in place; an ``nnx.BatchNorm`` itself is converted too.
     num_groups : int, default 4
+        K, the number of groups along the batch axis of every new layer.
     partition : {"contiguous", "strided"}, default "contiguous"
+        How the new layers split the batch into groups.
 
     Returns
     -------
@@ -251,10 +289,11 @@ def convert_batchnorm(model: nnx.Module, num_groups: int = 4,
     partition = _spec.check_choice("partition", partition, _spec.PARTITIONS)
     if isinstance(model, nnx.BatchNorm):
         return _from_batchnorm(model, k, partition)
-    found = [(path, m) for path, m in nnx.iter_modules(model) if isinstance(m, nnx.BatchNorm)]
-    for path, bn in found:
-        parent = model
-        for key in path[:-1]:
-            parent = _child(parent, key)
-        _set_child(parent, path[-1], _from_batchnorm(bn, k, partition))
+    edges = [e for e in _edges(model) if isinstance(e[2], nnx.BatchNorm)]
+    new: dict[int, LocalNorm] = {}
+    for _, _, bn in edges:  # every layer built (and checked) before the model changes
+        if id(bn) not in new:
+            new[id(bn)] = _from_batchnorm(bn, k, partition)
+    for parent, key, bn in edges:
+        _set_child(parent, key, new[id(bn)])
     return model

@@ -1,13 +1,23 @@
-"""The one normalization function behind both Flax layers (NNX and Linen).
+"""The one normalization function behind both Flax layers (NNX and Linen), and the
+checks they share.
 
 It adapts the layers' options (Flax's ``dtype``, ``use_scale``/``use_bias``, a
 group-per-device ``axis_name``) to :func:`localnorm.local_norm`, which holds the math
-(``docs/spec.md``) and runs on jax arrays through the array API. No statistics are
-computed here, and nothing here loops over samples or groups.
+(``docs/spec.md``) and runs on jax arrays through the array API. Every input error is
+raised here first, in Flax's words (``_errors.FLAX``: ``epsilon=``, ``x.astype``), from
+static shapes only, so nothing here stalls a jitted program. Nothing here loops over
+samples or groups.
+
+The only statistics computed here are those of ``"set"`` mode inside ``jax.shard_map``
+(:func:`_set_mode_across`): the set is the global batch, so its moments are summed over
+the mesh axis; the formula is the core's, term for term, and the sharding tests hold it
+equal to the single-device layer.
 """
 
 from __future__ import annotations
 
+import math
+import operator
 from typing import Any
 
 import jax
@@ -21,6 +31,9 @@ from localnorm import _errors, _spec
 #: the layers keep no running statistics.
 MODES = _spec.MODES
 
+#: How the Flax layers word their errors (argument names, casts, remedies).
+DIALECT = _errors.FLAX
+
 
 def check_mode(mode: Any, where: str) -> str:
     """Validate an evaluation mode; "running" gets its own explanation."""
@@ -30,6 +43,7 @@ def check_mode(mode: Any, where: str) -> str:
 
 
 def check_num_features(num_features: Any) -> int:
+    """Validate C, the number of channels."""
     if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)):
         raise _errors.bad_num_features(num_features)
     if num_features < 1:
@@ -37,38 +51,83 @@ def check_num_features(num_features: Any) -> int:
     return int(num_features)
 
 
+def check_axis(axis: Any) -> int:
+    """Validate the channel axis before the input's rank is known: one int, not 0 (the
+    batch axis). A one-element tuple (``nnx.BatchNorm`` accepts those) is unwrapped."""
+    if isinstance(axis, (tuple, list)) and len(axis) == 1:
+        axis = axis[0]
+    if isinstance(axis, bool):
+        raise _errors.bad_channel_axis(axis)
+    try:
+        value = operator.index(axis)
+    except TypeError:
+        raise _errors.bad_channel_axis(axis) from None
+    if value == 0:
+        raise _errors.bad_channel_axis(axis)
+    return value
+
+
 def check_group(group: Any, num_groups: int, mode: str) -> Any:
-    """A layer's stored group: an int, or (``"single"`` mode) a tuple of ints, one per
-    sample. Tuples keep the attribute hashable, so it can stay static under ``nnx.jit``."""
+    """A layer's group: an int, or (``"single"`` mode only) an int32 jax array with one
+    group per sample. The array is data, not a static attribute: under ``nnx.jit`` it is
+    traced, so new per-sample groups of the same length reuse the compiled program."""
     shape = getattr(group, "shape", None)
-    if isinstance(group, (list, tuple)) or (shape is not None and len(shape) == 1):
-        arr = np.asarray(group)
+    if isinstance(group, (list, tuple)) or (shape is not None and len(shape) >= 1):
         if mode != "single":
             raise _errors.group_array_not_single(mode)
-        if arr.size and (not np.issubdtype(arr.dtype, np.integer)
-                         or arr.min() < 0 or arr.max() >= num_groups):
+        if isinstance(group, jax.core.Tracer):
+            arr = group
+        else:
+            arr = np.asarray(group)
+            if arr.ndim != 1:
+                raise _errors.bad_group(group, num_groups)
+            if arr.size and (not np.issubdtype(arr.dtype, np.integer)
+                             or arr.min() < 0 or arr.max() >= num_groups):
+                raise _errors.bad_group(group, num_groups)
+        if not jnp.issubdtype(arr.dtype, jnp.integer) and arr.size:
             raise _errors.bad_group(group, num_groups)
-        return tuple(int(g) for g in arr.reshape(-1))
+        return jnp.asarray(arr, jnp.int32)
     return _spec.check_group(group, num_groups, "set", 1)
 
 
-def _group_arg(group: Any) -> Any:
-    if not isinstance(group, (tuple, list)):
-        return group
-    arr = np.asarray(group)
-    return arr.astype(np.int64) if arr.size == 0 else arr
+def check_params(params: dict[str, Any], num_groups: int, num_features: int, *,
+                 channels_name: str | None = None) -> None:
+    """Refuse (K, C) parameters of another shape, e.g. a checkpoint with another group
+    count restored into the layer (``nnx.update``, Linen ``apply``). Static shapes only.
+
+    ``channels_name`` (Linen, where C comes from the input): a column count that differs
+    from the input's channels is reported as a channel mismatch of the input instead.
+    """
+    expected = (num_groups, num_features)
+    for name, p in params.items():
+        if p is None:
+            continue
+        shape = tuple(p.shape)
+        if len(shape) != 2:
+            raise _errors.bad_param_shape(name, shape, str(expected))
+        if channels_name is not None and shape[1] != num_features:
+            raise _errors.bad_channels(num_features, shape[1], channels_name.format(name=name),
+                                       dialect=_errors.FLAX_LINEN)
+        if shape != expected:
+            raise _errors.checkpoint_mismatch(name, shape, expected)
 
 
-def _shard_rows(p, num_groups: int, axis_name: str, partition: str):
-    """The rows of a (K, C) parameter that belong to this device's shard of the batch."""
-    if partition != "contiguous":
-        raise _errors.sharded_partition(partition)
-    devices = jax.lax.axis_size(axis_name)
-    if num_groups % devices:
-        raise _errors.sharded_groups(num_groups, devices, axis_name)
-    local = num_groups // devices
-    start = jax.lax.axis_index(axis_name) * local
-    return jax.lax.dynamic_slice_in_dim(p, start, local, axis=0)
+def _axis_size(axis_name: str, where: str) -> int:
+    try:
+        return int(jax.lax.axis_size(axis_name))
+    except NameError:
+        raise _errors.unbound_axis_name(axis_name, where) from None
+
+
+def _is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def refuse_non_finite(x) -> None:
+    """One device-to-host transfer; the count is only computed when something is bad."""
+    if jnp.issubdtype(x.dtype, jnp.floating) and not bool(jnp.all(jnp.isfinite(x))):
+        bad = int(jnp.sum(~jnp.isfinite(x)))
+        raise _errors.not_finite("x", bad, math.prod(x.shape), dialect=DIALECT)
 
 
 def normalize(
@@ -84,19 +143,29 @@ def normalize(
     epsilon: float,
     dtype: Any = None,
     axis_name: str | None = None,
+    check_finite: bool = False,
     where: str = "LocalNorm",
 ):
     """LocalNorm of ``x`` with (K, C) ``scale``/``bias`` (None = ones/zeros).
 
     ``dtype`` is Flax's result dtype: None keeps x's dtype (statistics in at least
     float32 regardless, see :func:`localnorm.local_norm`); otherwise x is promoted to it
-    before normalizing and the result cast to it. ``axis_name`` (inside
-    ``jax.shard_map``) makes the local batch this device's whole groups: the device
-    uses its own rows of scale/bias and no statistics cross devices.
+    before normalizing and the result cast to it.
+
+    ``axis_name`` (inside ``jax.shard_map``, batch sharded over that mesh axis): in
+    ``"batch"`` mode each device's shard holds whole groups along the batch axis and
+    uses its own rows of scale/bias, with no collective; in ``"set"`` mode the set is the
+    global batch, its moments summed over the axis; in ``"single"`` mode a per-sample
+    group array of the global batch's length is sliced to the device's shard.
+
+    ``check_finite`` (the layers pass it in evaluation only): refuse NaN/Inf in a concrete
+    (eager) ``x``; traced values are unknown and never checked.
     """
     x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise _errors.not_floating(x.dtype, DIALECT)
     if x.ndim < 2:
-        raise _errors.bad_rank(x.ndim, ">= 2", where)
+        raise _errors.bad_rank(x.ndim, ">= 2", where, dialect=DIALECT)
     ax = _spec.normalize_axis(axis, x.ndim)
     c = x.shape[ax]
     pdt = scale.dtype if scale is not None else bias.dtype if bias is not None else jnp.float32
@@ -104,19 +173,76 @@ def normalize(
         scale = jnp.ones((num_groups, c), pdt)
     if bias is None:
         bias = jnp.zeros((num_groups, c), pdt)
-    if not isinstance(x, jax.core.Tracer) and jnp.issubdtype(x.dtype, jnp.floating):
-        # Eager call: refuse NaN/Inf, which would poison a whole group's statistics
-        # (the core cannot tell eager jax arrays from traced ones; under jit this is
-        # skipped, values being unknown).
-        if not bool(jnp.all(jnp.isfinite(x))):
-            raise _errors.not_finite("x")
+    devices = 1 if axis_name is None else _axis_size(axis_name, where)
+    if axis_name is not None and mode == "batch":
+        scale, bias = _shard_rows(scale, bias, x.shape[0], num_groups, devices, axis_name,
+                                  partition)
+        _spec.check_batch(tuple(x.shape), ax, mode, num_groups // devices, DIALECT)
+    elif axis_name is not None and mode == "set":  # the set is the global batch
+        _spec.check_batch((x.shape[0] * devices,) + tuple(x.shape[1:]), ax, mode, num_groups,
+                          DIALECT)
+    else:
+        _spec.check_batch(tuple(x.shape), ax, mode, num_groups, DIALECT)
+    if not isinstance(group, (int, np.integer)):
+        group = _local_groups(group, x.shape[0], devices, axis_name)
+    if check_finite and _is_concrete(x):
+        refuse_non_finite(x)
     if dtype is not None:
         x = x.astype(jnp.promote_types(x.dtype, dtype))
-    if axis_name is not None and mode == "batch":
-        scale = _shard_rows(scale, num_groups, axis_name, partition)
-        bias = _shard_rows(bias, num_groups, axis_name, partition)
-    y = localnorm.local_norm(
-        x, scale, bias, axis=ax, mode=mode, group=_group_arg(group), partition=partition,
-        eps=epsilon,
-    )
+    if axis_name is not None and mode == "set":
+        y = _set_mode_across(x, scale, bias, int(group), ax, epsilon, axis_name, devices)
+    else:
+        y = localnorm.local_norm(
+            x, scale, bias, axis=ax, mode=mode, group=group, partition=partition,
+            eps=epsilon, check_finite=False,
+        )
     return y if dtype is None else y.astype(dtype)
+
+
+def _shard_rows(scale, bias, local_batch: int, num_groups: int, devices: int,
+                axis_name: str, partition: str):
+    """The rows of the (K, C) parameters that belong to this device's shard of the batch,
+    after checking (at trace time, from static shapes) that the shard holds whole groups
+    laid out as on one device."""
+    if partition != "contiguous":
+        raise _errors.sharded_partition(partition)
+    if num_groups % devices:
+        raise _errors.sharded_groups(num_groups, devices, axis_name)
+    local = num_groups // devices
+    if local_batch % local:
+        raise _errors.sharded_ragged(local_batch, local, devices, axis_name)
+    start = jax.lax.axis_index(axis_name) * local
+    return (jax.lax.dynamic_slice_in_dim(scale, start, local, axis=0),
+            jax.lax.dynamic_slice_in_dim(bias, start, local, axis=0))
+
+
+def _local_groups(group, local_batch: int, devices: int, axis_name: str | None):
+    """A per-sample group array for this device's samples: as given when it has one entry
+    per local sample; the device's slice when it covers the global batch."""
+    length = group.shape[0]
+    if axis_name is None or length == local_batch:
+        return group  # the core checks the length against x
+    if length != local_batch * devices:
+        raise _errors.sharded_group_array(length, local_batch, devices, axis_name)
+    start = jax.lax.axis_index(axis_name) * local_batch
+    return jax.lax.dynamic_slice_in_dim(group, start, local_batch, axis=0)
+
+
+def _set_mode_across(x, scale, bias, group: int, ax: int, epsilon: float, axis_name: str,
+                     devices: int):
+    """``"set"`` mode over the global batch sharded on ``axis_name``: the moments of the
+    core's formula (mean, then the biased variance of the deviations, both in at least
+    float32) summed over the devices (two all-reduces of a (C,) vector each)."""
+    cdt = jnp.result_type(jnp.float32, x.dtype, scale.dtype, bias.dtype)
+    xc = x.astype(cdt)
+    red = tuple(a for a in range(x.ndim) if a != ax)
+    count = math.prod(x.shape[a] for a in red) * devices
+    mean = jax.lax.psum(jnp.sum(xc, axis=red, keepdims=True), axis_name) / count
+    var = jax.lax.psum(jnp.sum((xc - mean) ** 2, axis=red, keepdims=True), axis_name) / count
+    rstd = 1.0 / jnp.sqrt(var + epsilon)
+    bshape = [1] * x.ndim
+    bshape[ax] = x.shape[ax]
+    g = jnp.reshape(scale[group].astype(cdt), bshape)
+    b = jnp.reshape(bias[group].astype(cdt), bshape)
+    y = (xc - mean) * (rstd * g) + b
+    return y.astype(x.dtype)

@@ -47,13 +47,15 @@ class LocalNorm(nnx.Module):
     bias_init, scale_init : initializer
         Initializers of ``bias`` (zeros) and ``scale`` (ones), called with shape (K, C).
     axis : int, default -1
-        The channel axis (channels-last, as Flax). Any axis but 0, the batch axis.
+        The channel axis (channels-last, as Flax): one int, any axis but 0, the batch
+        axis.
     partition : {"contiguous", "strided"}, default "contiguous"
         How the batch is split into groups (see :func:`localnorm.group_index`).
     deterministic : bool, default False
         False: training, always ``"batch"`` mode. True: evaluation, in ``mode`` with
         ``group``. Set for the whole model by ``model.train()`` / ``model.eval()``
-        (the attribute ``nnx.Dropout`` uses), or per call.
+        (the attribute ``nnx.Dropout`` uses), by ``nnx.view(model, deterministic=...)``,
+        or per call.
     mode : {"batch", "single", "set"}, default "batch"
         The evaluation mode (see :func:`localnorm.local_norm`): ``"batch"`` recomputes
         statistics per group on the test batch (the paper's BATCH), ``"single"`` per
@@ -61,13 +63,22 @@ class LocalNorm(nnx.Module):
         Usually set model-wide by :func:`localnorm.flax.set_eval_mode`.
     group : int or sequence of int, default 0
         The group (row of scale/bias) used in ``"single"`` and ``"set"`` mode; in
-        ``"single"`` mode also one group per sample.
+        ``"single"`` mode also one group per sample, kept as an int32 array that is
+        traced under ``nnx.jit`` (new groups of the same length reuse the compilation).
     axis_name : str, optional
         For group-per-device data parallelism inside ``jax.shard_map`` with the batch
         sharded over this mesh axis: each device's shard holds ``num_groups / devices``
-        whole groups (contiguous partition), uses its own rows of scale/bias, and no
-        statistics cross devices. Unlike ``nnx.BatchNorm(axis_name=...)``, nothing is
-        averaged over the axis.
+        whole groups (contiguous partition, local batch a multiple of the local group
+        count), uses its own rows of scale/bias, and no statistics cross devices.
+        Unlike ``nnx.BatchNorm(axis_name=...)``, nothing is averaged over the axis in
+        training. In ``"set"`` evaluation the set is the global batch (its moments are
+        summed over the axis). Calling the layer outside ``shard_map`` is an error;
+        :func:`localnorm.flax.predict` runs it on one device.
+    check_finite : bool, default True
+        In evaluation, refuse input with NaN/Inf on eager calls (one value would poison
+        its whole statistics set). Never checked in training, nor under ``jax.jit``/
+        ``nnx.jit``/``vmap``, where values are unknown (see ``docs/spec.md``,
+        "Non-finite input").
     rngs : nnx.Rngs
         Keys for the parameter initializers (keyword only).
 
@@ -80,9 +91,9 @@ class LocalNorm(nnx.Module):
     >>> layer.scale.shape
     (2, 6)
     >>> x = jax.random.normal(jax.random.key(0), (8, 6))
-    >>> y = layer(x)                  # training: 2 groups of 4 samples
-    >>> layer.eval()                  # evaluation: statistics still recomputed
-    >>> layer.set_mode("set", group=1)  # whole-batch statistics, group 1's scale/bias
+    >>> y = layer(x)                      # training: 2 groups of 4 samples
+    >>> layer.eval()                      # evaluation: statistics still recomputed
+    >>> _ = layer.set_mode("set", group=1)  # whole-batch statistics, group 1's scale/bias
     >>> layer(x).shape
     (8, 6)
     """
@@ -105,19 +116,21 @@ class LocalNorm(nnx.Module):
         mode: str = "batch",
         group: Any = 0,
         axis_name: str | None = None,
+        check_finite: bool = True,
         rngs: nnx.Rngs,
     ):
         self.num_features = fn.check_num_features(num_features)
         self.num_groups = _spec.check_num_groups(num_groups)
-        self.epsilon = _spec.check_eps(epsilon)
+        self.epsilon = _spec.check_eps(epsilon, fn.DIALECT)
         self.partition = _spec.check_choice("partition", partition, _spec.PARTITIONS)
-        self.axis = axis  # checked against the input's rank at call time
+        self.axis = fn.check_axis(axis)  # its range is checked against the input's rank
         self.dtype = dtype
         self.param_dtype = param_dtype
         self.use_bias = bool(use_bias)
         self.use_scale = bool(use_scale)
         self.deterministic = bool(deterministic)
         self.axis_name = axis_name
+        self.check_finite = bool(check_finite)
         shape = (self.num_groups, self.num_features)
         self.scale: nnx.Param | None
         self.bias: nnx.Param | None
@@ -126,8 +139,17 @@ class LocalNorm(nnx.Module):
         self.bias = nnx.Param(bias_init(rngs.params(), shape, param_dtype)) if use_bias \
             else nnx.data(None)
         self.mode = "batch"
-        self.group: Any = 0
+        # The group is static when an int (a new int is a new program under nnx.jit) and
+        # data when per-sample groups: an array traced under nnx.jit.
+        self._int_group = 0
+        self._sample_groups = nnx.data(None)
         self.set_mode(mode, group)
+
+    @property
+    def group(self) -> Any:
+        """The evaluation group: an int, or in ``"single"`` mode an int32 array with one
+        group (along the batch axis) per sample. Set it with :meth:`set_mode`."""
+        return self._int_group if self._sample_groups is None else self._sample_groups
 
     def set_mode(self, mode: str, group: Any = 0) -> LocalNorm:
         """Choose how this layer normalizes in evaluation (``deterministic=True``).
@@ -147,12 +169,25 @@ class LocalNorm(nnx.Module):
             self.
         """
         mode = fn.check_mode(mode, type(self).__name__)
-        self.group = fn.check_group(group, self.num_groups, mode)
-        self.mode = mode
+        self._assign(mode, fn.check_group(group, self.num_groups, mode))
         return self
 
+    def _assign(self, mode: str, group: Any) -> None:
+        """Set a validated mode and group (see :func:`localnorm.flax._functional.check_group`)."""
+        self.mode = mode
+        if isinstance(group, int):
+            self._int_group, self._sample_groups = group, None
+        else:
+            self._int_group, self._sample_groups = 0, group
+
     def set_view(self, deterministic: bool | None = None) -> None:
-        """Used by ``nnx.view(model, deterministic=...)``."""
+        """Used by ``nnx.view(model, deterministic=...)``.
+
+        Parameters
+        ----------
+        deterministic : bool, optional
+            True: evaluation (in the layer's mode); False: training.
+        """
         if deterministic is not None:
             self.deterministic = bool(deterministic)
 
@@ -173,15 +208,19 @@ class LocalNorm(nnx.Module):
             Same shape as x; dtype ``self.dtype``, or x's dtype when that is None.
         """
         det = self.deterministic if deterministic is None else deterministic
+        where = type(self).__name__
         x = jnp.asarray(x)
         if x.ndim >= 2:
             ax = _spec.normalize_axis(self.axis, x.ndim)
             if x.shape[ax] != self.num_features:
-                raise _errors.bad_channels(x.shape[ax], self.num_features)
+                raise _errors.bad_channels(x.shape[ax], self.num_features,
+                                           dialect=fn.DIALECT)
+        scale = None if self.scale is None else self.scale[...]
+        bias = None if self.bias is None else self.bias[...]
+        # A checkpoint restored with nnx.update can bring (K', C') parameters.
+        fn.check_params({"scale": scale, "bias": bias}, self.num_groups, self.num_features)
         return fn.normalize(
-            x,
-            None if self.scale is None else self.scale[...],
-            None if self.bias is None else self.bias[...],
+            x, scale, bias,
             num_groups=self.num_groups,
             axis=self.axis,
             mode=self.mode if det else "batch",
@@ -190,5 +229,6 @@ class LocalNorm(nnx.Module):
             epsilon=self.epsilon,
             dtype=self.dtype,
             axis_name=self.axis_name,
-            where=type(self).__name__,
+            check_finite=self.check_finite and bool(det),
+            where=where,
         )

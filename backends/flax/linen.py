@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 from flax.linen import initializers
 
-from localnorm import _errors, _spec
+from localnorm import _spec
 
 from . import _functional as fn
 
@@ -36,23 +36,31 @@ class LocalNorm(nn.Module):
     num_groups : int, default 4
         K, the number of groups along the batch axis.
     epsilon : float, default 1e-5
+        Added to the variance inside the square root.
     dtype : dtype, optional
         Result dtype; None keeps the input's dtype (statistics in at least float32).
     param_dtype : dtype, default float32
+        dtype of ``scale`` and ``bias``.
     use_bias, use_scale : bool, default True
+        Whether to learn ``bias`` / ``scale``, each of shape (K, C).
     bias_init, scale_init : initializer
+        Initializers of ``bias`` (zeros) and ``scale`` (ones), called with shape (K, C).
     axis : int, default -1
-        The channel axis; any axis but 0, the batch axis.
+        The channel axis: one int, any axis but 0, the batch axis.
     partition : {"contiguous", "strided"}, default "contiguous"
+        How the batch is split into groups along the batch axis.
     deterministic : bool, default False
         False: training (``"batch"`` mode). True: evaluation in ``mode`` with ``group``.
         Overridable per call, like ``nn.BatchNorm``'s ``use_running_average``.
     mode : {"batch", "single", "set"}, default "batch"
         The evaluation mode; overridable per call.
     group : int or array of int, default 0
-        The group used in ``"single"``/``"set"`` mode; overridable per call.
+        The group used in ``"single"``/``"set"`` mode; overridable per call. A
+        per-sample group array passed to ``apply`` is traced under ``jax.jit``.
     axis_name : str, optional
         Group-per-device data parallelism inside ``jax.shard_map`` (see the NNX layer).
+    check_finite : bool, default True
+        In evaluation, refuse NaN/Inf input on eager calls (see the NNX layer).
 
     Examples
     --------
@@ -80,38 +88,66 @@ class LocalNorm(nn.Module):
     mode: str = "batch"
     group: Any = 0
     axis_name: str | None = None
+    check_finite: bool = True
+
+    def __post_init__(self):
+        # Refuse bad options when the layer is built, as the NNX layer does (the
+        # channel count is only known from the input).
+        _spec.check_num_groups(self.num_groups)
+        _spec.check_eps(self.epsilon, fn.DIALECT)
+        _spec.check_choice("partition", self.partition, _spec.PARTITIONS)
+        fn.check_axis(self.axis)
+        fn.check_group(self.group, self.num_groups, fn.check_mode(self.mode, _WHERE))
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x, deterministic: bool | None = None, *, mode: str | None = None,
                  group: Any = None):
         """Normalize ``x``; ``deterministic``, ``mode`` and ``group`` override the
-        fields of the same names for this call."""
+        fields of the same names for this call.
+
+        Parameters
+        ----------
+        x : jax.Array
+            Input of rank >= 2 (batch on axis 0), real floating dtype.
+        deterministic : bool, optional
+            False trains (``"batch"`` mode); True evaluates in ``mode`` with ``group``.
+        mode : {"batch", "single", "set"}, optional
+            The evaluation mode for this call.
+        group : int or integer array, optional
+            The evaluation group for this call (an array: one per sample, ``"single"``).
+
+        Returns
+        -------
+        jax.Array
+            Same shape as x; dtype ``self.dtype``, or x's dtype when that is None.
+        """
         k = _spec.check_num_groups(self.num_groups)
-        eps = _spec.check_eps(self.epsilon)
-        partition = _spec.check_choice("partition", self.partition, _spec.PARTITIONS)
         det = self.deterministic if deterministic is None else deterministic
-        mode = fn.check_mode(self.mode if mode is None else mode, "flax.linen LocalNorm")
+        mode = fn.check_mode(self.mode if mode is None else mode, _WHERE)
         group = self.group if group is None else group
+        group = fn.check_group(group, k, mode) if det else 0
         x = jnp.asarray(x)
         c = x.shape[_spec.normalize_axis(self.axis, x.ndim)] if x.ndim >= 2 else 1
         shape = (k, c)
-        for name in ("scale", "bias"):  # refuse a mismatch before Flax's shape error
-            if self.has_variable("params", name):
-                p = self.get_variable("params", name)
-                if p.ndim != 2:
-                    raise _errors.bad_param_shape(name, p.shape, f"({k}, {c})")
-                if p.shape[1] != c:
-                    raise _errors.bad_channels(c, p.shape[1])
-                if p.shape[0] != k:
-                    raise _errors.checkpoint_mismatch(name, p.shape, shape)
+        # Refuse variables of another shape (a checkpoint with another group count, or
+        # input with another channel count) before Flax's own shape error.
+        fn.check_params(
+            {name: self.get_variable("params", name) for name in ("scale", "bias")
+             if self.has_variable("params", name)},
+            k, c, channels_name="params['{name}'].shape[1]",
+        )
         scale = self.param("scale", self.scale_init, shape, self.param_dtype) \
             if self.use_scale else None
         bias = self.param("bias", self.bias_init, shape, self.param_dtype) \
             if self.use_bias else None
         return fn.normalize(
             x, scale, bias, num_groups=k, axis=self.axis,
-            mode=mode if det else "batch", group=group if det else 0,
-            partition=partition, epsilon=eps, dtype=self.dtype, axis_name=self.axis_name,
-            where="flax.linen LocalNorm",
+            mode=mode if det else "batch", group=group,
+            partition=self.partition, epsilon=self.epsilon, dtype=self.dtype,
+            axis_name=self.axis_name, check_finite=self.check_finite and bool(det),
+            where=_WHERE,
         )
 
+
+_WHERE = "flax.linen LocalNorm"

@@ -39,7 +39,7 @@ def test_set_eval_mode_and_context_manager_restore(model):
     assert all((l.mode, l.group) == ("set", 2) for l in layers)
     with lf.eval_mode(model, "single", np.array([0, 1, 3])) as same:
         assert same is model
-        assert all((l.mode, l.group) == ("single", (0, 1, 3)) for l in layers)
+        assert all(l.mode == "single" and l.group.tolist() == [0, 1, 3] for l in layers)
     assert all((l.mode, l.group) == ("set", 2) for l in layers)
     with pytest.raises(RuntimeError), lf.eval_mode(model, "batch"):
         raise RuntimeError("boom")
@@ -166,6 +166,35 @@ def test_convert_batchnorm_replaces_every_batchnorm_and_tiles_parameters():
     np.testing.assert_array_equal(model.block.layers[1].bias[...], np.tile(np.arange(8.0), (3, 1)))
 
 
+def test_convert_batchnorm_keeps_shared_layers_shared():
+    class Shared(nnx.Module):
+        def __init__(self):
+            bn = nnx.BatchNorm(3, rngs=nnx.Rngs(0))
+            self.a = bn
+            self.b = bn
+            self.seq = nnx.Sequential(nnx.Linear(3, 3, rngs=nnx.Rngs(0)), bn)
+            self.other = nnx.BatchNorm(3, rngs=nnx.Rngs(1))
+
+    model = lf.convert_batchnorm(Shared(), 2)
+    assert isinstance(model.a, lf.LocalNorm)
+    assert model.a is model.b is model.seq.layers[1]
+    assert isinstance(model.other, lf.LocalNorm) and model.other is not model.a
+    assert not [m for _, m in nnx.iter_modules(model) if isinstance(m, nnx.BatchNorm)]
+    assert len(lf.localnorm_layers(model)) == 2
+
+
+def test_convert_batchnorm_refuses_several_channel_axes_up_front():
+    class Two(nnx.Module):
+        def __init__(self):
+            self.good = nnx.BatchNorm(3, rngs=nnx.Rngs(0))
+            self.bad = nnx.BatchNorm(3, axis=(1, 2), rngs=nnx.Rngs(0))
+
+    model = Two()
+    with pytest.raises(LocalNormError, match=r"axis=\(1, 2\)"):
+        lf.convert_batchnorm(model, 2)
+    assert isinstance(model.good, nnx.BatchNorm)  # nothing changed
+
+
 def test_one_group_is_batchnorm_in_training():
     bn = nnx.BatchNorm(3, rngs=nnx.Rngs(0))
     bn.scale[...] = jnp.asarray([0.5, 1.0, 2.0])
@@ -198,5 +227,56 @@ def test_predict_eager_equals_jit_and_refuses_non_finite(model):
     np.testing.assert_allclose(jitted.scores, eager.scores, atol=1e-5)
     bad = x.at[3, 0, 0, 0].set(jnp.nan)
     for jit in (True, False):
-        with pytest.raises(LocalNormError, match="NaN"):
+        with pytest.raises(LocalNormError, match="1 non-finite of 864"):
             lf.predict(model, bad, jit=jit)
+        # check_finite=False: not checked, by predict nor by the (eager) layers; the NaN
+        # poisons its group's statistics, so all of that group's scores are NaN.
+        pred = lf.predict(model, bad, protocol="batch", jit=jit, check_finite=False)
+        finite = np.isfinite(np.asarray(pred.scores)).all(axis=1)
+        np.testing.assert_array_equal(finite, [True] * 2 + [False] * 2 + [True] * 4)  # group 1
+    assert all(l.check_finite for l in lf.localnorm_layers(model))  # restored
+
+
+#: How often _Traced ran its Python code: under nnx.jit, once per trace (compilation).
+_TRACES = [0]
+
+
+class _Traced(nnx.Module):
+    """Counts how often nnx.jit traces the model (a counter outside the module, so the
+    count is no part of the model's state)."""
+
+    def __init__(self, net):
+        self.net = net
+
+    def __call__(self, x):
+        _TRACES[0] += 1
+        return self.net(x)
+
+
+def test_predict_compiles_once_whatever_the_number_of_chunks():
+    """Per-sample groups are traced data: the random SINGLE groups of a new chunk reuse
+    the compiled model instead of recompiling it."""
+    model = _Traced(localnorm_cnn(4))
+    x = images(40, seed=5)
+    kw = dict(protocol="single", batch_size=8)
+    lf.predict(model, x[:8], generator=0, **kw)           # compiles for chunks of 8
+    traces = _TRACES[0]
+    assert traces >= 1
+    pred = lf.predict(model, x, generator=1, **kw)        # 5 chunks, new random groups
+    assert _TRACES[0] == traces
+    groups = np.random.default_rng(1).integers(0, 4, 40)
+    np.testing.assert_allclose(pred.scores, outputs(model, x, "single", groups), atol=1e-5)
+
+
+def test_predict_runs_sharded_layers_on_one_device():
+    """Layers built for shard_map (axis_name) evaluate in predict as on one device."""
+    plain = localnorm_cnn(4)
+    sharded = localnorm_cnn(4)
+    for layer in lf.localnorm_layers(sharded):
+        layer.axis_name = "data"
+    x = images(16, seed=6)
+    for protocol in ("batch", "voting", "single-voting"):
+        want = lf.predict(plain, x, protocol=protocol, batch_size=8)
+        got = lf.predict(sharded, x, protocol=protocol, batch_size=8)
+        np.testing.assert_allclose(got.scores, want.scores, atol=1e-6)
+    assert all(l.axis_name == "data" for l in lf.localnorm_layers(sharded))

@@ -4,6 +4,8 @@ dtypes, jax transforms, and errors."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from flax_models import params, set_params
@@ -209,33 +211,49 @@ def test_vmap_over_independent_batches():
         np.testing.assert_allclose(out[i], layer(xs[i]), atol=1e-6)
 
 
-# -- errors -------------------------------------------------------------------------------
+# -- errors ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("kwargs,named", [
     ({"num_features": 0}, "num_features=0"),
     ({"num_features": True}, "num_features=True"),
     ({"num_groups": 0}, "num_groups=0"),
-    ({"epsilon": -1.0}, "eps=-1.0"),
+    ({"epsilon": -1.0}, "epsilon=-1.0"),
     ({"partition": "interleaved"}, "partition='interleaved'"),
     ({"mode": "bogus"}, "mode='bogus'"),
     ({"mode": "running"}, "mode='running'"),
     ({"mode": "set", "group": 7}, "group=7"),
     ({"mode": "set", "group": [0, 1]}, "mode='set'"),
+    ({"mode": "single", "group": [0, 4]}, "[0, 3]"),
+    ({"axis": 0}, "axis=0"),
+    ({"axis": (1, 2)}, "axis=(1, 2)"),
+    ({"axis": 1.0}, "axis=1.0"),
 ])
 def test_construction_errors_name_the_value(kwargs, named):
     kw = {"num_features": 3, **kwargs}
-    with pytest.raises(LocalNormError, match=None) as info:
+    with pytest.raises(LocalNormError) as info:
         LocalNorm(kw.pop("num_features"), rngs=nnx.Rngs(0), **kw)
     assert named in str(info.value)
     assert "Fix" in str(info.value)
+
+
+@pytest.mark.parametrize("kwargs,named", [
+    ({"epsilon": 0.0}, "epsilon=0.0"),
+    ({"num_groups": 0}, "num_groups=0"),
+    ({"axis": 0}, "axis=0"),
+    ({"mode": "running"}, "stateless"),
+    ({"partition": "x"}, "partition='x'"),
+])
+def test_linen_construction_errors(kwargs, named):
+    with pytest.raises(LocalNormError, match=re.escape(named)):
+        ll.LocalNorm(**kwargs)
 
 
 def test_running_mode_says_stateless():
     with pytest.raises(LocalNormError, match="stateless"):
         nnx_layer(3).set_mode("running")
     with pytest.raises(LocalNormError, match="stateless"):
-        ll.LocalNorm(mode="running").init(jax.random.key(0), jnp.ones((8, 3)))
+        ll.LocalNorm().apply({}, jnp.ones((8, 3)), mode="running")
 
 
 @pytest.mark.parametrize("shape,named", [
@@ -251,13 +269,63 @@ def test_input_errors(shape, named):
     assert named in str(info.value)
 
 
-def test_non_finite_and_non_float_input():
+def test_errors_speak_flax():
+    """Remedies a Flax user can type: no torch DataLoader, no 'running' mode, jnp casts."""
+    with pytest.raises(LocalNormError) as info:
+        nnx_layer(3)(jnp.ones((3, 3)) * jnp.arange(3.0)[:, None])
+    text = str(info.value)
+    assert "drop the last, short batch" in text and "DataLoader" not in text
+    with pytest.raises(LocalNormError) as info:
+        nnx_layer(3)(jnp.ones((8, 5)))
+    assert "num_features=5" in str(info.value)
+    layer = nnx_layer(3)
+    layer.eval()
+    layer.set_mode("single")
+    with pytest.raises(LocalNormError) as info:
+        layer(jnp.ones((8, 3)))
+    assert "'set' mode instead" in str(info.value) and "'running'" not in str(info.value)
+    for call in (lambda: nnx_layer(3)(jnp.ones((8, 3), jnp.int32)),
+                 lambda: ll.LocalNorm().init(jax.random.key(0), jnp.ones((8, 3), jnp.int32))):
+        with pytest.raises(TypeError) as info:
+            call()
+        assert "int32" in str(info.value) and "x.astype(jnp.float32)" in str(info.value)
+    with pytest.raises(LocalNormError, match="x.ndim=1") as info:
+        ll.LocalNorm().init(jax.random.key(0), jnp.ones((8,)))
+    assert "DataLoader" not in str(info.value) and "LocalNorm2d" not in str(info.value)
+
+
+def _nan_input():
     x = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)
-    x[2, 1] = np.nan
-    with pytest.raises(LocalNormError, match="NaN"):
-        nnx_layer(3)(jnp.asarray(x))
-    with pytest.raises(TypeError, match="int32"):
-        nnx_layer(3)(jnp.ones((8, 3), jnp.int32))
+    x[2, 1], x[5, 0] = np.nan, np.inf
+    return jnp.asarray(x)
+
+
+def test_non_finite_refused_in_eager_evaluation_only():
+    x = _nan_input()
+    layer = nnx_layer(3)
+    y = layer(x)  # training: not checked (no BatchNorm scans its input), NaN propagates
+    assert not np.all(np.isfinite(np.asarray(y)))
+    layer.eval()
+    with pytest.raises(LocalNormError, match="2 non-finite of 24") as info:
+        layer(x)
+    assert "check_finite=False" in str(info.value)
+    assert not np.all(np.isfinite(np.asarray(layer(x, deterministic=False))))
+    # Under jit the values are unknown: nothing is checked, nothing raises.
+    jitted = nnx.jit(lambda m, x: m(x))(layer, x)
+    assert jitted.shape == x.shape
+    unchecked = nnx_layer(3, check_finite=False)
+    unchecked.eval()
+    assert unchecked.check_finite is False and unchecked(x).shape == x.shape
+
+
+def test_linen_non_finite_refused_in_eager_evaluation_only():
+    x = _nan_input()
+    variables = ll.LocalNorm().init(jax.random.key(0), x)
+    ll.LocalNorm().apply(variables, x)  # training: not checked
+    with pytest.raises(LocalNormError, match="non-finite"):
+        ll.LocalNorm().apply(variables, x, deterministic=True)
+    ll.LocalNorm(check_finite=False).apply(variables, x, deterministic=True)
+    jax.jit(lambda v, x: ll.LocalNorm().apply(v, x, deterministic=True))(variables, x)
 
 
 def test_per_sample_group_length_checked():
@@ -271,5 +339,42 @@ def test_per_sample_group_length_checked():
 def test_linen_wrong_channels_is_a_localnorm_error():
     lin = ll.LocalNorm(num_groups=2)
     variables = lin.init(jax.random.key(0), jnp.ones((8, 3)) * jnp.arange(8.0)[:, None])
-    with pytest.raises(LocalNormError, match="x.shape\\[axis\\]=4"):
+    with pytest.raises(LocalNormError, match="x.shape\\[axis\\]=4") as info:
         lin.apply(variables, jnp.ones((8, 4)))
+    assert "layer.init" in str(info.value)  # Linen's remedy: new variables
+
+
+@pytest.mark.parametrize("other", [dict(num_features=3, num_groups=8),
+                                   dict(num_features=5, num_groups=4)])
+def test_nnx_update_with_another_checkpoint_shape_is_refused(other):
+    """nnx.update copies values whatever their shape; the layer refuses parameters that
+    are not (num_groups, num_features), before they could be used with the wrong K."""
+    layer = nnx_layer(3, 4)
+    checkpoint = nnx.state(LocalNorm(rngs=nnx.Rngs(1), **other))
+    nnx.update(layer, checkpoint)
+    x = jnp.ones((8, 3)) * jnp.arange(8.0)[:, None]
+    for call in (lambda: layer(x), lambda: nnx.jit(lambda m, x: m(x))(layer, x)):
+        with pytest.raises(LocalNormError) as info:
+            call()
+        text = str(info.value)
+        assert f"({other['num_groups']}, {other['num_features']})" in text and "(4, 3)" in text
+        assert "num_groups" in text
+
+
+def test_nnx_state_round_trip_with_the_same_shape():
+    source = nnx_layer(3, 4)
+    set_params(source, *params(4, 3))
+    target = nnx_layer(3, 4)
+    nnx.update(target, nnx.state(source))
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(8, 3)), jnp.float32)
+    np.testing.assert_array_equal(target(x), source(x))
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from localnorm.flax import _nnx
+
+    for module in (_nnx, ll):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__

@@ -107,3 +107,98 @@ def test_sharding_errors():
         with pytest.raises(LocalNormError) as info:
             forward(state, x)
         assert named in str(info.value)
+
+
+def sharded(layer, out_specs=P("data"), extra_in=()):
+    graphdef, state = nnx.split(layer)
+    fwd = jax.shard_map(lambda s, x, *a: nnx.merge(graphdef, s)(x, *a), mesh=mesh(),
+                        in_specs=(P(), P("data"), *extra_in), out_specs=out_specs)
+    return jax.jit(fwd), state
+
+
+@pytest.mark.parametrize("shape", [(16, 4, 3), (8, 3)])
+def test_set_mode_under_shard_map_is_the_whole_batch(shape):
+    """'set' mode: the set is the global batch, its moments summed over the mesh axis (the
+    one collective, in evaluation only); equal to the single-device layer."""
+    x = jax.random.normal(jax.random.key(4), shape) * 3 + 2
+    x = x + jnp.arange(shape[0], dtype=x.dtype).reshape(-1, *[1] * (len(shape) - 1))
+    single, shard = layers(4)
+    for layer in (single, shard):
+        layer.eval()
+        layer.set_mode("set", 2)
+    forward, state = sharded(shard)
+    np.testing.assert_allclose(forward(state, x), single(x), rtol=1e-5, atol=1e-5)
+    assert collectives(forward.lower(state, x).compile().as_text()) == ["all-reduce"]
+
+
+def test_set_mode_gradients_under_shard_map():
+    x = jax.random.normal(jax.random.key(5), (16, 4, 3))
+    ct = jax.random.normal(jax.random.key(6), x.shape)
+    single, shard = layers(4)
+    for layer in (single, shard):
+        layer.eval()
+        layer.set_mode("set", 1)
+    g1, s1 = nnx.split(single)
+    g2, s2 = nnx.split(shard)
+    loss = jax.shard_map(
+        lambda s, x, ct: jax.lax.psum(jnp.sum(nnx.merge(g2, s)(x) * ct), "data"),
+        mesh=mesh(), in_specs=(P(), P("data"), P("data")), out_specs=P())
+    gs, gx = jax.jit(jax.grad(loss, argnums=(0, 1)))(s2, x, ct)
+    ws, wx = jax.grad(lambda s, x: jnp.sum(nnx.merge(g1, s)(x) * ct), argnums=(0, 1))(s1, x)
+    np.testing.assert_allclose(gx, wx, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(gs["scale"][...], ws["scale"][...], rtol=1e-4, atol=1e-4)
+
+
+def test_single_mode_per_sample_groups_of_the_global_batch():
+    """A per-sample group array covering the global batch (replicated with the state) is
+    sliced to each device's shard; one of the local length is used as it is."""
+    x = jax.random.normal(jax.random.key(7), (16, 5, 3))
+    groups = np.random.default_rng(0).integers(0, 4, 16)
+    single, shard = layers(4)
+    for layer in (single, shard):
+        layer.eval()
+        layer.set_mode("single", groups)
+    want = single(x)
+    forward, state = sharded(shard)
+    np.testing.assert_allclose(forward(state, x), want, rtol=1e-5, atol=1e-5)
+    # Local length: the groups are sharded like x (a (16,) array split over 4 devices).
+    shard.set_mode("set", 0)
+    graphdef, state = nnx.split(shard)
+
+    def local(s, x, g):
+        model = nnx.merge(graphdef, s)
+        model.set_mode("single", g)
+        return model(x)
+
+    forward = jax.jit(jax.shard_map(local, mesh=mesh(), in_specs=(P(), P("data"), P("data")),
+                                    out_specs=P("data")))
+    np.testing.assert_allclose(forward(state, x, jnp.asarray(groups)), want, rtol=1e-5,
+                               atol=1e-5)
+    shard.set_mode("single", groups[:7])
+    forward, state = sharded(shard)
+    with pytest.raises(LocalNormError, match="len\\(group\\)=7"):
+        forward(state, x)
+
+
+def test_axis_name_outside_shard_map_is_a_clear_error():
+    _, shard = layers(4)
+    x = jnp.ones((8, 3)) * jnp.arange(8.0)[:, None]
+    for call in (lambda: shard(x), lambda: nnx.jit(lambda m, x: m(x))(shard, x)):
+        with pytest.raises(LocalNormError) as info:
+            call()
+        text = str(info.value)
+        assert "axis_name='data'" in text and "shard_map" in text and "predict" in text
+
+
+@pytest.mark.parametrize("num_groups,batch", [(8, 20), (8, 12)])
+def test_local_batch_must_hold_whole_groups(num_groups, batch):
+    """N=20, K=8 on 4 devices: 5 samples per device for 2 groups would be grouped 3+2,
+    unlike the single-device layer's groups; refused at trace time."""
+    _, shard = layers(num_groups)
+    forward, state = sharded(shard)
+    x = jax.random.normal(jax.random.key(8), (batch, 3))
+    with pytest.raises(LocalNormError) as info:
+        forward(state, x)
+    local = batch // 4
+    assert f"x.shape[0]={local}" in str(info.value)
+    assert f"num_groups={num_groups}" in str(info.value)
