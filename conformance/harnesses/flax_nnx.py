@@ -4,14 +4,15 @@ the case's mode and group, gradients by ``jax.vjp`` through the layer.
 
 float64 cases need JAX's 64-bit mode; every call runs under ``jax.enable_x64(True)``,
 scoped to the call, so the process-wide flag (and float32 defaults elsewhere) are left
-alone. Parameters are float32 for bfloat16 input (a mixed-precision layer's
+alone. Parameters are float32 for float16/bfloat16 input (a mixed-precision layer's
 ``param_dtype``) and x's dtype otherwise.
 
 Speed: forward and vjp run under ``jax.jit`` (one XLA compilation per case instead of
 one per operation, cached per layer configuration, backend optimization level 0), which
-is how Flax models run. Input
-checks that need values (NaN/Inf) only happen eagerly, so input that is not finite is run
-through the layer eagerly, where the layer itself must refuse it.
+is how Flax models run. Per-sample groups are traced data (as in the layers), so cases
+that differ only in their group values share a compilation. Input checks that need
+values (NaN/Inf) only happen eagerly, so input that is not finite is run through the
+layer eagerly, where the layer itself must refuse it.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def _to_numpy(y, dtype: str) -> np.ndarray:
 
 
 class _FlaxHarness(Harness):
-    dtypes = ("float64", "float32", "bfloat16")
+    dtypes = ("float64", "float32", "float16", "bfloat16")
     grads = True
     compiles = True  # shapes from strategies.CATALOG, so compiled programs are reused
 
@@ -52,15 +53,18 @@ class _FlaxHarness(Harness):
         return f"{', '.join(absent)} not installed" if absent else None
 
     def _apply(self, case: Case):
-        """``(f, params)``: f(x, params) is the layer's output; params a pytree."""
+        """``(f, params, groups)``: ``f(x, params, groups)`` is the layer's output;
+        params a pytree of the parameters, groups a pytree whose leaves (none for an int
+        group) are the per-sample group array."""
         raise NotImplementedError
 
     def _compiled(self, case: Case):
-        """``(jit(f), jit(vjp of f), params)``, shared by cases of one configuration."""
+        """``(jit(f), jit(vjp of f), params, groups)``, shared by cases of one
+        configuration (per-sample groups: by their length, not their values)."""
         group = _group(case)
         key = (case.num_features, case.num_groups, case.eps, case.axis, case.partition,
                case.mode, _param_dtype(case.dtype),
-               tuple(int(g) for g in group) if isinstance(group, np.ndarray) else group)
+               ("per-sample", len(group)) if isinstance(group, np.ndarray) else group)
         return _compile(type(self), key, case)
 
     def forward(self, case: Case) -> np.ndarray:
@@ -70,47 +74,51 @@ class _FlaxHarness(Harness):
         with jax.enable_x64(True):
             x = jnp.asarray(case.x)
             if not np.all(np.isfinite(np.asarray(case.x, dtype=np.float64))):
-                f, params = self._apply(case)
-                return _to_numpy(f(x, params), case.dtype)  # eager: the layer checks
-            f, _, params = self._compiled(case)
-            return _to_numpy(f(x, params), case.dtype)
+                f, params, groups = self._apply(case)
+                return _to_numpy(f(x, params, groups), case.dtype)  # eager: the layer checks
+            f, _, params, groups = self._compiled(case)
+            return _to_numpy(f(x, params, groups), case.dtype)
 
     def vjp(self, case, cotangent):
         import jax
         import jax.numpy as jnp
 
         with jax.enable_x64(True):
-            _, vjp, params = self._compiled(case)
+            _, vjp, params, groups = self._compiled(case)
             ct = jnp.asarray(np.asarray(cotangent, dtype=np.float64)).astype(case.x.dtype)
-            dx, dp = vjp(jnp.asarray(case.x), params, ct)
+            dx, dp = vjp(jnp.asarray(case.x), params, groups, ct)
             dgamma, dbeta = self._param_grads(dp)
             return tuple(np.asarray(g, dtype=np.float64) for g in (dx, dgamma, dbeta))
 
 
 def _compile(cls, key, case):
-    """Cached jitted forward/vjp, with this case's gamma and beta placed into the cached
-    parameter pytree (no layer is rebuilt for a configuration seen before)."""
+    """Cached jitted forward/vjp, with this case's gamma, beta and per-sample groups
+    placed into the cached pytrees (no layer is rebuilt for a configuration seen
+    before)."""
     import jax
     import jax.numpy as jnp
 
     if (cls, key) not in _CACHE:
         if len(_CACHE) > 256:
             _CACHE.clear()
-        f, params = cls()._apply(case)
+        f, params, groups = cls()._apply(case)
 
-        def vjp(x, params, ct):
-            return jax.vjp(f, x, params)[1](ct)
+        def vjp(x, params, groups, ct):
+            return jax.vjp(lambda x, p: f(x, p, groups), x, params)[1](ct)
 
         paths, treedef = jax.tree_util.tree_flatten_with_path(params)
         order = ["gamma" if "scale" in jax.tree_util.keystr(path) else "beta"
                  for path, _ in paths]
         _CACHE[cls, key] = (jax.jit(f, compiler_options=_FAST_COMPILE),
-                            jax.jit(vjp, compiler_options=_FAST_COMPILE), treedef, order)
-    fwd, vjp, treedef, order = _CACHE[cls, key]
+                            jax.jit(vjp, compiler_options=_FAST_COMPILE), treedef, order,
+                            jax.tree_util.tree_structure(groups))
+    fwd, vjp, treedef, order, gtree = _CACHE[cls, key]
     pd = _param_dtype(case.dtype)
     values = {"gamma": jnp.asarray(case.gamma.astype(pd)),
               "beta": jnp.asarray(case.beta.astype(pd))}
-    return fwd, vjp, jax.tree_util.tree_unflatten(treedef, [values[o] for o in order])
+    group = jnp.asarray(_group(case), jnp.int32)
+    return (fwd, vjp, jax.tree_util.tree_unflatten(treedef, [values[o] for o in order]),
+            jax.tree_util.tree_unflatten(gtree, [group] * gtree.num_leaves))
 
 
 _CACHE: dict = {}
@@ -140,12 +148,12 @@ class FlaxNNXHarness(_FlaxHarness):
         layer.bias[...] = jnp.asarray(case.beta.astype(pd))
         layer.eval()
         layer.set_mode(case.mode, _group(case))
-        graphdef, params = nnx.split(layer)
+        graphdef, params, groups = nnx.split(layer, nnx.Param, ...)
 
-        def f(x, params):
-            return nnx.merge(graphdef, params)(x)
+        def f(x, params, groups):
+            return nnx.merge(graphdef, params, groups)(x)
 
-        return f, params
+        return f, params, groups
 
     def _param_grads(self, dp):
         return dp["scale"][...], dp["bias"][...]
@@ -169,11 +177,13 @@ class FlaxLinenHarness(_FlaxHarness):
         params = {"params": {"scale": jnp.asarray(case.gamma.astype(pd)),
                              "bias": jnp.asarray(case.beta.astype(pd))}}
         group = _group(case)
+        groups = jnp.asarray(group, jnp.int32) if isinstance(group, np.ndarray) else None
 
-        def f(x, params):
-            return layer.apply(params, x, mode=case.mode, group=group)
+        def f(x, params, groups):
+            return layer.apply(params, x, mode=case.mode,
+                               group=group if groups is None else groups)
 
-        return f, params
+        return f, params, groups
 
     def _param_grads(self, dp):
         return dp["params"]["scale"], dp["params"]["bias"]
