@@ -6,9 +6,11 @@ are therefore never copied by hand:
 
 - ``support-matrix``: the conformance support matrix, from
   ``conformance.matrix.support_matrix()`` (what each subject runs, skips and why);
-- ``headline``: the headline robustness plot of the home page, from ``docs/results/``;
-- ``robustness``: the main job's tables and plots, from ``docs/results/`` (written by
-  ``localnorm robustness``);
+- ``headline``: the headline robustness plot of the home page, from the default run's
+  folder ``docs/results/digits/`` (see :data:`HEADLINE_RUN`);
+- ``robustness``: the main job's runs, one folder each under ``docs/results/``, written
+  verbatim by ``localnorm robustness --out docs/results/<name>`` (results.json,
+  results.md, plots): an index with the commands and wall times, then each run;
 - ``benchmarks``: the benchmark tables, rendered from ``docs/results/bench.json`` by the
   benchmarks' own page builder (``benchmarks._report.markdown``), else
   ``docs/results/bench.md``.
@@ -118,21 +120,28 @@ def _title(path: Path) -> str:
     return path.stem.replace("_", " ").replace("-", " ").capitalize()
 
 
-#: Datasets shown first (the paper's), when the results hold several.
-PREFERRED_DATASETS = ("mnist",)
+#: Run folders (``docs/results/<name>/``) shown first on the Results page, in this order;
+#: the others follow by name: the paper's dataset, then the default run.
+RUN_ORDER = ("mnist", "digits")
+
+#: The run whose AGN plot heads the home page: the default run (the README's first command).
+HEADLINE_RUN = "digits"
 
 
 def _runs(results: Path) -> list[tuple[str, Path, dict]]:
-    """``(dataset, json path, document)`` of each robustness run in docs/results/ (a JSON
-    document with ``records``), the paper's datasets first."""
+    """``(name, folder, results.json document)`` of every run folder of docs/results/:
+    a sub-folder holding the ``results.json`` that ``localnorm robustness --out`` writes
+    (with records), in :data:`RUN_ORDER`, then by name."""
     runs = []
-    for path in sorted(results.glob("*.json")) if results.is_dir() else []:
+    folders = sorted(p for p in results.iterdir() if p.is_dir()) if results.is_dir() else []
+    for folder in folders:
+        path = folder / "results.json"
+        if not path.is_file():
+            continue
         data = json.loads(path.read_text(encoding="utf-8"))
         if isinstance(data, Mapping) and data.get("records"):
-            config = data.get("config") if isinstance(data.get("config"), Mapping) else {}
-            dataset = str(config.get("dataset") or path.stem.split("-")[-1])
-            runs.append((dataset, path, data))
-    rank = {name: i for i, name in enumerate(PREFERRED_DATASETS)}
+            runs.append((folder.name, folder, data))
+    rank = {name: i for i, name in enumerate(RUN_ORDER)}
     return sorted(runs, key=lambda run: (rank.get(run[0], len(rank)), run[0]))
 
 
@@ -140,36 +149,81 @@ def _image(path: Path, docs: Path, indent: str = "") -> str:
     return f"{indent}![{_title(path)}]({path.relative_to(docs).as_posix()})\n"
 
 
+def _config(data: Mapping) -> Mapping:
+    return data.get("config") if isinstance(data.get("config"), Mapping) else {}
+
+
+def _claims(data: Mapping) -> list[dict]:
+    """The issue's expectations checked on a run (the CLI's own rule, so the page and the
+    run's results.md agree)."""
+    from localnorm.experiments.report import claims
+
+    return claims(list(data["records"]))
+
+
+def _minutes(config: Mapping) -> str:
+    wall = config.get("wall_seconds")
+    return "" if wall is None else f"{wall / 60:.1f} min"
+
+
+def run_index(runs: Sequence[tuple[str, Path, dict]], docs: Path) -> str:
+    """One row per run (folder, dataset, backend, settings, wall time, and the two
+    expectations of the issue: clean accuracy within 1 point, >= 1.5x under AGN sigma=1),
+    then the exact command of every run."""
+    rows, commands = [], []
+    verdict = {True: "met", False: "**not met**"}
+    for name, folder, data in runs:
+        cfg = _config(data)
+        checked = {c["claim"].split(":")[0]: c for c in _claims(data) if c["met"] is not None}
+        row = {
+            "run": f"`docs/results/{name}/`",
+            "dataset": cfg.get("dataset"),
+            "backend": cfg.get("framework") or cfg.get("backend"),
+            "settings": f"{cfg.get('model')}, {cfg.get('epochs')} epochs, batch "
+                        f"{cfg.get('batch_size')}, K={cfg.get('groups')}",
+            "wall time": _minutes(cfg),
+        }
+        for key, title in (("clean", "clean: LocalNorm (BATCH) vs BatchNorm"),
+                           ("AGN sigma=1", "AGN sigma=1: LocalNorm (BATCH) / BatchNorm")):
+            c = checked.get(key)
+            row[title] = "" if c is None else f"{c['measured']}: {verdict[c['met']]}"
+        rows.append(row)
+        if cfg.get("command"):
+            commands.append(cfg["command"])
+    text = table(rows)
+    if commands:
+        text += ("\nThe exact commands (from each run's `config.command`; run from the "
+                 "repository root):\n\n```bash\n" + "\n".join(commands) + "\n```\n")
+    return text
+
+
 def robustness(root: Path, docs: Path) -> str:
-    """The robustness job's output in docs/results/, one section per run (dataset): its
-    Markdown report (``robustness-<dataset>.md``: the tables), its accuracy plots
-    (``acc_<dataset>_*``) and its other plots (confusion matrices) collapsed; then any
-    other file (CSV or record-list JSON as tables, Markdown, plots)."""
+    """The robustness job's runs in docs/results/, each a folder written verbatim by
+    ``localnorm robustness --out docs/results/<name>``: an index of the runs (settings,
+    wall time, the expectations checked, the commands), then per run its ``results.md``
+    (tables), its accuracy plots (``acc_*.png``) and its confusion matrices collapsed;
+    then any other file of docs/results/ (CSV or record-list JSON as tables, Markdown,
+    plots)."""
     results = docs / "results"
     if not results.is_dir():
         return _missing("The robustness results", "Run `localnorm robustness` (see the guide).")
-    files = [p for p in sorted(results.iterdir())
-             if p.name not in BENCH_FILES and not p.name.startswith(("_", "."))]
-    used: set[Path] = set()
-    parts = []
-    for dataset, path, _ in _runs(results):
-        used.add(path)
-        mine = [p for p in files if dataset in p.stem.split("_") + p.stem.split("-")]
-        used.update(mine)
-        parts += [_include(p, docs) for p in mine if p.suffix == ".md"]
-        plots = [p for p in mine if p.suffix in (".png", ".svg")]
-        accuracy = [p for p in plots if p.stem.startswith("acc")]
-        others = [p for p in plots if p not in accuracy]
+    runs = _runs(results)
+    parts = [run_index(runs, docs)] if runs else []
+    for name, folder, _ in runs:
+        md = folder / "results.md"
+        parts.append(_include(md, docs) if md.is_file() else f"### {name}\n")
+        accuracy = sorted(folder.glob("acc_*.png")) + sorted(folder.glob("acc_*.svg"))
+        others = sorted(folder.glob("confusion_*.png"))
         if accuracy:
-            parts.append(f"### Plots: {dataset}\n")
+            parts.append(f"#### Plots: {name}\n")
             parts += [_image(p, docs) for p in accuracy]
         if others:
-            parts.append(f'??? note "More plots: {dataset} ({len(others)})"\n')
+            parts.append(f'??? note "Confusion matrices: {name} ({len(others)})"\n')
             parts += [_image(p, docs, "    ") for p in others]
-        parts.append(f"*Data: `docs/{path.relative_to(docs).as_posix()}`*\n")
+        parts.append(f"*Data: `docs/results/{name}/results.json`*\n")
+    files = [p for p in sorted(results.iterdir())
+             if p.is_file() and p.name not in BENCH_FILES and not p.name.startswith(("_", "."))]
     for path in files:
-        if path in used:
-            continue
         rel = path.relative_to(docs).as_posix()
         rows = None
         if path.suffix == ".csv":
@@ -179,7 +233,7 @@ def robustness(root: Path, docs: Path) -> str:
             rows = records(json.loads(path.read_text(encoding="utf-8")))
         elif path.suffix == ".md":
             parts.append(_include(path, docs))
-        elif path.suffix in (".png", ".svg"):
+        elif path.suffix in (".png", ".svg") and "headline" not in path.stem:
             parts.append(_image(path, docs))
         if rows is not None:
             parts.append(f"### {_title(path)}\n\n{table(rows)}\n*Source: `docs/{rel}`*\n")
@@ -190,26 +244,34 @@ def robustness(root: Path, docs: Path) -> str:
 
 def headline(root: Path, docs: Path) -> str:
     """The headline robustness plot with its table: ``docs/results/headline.{svg,png}`` if
-    present, else the accuracy under additive Gaussian noise (the paper's headline) of
-    the first run (the paper's dataset first), with a table from that run's records."""
+    present, else the accuracy under additive Gaussian noise (the paper's headline) of the
+    :data:`HEADLINE_RUN` folder (else the first run), named with its command, and a table
+    from that run's records."""
     results = docs / "results"
-    plots = sorted(p for p in results.glob("*") if p.suffix in (".svg", ".png")) if results.is_dir() else []
     alt = "Accuracy under increasing noise, LocalNorm against BatchNorm"
-    explicit = [p for p in plots if "headline" in p.stem]
+    explicit = sorted(p for p in results.glob("headline.*") if p.suffix in (".svg", ".png")) \
+        if results.is_dir() else []
     if explicit:
         return _image(explicit[0], docs).replace(_title(explicit[0]), alt, 1)
-    for dataset, path, data in _runs(results):
-        plot = [p for p in plots if p.stem in (f"acc_{dataset}_agn", f"acc_{dataset}-agn")]
-        if plot:
-            rel = plot[0].relative_to(docs).as_posix()
-            return f"![{alt}]({rel})\n\n" + headline_table(path, data)
-    accuracy = [p for p in plots if p.stem.startswith("acc")] or plots
-    if not accuracy:
-        return _missing("The robustness plots", "Run `localnorm robustness` (see Results).")
-    return _image(accuracy[0], docs)
+    runs = _runs(results)
+    runs = [r for r in runs if r[0] == HEADLINE_RUN] + [r for r in runs if r[0] != HEADLINE_RUN]
+    for name, folder, data in runs:
+        plot = folder / "acc_agn.png"
+        if not plot.is_file():
+            continue
+        cfg = _config(data)
+        what = "the default run" if name == HEADLINE_RUN else "the run"
+        command = f", `{cfg['command']}`" if cfg.get("command") else ""
+        backend = cfg.get("framework") or cfg.get("backend")
+        wall = f", {_minutes(cfg)} wall time" if cfg.get("wall_seconds") is not None else ""
+        caption = (f"From {what} in `docs/results/{name}/`{command} ({backend} on "
+                   f"{cfg.get('device')}{wall}).")
+        return (f"![{alt}]({plot.relative_to(docs).as_posix()})\n\n{caption}\n\n"
+                + headline_table(folder / "results.json", data, docs=docs))
+    return _missing("The robustness plots", "Run `localnorm robustness` (see Results).")
 
 
-def headline_table(path: Path, data: Mapping, noise: str = "agn") -> str:
+def headline_table(path: Path, data: Mapping, noise: str = "agn", docs: Path | None = None) -> str:
     """Accuracy (%) of every method clean, at sigma = 1 and at the largest level of
     ``noise``, from one run's records."""
     recs = data["records"]
@@ -226,9 +288,10 @@ def headline_table(path: Path, data: Mapping, noise: str = "agn") -> str:
             rows.setdefault(key, {})[f"{noise} sigma={float(r['level']):g}"] = (
                 f"{100 * r['accuracy']:.1f}")
     note = data.get("data", "")
+    where = path.relative_to(docs).as_posix() if docs is not None else path.name
     columns = ["method (protocol)", "clean", *(f"{noise} sigma={lv:g}" for lv in shown)]
     body = [{"method (protocol)": key, **vals} for key, vals in rows.items()]
-    return (f"Test accuracy (%), from `docs/results/{path.name}`{': ' + note if note else ''}"
+    return (f"Test accuracy (%), from `docs/{where}`{': ' + note if note else ''}"
             "\n\n" + table(body, columns))
 
 
@@ -289,6 +352,17 @@ GENERATORS: dict[str, Callable[[Path, Path], str]] = {
     "robustness": robustness,
     "benchmarks": benchmarks,
 }
+
+
+def on_files(files, config):
+    """The runs' ``results.md`` (``docs/results/<run>/results.md``) are included into the
+    Results page by :func:`robustness`, not pages of their own (mkdocs.yml's
+    ``exclude_docs`` covers only ``results/*.md``); their plots and data stay in the site."""
+    for file in list(files):
+        uri = file.src_uri
+        if uri.startswith("results/") and uri.count("/") >= 2 and uri.endswith(".md"):
+            files.remove(file)
+    return files
 
 
 def on_page_markdown(markdown, page, config, files):

@@ -208,6 +208,7 @@ def _config(args, runner, epochs: int, batch_size: int, k: int) -> dict:
     import shlex
 
     argv = getattr(args, "argv", None)
+    env = "".join(f"{k.upper()}={v} " for k, v in runner.details.items() if k == "keras_backend")
     return {
         "dataset": args.dataset, "data_dir": _data_dir(args.data_dir), "seed": args.seed,
         "backend": args.backend, **runner.details, "framework": runner.framework,
@@ -216,7 +217,7 @@ def _config(args, runner, epochs: int, batch_size: int, k: int) -> dict:
         "vote": args.vote, "limit_train": args.limit_train, "limit_test": args.limit_test,
         "image_size": args.image_size if args.dataset == "folder" else None,
         "argv": None if argv is None else list(argv),
-        "command": None if argv is None else "localnorm " + shlex.join(argv),
+        "command": None if argv is None else f"{env}localnorm {shlex.join(argv)}",
     }
 
 

@@ -81,6 +81,20 @@ def test_markdown_names_the_command_and_the_wall_time(tmp_path):
     assert "Wall time: 123 s (2.1 min)" in md and "batchnorm 61 s" in md and "torch 2.13.0" in md
 
 
+def test_claims_are_checked_from_the_records():
+    recs = [_rec("batchnorm", "running", "none", 0.0, 0.98), _rec("localnorm", "batch", "none", 0.0, 0.975),
+            _rec("batchnorm", "running", "agn", 1.0, 0.40), _rec("localnorm", "batch", "agn", 1.0, 0.50),
+            _rec("batchnorm-dynamic", "batch", "agn", 1.0, 0.52),
+            _rec("batchnorm-dynamic", "batch", "agn", 2.0, 0.30), _rec("localnorm", "batch", "agn", 2.0, 0.31)]
+    clean, agn, dyn = report.claims(recs)
+    assert clean["met"] is True and "-0.50 points" in clean["measured"]
+    assert agn["met"] is False and "1.25x" in agn["measured"]
+    assert dyn["met"] is None and "-2.00 to +1.00" in dyn["measured"] and "sigma 1..2" in dyn["measured"]
+    assert report.claims(recs[:2])[0]["met"] is True and len(report.claims(recs[:2])) == 1
+    worse = [_rec("batchnorm", "running", "none", 0.0, 0.98), _rec("localnorm", "batch", "none", 0.0, 0.96)]
+    assert report.claims(worse)[0]["met"] is False
+
+
 def test_markdown_tables(store, tmp_path):
     report.write_markdown(tmp_path / "results.md", store, ["agn", "contrast"])
     md = (tmp_path / "results.md").read_text()

@@ -89,6 +89,7 @@ def test_outputs_written(tiny_run):
     assert "## Clean test accuracy" in md and "LocalNorm (SINGLE-VOTING)" in md
     assert "## agn" in md and "## contrast" in md and "Agreement" in md
     assert "stratified" in md  # the data note
+    assert "## The expectations, checked" in md and "AGN sigma=1" in md
     for name in ("acc_agn.png", "acc_contrast.png", "confusion_agn_1.png"):
         assert (tiny_run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tiny_run.glob(".*.tmp"))
@@ -223,6 +224,7 @@ def test_other_backends_end_to_end(backend, env, tmp_path):
     assert got["config"]["backend"] == backend and got["config"]["framework"].startswith(backend)
     if backend == "keras":
         assert got["config"]["keras_backend"] == "tensorflow"
+        assert got["config"]["command"].startswith("KERAS_BACKEND=tensorflow localnorm robustness")
     clean = {(r["method"], r["protocol"]): r["accuracy"] for r in got["first"] if r["noise"] == "none"}
     assert max(clean.values()) > 0.2  # one epoch on 64 images already beats chance (0.1)
 

@@ -187,27 +187,65 @@ def test_every_page_is_in_the_nav_and_every_nav_entry_exists():
     nav = _nav_files(config["nav"])
     docs = ROOT / "docs"
     pages = {p.relative_to(docs).as_posix() for p in docs.rglob("*.md")
-             if "_hooks" not in p.parts and p.parent.name != "results"}
+             if "_hooks" not in p.parts and p.relative_to(docs).parts[0] != "results"}
     assert sorted(pages - set(nav)) == [], "pages missing from the nav of mkdocs.yml"
     assert sorted(set(nav) - pages) == [], "nav entries without a page"
 
 
-def test_headline_table_comes_from_the_records(tmp_path):
+def _write_run(results, name, recs, config=None):
     import json
 
+    folder = results / name
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps({"config": config or {}, "data": "toy",
+                                                     "records": recs}))
+    return folder
+
+
+_RECS = [{"method": "batchnorm", "protocol": "running", "noise": "none", "level": 0, "accuracy": 0.9},
+         {"method": "batchnorm", "protocol": "running", "noise": "agn", "level": 1.0, "accuracy": 0.5},
+         {"method": "batchnorm", "protocol": "running", "noise": "agn", "level": 4.0, "accuracy": 0.125},
+         {"method": "batchnorm", "protocol": "running", "noise": "agn", "level": 2.0, "accuracy": 0.3},
+         {"method": "localnorm", "protocol": "batch", "noise": "none", "level": 0, "accuracy": 0.895},
+         {"method": "localnorm", "protocol": "batch", "noise": "agn", "level": 1.0, "accuracy": 0.6}]
+
+
+def test_headline_comes_from_the_default_run_folder(tmp_path):
     generated = _hook("generated")
-    (tmp_path / "results").mkdir()
-    recs = [{"method": "bn", "protocol": "running", "noise": "none", "level": 0, "accuracy": 0.9},
-            {"method": "bn", "protocol": "running", "noise": "agn", "level": 1.0, "accuracy": 0.5},
-            {"method": "bn", "protocol": "running", "noise": "agn", "level": 4.0, "accuracy": 0.125},
-            {"method": "bn", "protocol": "running", "noise": "agn", "level": 2.0, "accuracy": 0.3}]
-    (tmp_path / "results" / "run.json").write_text(json.dumps({"data": "toy", "records": recs}))
-    (tmp_path / "results" / "acc_run_agn.png").write_bytes(b"")
-    (tmp_path / "results" / "acc_run_mbn.png").write_bytes(b"")
+    results = tmp_path / "results"
+    cfg = {"command": "localnorm robustness --out docs/results/digits", "backend": "torch",
+           "framework": "torch 2.13.0", "device": "cpu", "wall_seconds": 150.0}
+    for name in ("digits", "mnist"):
+        folder = _write_run(results, name, _RECS, cfg)
+        (folder / "acc_agn.png").write_bytes(b"")
     out = generated.headline(ROOT, tmp_path)
-    assert "(results/acc_run_agn.png)" in out and "docs/results/run.json" in out
+    assert "(results/digits/acc_agn.png)" in out and "docs/results/digits/results.json" in out
+    assert "the default run" in out and "`localnorm robustness --out docs/results/digits`" in out
+    assert "2.5 min wall time" in out
     assert "| method (protocol) | clean | agn sigma=1 | agn sigma=4 |" in out
-    assert "| bn (running) | 90.0 | 50.0 | 12.5 |" in out
+    assert "| batchnorm (running) | 90.0 | 50.0 | 12.5 |" in out
+
+
+def test_robustness_section_reads_each_run_folder_verbatim(tmp_path):
+    generated = _hook("generated")
+    results = tmp_path / "results"
+    cfg = {"command": "localnorm robustness --dataset mnist --out docs/results/mnist",
+           "dataset": "mnist", "framework": "torch 2.13.0", "model": "mnistnet", "epochs": 8,
+           "batch_size": 64, "groups": 4, "wall_seconds": 600.0}
+    folder = _write_run(results, "mnist", _RECS, cfg)
+    (folder / "results.md").write_text("# LocalNorm robustness: mnist\n\n## Clean\n\n![x](acc_agn.png)\n")
+    for name in ("acc_agn.png", "acc_mbn.png", "confusion_agn_1.png"):
+        (folder / name).write_bytes(b"")
+    (folder / "checkpoints").mkdir()
+    (results / "bench.json").write_text("{}")  # the benchmarks' file is not a run
+    out = generated.robustness(ROOT, tmp_path)
+    assert "| `docs/results/mnist/` | mnist | torch 2.13.0 | mnistnet, 8 epochs, batch 64, K=4 | 10.0 min |" in out
+    assert "89.50 vs 90.00 (-0.50 points): met" in out and "(1.20x): **not met**" in out
+    assert "```bash\nlocalnorm robustness --dataset mnist --out docs/results/mnist\n```" in out
+    assert "### LocalNorm robustness: mnist" in out and "#### Clean" in out
+    assert "![x](results/mnist/acc_agn.png)" in out  # the run's own links, rebased
+    assert "(results/mnist/acc_mbn.png)" in out and "    ![Confusion agn 1](results/mnist/confusion_agn_1.png)" in out
+    assert "bench" not in out and "*Data: `docs/results/mnist/results.json`*" in out
 
 
 def test_benchmarks_are_rendered_from_bench_json(tmp_path):
