@@ -22,9 +22,10 @@ class Vote(NamedTuple):
     labels : array, shape (N,)
         The voted class of each sample (integer dtype).
     agreement : array, shape (N,)
-        The fraction of groups whose own top class equals the voted label, in [1/K, 1].
-        1.0 means all groups agree; low agreement flags inputs the network is unsure of
-        (for example under heavy noise), at no extra cost.
+        The fraction of groups whose own top class (the smaller class index if its top
+        scores tie) equals the voted label: in [1/K, 1] for hard voting, [0, 1] for soft
+        voting. 1.0 means all groups agree; low agreement flags inputs the network is
+        unsure of (for example under heavy noise), at no extra cost.
     """
 
     scores: Any
@@ -49,9 +50,14 @@ def vote(scores, method: str = "hard", *, from_logits: bool = False) -> Vote:
         probabilities, or logits with ``from_logits=True``. Any array-API array.
     method : {"hard", "soft"}, default "hard"
         ``"hard"``: each group votes for its top class and the class with the most votes
-        wins. Ties are broken by the larger mean probability over the groups, then by the
-        smaller class index. ``"soft"``: the mean over groups of the class probabilities;
-        its top class wins (smaller index on exact ties).
+        wins. Ties between classes with the most votes are broken by the larger mean
+        probability over the groups, then by the smaller class index. ``"soft"``: the
+        mean over groups of the class probabilities; its top class wins (the smaller
+        index on exact ties).
+
+        A group whose own top scores tie votes for the **smaller class index** among them
+        (``argmax`` takes the first maximum); this decides its hard vote and whether it
+        counts towards ``agreement``, under both methods.
     from_logits : bool, default False
         Apply a softmax over the class axis first (this matters for soft voting and for
         hard voting's tie-break; each group's top class is unchanged).

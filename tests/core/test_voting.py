@@ -44,6 +44,31 @@ def test_hard_tie_break_ignores_classes_outside_the_tie():
     assert v.labels.tolist() == [1]
 
 
+def test_a_group_whose_own_top_scores_tie_votes_for_the_smaller_class_index():
+    # Group 0 ties classes 0 and 1, group 2 ties classes 0 and 2: both vote for class 0
+    # (argmax takes the first index), which then wins 2 votes to 1. Had ties gone to the
+    # larger index, class 1 would win.
+    p = np.array([[[0.4, 0.4, 0.2]], [[0.1, 0.9, 0.0]], [[0.45, 0.1, 0.45]]])
+    v = vote(p, "hard")
+    assert v.labels.tolist() == [0]
+    np.testing.assert_allclose(v.scores, [[2 / 3, 1 / 3, 0.0]])
+    np.testing.assert_allclose(v.agreement, [2 / 3])
+    # Soft voting's agreement counts the same per-group votes.
+    np.testing.assert_allclose(vote(p, "soft").agreement,
+                               [np.mean(p.argmax(-1)[:, 0] == vote(p, "soft").labels[0])])
+
+
+def test_soft_tie_goes_to_smaller_class_index():
+    # Mean probabilities tie exactly between classes 1 and 2: class 1 wins.
+    p = np.array([[[0.1, 0.6, 0.3]], [[0.1, 0.3, 0.6]]])
+    v = vote(p, "soft")
+    assert v.scores[0, 1] == v.scores[0, 2]
+    assert v.labels.tolist() == [1]
+    np.testing.assert_allclose(v.agreement, [0.5])  # group 0 ranked 1 first, group 1 ranked 2
+    q = p[:, :, ::-1].copy()  # the same tie on classes 1 and 0: class 0 wins
+    assert vote(q, "soft").labels.tolist() == [0]
+
+
 def test_soft_is_mean_of_probabilities():
     rng = np.random.default_rng(0)
     p = rng.dirichlet(np.ones(5), size=(4, 6))  # K=4, N=6, 5 classes
