@@ -630,3 +630,15 @@ def device_unavailable(device: str, backend: str, available: Iterable[str]) -> L
         f"framework's default device) or one of those; for a GPU, install the CUDA build of "
         f"{backend}."
     )
+
+
+# -- torch adapter (localnorm.torch) -------------------------------------------------------
+
+def lazy_batchnorm(kind: str) -> LocalNormError:
+    return LocalNormError(
+        f"convert_batchnorm() found an uninitialized {kind}: its number of channels is only "
+        "known after its first forward pass, so the (K, C) weight/bias of the LocalNorm "
+        "that replaces it (one row per group along the batch axis) cannot be built yet. "
+        f"Received: an {kind} with uninitialized parameters. Fix: run one forward pass "
+        "first (e.g. `model(example_batch)`), then call convert_batchnorm(model, ...)."
+    )

@@ -292,6 +292,7 @@ def _sample_args():
         "unbound_axis_name": [("data", "LocalNorm")],
         "sharded_ragged": [(5, 2, 4, "data")],
         "sharded_group_array": [(7, 4, 4, "data")],
+        "lazy_batchnorm": [("LazyBatchNorm2d",)],
     }
 
 
