@@ -1,8 +1,8 @@
 """localnorm.torch: LocalNorm for PyTorch.
 
-Layers :class:`LocalNorm1d`, :class:`LocalNorm2d`, :class:`LocalNorm3d` (BatchNorm with K
-groups along the batch axis; the math is :func:`localnorm.local_norm`, see
-``docs/spec.md``), a model-wide evaluation switch (:func:`set_eval_mode`,
+Layers :class:`LocalNorm1d`, :class:`LocalNorm2d`, :class:`LocalNorm3d` and the
+rank-agnostic :class:`LocalNorm` (BatchNorm with K groups along the batch axis; the math
+is :func:`localnorm.local_norm`, see ``docs/spec.md``), a model-wide evaluation switch (:func:`set_eval_mode`,
 :func:`eval_mode`), the paper's test-time protocols (:func:`predict`), BatchNorm
 conversion (:func:`convert_batchnorm`) and group-per-rank distributed training
 (:func:`set_group_per_rank`). Guide: ``docs/guides/torch.md``.
@@ -15,12 +15,14 @@ from ._api import predict as predict
 from ._api import set_eval_mode as set_eval_mode
 from ._api import set_group_per_rank as set_group_per_rank
 from ._layers import EVAL_MODES as EVAL_MODES
+from ._layers import LocalNorm as LocalNorm
 from ._layers import LocalNorm1d as LocalNorm1d
 from ._layers import LocalNorm2d as LocalNorm2d
 from ._layers import LocalNorm3d as LocalNorm3d
 
 __all__ = [
     "EVAL_MODES",
+    "LocalNorm",
     "LocalNorm1d",
     "LocalNorm2d",
     "LocalNorm3d",

@@ -4,6 +4,7 @@ conversion and the group-per-rank distributed mode."""
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +15,9 @@ from torch import nn
 from localnorm import _errors, _spec
 from localnorm.protocols import Prediction, run_protocol
 
-from ._layers import LocalNorm1d, LocalNorm2d, LocalNorm3d, _LocalNorm
+from . import _functional as fn
+from ._layers import GroupDraw, LocalNorm, LocalNorm1d, LocalNorm2d, LocalNorm3d, _LocalNorm
+from ._layers import _check_finite, _check_group
 
 __all__ = [
     "convert_batchnorm",
@@ -38,6 +41,22 @@ def _layers_or_raise(model: nn.Module, where: str) -> list[_LocalNorm]:
     return layers
 
 
+#: model -> (hook handle, GroupDraw) of the random-group draw installed by set_eval_mode.
+_DRAW_HOOKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _remove_draw_hook(model: nn.Module) -> GroupDraw | None:
+    entry = _DRAW_HOOKS.pop(model, None)
+    if entry is None:
+        return None
+    entry[0].remove()
+    return entry[1]
+
+
+def _install_draw_hook(model: nn.Module, draw: GroupDraw) -> None:
+    _DRAW_HOOKS[model] = (model.register_forward_pre_hook(draw.reset), draw)
+
+
 def set_eval_mode(
     model: nn.Module,
     mode: str,
@@ -58,17 +77,38 @@ def set_eval_mode(
     group : int, int64 tensor of shape (N,), or None, default 0
         The group along the batch axis whose weight/bias the ``"single"``, ``"set"`` and
         ``"running"`` modes use; a per-sample tensor in ``"single"`` mode; None for random
-        groups drawn from ``generator`` at every call.
+        groups, drawn once per call of ``model`` and shared by all its LocalNorm layers
+        (an image meets the same group in every layer): one group per image in
+        ``"single"`` mode, one for the whole call in ``"set"``/``"running"`` mode. The
+        draw is a forward pre-hook on ``model``, removed when the mode is set again.
     generator : torch.Generator, optional
-        Seedable source of random groups (``group=None``).
+        Seedable source of random groups (``group=None``). Without one the groups come
+        from PyTorch's global seed on the input's device, which ``torch.compile`` can
+        capture in the graph (a generator object cannot be).
 
     Returns
     -------
     torch.nn.Module
         ``model``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from localnorm.torch import LocalNorm2d, set_eval_mode
+    >>> model = torch.nn.Sequential(LocalNorm2d(3, num_groups=2), LocalNorm2d(3, num_groups=2))
+    >>> _ = set_eval_mode(model.eval(), "single", group=None)
+    >>> model(torch.randn(5, 3, 4, 4)).shape   # each image one random group, both layers
+    torch.Size([5, 3, 4, 4])
     """
-    for layer in _layers_or_raise(model, "set_eval_mode"):
+    layers = _layers_or_raise(model, "set_eval_mode")
+    for layer in layers:
         layer.set_mode(mode, group, generator)
+    _remove_draw_hook(model)
+    if group is None:
+        draw = GroupDraw(generator)
+        for layer in layers:
+            layer._draw = draw
+        _install_draw_hook(model, draw)
     return model
 
 
@@ -80,7 +120,7 @@ def eval_mode(
     generator: torch.Generator | None = None,
 ) -> Iterator[nn.Module]:
     """Context manager form of :func:`set_eval_mode`; restores every layer's previous mode,
-    group and generator on exit.
+    group and generator (and the model's previous random-group draw) on exit.
 
     Examples
     --------
@@ -93,14 +133,17 @@ def eval_mode(
     'batch'
     """
     layers = _layers_or_raise(model, "eval_mode")
-    saved = [(layer.mode, layer.group, layer.generator) for layer in layers]
+    saved = [(layer.mode, layer.group, layer.generator, layer._draw) for layer in layers]
+    previous = _DRAW_HOOKS.get(model)
     try:
-        for layer in layers:
-            layer.set_mode(mode, group, generator)
+        set_eval_mode(model, mode, group, generator)
         yield model
     finally:
-        for layer, (m, g, gen) in zip(layers, saved):
-            layer.mode, layer.group, layer.generator = m, g, gen
+        for layer, (m, g, gen, draw) in zip(layers, saved):
+            layer.mode, layer.group, layer.generator, layer._draw = m, g, gen, draw
+        _remove_draw_hook(model)
+        if previous is not None:
+            _install_draw_hook(model, previous[1])
 
 
 def _common(layers: list[_LocalNorm], attribute: str):
@@ -120,6 +163,7 @@ def predict(
     batch_size: int | None = None,
     set_size: int | None = None,
     from_logits: bool = True,
+    check_finite: bool = True,
 ) -> Prediction:
     """Classify ``x`` under one of the paper's test-time protocols.
 
@@ -137,16 +181,18 @@ def predict(
     protocol : {"batch", "single", "single-voting", "voting"}, default "batch"
         ``"batch"``: chunks of ``batch_size`` images in ``"batch"`` mode.
         ``"single"``: every image its own statistics and one group's weight/bias, in one
-        pass. ``"single-voting"``: every image through all K groups (one pass over K*N
-        images), then a vote. ``"voting"``: sets of ``set_size`` images, each through
-        every group with the set's statistics, then a vote.
+        pass. ``"single-voting"``: every image through all K groups (each image tiled K
+        times, one group per copy: one pass over K*N images, ``batch_size`` rows at most
+        per pass), then a vote. ``"voting"``: sets of ``set_size`` images, each through
+        every group with the set's statistics (the sets tiled over the K groups), then
+        a vote.
     vote : {"hard", "soft"}, default "hard"
         How the voting protocols combine the groups (:func:`localnorm.vote`).
     group : int, int64 tensor of shape (N,), or None
-        SINGLE: the group of every image; None draws one uniformly per image from
-        ``generator``.
+        SINGLE: the group along the batch axis of every image; None draws one uniformly
+        per image from ``generator``, once, shared by all layers.
     generator : torch.Generator, optional
-        Seedable source of SINGLE's random groups (CPU generator).
+        Seedable source of SINGLE's random groups (on any device).
     batch_size : int, optional
         BATCH: the evaluation batch (default all of x). Others: images per pass (memory).
     set_size : int, optional
@@ -154,6 +200,10 @@ def predict(
         ``len(x)`` is the training batch size).
     from_logits : bool, default True
         Whether the model returns logits (soft voting applies a softmax).
+    check_finite : bool, default True
+        Refuse an ``x`` with NaN or Inf, checked once up front (a bad value would change
+        the statistics of every image it shares a set with). The layers' own checks are
+        switched off during the passes, so the input is read once for this.
 
     Returns
     -------
@@ -167,13 +217,14 @@ def predict(
     k = _common(layers, "num_groups")
     partition = _common(layers, "partition")
     if protocol == "single" and group is None:
-        group = torch.randint(k, (x.shape[0],), generator=generator)
-    if isinstance(group, torch.Tensor) and group.ndim == 1:
-        group = group.to(device=x.device, dtype=torch.long)
-        if group.numel() and (int(group.min()) < 0 or int(group.max()) >= k):
-            raise _errors.bad_group(group, k)
-    elif isinstance(group, np.ndarray) and group.ndim == 1:
-        group = torch.as_tensor(group, dtype=torch.long, device=x.device)
+        group = torch.randint(
+            k, (x.shape[0],), generator=generator,
+            device=None if generator is None else generator.device,
+        )
+    if isinstance(group, (torch.Tensor, np.ndarray)) and group.ndim == 1:
+        group = _check_group(group, k, "single").to(x.device)
+    if check_finite:
+        _check_finite(x)
 
     def forward(xs: torch.Tensor, mode: str, g: Any) -> torch.Tensor:
         if isinstance(g, np.ndarray):
@@ -182,8 +233,11 @@ def predict(
             return model(xs)
 
     was_training = [m.training for m in model.modules()]
+    was_checking = [layer.check_finite for layer in layers]
     model.eval()
     try:
+        for layer in layers:  # x was checked above (or the caller opted out)
+            layer.check_finite = False
         with torch.inference_mode():
             return run_protocol(
                 forward, x, protocol=protocol, num_groups=k, batch_size=batch_size,
@@ -193,6 +247,8 @@ def predict(
     finally:
         for m, t in zip(model.modules(), was_training):
             m.training = t
+        for layer, c in zip(layers, was_checking):
+            layer.check_finite = c
 
 
 _CONVERSIONS = (
@@ -203,14 +259,14 @@ _CONVERSIONS = (
 
 
 def _local_norm_class(bn: nn.Module) -> type[_LocalNorm] | None:
+    if isinstance(bn, nn.modules.batchnorm._LazyNormBase) and bn.has_uninitialized_params():
+        raise _errors.lazy_batchnorm(type(bn).__name__)
     for bn_cls, ln_cls in _CONVERSIONS:
         if isinstance(bn, bn_cls):
             return ln_cls
     if isinstance(bn, nn.SyncBatchNorm):
-        # SyncBatchNorm takes any rank >= 2; pick the class from the rank it was used
-        # with if known, else 2d (the common case). All three share one implementation;
-        # only the input-rank check differs.
-        return LocalNorm2d
+        # SyncBatchNorm takes any rank >= 2, and so does LocalNorm.
+        return LocalNorm
     return None
 
 
@@ -225,8 +281,12 @@ def convert_batchnorm(
     transfer-learning recipe of the paper (section 3). Like
     :meth:`torch.nn.SyncBatchNorm.convert_sync_batchnorm`, it converts nested children in
     place and returns the module (a new LocalNorm layer when ``module`` itself is a
-    BatchNorm). SyncBatchNorm becomes :class:`LocalNorm2d`; statistics are then local to
-    each group, with no cross-process collective (see :func:`set_group_per_rank`).
+    BatchNorm). SyncBatchNorm becomes the rank-agnostic :class:`LocalNorm` (it may see
+    (N, C) as well as (N, C, H, W) input); statistics are then local to each group along
+    the batch axis, with no cross-process collective (see :func:`set_group_per_rank`).
+    Lazy BatchNorm layers (``nn.LazyBatchNorm2d``, ...) become ordinary BatchNorm layers
+    at their first forward pass and are converted from then on; an uninitialized one
+    raises an error, since its number of channels is not known yet.
 
     With ``num_groups=1`` the converted model computes exactly what the original computes
     in training mode (batch statistics).

@@ -1,20 +1,32 @@
-"""Native PyTorch fast paths of LocalNorm (no validation; the layers validate).
+"""Native PyTorch paths of LocalNorm (no validation; the layers validate).
 
 The math is :func:`localnorm.local_norm` (see ``docs/spec.md``); this module only chooses
 how to run it fast with PyTorch kernels, and the conformance harness
-(``conformance/harnesses/torch_layers.py``) proves every path equal to
-:func:`localnorm.reference.local_norm`:
+(``conformance/harnesses/torch_layers.py``) proves the eager paths equal to
+:func:`localnorm.reference.local_norm`, ``tests/torch/test_paths.py`` the others:
 
-- ``"batch"`` mode, batch a multiple of K: the K groups along the batch axis become K*C
-  channels of one fused ``F.batch_norm`` call. With strided groups the batch viewed as
-  (N/K, K*C, ...) is a free view; contiguous groups and channels_last inputs need one
-  layout copy in and one out (channels_last output stays channels_last).
-- ``"batch"`` mode, ragged batch (N % K != 0): the array-API core
-  :func:`localnorm.local_norm`.
-- ``"single"``: plain reductions over the spatial axes (exportable to ONNX without a
-  training-mode BatchNormalization node).
+- ``"batch"`` mode, **fused**: the K groups along the batch axis become K*C channels of
+  one ``F.batch_norm`` call. With strided groups on an NCHW batch that is a multiple of K,
+  the batch viewed as (N/K, K*C, ...) is a free view, and this is the path on every
+  device. Contiguous groups and channels_last inputs need one layout copy in and one out;
+  that variant runs on CUDA and under graph tracers (``torch.compile``, export,
+  ``torch.func``), where the copies are cheap or fused away.
+- ``"batch"`` mode, **reduction** (eager CPU: contiguous groups, channels_last inputs,
+  ragged batches N % K != 0): per-sample sums over the spatial axes, then per-group sums
+  over free views of the batch axis; a two-pass (centered) variance; the closed-form
+  BatchNorm backward in :class:`_BatchGroups`. No layout copy, one activation-sized
+  buffer in the forward pass and one in the backward pass (as ``F.batch_norm``), and only
+  the input is saved for backward. Under graph tracers the same math runs as plain
+  differentiable operations (:func:`_batch_groups_plain`).
+- ``"single"``: per-sample reductions over the spatial axes (plain reductions, so ONNX
+  export has no training-mode BatchNormalization node).
 - ``"set"``: one fused ``F.batch_norm`` with group ``g``'s scale and shift.
 - ``"running"``: ``F.batch_norm`` with group ``g``'s running statistics.
+
+Dtypes: statistics and the affine step are computed in ``cdt`` (at least float32, see
+:func:`compute_dtype`); float16/bfloat16 activations are read as they are (``F.batch_norm``
+takes them with float32 weights on CPU and CUDA and accumulates in float32), so no
+float32 copy of the activations is made or saved for backward.
 
 No Python loop over samples or groups anywhere.
 """
@@ -24,16 +36,42 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-import localnorm
-from localnorm import _agnostic
-
 __all__ = [
+    "LOW_PRECISION",
     "batch_groups",
-    "single",
-    "set_stats",
+    "compute_dtype",
+    "group_moments",
+    "graph_mode",
     "running",
-    "update_running_ragged",
+    "set_stats",
+    "single",
+    "update_running",
 ]
+
+#: Activation dtypes normalized in float32 (AMP).
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def graph_mode() -> bool:
+    """Whether a tracer is running: ``torch.compile``/``torch.export``, TorchScript
+    tracing or scripting, or a ``torch.func`` transform (``vmap``, ``grad``). Tracers get
+    plain differentiable operations (no ``out=``, no custom autograd Function) and no
+    value-dependent checks."""
+    return bool(
+        torch.compiler.is_compiling()
+        or torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or torch._C._are_functorch_transforms_active()
+    )
+
+
+def compute_dtype(x: torch.Tensor, weight: torch.Tensor | None) -> torch.dtype:
+    """The dtype of the statistics and the affine step: at least float32, and at least the
+    parameters' dtype."""
+    cdt = torch.promote_types(x.dtype, torch.float32)
+    if weight is not None:
+        cdt = torch.promote_types(cdt, weight.dtype)
+    return cdt
 
 
 def _channels_last(x: torch.Tensor) -> bool:
@@ -51,6 +89,14 @@ def _channels_last(x: torch.Tensor) -> bool:
 
 def _flat(p: torch.Tensor | None) -> torch.Tensor | None:
     return None if p is None else p.reshape(-1)
+
+
+def _bshape(x: torch.Tensor) -> tuple[int, ...]:
+    """(N, C, 1, ...): per-sample, per-channel values broadcast against x."""
+    return (x.shape[0], x.shape[1]) + (1,) * (x.ndim - 2)
+
+
+# -- the fused path: K*C channels of one F.batch_norm call ---------------------------------
 
 
 def _to_fused(x: torch.Tensor, k: int, partition: str) -> tuple[torch.Tensor, bool]:
@@ -92,6 +138,196 @@ def _from_fused(y: torch.Tensor, n: int, k: int, c: int, partition: str, cl: boo
     return y.reshape((m, k, c) + spatial).transpose(0, 1).reshape((n, c) + spatial)
 
 
+def _fused(x, weight, bias, k, partition, eps, running_mean, running_var, momentum):
+    n, c = x.shape[0], x.shape[1]
+    if k == 1:
+        return F.batch_norm(
+            x, _flat(running_mean), _flat(running_var), _flat(weight), _flat(bias),
+            True, momentum, eps,
+        )
+    xf, cl = _to_fused(x, k, partition)
+    yf = F.batch_norm(
+        xf, _flat(running_mean), _flat(running_var), _flat(weight), _flat(bias),
+        True, momentum, eps,
+    )
+    return _from_fused(yf, n, k, c, partition, cl)
+
+
+# -- the reduction path: groups as free views of the batch axis ----------------------------
+
+
+def _group_sum(s: torch.Tensor, k: int, partition: str) -> torch.Tensor:
+    """(N, C) per-sample values -> (K, C) sums over the samples of each group along the
+    batch axis (sizes as :func:`localnorm.group_sizes`), through views of s."""
+    n, c = s.shape
+    q, r = divmod(n, k)
+    if partition == "contiguous":
+        if r == 0:
+            return s.view(k, q, c).sum(1)
+        head = s[: r * (q + 1)].reshape(r, q + 1, c).sum(1)
+        tail = s[r * (q + 1):].reshape(k - r, q, c).sum(1)
+        return torch.cat((head, tail))
+    out = s[: q * k].reshape(q, k, c).sum(0)
+    if r:  # the last r samples belong to groups 0..r-1
+        out = torch.cat((out[:r] + s[q * k:], out[r:]))
+    return out
+
+
+def _per_sample(v: torch.Tensor, n: int, partition: str) -> torch.Tensor:
+    """(K, C) per-group rows -> (N, C), the row of each sample's group."""
+    k, c = v.shape
+    q, r = divmod(n, k)
+    if partition == "strided":
+        return v.repeat((q + 1, 1))[:n] if r else v.repeat((q, 1))
+    if r == 0:
+        return v[:, None, :].expand(k, q, c).reshape(n, c)
+    head = v[:r, None, :].expand(r, q + 1, c).reshape(r * (q + 1), c)
+    tail = v[r:, None, :].expand(k - r, q, c).reshape((k - r) * q, c)
+    return torch.cat((head, tail))
+
+
+def _counts(x: torch.Tensor, k: int, cdt: torch.dtype) -> torch.Tensor | float:
+    """Values per channel in each group: a float for equal groups, else (K, 1)."""
+    n = x.shape[0]
+    spatial = x[0, 0].numel()
+    q, r = divmod(n, k)
+    if r == 0:
+        return float(q * spatial)
+    sizes = torch.full((k, 1), float(q * spatial), dtype=cdt, device=x.device)
+    sizes[:r] += spatial
+    return sizes
+
+
+def group_moments(x: torch.Tensor, k: int, partition: str, cdt: torch.dtype,
+                  inplace: bool = False):
+    """Group means and biased variances, each (K, C) in ``cdt``, with the per-sample means
+    (N, C), a buffer of x's shape and memory format in ``cdt`` (the centered input
+    ``x - mean``, or with ``inplace`` on a channels_last input its square) and the number
+    of values per channel in each group.
+
+    Two passes (sum, then the sum of squares of the centered values), as the reference.
+    """
+    n = x.shape[0]
+    dims = tuple(range(2, x.ndim))
+    count = _counts(x, k, cdt)
+    s = x.sum(dims, dtype=cdt) if dims else x.to(cdt)
+    mean = _group_sum(s, k, partition) / count
+    mean_n = _per_sample(mean, n, partition)
+    centered = x - mean_n.view(_bshape(x))
+    if not dims:
+        sq = centered.square()
+    elif inplace and _channels_last(x):
+        # vector_norm over the outer (spatial) axes of a channels_last tensor is slow on
+        # CPU; square in place and sum.
+        sq = centered.square_().sum(dims)
+    else:
+        sq = torch.linalg.vector_norm(centered, 2, dims).square()
+    var = _group_sum(sq, k, partition) / count
+    return mean, var, mean_n, centered, count
+
+
+def _affine_rows(rstd, weight, bias, n, partition, x):
+    scale = rstd if weight is None else rstd * weight
+    scale_n = _per_sample(scale, n, partition).view(_bshape(x))
+    shift_n = None if bias is None else _per_sample(bias, n, partition).view(_bshape(x))
+    return scale_n, shift_n
+
+
+def _batch_groups_plain(x, weight, bias, k, partition, eps, cdt):
+    """The reduction path as plain differentiable operations (graph tracers, double
+    backward). Returns ``(y, mean, var)``."""
+    mean, var, _, centered, _ = group_moments(x, k, partition, cdt)
+    rstd = torch.rsqrt(var + eps)
+    scale_n, shift_n = _affine_rows(rstd, weight, bias, x.shape[0], partition, x)
+    y = centered * scale_n if shift_n is None else torch.addcmul(shift_n, centered, scale_n)
+    return y.to(x.dtype), mean, var
+
+
+class _BatchGroups(torch.autograd.Function):
+    """``"batch"`` mode with the closed-form BatchNorm backward per group along the batch
+    axis (eager only). Saves x (not a float32 copy), the per-sample means and the group
+    inverse standard deviations."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, k, partition, eps, cdt):
+        mean, var, mean_n, buf, count = group_moments(x, k, partition, cdt, inplace=True)
+        rstd = torch.rsqrt(var + eps)
+        n = x.shape[0]
+        scale_n, shift_n = _affine_rows(rstd, weight, bias, n, partition, x)
+        if _channels_last(x) and x.ndim > 2:
+            # buf holds squares: y = x * scale + (shift - mean * scale), as F.batch_norm's
+            # CPU kernel computes it.
+            offset = -mean_n.view(_bshape(x)) * scale_n
+            if shift_n is not None:
+                offset = offset + shift_n
+            y = torch.addcmul(offset, x, scale_n, out=buf)
+        elif shift_n is None:
+            y = buf.mul_(scale_n)
+        else:
+            y = torch.addcmul(shift_n, buf, scale_n, out=buf)
+        ctx.save_for_backward(x, weight, bias, mean_n, rstd)
+        ctx.k, ctx.partition, ctx.eps, ctx.cdt, ctx.count = k, partition, eps, cdt, count
+        ctx.mark_non_differentiable(mean, var)
+        return y.to(x.dtype), mean, var
+
+    @staticmethod
+    def backward(ctx, dy, _dmean, _dvar):
+        x, weight, bias, mean_n, rstd = ctx.saved_tensors
+        k, partition, cdt, count = ctx.k, ctx.partition, ctx.cdt, ctx.count
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain math
+            return _double_backward(ctx, x, weight, bias, dy)
+        n = x.shape[0]
+        dims = tuple(range(2, x.ndim))
+        bs = _bshape(x)
+        buf = x - mean_n.view(bs)  # the one activation-sized buffer, in cdt
+        buf.mul_(dy)
+        s_dyc = _group_sum(buf.sum(dims) if dims else buf, k, partition)
+        s_dy = _group_sum(dy.sum(dims, dtype=cdt) if dims else dy.to(cdt), k, partition)
+        a = rstd if weight is None else rstd * weight
+        # dx = a * (dy - mean(dy) - xhat * mean(dy * xhat)), xhat = (x - mean) * rstd,
+        #    = a * dy + b1 * x + b0 with per-group b1, b0:
+        b1 = -a * rstd * rstd * s_dyc / count
+        b1_n = _per_sample(b1, n, partition)
+        b0_n = _per_sample(-a * s_dy / count, n, partition) - b1_n * mean_n
+        torch.addcmul(b0_n.view(bs), x, b1_n.view(bs), out=buf)
+        buf.addcmul_(dy, _per_sample(a, n, partition).view(bs))
+        dx = buf.to(x.dtype) if ctx.needs_input_grad[0] else None
+        dw = (s_dyc * rstd).to(weight.dtype) if weight is not None and ctx.needs_input_grad[1] else None
+        db = s_dy.to(bias.dtype) if bias is not None and ctx.needs_input_grad[2] else None
+        return dx, dw, db, None, None, None, None
+
+
+def _double_backward(ctx, x, weight, bias, dy):
+    inputs = [t for t, need in zip((x, weight, bias), ctx.needs_input_grad[:3]) if need]
+    with torch.enable_grad():
+        y, _, _ = _batch_groups_plain(x, weight, bias, ctx.k, ctx.partition, ctx.eps, ctx.cdt)
+        grads = iter(torch.autograd.grad(y, inputs, dy, create_graph=True))
+    out = [next(grads) if need else None for need in ctx.needs_input_grad[:3]]
+    return (*out, None, None, None, None)
+
+
+@torch.no_grad()
+def update_running(running_mean, running_var, mean, var, count, momentum: float) -> None:
+    """BatchNorm's running-statistics update per group along the batch axis, from the
+    group means and biased variances ((K, C), or (C,) for one group) and the number of
+    values per channel in each group (a float, or (K, 1)); the running variance is the
+    unbiased one, as BatchNorm's. The layers' batch checks guarantee count >= 2."""
+    unbiased = var * (count / (count - 1))
+    running_mean.lerp_(mean.to(running_mean.dtype), momentum)
+    running_var.lerp_(unbiased.to(running_var.dtype), momentum)
+
+
+def _fusable(x: torch.Tensor, k: int, partition: str) -> bool:
+    """Whether the fused path runs: a batch that is a multiple of K, and either a free
+    view (one group, or strided groups of an NCHW batch) or a device/tracer where the
+    layout copies are cheap."""
+    if x.shape[0] % k:
+        return False
+    if k == 1 or (partition == "strided" and not _channels_last(x)):
+        return True
+    return x.device.type != "cpu" or graph_mode()
+
+
 def batch_groups(
     x: torch.Tensor,
     weight: torch.Tensor | None,
@@ -100,91 +336,116 @@ def batch_groups(
     num_groups: int,
     partition: str,
     eps: float,
+    cdt: torch.dtype,
     running_mean: torch.Tensor | None = None,
     running_var: torch.Tensor | None = None,
     momentum: float = 0.0,
 ) -> torch.Tensor:
     """``"batch"`` mode: K groups along the batch axis, each its own statistics and
-    weight/bias row. Updates the (K, C) running statistics in place when given (batch a
-    multiple of K; ragged batches update them with :func:`update_running_ragged`)."""
-    n, c = x.shape[0], x.shape[1]
+    weight/bias row (``weight``/``bias`` (K, C) in ``cdt``; ``x`` in ``cdt`` or a
+    float16/bfloat16 tensor with ``cdt`` float32). Updates the (K, C) running statistics in
+    place when given."""
     k = num_groups
-    if n % k == 0:
-        xf, cl = _to_fused(x, k, partition)
-        yf = F.batch_norm(
-            xf, _flat(running_mean), _flat(running_var), _flat(weight), _flat(bias),
-            True, momentum, eps,
+    if _fusable(x, k, partition):
+        buffers_ok = running_mean is not None and running_mean.dtype == cdt
+        y = _fused(
+            x, weight, bias, k, partition, eps,
+            running_mean if buffers_ok else None, running_var if buffers_ok else None,
+            momentum if buffers_ok else 0.0,
         )
-        return _from_fused(yf, n, k, c, partition, cl)
-    if weight is None:
-        weight = torch.ones((k, c), dtype=x.dtype, device=x.device)
-        bias = torch.zeros((k, c), dtype=x.dtype, device=x.device)
-    return localnorm.local_norm(
-        x, weight, bias, axis=1, mode="batch", partition=partition, eps=eps,
-        check_finite=False,
+        if running_mean is not None and not buffers_ok:
+            with torch.no_grad():
+                mean, var, *_, count = group_moments(x.detach(), k, partition, cdt)
+            update_running(running_mean, running_var, mean, var, count, momentum)
+        return y
+    grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, weight, bias)
     )
+    if graph_mode():
+        y, mean, var = _batch_groups_plain(x, weight, bias, k, partition, eps, cdt)
+    elif grad:
+        y, mean, var = _BatchGroups.apply(x, weight, bias, k, partition, eps, cdt)
+    else:
+        with torch.no_grad():
+            y, mean, var = _BatchGroups.forward(_NoCtx(), x, weight, bias, k, partition, eps, cdt)
+    if running_mean is not None:
+        update_running(running_mean, running_var, mean, var, _counts(x, k, cdt), momentum)
+    return y
 
 
-@torch.no_grad()
-def update_running_ragged(
-    x: torch.Tensor,
-    running_mean: torch.Tensor,
-    running_var: torch.Tensor,
-    *,
-    num_groups: int,
-    partition: str,
-    momentum: float,
-) -> None:
-    """BatchNorm's running-statistics update, per group, for a ragged batch."""
-    from array_api_compat import torch as xp
+class _NoCtx:
+    """Stands in for autograd's ctx when :class:`_BatchGroups` runs without autograd."""
 
-    mean, var = _agnostic.group_moments(xp, x.detach(), 1, num_groups, partition)
-    sizes = torch.as_tensor(
-        localnorm.group_sizes(x.shape[0], num_groups), dtype=var.dtype, device=var.device
-    )
-    count = sizes[:, None] * (x[0, 0].numel())
-    unbiased = var * count / (count - 1).clamp_min(1)
-    running_mean.lerp_(mean.to(running_mean.dtype), momentum)
-    running_var.lerp_(unbiased.to(running_var.dtype), momentum)
+    def save_for_backward(self, *tensors):
+        pass
+
+    def mark_non_differentiable(self, *tensors):
+        pass
 
 
-def _rows(p: torch.Tensor | None, group, ndim: int) -> torch.Tensor | None:
-    """The weight/bias rows of ``group`` (int or per-sample (N,) tensor), broadcastable
-    against an (N, C, *S) input."""
+# -- evaluation modes -----------------------------------------------------------------
+
+
+def _param_rows(p: torch.Tensor | None, group, ndim: int) -> torch.Tensor | None:
+    """The weight/bias rows of ``group`` (an int, a 0-d tensor or a per-sample (N,)
+    tensor), broadcastable against an (N, C, *S) input."""
     if p is None:
         return None
     if isinstance(group, int):
         return p[group].reshape((1, -1) + (1,) * (ndim - 2))
-    return p.index_select(0, group).reshape(tuple(group.shape) + (-1,) + (1,) * (ndim - 2))
+    rows = p.index_select(0, group.reshape(-1))
+    return rows.reshape((rows.shape[0], -1) + (1,) * (ndim - 2))
 
 
-def single(x: torch.Tensor, weight, bias, *, group, eps: float) -> torch.Tensor:
+def _group_row(p: torch.Tensor | None, group) -> torch.Tensor | None:
+    """Row ``group`` (an int or a 0-d tensor) of a (K, C) parameter, as a (C,) tensor."""
+    if p is None:
+        return None
+    if isinstance(group, int):
+        return p[group]
+    return p.index_select(0, group.reshape(1)).reshape(-1)
+
+
+def single(x: torch.Tensor, weight, bias, *, group, eps: float, cdt: torch.dtype) -> torch.Tensor:
     """``"single"`` mode: each sample its own statistics (over its spatial axes), the
-    weight/bias of ``group`` (an int, or one group per sample as an (N,) int64 tensor)."""
+    weight/bias of ``group`` (an int, or one group per sample as an (N,) int64 tensor).
+    Plain reductions: mean, centered values, their norm; exportable to ONNX."""
     dims = tuple(range(2, x.ndim))
-    mean = x.mean(dims, keepdim=True)
+    size = x[0, 0].numel()
+    mean = x.mean(dims, keepdim=True, dtype=cdt)
     centered = x - mean
-    var = centered.square().mean(dims, keepdim=True)
-    y = centered * torch.rsqrt(var + eps)
-    w = _rows(weight, group, x.ndim)
-    b = _rows(bias, group, x.ndim)
+    var = torch.linalg.vector_norm(centered, 2, dims, keepdim=True).square() / size
+    scale = torch.rsqrt(var + eps)
+    w = _param_rows(weight, group, x.ndim)
+    b = _param_rows(bias, group, x.ndim)
     if w is not None:
-        y = y * w + b
-    return y
+        scale = scale * w
+    inplace = not graph_mode() and not (
+        torch.is_grad_enabled()
+        and any(t is not None and t.requires_grad for t in (x, weight, bias))
+    )
+    if b is None:
+        y = centered.mul_(scale) if inplace else centered * scale
+    elif inplace:
+        y = torch.addcmul(b, centered, scale, out=centered)
+    else:
+        y = torch.addcmul(b, centered, scale)
+    return y.to(x.dtype)
 
 
-def set_stats(x: torch.Tensor, weight, bias, *, group: int, eps: float) -> torch.Tensor:
+def set_stats(x: torch.Tensor, weight, bias, *, group, eps: float) -> torch.Tensor:
     """``"set"`` mode: one set of statistics over the whole batch, group ``group``'s
-    weight/bias (one fused batch_norm)."""
-    w = None if weight is None else weight[group]
-    b = None if bias is None else bias[group]
-    return F.batch_norm(x, None, None, w, b, True, 0.0, eps)
+    weight/bias (an int or a 0-d tensor; one fused batch_norm)."""
+    return F.batch_norm(
+        x, None, None, _group_row(weight, group), _group_row(bias, group), True, 0.0, eps
+    )
 
 
-def running(x: torch.Tensor, weight, bias, running_mean, running_var, *, group: int, eps: float):
+def running(x: torch.Tensor, weight, bias, running_mean, running_var, *, group, eps: float,
+            cdt: torch.dtype):
     """``"running"`` mode: group ``group``'s running statistics and weight/bias."""
-    w = None if weight is None else weight[group]
-    b = None if bias is None else bias[group]
-    rm = running_mean[group].to(x.dtype)
-    rv = running_var[group].to(x.dtype)
-    return F.batch_norm(x, rm, rv, w, b, False, 0.0, eps)
+    rm = _group_row(running_mean, group).to(cdt)
+    rv = _group_row(running_var, group).to(cdt)
+    return F.batch_norm(
+        x, rm, rv, _group_row(weight, group), _group_row(bias, group), False, 0.0, eps
+    )

@@ -1,4 +1,4 @@
-"""LocalNorm1d/2d/3d: PyTorch modules in BatchNorm's vocabulary.
+"""LocalNorm, LocalNorm1d/2d/3d: PyTorch modules in BatchNorm's vocabulary.
 
 The math is :func:`localnorm.local_norm` (``docs/spec.md``); these modules own the
 (K, C) parameters, the optional per-group running statistics and the evaluation mode.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -15,18 +16,95 @@ from localnorm import _errors, _spec
 
 from . import _functional as fn
 
-__all__ = ["LocalNorm1d", "LocalNorm2d", "LocalNorm3d", "EVAL_MODES"]
+__all__ = ["LocalNorm", "LocalNorm1d", "LocalNorm2d", "LocalNorm3d", "EVAL_MODES"]
 
 #: Layer modes accepted in evaluation ("running" only where running statistics are tracked).
 EVAL_MODES = _spec.MODES + (_spec.RUNNING,)
 
+_DIALECT = _errors.TORCH
+
+
+def draw_groups(num_groups: int, size: tuple, device: torch.device,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """Uniform random groups along the batch axis, an int64 tensor of shape ``size`` on
+    ``device``. Without a generator the draw happens on ``device`` from PyTorch's global
+    seed (capturable by ``torch.compile``); with one, on the generator's device."""
+    if generator is None:
+        return torch.randint(num_groups, size, device=device)
+    g = torch.randint(num_groups, size, generator=generator, device=generator.device)
+    return g.to(device)
+
+
+class GroupDraw:
+    """Random groups along the batch axis drawn once per forward pass of a model and
+    shared by all its LocalNorm layers, so that an image meets the weight/bias of one
+    group in every layer. :func:`localnorm.torch.set_eval_mode` installs :meth:`reset` as
+    a forward pre-hook on the model; each layer asks :meth:`get` for its groups."""
+
+    def __init__(self, generator: torch.Generator | None) -> None:
+        self.generator = generator
+        self.drawn: dict = {}
+
+    def reset(self, module: nn.Module, args: Any) -> None:
+        """Forward pre-hook: forget the groups of the previous forward pass."""
+        self.drawn = {}
+
+    def get(self, num_groups: int, size: tuple, device: torch.device) -> torch.Tensor:
+        """The groups of this forward pass for ``size`` samples (drawn on first use)."""
+        key = (num_groups, size)
+        if key not in self.drawn:
+            self.drawn[key] = draw_groups(num_groups, size, device, self.generator)
+        return self.drawn[key]
+
+
+def _check_finite(x: torch.Tensor) -> None:
+    lo, hi = torch.aminmax(x)  # one read of x; NaN and +-Inf propagate
+    if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
+        count = int((~torch.isfinite(x)).sum())
+        raise _errors.not_finite("x", count, x.numel(), dialect=_DIALECT)
+
+
+def _check_group(group: Any, num_groups: int, mode: str) -> Any:
+    """Validate a ``set_mode`` group: an int, a 0-d integer tensor or array, a per-sample
+    (N,) integer tensor or array ("single" mode), or None (random). Returns an int, an
+    int64 tensor of shape (N,), or None."""
+    if group is None:
+        return None
+    if isinstance(group, bool):
+        raise _errors.bad_group(group, num_groups, allow_none=True)
+    if isinstance(group, (torch.Tensor, np.ndarray)):
+        if group.dtype in (torch.bool, np.bool_) or not (
+            (isinstance(group, torch.Tensor) and not group.is_floating_point()
+             and not group.is_complex())
+            or (isinstance(group, np.ndarray) and np.issubdtype(group.dtype, np.integer))
+        ):
+            raise _errors.bad_group(group, num_groups, allow_none=True)
+        if group.ndim == 0:
+            group = int(group)
+        elif group.ndim == 1:
+            if mode != "single":
+                raise _errors.group_array_not_single(mode)
+            group = torch.as_tensor(group, dtype=torch.long)
+            if group.numel() and (int(group.min()) < 0 or int(group.max()) >= num_groups):
+                raise _errors.bad_group(group, num_groups, allow_none=True)
+            return group
+        else:
+            raise _errors.bad_group(group, num_groups, allow_none=True)
+    if not isinstance(group, (int, np.integer)) or not 0 <= group < num_groups:
+        raise _errors.bad_group(group, num_groups, allow_none=True)
+    return int(group)
+
 
 class _LocalNorm(nn.Module):
-    """Base of :class:`LocalNorm1d`, :class:`LocalNorm2d` and :class:`LocalNorm3d`, which
-    differ only in the input ranks they accept."""
+    """Base of :class:`LocalNorm`, :class:`LocalNorm1d`, :class:`LocalNorm2d` and
+    :class:`LocalNorm3d`, which differ only in the input ranks they accept."""
 
     _ranks: tuple[int, ...] = ()
     _rank_text: str = ""
+
+    @classmethod
+    def _accepts(cls, ndim: int) -> bool:
+        return ndim in cls._ranks
 
     def __init__(
         self,
@@ -37,25 +115,29 @@ class _LocalNorm(nn.Module):
         affine: bool = True,
         track_running_stats: bool = False,
         partition: str = "contiguous",
+        check_finite: bool = True,
         device: Any = None,
         dtype: Any = None,
     ) -> None:
         super().__init__()
-        if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
-            raise _errors.bad_channels(num_features, num_features)
-        self.num_features = num_features
+        if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)) \
+                or num_features < 1:
+            raise _errors.bad_num_features(num_features)
+        self.num_features = int(num_features)
         self.num_groups = _spec.check_num_groups(num_groups)
-        self.eps = _spec.check_eps(eps)
+        self.eps = _spec.check_eps(eps, _DIALECT)
         self.momentum = momentum
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
         self.partition = _spec.check_choice("partition", partition, _spec.PARTITIONS)
+        self.check_finite = bool(check_finite)
         self.mode = "batch"
         self.group: Any = 0
         self.generator: torch.Generator | None = None
         self.rank_group: int | None = None
+        self._draw: GroupDraw | None = None
         factory = {"device": device, "dtype": dtype}
-        shape = (self.num_groups, num_features)
+        shape = (self.num_groups, self.num_features)
         if self.affine:
             self.weight = nn.Parameter(torch.empty(shape, **factory))
             self.bias = nn.Parameter(torch.empty(shape, **factory))
@@ -92,11 +174,12 @@ class _LocalNorm(nn.Module):
             nn.init.zeros_(self.bias)
 
     def extra_repr(self) -> str:
-        return (
+        text = (
             f"{self.num_features}, num_groups={self.num_groups}, eps={self.eps}, "
             f"momentum={self.momentum}, affine={self.affine}, "
             f"track_running_stats={self.track_running_stats}, partition={self.partition!r}"
         )
+        return text if self.check_finite else text + ", check_finite=False"
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         expected = (self.num_groups, self.num_features)
@@ -122,10 +205,14 @@ class _LocalNorm(nn.Module):
             Whose weight/bias (and running statistics) are used in ``"single"``,
             ``"set"`` and ``"running"`` mode: an int group along the batch axis, in
             ``"single"`` mode also one group per sample, or None for a random group per
-            sample (``"single"``) or per call (``"set"``/``"running"``) drawn from
-            ``generator``. Ignored in ``"batch"`` mode.
+            sample (``"single"``) or per call (``"set"``/``"running"``), drawn at every
+            call of this layer. (:func:`localnorm.torch.set_eval_mode` draws once per
+            call of the whole model instead, shared by all its layers.) Ignored in
+            ``"batch"`` mode.
         generator : torch.Generator, optional
-            Seedable source of the random groups when ``group`` is None.
+            Seedable source of the random groups when ``group`` is None. Without one the
+            groups come from PyTorch's global seed (``torch.manual_seed``), on the input's
+            device, which ``torch.compile`` can capture.
 
         Returns
         -------
@@ -134,38 +221,31 @@ class _LocalNorm(nn.Module):
         _spec.check_choice("mode", mode, EVAL_MODES)
         if mode == _spec.RUNNING and not self.track_running_stats:
             raise _errors.running_not_tracked()
-        if group is not None:
-            check_mode = "single" if mode == "single" else "set"
-            shape = getattr(group, "shape", None)
-            if shape is not None and len(shape) == 1:
-                if check_mode != "single":
-                    raise _errors.group_array_not_single(mode)
-                group = torch.as_tensor(group, dtype=torch.long)
-                if group.numel() and (int(group.min()) < 0 or int(group.max()) >= self.num_groups):
-                    raise _errors.bad_group(group, self.num_groups)
-            else:
-                group = _spec.check_group(group, self.num_groups, check_mode, 1)
+        group = _check_group(group, self.num_groups, mode)
         self.mode = mode
         self.group = group
         self.generator = generator
+        self._draw = None
         return self
 
     # -- forward ----------------------------------------------------------------------
 
     def _check_input(self, x: torch.Tensor) -> None:
-        if x.ndim not in self._ranks:
-            raise _errors.bad_rank(x.ndim, self._rank_text, type(self).__name__)
+        if not self._accepts(x.ndim):
+            raise _errors.bad_rank(x.ndim, self._rank_text, type(self).__name__,
+                                   dialect=_DIALECT)
         if x.shape[1] != self.num_features:
-            raise _errors.bad_channels(x.shape[1], self.num_features)
+            raise _errors.bad_channels(x.shape[1], self.num_features, dialect=_DIALECT)
         if not x.is_floating_point():
-            raise _errors.not_floating(x.dtype)
+            raise _errors.not_floating(x.dtype, _DIALECT)
 
     def _eval_group(self, x: torch.Tensor, mode: str):
         group = self.group
         if group is None:
             size = (x.shape[0],) if mode == "single" else ()
-            group = torch.randint(self.num_groups, size, generator=self.generator)
-            return group.to(x.device) if mode == "single" else int(group)
+            if self._draw is not None:
+                return self._draw.get(self.num_groups, size, x.device)
+            return draw_groups(self.num_groups, size, x.device, self.generator)
         if isinstance(group, torch.Tensor):
             if group.shape[0] != x.shape[0]:
                 raise _errors.group_array_mismatch(group.shape[0], x.shape[0])
@@ -173,13 +253,18 @@ class _LocalNorm(nn.Module):
         return group
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalize ``x`` (see the class docstring); the result has x's shape, dtype and
+        memory format."""
         self._check_input(x)
         k = self.num_groups
         if self.training:
             mode = "set" if self.rank_group is not None else "batch"
         else:
             mode = self.mode
-        _spec.check_batch(tuple(x.shape), 1, "set" if mode == _spec.RUNNING else mode, k)
+        _spec.check_batch(tuple(x.shape), 1, "set" if mode == _spec.RUNNING else mode, k,
+                          _DIALECT)
+        if not self.training and self.check_finite and not fn.graph_mode():
+            _check_finite(x)
         if torch.is_autocast_enabled(x.device.type):
             with torch.autocast(x.device.type, enabled=False):
                 return self._forward(x, mode)
@@ -191,49 +276,54 @@ class _LocalNorm(nn.Module):
         return self.momentum
 
     def _forward(self, x: torch.Tensor, mode: str) -> torch.Tensor:
-        # Statistics and the affine transform in at least float32 (AMP: float16/bfloat16
-        # activations, float32 parameters); the result in the input's dtype.
-        cdt = torch.promote_types(x.dtype, torch.float32)
-        if self.weight is not None:
-            cdt = torch.promote_types(cdt, self.weight.dtype)
-        xc = x.to(cdt)
+        # Statistics and the affine step in cdt (at least float32: AMP activations with
+        # float32 parameters); float16/bfloat16 activations are read as they are, every
+        # path accumulating in float32; the result in the input's dtype.
+        cdt = fn.compute_dtype(x, self.weight)
+        xin = x if x.dtype == cdt or (x.dtype in fn.LOW_PRECISION and cdt == torch.float32) \
+            else x.to(cdt)
         w = None if self.weight is None else self.weight.to(cdt)
         b = None if self.bias is None else self.bias.to(cdt)
         update = self.training and self.track_running_stats
         if update:
             self.num_batches_tracked.add_(1)
+        momentum = self._momentum() if update else 0.0
         if self.training and self.rank_group is not None:
-            g = self.rank_group
-            rm = self.running_mean[g] if update else None
-            rv = self.running_var[g] if update else None
-            y = torch.nn.functional.batch_norm(
-                xc, rm, rv, None if w is None else w[g], None if b is None else b[g],
-                True, self._momentum() if update else 0.0, self.eps,
-            )
+            y = self._forward_rank_group(xin, w, b, cdt, update, momentum)
         elif mode == "batch":
-            ragged = x.shape[0] % self.num_groups != 0
-            fused_update = update and not ragged and self.running_mean.dtype == cdt
             y = fn.batch_groups(
-                xc, w, b, num_groups=self.num_groups, partition=self.partition, eps=self.eps,
-                running_mean=self.running_mean if fused_update else None,
-                running_var=self.running_var if fused_update else None,
-                momentum=self._momentum() if fused_update else 0.0,
+                xin, w, b, num_groups=self.num_groups, partition=self.partition,
+                eps=self.eps, cdt=cdt, running_mean=self.running_mean if update else None,
+                running_var=self.running_var if update else None, momentum=momentum,
             )
-            if update and not fused_update:
-                fn.update_running_ragged(
-                    xc, self.running_mean, self.running_var, num_groups=self.num_groups,
-                    partition=self.partition, momentum=self._momentum(),
-                )
         elif mode == "single":
-            y = fn.single(xc, w, b, group=self._eval_group(x, mode), eps=self.eps)
+            y = fn.single(xin, w, b, group=self._eval_group(x, mode), eps=self.eps, cdt=cdt)
         elif mode == "set":
-            y = fn.set_stats(xc, w, b, group=self._eval_group(x, mode), eps=self.eps)
+            y = fn.set_stats(xin, w, b, group=self._eval_group(x, mode), eps=self.eps)
         else:
             y = fn.running(
-                xc, w, b, self.running_mean, self.running_var,
-                group=self._eval_group(x, mode), eps=self.eps,
+                xin, w, b, self.running_mean, self.running_var,
+                group=self._eval_group(x, mode), eps=self.eps, cdt=cdt,
             )
         return y if y.dtype == x.dtype else y.to(x.dtype)
+
+    def _forward_rank_group(self, x, w, b, cdt, update: bool, momentum: float):
+        """Group-per-rank training: the whole local batch is group ``rank_group``."""
+        g = self.rank_group
+        wg = None if w is None else w[g]
+        bg = None if b is None else b[g]
+        if update and self.running_mean.dtype == cdt:  # F.batch_norm updates the rows
+            return torch.nn.functional.batch_norm(
+                x, self.running_mean[g], self.running_var[g], wg, bg, True, momentum,
+                self.eps,
+            )
+        y = torch.nn.functional.batch_norm(x, None, None, wg, bg, True, 0.0, self.eps)
+        if update:  # buffers of another dtype than the statistics: update them here
+            with torch.no_grad():
+                mean, var, *_, count = fn.group_moments(x.detach(), 1, "contiguous", cdt)
+            fn.update_running(self.running_mean[g], self.running_var[g], mean[0], var[0],
+                              count, momentum)
+        return y
 
 
 _DOC = """LocalNorm over {what}: BatchNorm with K groups along the batch axis.
@@ -274,21 +364,30 @@ track_running_stats : bool, default False
     ``num_batches_tracked``) for the ``"running"`` evaluation mode. LocalNorm's own
     protocols recompute statistics at test time and need none.
 partition : {{"contiguous", "strided"}}, default "contiguous"
-    Which samples form group k: consecutive runs (the paper's) or ``n % K == k``. The
-    strided partition is the fastest on CPU (a free view into one fused batch_norm).
+    Which samples form group k along the batch axis: consecutive runs (the paper's) or
+    ``n % K == k``. Both run without a layout copy on CPU (the strided one as a free view
+    into one fused batch_norm).
+check_finite : bool, default True
+    In evaluation, refuse input with NaN or Inf (one bad value would change the
+    statistics, and so the outputs, of every image that shares them), at the cost of one
+    read of the input and a host sync. Eager calls only: skipped under ``torch.compile``,
+    ``torch.export``, tracing and ``torch.func`` transforms, and never done in training
+    (as no BatchNorm does). Also an attribute: ``layer.check_finite = False``.
 device, dtype
     Factory arguments of the parameters and buffers.
 
 Shape
 -----
 Input: {shape}. Output: same shape, dtype and memory format (channels_last preserved).
-Float16/bfloat16 inputs (AMP) are normalized in float32 and cast back.
+Float16/bfloat16 inputs (AMP) are normalized in float32 (statistics, parameters and the
+affine step) and the result cast back; no float32 copy of the input is kept for backward.
 
 Attributes
 ----------
 weight, bias : torch.nn.Parameter of shape (K, C)
 running_mean, running_var : torch.Tensor of shape (K, C) or None
 mode, group : the evaluation mode and group (see :meth:`set_mode`)
+check_finite : bool, the evaluation-time NaN/Inf check (see above)
 
 Examples
 --------
@@ -297,6 +396,27 @@ Examples
 >>> layer = {name}({example_c}, num_groups=2)
 >>> layer(torch.randn({example_shape})).shape
 torch.Size([{example_out}])
+"""
+
+
+class LocalNorm(_LocalNorm):
+    _rank_text = ">= 2 (N, C, *spatial)"
+
+    @classmethod
+    def _accepts(cls, ndim: int) -> bool:
+        return ndim >= 2
+
+    __doc__ = _DOC.format(
+        what="input of any rank >= 2 (as SyncBatchNorm)", bn="SyncBatchNorm",
+        name="LocalNorm", shape="(N, C, *spatial), any number of spatial axes",
+        example_c=3, example_shape="8, 3", example_out="8, 3",
+    ) + """
+Notes
+-----
+The rank-agnostic class, as :class:`torch.nn.SyncBatchNorm` is:
+:func:`localnorm.torch.convert_batchnorm` turns a SyncBatchNorm (which may see (N, C),
+(N, C, L), (N, C, H, W) or (N, C, D, H, W) input) into one. :class:`LocalNorm1d`,
+:class:`LocalNorm2d` and :class:`LocalNorm3d` compute the same and only check the rank.
 """
 
 

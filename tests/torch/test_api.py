@@ -47,6 +47,59 @@ def test_switch_needs_localnorm_layers():
         lt.set_eval_mode(nn.Linear(2, 2), "single")
 
 
+def _two_layers(k=4):
+    torch.manual_seed(0)
+    net = nn.Sequential(lt.LocalNorm2d(3, k), nn.Tanh(), lt.LocalNorm2d(3, k))
+    with torch.no_grad():
+        for layer in (net[0], net[2]):
+            layer.weight.uniform_(0.5, 2.0)
+            layer.bias.normal_()
+    return net.eval()
+
+
+@pytest.mark.parametrize("mode", ["single", "set"])
+def test_random_groups_are_drawn_once_per_model_call(mode):
+    """An image meets one group in every layer: the output of a random draw is, sample by
+    sample (single) or as a whole (set), the output of one fixed group in both layers."""
+    net = _two_layers()
+    x = torch.randn(16, 3, 4, 4)
+    with torch.no_grad():
+        fixed = []
+        for g in range(4):
+            with lt.eval_mode(net, mode, g):
+                fixed.append(net(x))
+        fixed = torch.stack(fixed)  # (K, N, ...)
+        lt.set_eval_mode(net, mode, None, torch.Generator().manual_seed(0))
+        seen = set()
+        for _ in range(3):
+            y = net(x)
+            match = (y[None] - fixed).abs().flatten(2).amax(-1) < 1e-5  # (K, N)
+            if mode == "set":
+                match = match.all(1, keepdim=True).expand_as(match)
+            assert match.any(0).all()  # every image matches one fixed group in both layers
+            seen.update(match.float().argmax(0).tolist())
+    assert len(seen) > 1  # and the draws are random
+
+
+def test_layer_set_mode_draws_per_layer_and_hooks_are_removed():
+    net = _two_layers()
+    lt.set_eval_mode(net, "single", None)
+    assert len(net._forward_pre_hooks) == 1 and net[0]._draw is net[2]._draw
+    with lt.eval_mode(net, "set", 1):
+        assert len(net._forward_pre_hooks) == 0 and net[0]._draw is None
+        with lt.eval_mode(net, "set", None):
+            assert len(net._forward_pre_hooks) == 1
+        assert len(net._forward_pre_hooks) == 0
+    assert len(net._forward_pre_hooks) == 1 and net[0]._draw is net[2]._draw  # restored
+    draw = net[0]._draw
+    net(torch.randn(4, 3, 2, 2))
+    assert draw.drawn  # the restored hook still resets this draw at the next call
+    lt.set_eval_mode(net, "batch")
+    assert len(net._forward_pre_hooks) == 0 and net[0]._draw is None
+    net[0].set_mode("single", None)  # a layer on its own draws at each of its calls
+    assert net[0]._draw is None
+
+
 # -- predict ----------------------------------------------------------------------------
 
 
@@ -136,11 +189,31 @@ def test_predict_restores_modes_and_training_flags():
 
 @pytest.mark.parametrize("kwargs, name", [
     ({"protocol": "majority"}, "protocol"), ({"protocol": "voting", "vote": "mean"}, "vote"),
-    ({"protocol": "single", "group": 9}, "group"),
+    ({"protocol": "single", "group": 9}, "group=9"),
+    ({"protocol": "single", "group": torch.tensor([0, 1, 9, 0, 1, 2, 3, 0])}, "group=None"),
 ])
 def test_predict_bad_arguments(kwargs, name):
     with pytest.raises(LocalNormError, match=name):
         lt.predict(small_net(), _data(8), **kwargs)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_predict_refuses_non_finite_input_once(bad):
+    net = small_net()
+    x = _data(8)
+    x[3, 1, 2, 2] = bad
+    x[5, 0, 0, 0] = -bad
+    with pytest.raises(LocalNormError) as info:
+        lt.predict(net, x, "voting")
+    text = str(info.value)
+    assert "2 non-finite of 864" in text and "check_finite=False" in text
+    calls = []
+    net[1].register_forward_pre_hook(lambda module, args: calls.append(module.check_finite))
+    p = lt.predict(net, x, "batch", check_finite=False)
+    assert calls == [False] and not torch.isfinite(p.scores).all()
+    assert net[1].check_finite  # restored
+    lt.predict(net, _data(8), "single")
+    assert calls[-1] is False  # checked once up front, not again in the layers
 
 
 def test_predict_batch_needs_k_images():
@@ -200,8 +273,30 @@ def test_convert_keeps_dtype_and_returns_new_layer_for_a_bare_batchnorm():
     assert (layer.eps, layer.momentum, layer.affine) == (1e-3, 0.3, False)
 
 
-def test_convert_sync_batchnorm():
-    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.SyncBatchNorm(4))
+def test_convert_sync_batchnorm_any_rank():
+    """SyncBatchNorm takes any rank >= 2, and so does the LocalNorm that replaces it."""
+    torch.manual_seed(0)
+    dense = nn.Sequential(nn.Linear(5, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 2))
+    dense = nn.SyncBatchNorm.convert_sync_batchnorm(dense)
+    assert isinstance(dense[1], nn.SyncBatchNorm)
+    dense = lt.convert_batchnorm(dense, 2)
+    assert type(dense[1]) is lt.LocalNorm and dense[1].weight.shape == (2, 6)
+    x = torch.randn(8, 5)
+    out = dense(x)
+    out.sum().backward()
+    assert out.shape == (8, 2) and dense[1].weight.grad.shape == (2, 6)
+    volume = lt.convert_batchnorm(nn.Sequential(nn.Conv3d(2, 4, 1), nn.SyncBatchNorm(4)), 2)
+    v = torch.randn(4, 2, 3, 3, 3)
+    ref = lt.LocalNorm3d(4, 2)
+    torch.testing.assert_close(volume(v), ref(volume[0](v)))
+
+
+def test_convert_lazy_batchnorm():
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.LazyBatchNorm2d())
+    with pytest.raises(LocalNormError) as info:
+        lt.convert_batchnorm(net, 2)
+    assert "LazyBatchNorm2d" in str(info.value) and "forward pass" in str(info.value)
+    net(torch.randn(4, 3, 2, 2))  # materializes: it becomes a BatchNorm2d
     net = lt.convert_batchnorm(net, 2)
     assert isinstance(net[1], lt.LocalNorm2d) and net[1].weight.shape == (2, 4)
 
@@ -267,7 +362,7 @@ def test_predict_numpy_group_array_is_accepted():
 @pytest.mark.parametrize("protocol, expected", [
     ("batch", [12]),                      # one pass over the batch
     ("single", [12]),                     # one pass, not N one-image passes
-    ("single-voting", [12, 12, 12, 12]),  # K*N images in all, N per forward call
+    ("single-voting", [48]),              # one pass over K*N images (each tiled K times)
     ("voting", [12, 12, 12, 12]),         # sets of N/K=3 images, tiled over the K groups
 ])
 def test_predict_pass_counts(protocol, expected):

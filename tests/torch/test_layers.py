@@ -270,20 +270,35 @@ def test_single_value_per_channel_is_refused():
 
 
 @pytest.mark.parametrize("kwargs, name", [
-    ({"num_groups": 0}, "num_groups"), ({"eps": -1.0}, "eps"),
-    ({"partition": "random"}, "partition"),
+    ({"num_groups": 0}, "num_groups=0"), ({"eps": -1.0}, "eps=-1.0"),
+    ({"partition": "random"}, "partition='random'"),
 ])
 def test_bad_constructor_arguments(kwargs, name):
     with pytest.raises(LocalNormError, match=name):
         lt.LocalNorm2d(3, **kwargs)
 
 
+@pytest.mark.parametrize("num_features", [0, -2, 2.5, True])
+def test_bad_num_features(num_features):
+    with pytest.raises(LocalNormError) as info:
+        lt.LocalNorm2d(num_features)
+    text = str(info.value)
+    assert f"num_features={num_features!r}" in text and "positive int" in text
+    assert "build the layer with num_features=" not in text  # not the channel-mismatch fix
+
+
 def test_unknown_mode_and_bad_group():
     layer = lt.LocalNorm2d(3, 2)
     with pytest.raises(LocalNormError, match="'sngle'"):
         layer.set_mode("sngle")
-    with pytest.raises(LocalNormError, match="group=5"):
+    with pytest.raises(LocalNormError, match="group=5") as info:
         layer.set_mode("set", 5)
+    assert "group=None" in str(info.value)  # the random-group option is named
+    for bad in (True, 1.0, torch.tensor([[0, 1]]), torch.tensor([0.0, 1.0])):
+        with pytest.raises(LocalNormError, match="group"):
+            layer.set_mode("single", bad)
+    layer.set_mode("set", torch.tensor(1))  # a 0-d integer tensor is an int group
+    assert layer.group == 1
     with pytest.raises(LocalNormError, match="'set'"):
         layer.set_mode("set", torch.tensor([0, 1]))
     layer.eval().set_mode("single", torch.tensor([0, 1, 1]))
@@ -294,6 +309,99 @@ def test_unknown_mode_and_bad_group():
 def test_integer_input_is_refused():
     with pytest.raises(TypeError, match="dtype"):
         lt.LocalNorm2d(3, 2)(torch.ones(8, 3, 2, 2, dtype=torch.long))
+
+
+# -- the rank-agnostic LocalNorm ------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(8, 3), (8, 3, 5), (8, 3, 4, 5), (8, 3, 2, 3, 4),
+                                   (8, 3, 2, 2, 2, 2)])
+def test_rank_agnostic_layer_equals_the_ranked_classes(shape):
+    layer = _params(lt.LocalNorm(3, 4))
+    x = torch.randn(shape)
+    torch.testing.assert_close(layer(x).double(), _ref(layer, x), atol=1e-5, rtol=1e-5)
+    ranked = {2: lt.LocalNorm1d, 3: lt.LocalNorm1d, 4: lt.LocalNorm2d, 5: lt.LocalNorm3d}
+    if len(shape) in ranked:
+        other = ranked[len(shape)](3, 4)
+        other.load_state_dict(layer.state_dict())
+        torch.testing.assert_close(other(x), layer(x))
+    with pytest.raises(LocalNormError, match="x.ndim=1"):
+        layer(torch.randn(3))
+
+
+# -- NaN/Inf in evaluation --------------------------------------------------------------
+
+
+def _with_bad(x, value):
+    x = x.clone()
+    x[1, 0, 0, 0] = value
+    x[2, 1, 1, 1] = value
+    return x
+
+
+@pytest.mark.parametrize("mode", ["batch", "single", "set"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_evaluation_refuses_non_finite_input(mode, bad):
+    layer = lt.LocalNorm2d(3, 2).eval().set_mode(mode, 0)
+    x = _with_bad(torch.randn(4, 3, 4, 4), bad)
+    with pytest.raises(LocalNormError) as info:
+        layer(x)
+    text = str(info.value)
+    assert "2 non-finite of 192" in text and "layer.check_finite = False" in text
+    layer.check_finite = False  # the attribute, as the message says
+    assert not torch.isfinite(layer(x)).all()
+    off = lt.LocalNorm2d(3, 2, check_finite=False).eval().set_mode(mode, 0)  # constructor
+    assert not torch.isfinite(off(x)).all() and "check_finite=False" in repr(off)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+def test_non_finite_check_every_dtype(dtype):
+    layer = lt.LocalNorm2d(3, 2).eval()
+    with pytest.raises(LocalNormError, match="non-finite"):
+        layer(_with_bad(torch.randn(4, 3, 4, 4), float("nan")).to(dtype))
+    layer(torch.randn(4, 3, 4, 4, dtype=dtype))
+
+
+def test_training_and_traced_calls_do_not_check():
+    layer = lt.LocalNorm2d(3, 2)
+    x = _with_bad(torch.randn(4, 3, 4, 4), float("nan"))
+    assert not torch.isfinite(layer(x)).all()  # training: no scan, as BatchNorm
+    layer.eval()
+    xs = torch.stack([x, x])
+    out = torch.func.vmap(layer)(xs)  # a transform: values cannot be read, no check
+    assert not torch.isfinite(out).all()
+
+
+# -- group-per-rank with buffers in another dtype --------------------------------------
+
+
+@pytest.mark.parametrize("layer_dtype, x_dtype", [
+    (torch.float16, torch.float16), (torch.bfloat16, torch.bfloat16),
+    (torch.float32, torch.float64), (torch.float32, torch.bfloat16),
+])
+def test_group_per_rank_running_stats_any_dtype(layer_dtype, x_dtype):
+    layer = lt.LocalNorm2d(3, 2, track_running_stats=True, dtype=layer_dtype)
+    lt.set_group_per_rank(layer, rank=1)
+    bn = nn.BatchNorm2d(3).double()
+    for step in range(2):
+        x = (torch.randn(6, 3, 4, 4) * (step + 1) + step).to(x_dtype)
+        y = layer(x)
+        bn(x.double())
+        assert y.dtype == x_dtype and torch.isfinite(y).all()
+    tol = {"atol": 2e-2, "rtol": 2e-2} if torch.finfo(layer_dtype).bits == 16 else {}
+    torch.testing.assert_close(layer.running_mean[1].double(), bn.running_mean, **tol)
+    torch.testing.assert_close(layer.running_var[1].double(), bn.running_var, **tol)
+    assert torch.all(layer.running_mean[0] == 0) and torch.all(layer.running_var[0] == 1)
+
+
+@pytest.mark.parametrize("layer_dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_layer_tracks_running_stats_in_batch_mode(layer_dtype):
+    layer = lt.LocalNorm2d(3, 2, track_running_stats=True, dtype=layer_dtype)
+    x = torch.randn(8, 3, 4, 4).to(layer_dtype)
+    layer(x)
+    ref = lt.LocalNorm2d(3, 2, track_running_stats=True).double()
+    ref(x.double())
+    torch.testing.assert_close(layer.running_var.double(), ref.running_var, atol=1e-2, rtol=1e-2)
 
 
 @pytest.mark.gpu
@@ -307,3 +415,24 @@ def test_cuda_autocast(dtype):
     assert y.dtype == dtype and torch.isfinite(y).all()
     y.float().sum().backward()
     assert net[1].weight.grad.dtype == torch.float32
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("partition", ["contiguous", "strided"])
+def test_cuda_half_input_is_not_copied_to_float32(dtype, partition):
+    """On CUDA F.batch_norm takes half activations with float32 weights and accumulates
+    in float32: equal to the float32 computation, with no float32 activation saved."""
+    layer = _params(lt.LocalNorm2d(8, 4, partition=partition)).cuda()
+    x = (torch.randn(16, 8, 6, 6, device="cuda") * 4 + 30).to(dtype).requires_grad_(True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(
+        lambda t: saved.append((t.dtype, t.numel())) or t, lambda t: t
+    ):
+        y = layer(x)
+    assert y.dtype == dtype and (torch.float32, x.numel()) not in saved
+    ref = layer(x.detach().float())
+    torch.testing.assert_close(y, ref.to(dtype))
+    y.float().sum().backward()
+    assert x.grad.dtype == dtype and torch.isfinite(x.grad).all()

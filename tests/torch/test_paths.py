@@ -1,0 +1,149 @@
+"""The native paths of ``localnorm.torch._functional`` held equal to each other and to the
+reference, including the paths the eager conformance harness does not reach: the plain
+differentiable form of the reduction path (what ``torch.compile``, export and
+``torch.func`` trace), the fused path with layout copies (CUDA and tracers), and double
+backward through the closed-form backward."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from localnorm import reference  # noqa: E402
+from localnorm.torch import _functional as fn  # noqa: E402
+
+F64 = torch.float64
+# (shape, channels_last): every rank, NCHW and channels_last, divisible and ragged batches
+SHAPES = [
+    ((8, 3), False), ((11, 3), False), ((8, 3, 5), False), ((10, 3, 5), False),
+    ((8, 3, 4, 5), False), ((9, 3, 4, 5), False), ((8, 3, 4, 5), True), ((11, 3, 4, 5), True),
+    ((8, 2, 2, 3, 2), False), ((8, 2, 2, 3, 2), True), ((6, 2, 3, 2, 2), True),
+]
+K = 4
+
+
+def _fmt(ndim):
+    return torch.channels_last if ndim == 4 else torch.channels_last_3d
+
+
+def _data(shape, cl, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g, dtype=F64) * 3 + 5
+    if cl:
+        x = x.contiguous(memory_format=_fmt(x.ndim))
+    c = shape[1]
+    w = torch.rand(K, c, generator=g, dtype=F64) + 0.5
+    b = torch.randn(K, c, generator=g, dtype=F64)
+    dy = torch.randn(shape, generator=g, dtype=F64)
+    return x, w, b, dy
+
+
+def _grads(y, inputs, dy):
+    return torch.autograd.grad(y, inputs, dy)
+
+
+def _function(x, w, b, partition):
+    return fn._BatchGroups.apply(x, w, b, K, partition, 1e-5, F64)[0]
+
+
+def _plain(x, w, b, partition):
+    return fn._batch_groups_plain(x, w, b, K, partition, 1e-5, F64)[0]
+
+
+def _fused(x, w, b, partition):
+    return fn._fused(x, w, b, K, partition, 1e-5, None, None, 0.0)
+
+
+@pytest.mark.parametrize("shape, cl", SHAPES, ids=[f"{s}{'-cl' if c else ''}" for s, c in SHAPES])
+@pytest.mark.parametrize("partition", ["contiguous", "strided"])
+def test_reduction_paths_equal_reference_and_each_other(shape, cl, partition):
+    x, w, b, dy = _data(shape, cl)
+    ref = reference.local_norm(x.numpy(), w.numpy(), b.numpy(), axis=1, partition=partition)
+    results = {}
+    paths = {"function": _function, "plain": _plain}
+    if shape[0] % K == 0:
+        paths["fused"] = _fused
+    for name, path in paths.items():
+        xs, ws, bs = (t.detach().clone().requires_grad_(True) for t in (x, w, b))  # same format
+        y = path(xs, ws, bs, partition)
+        np.testing.assert_allclose(y.detach().numpy(), ref, rtol=1e-12, atol=1e-12, err_msg=name)
+        if cl:
+            assert y.is_contiguous(memory_format=_fmt(x.ndim)), name
+        results[name] = _grads(y, (xs, ws, bs), dy)
+    for name, grads in results.items():
+        for got, want in zip(grads, results["plain"]):
+            torch.testing.assert_close(got, want, rtol=1e-11, atol=1e-11, msg=name)
+
+
+@pytest.mark.parametrize("partition", ["contiguous", "strided"])
+def test_no_affine_and_input_only_gradients(partition):
+    x, _, _, dy = _data((10, 3, 4), False)
+    xs = x.clone().requires_grad_(True)
+    y = fn._BatchGroups.apply(xs, None, None, K, partition, 1e-5, F64)[0]
+    (dx,) = torch.autograd.grad(y, xs, dy)
+    xp = x.clone().requires_grad_(True)
+    yp = fn._batch_groups_plain(xp, None, None, K, partition, 1e-5, F64)[0]
+    (dxp,) = torch.autograd.grad(yp, xp, dy)
+    torch.testing.assert_close(y, yp, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(dx, dxp, rtol=1e-11, atol=1e-11)
+
+
+def test_double_backward():
+    x, w, b, _ = _data((6, 2, 3), False)
+    inputs = tuple(t[:, :2].contiguous() if t.ndim == 2 else t for t in (x, w, b))
+    inputs = tuple(t.clone().requires_grad_(True) for t in inputs)
+    assert torch.autograd.gradgradcheck(
+        lambda a, c, d: fn._BatchGroups.apply(a, c, d, K, "contiguous", 1e-5, F64)[0], inputs
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("cl", [False, True])
+def test_low_precision_reads_activations_as_they_are(dtype, cl):
+    """float16/bfloat16 input, float32 statistics: equal to the float32 computation on the
+    same (rounded) values, and nothing saved for backward is a float32 activation."""
+    x, w, b, dy = _data((9, 3, 4, 4), cl)
+    xl = x.to(dtype)
+    wf, bf = w.float().requires_grad_(True), b.float().requires_grad_(True)
+    saved = []
+
+    def pack(t):
+        saved.append((t.dtype, t.numel()))
+        return t
+
+    xs = xl.clone().requires_grad_(True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = fn.batch_groups(xs, wf, bf, num_groups=K, partition="contiguous", eps=1e-5,
+                            cdt=torch.float32)
+    assert y.dtype == dtype
+    assert not [s for s in saved if s == (torch.float32, x.numel())], saved
+    xf = xl.float().requires_grad_(True)
+    yf = fn._batch_groups_plain(xf, wf, bf, K, "contiguous", 1e-5, torch.float32)[0]
+    torch.testing.assert_close(y, yf.to(dtype))
+    dx, dw, db = _grads(y, (xs, wf, bf), dy.to(dtype))
+    dxf, dwf, dbf = _grads(yf, (xf, wf, bf), dy.to(dtype).float())
+    assert dx.dtype == dtype and dw.dtype == torch.float32
+    torch.testing.assert_close(dx, dxf.to(dtype))
+    torch.testing.assert_close(dw, dwf, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(db, dbf, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n, partition", itertools.product([8, 11], ["contiguous", "strided"]))
+def test_running_statistics_same_on_every_path(n, partition):
+    x, w, b, _ = _data((n, 3, 4, 4), False)
+    outs = []
+    for force_plain in (False, True):
+        rm, rv = torch.zeros(K, 3, dtype=F64), torch.ones(K, 3, dtype=F64)
+        if force_plain:
+            y, mean, var = fn._batch_groups_plain(x, w, b, K, partition, 1e-5, F64)
+            fn.update_running(rm, rv, mean, var, fn._counts(x, K, F64), 0.3)
+        else:
+            y = fn.batch_groups(x, w, b, num_groups=K, partition=partition, eps=1e-5, cdt=F64,
+                                running_mean=rm, running_var=rv, momentum=0.3)
+        outs.append((y, rm, rv))
+    for a, c in zip(*outs):
+        torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-12)
