@@ -118,6 +118,24 @@ def group_sizes(batch: int, num_groups: int) -> np.ndarray:
     samples and the others ``q`` (as :func:`numpy.array_split`), under both partitions.
     A batch that is a multiple of K gives K equal groups; a ragged last batch keeps all K
     groups non-empty as long as ``batch >= num_groups``.
+
+    Parameters
+    ----------
+    batch : int
+        N, the number of samples (the size of axis 0).
+    num_groups : int
+        K, the number of groups along the batch axis.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 array of shape ``(num_groups,)`` summing to ``batch``.
+
+    Examples
+    --------
+    >>> import localnorm
+    >>> localnorm.group_sizes(10, 4).tolist()
+    [3, 3, 2, 2]
     """
     q, r = divmod(batch, num_groups)
     sizes = np.full(num_groups, q, dtype=np.int64)
@@ -126,11 +144,38 @@ def group_sizes(batch: int, num_groups: int) -> np.ndarray:
 
 
 def group_index(batch: int, num_groups: int, partition: str = "contiguous") -> np.ndarray:
-    """Group (along the batch axis) of each sample, an int64 array of shape (batch,).
+    """The group (along the batch axis) of each sample of a batch.
 
     ``"contiguous"`` (the paper's): group k holds one contiguous run of samples, runs in
     order, sizes from :func:`group_sizes`; for ``batch = K * m`` sample n is in group
-    ``n // m``. ``"strided"``: sample n is in group ``n % K``.
+    ``n // m``. ``"strided"``: sample n is in group ``n % K`` (the same sizes).
+
+    Parameters
+    ----------
+    batch : int
+        N, the number of samples (the size of axis 0).
+    num_groups : int
+        K, the number of groups along the batch axis.
+    partition : {"contiguous", "strided"}, default "contiguous"
+        How samples are assigned to groups.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 array of shape ``(batch,)`` with values in ``[0, num_groups)``.
+
+    Raises
+    ------
+    LocalNormError
+        For an unknown partition.
+
+    Examples
+    --------
+    >>> import localnorm
+    >>> localnorm.group_index(10, 4).tolist()
+    [0, 0, 0, 1, 1, 1, 2, 2, 3, 3]
+    >>> localnorm.group_index(10, 4, "strided").tolist()
+    [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
     """
     check_choice("partition", partition, PARTITIONS)
     if partition == "strided":

@@ -59,9 +59,32 @@ class Prediction(NamedTuple):
 
 
 def chunks(n: int, size: int, min_size: int = 1) -> list[tuple[int, int]]:
-    """Split ``range(n)`` into consecutive chunks of ``size``; a last chunk smaller than
-    ``min_size`` is merged into the one before it (so no chunk is too small for its
-    statistics while a ragged last chunk is still evaluated)."""
+    """Split ``range(n)`` into consecutive ``(start, stop)`` chunks of ``size``.
+
+    A last chunk smaller than ``min_size`` is merged into the one before it, so no chunk
+    is too small for its statistics while a ragged last chunk is still evaluated (never
+    dropped).
+
+    Parameters
+    ----------
+    n : int
+        Number of samples.
+    size : int
+        Samples per chunk (values below 1 count as 1).
+    min_size : int, default 1
+        Smallest acceptable last chunk.
+
+    Returns
+    -------
+    list of (int, int)
+        The chunks' bounds, covering ``range(n)`` in order.
+
+    Examples
+    --------
+    >>> from localnorm.protocols import chunks
+    >>> chunks(10, 4), chunks(10, 4, min_size=3)
+    ([(0, 4), (4, 8), (8, 10)], [(0, 4), (4, 10)])
+    """
     size = max(int(size), 1)
     bounds = [(s, min(s + size, n)) for s in range(0, n, size)]
     if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < min_size:
