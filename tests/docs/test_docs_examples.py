@@ -17,6 +17,13 @@ PAGES = [p for p in pages() if executed_blocks(p)]
 #: A hang guard, not a timing assertion: a page's examples should take seconds.
 TIMEOUT_S = 600
 
+#: Extra environment of a page's interpreter. The Flax guide's group-per-device example
+#: needs several devices: 4 emulated CPU devices (read when jax starts), as tests/flax.
+PAGE_ENV = {
+    "guides/flax.md": {"XLA_FLAGS": " ".join(filter(None, [
+        os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=4"]))},
+}
+
 
 @pytest.mark.parametrize("page", PAGES, ids=[p.relative_to(DOCS).as_posix() for p in PAGES])
 def test_page_examples_run(page, tmp_path):
@@ -27,7 +34,8 @@ def test_page_examples_run(page, tmp_path):
     rel = page.relative_to(ROOT).as_posix()
     payload = json.dumps([rel, [(b.lineno, b.code) for b in page_blocks]])
     env = {**os.environ, "MPLBACKEND": "Agg",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           **PAGE_ENV.get(page.relative_to(DOCS).as_posix(), {})}
     proc = subprocess.run(
         [sys.executable, "-c", RUNNER], input=payload, capture_output=True, text=True,
         cwd=tmp_path, env=env, timeout=TIMEOUT_S,
