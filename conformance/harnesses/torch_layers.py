@@ -1,15 +1,20 @@
 """Subjects "torch" and "torch-cuda": the layers of :mod:`localnorm.torch`.
 
-Each case builds ``LocalNorm1d`` (rank 2/3), ``LocalNorm2d`` (rank 4) or ``LocalNorm3d``
-(rank 5) with the case's K, C, eps and partition, loads gamma/beta into ``weight``/``bias``
-and runs it: ``"batch"`` mode in training (the fused ``F.batch_norm`` paths, or the core
-for ragged batches), ``"single"``/``"set"`` in evaluation after ``set_mode``. Gradients
-with respect to the input, weight and bias come from autograd. The layers take their
-channels on axis 1 only; other axes are skipped by :meth:`supports`.
+Each case builds ``LocalNorm1d`` (rank 2), the rank-agnostic ``LocalNorm`` (rank 3),
+``LocalNorm2d`` (rank 4) or ``LocalNorm3d`` (rank 5) with the case's K, C, eps and
+partition, loads gamma/beta into ``weight``/``bias`` and runs it: ``"batch"`` mode in
+training (on CPU the fused ``F.batch_norm`` free view for strided NCHW batches, the
+copy-free reduction path with its closed-form backward for contiguous groups,
+channels_last and ragged batches; on CUDA the fused call with layout copies),
+``"single"``/``"set"`` in evaluation after ``set_mode``. Gradients with respect to the
+input, weight and bias come from autograd. The layers take their channels on axis 1
+only; other axes are skipped by :meth:`supports`. The paths only tracers take
+(``torch.compile``, ``torch.func``) are held equal to these in ``tests/torch``.
 
 Rank 4/5 inputs with an odd batch size are passed as channels_last, so the conformance
-battery covers both memory formats of the fused paths (and checks the format is kept).
-Parameters are float32 for bfloat16 input (the AMP layout) and x's dtype otherwise.
+battery covers both memory formats (and checks the format is kept). Parameters are
+float32 for bfloat16 input (the AMP layout: the activations are read as bfloat16, the
+statistics accumulated in float32) and x's dtype otherwise.
 """
 
 from __future__ import annotations
@@ -71,7 +76,7 @@ class TorchLayerHarness(Harness):
 
         import localnorm.torch as lt
 
-        layer_cls = {2: lt.LocalNorm1d, 3: lt.LocalNorm1d, 4: lt.LocalNorm2d, 5: lt.LocalNorm3d}
+        layer_cls = {2: lt.LocalNorm1d, 3: lt.LocalNorm, 4: lt.LocalNorm2d, 5: lt.LocalNorm3d}
         cls = layer_cls.get(case.x.ndim, lt.LocalNorm2d)
         pdtype = getattr(torch, "float32" if case.dtype in _LOW else case.dtype)
         layer = cls(

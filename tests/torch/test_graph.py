@@ -75,6 +75,52 @@ def test_compile_fullgraph_every_mode(case):
     _check_compiled(case, "aot_eager")
 
 
+@pytest.mark.parametrize("case", [CASES[0], CASES[3]], ids=_ids)
+def test_compile_fullgraph_channels_last(case):
+    _check_compiled(case, "aot_eager", channels_last=True)
+
+
+@pytest.mark.parametrize("mode, kw", [
+    ("single", {}), ("set", {}), ("running", {"track_running_stats": True}),
+])
+def test_compile_fullgraph_random_groups(mode, kw):
+    """group=None compiles (drawn with torch.randint on the input's device), and the
+    compiled model still draws one group per image (single) or per call (set, running)
+    shared by both layers."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        lt.LocalNorm2d(3, 4, **kw), torch.nn.Tanh(), lt.LocalNorm2d(3, 4, **kw)
+    )
+    with torch.no_grad():
+        for layer in (net[0], net[2]):
+            layer.weight.uniform_(0.5, 2.0)
+            layer.bias.normal_()
+            if layer.track_running_stats:
+                layer.running_mean.normal_()
+    net.eval()
+    x = torch.randn(8, 3, 4, 4)
+    with torch.no_grad():
+        fixed = []
+        for g in range(4):
+            with lt.eval_mode(net, mode, g):
+                fixed.append(net(x))
+        fixed = torch.stack(fixed)
+        lt.set_eval_mode(net, mode, None)
+        torch._dynamo.reset()
+        compiled = torch.compile(net, fullgraph=True, backend="aot_eager")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            outs = [compiled(x) for _ in range(6)]
+    for y in outs:
+        match = (y[None] - fixed).abs().flatten(2).amax(-1) < 1e-5  # (K, N)
+        if mode != "single":
+            match = match.all(1, keepdim=True).expand_as(match)
+        assert match.any(0).all()
+    assert len({tuple(m.tolist()) for m in (
+        ((y[None] - fixed).abs().flatten(2).amax(-1) < 1e-5).float().argmax(0) for y in outs
+    )}) > 1  # random
+
+
 def test_compile_inductor_representative():
     _check_compiled(("batch", {"partition": "strided"}, True, 8), "inductor")
 
