@@ -280,8 +280,7 @@ class _BatchGroups(torch.autograd.Function):
         dims = tuple(range(2, x.ndim))
         bs = _bshape(x)
         buf = x - mean_n.view(bs)  # the one activation-sized buffer, in cdt
-        buf.mul_(dy)
-        s_dyc = _group_sum(buf.sum(dims) if dims else buf, k, partition)
+        s_dyc = _group_sum(_dot_per_sample(buf, dy, dims), k, partition)
         s_dy = _group_sum(dy.sum(dims, dtype=cdt) if dims else dy.to(cdt), k, partition)
         a = rstd if weight is None else rstd * weight
         # dx = a * (dy - mean(dy) - xhat * mean(dy * xhat)), xhat = (x - mean) * rstd,
@@ -295,6 +294,17 @@ class _BatchGroups(torch.autograd.Function):
         dw = (s_dyc * rstd).to(weight.dtype) if weight is not None and ctx.needs_input_grad[1] else None
         db = s_dy.to(bias.dtype) if bias is not None and ctx.needs_input_grad[2] else None
         return dx, dw, db, None, None, None, None
+
+
+def _dot_per_sample(buf: torch.Tensor, dy: torch.Tensor, dims: tuple) -> torch.Tensor:
+    """(N, C) sums over the spatial axes of ``buf * dy``; ``buf`` may be overwritten."""
+    if dims and buf.is_contiguous() and dy.is_contiguous() and dy.dtype == buf.dtype:
+        n, c = buf.shape[0], buf.shape[1]
+        s = buf[0, 0].numel()
+        # a batched dot product: one read of each operand, no product written out
+        return torch.bmm(buf.view(n * c, 1, s), dy.view(n * c, s, 1)).view(n, c)
+    buf.mul_(dy)
+    return buf.sum(dims) if dims else buf
 
 
 def _double_backward(ctx, x, weight, bias, dy):
@@ -412,24 +422,34 @@ def single(x: torch.Tensor, weight, bias, *, group, eps: float, cdt: torch.dtype
     Plain reductions: mean, centered values, their norm; exportable to ONNX."""
     dims = tuple(range(2, x.ndim))
     size = x[0, 0].numel()
+    traced = graph_mode()
+    inplace = not traced and not (
+        torch.is_grad_enabled()
+        and any(t is not None and t.requires_grad for t in (x, weight, bias))
+    )
+    cl = not traced and _channels_last(x)
     mean = x.mean(dims, keepdim=True, dtype=cdt)
     centered = x - mean
-    var = torch.linalg.vector_norm(centered, 2, dims, keepdim=True).square() / size
+    if cl:
+        # vector_norm over the outer (spatial) axes of a channels_last tensor is slow on
+        # CPU: square and average instead, then normalize x itself.
+        sq = centered.square_() if inplace else centered.square()
+        var = sq.mean(dims, keepdim=True)
+    else:
+        var = torch.linalg.vector_norm(centered, 2, dims, keepdim=True).square() / size
     scale = torch.rsqrt(var + eps)
     w = _param_rows(weight, group, x.ndim)
     b = _param_rows(bias, group, x.ndim)
     if w is not None:
         scale = scale * w
-    inplace = not graph_mode() and not (
-        torch.is_grad_enabled()
-        and any(t is not None and t.requires_grad for t in (x, weight, bias))
-    )
-    if b is None:
+    out = centered if inplace else None
+    if cl:  # y = x * scale + (b - mean * scale), as F.batch_norm's CPU kernel
+        offset = -mean * scale if b is None else b - mean * scale
+        y = torch.addcmul(offset, x, scale, out=out)
+    elif b is None:
         y = centered.mul_(scale) if inplace else centered * scale
-    elif inplace:
-        y = torch.addcmul(b, centered, scale, out=centered)
     else:
-        y = torch.addcmul(b, centered, scale)
+        y = torch.addcmul(b, centered, scale, out=out)
     return y.to(x.dtype)
 
 

@@ -147,3 +147,44 @@ def test_running_statistics_same_on_every_path(n, partition):
         outs.append((y, rm, rv))
     for a, c in zip(*outs):
         torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-12)
+
+
+SINGLE_SHAPES = [((5, 3, 7), False), ((5, 3, 4, 5), False), ((5, 3, 4, 5), True),
+                 ((3, 2, 2, 3, 2), True)]
+
+
+@pytest.mark.parametrize("shape, cl", SINGLE_SHAPES,
+                         ids=[f"{s}{'-cl' if c else ''}" for s, c in SINGLE_SHAPES])
+@pytest.mark.parametrize("per_sample", [False, True])
+@pytest.mark.parametrize("affine", [True, False])
+def test_single_mode_in_place_and_autograd_forms_equal_reference(shape, cl, per_sample, affine):
+    """"single" mode writes its result into its buffer when no gradient is needed, and
+    builds it out of place otherwise (and under tracers): both equal the reference."""
+    x, w, b, _ = _data(shape, cl)
+    n = shape[0]
+    group = torch.arange(n) % K if per_sample else 2
+    ref_group = group.numpy() if per_sample else group
+    ones = np.ones((K, shape[1]))
+    ref = reference.local_norm(x.numpy(), w.numpy() if affine else ones,
+                               b.numpy() if affine else 0 * ones, axis=1, mode="single",
+                               group=ref_group)
+    wa, ba = (w, b) if affine else (None, None)
+    with torch.no_grad():
+        y_inplace = fn.single(x, wa, ba, group=group, eps=1e-5, cdt=F64)
+    wg = None if wa is None else wa.clone().requires_grad_(True)
+    bg = None if ba is None else ba.clone().requires_grad_(True)
+    xg = x.clone().requires_grad_(True)
+    y_grad = fn.single(xg, wg, bg, group=group, eps=1e-5, cdt=F64)
+    for y in (y_inplace, y_grad):
+        np.testing.assert_allclose(y.detach().numpy(), ref, rtol=1e-12, atol=1e-12)
+        if cl:
+            assert y.is_contiguous(memory_format=_fmt(x.ndim))
+
+
+@pytest.mark.parametrize("shape, cl", SHAPES[4:8], ids=str)
+def test_batch_mode_without_autograd_equals_reference(shape, cl):
+    x, w, b, _ = _data(shape, cl)
+    with torch.no_grad():
+        y = fn.batch_groups(x, w, b, num_groups=K, partition="contiguous", eps=1e-5, cdt=F64)
+    ref = reference.local_norm(x.numpy(), w.numpy(), b.numpy(), axis=1)
+    np.testing.assert_allclose(y.numpy(), ref, rtol=1e-12, atol=1e-12)
