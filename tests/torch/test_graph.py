@@ -211,3 +211,18 @@ def test_vmap_over_batches_every_mode(mode):
     torch.testing.assert_close(out, torch.stack([layer(x) for x in xs]))
     grads = torch.func.grad(lambda p: functional_call(layer, p, (xs[0],)).square().sum())(params)
     assert grads["weight"].shape == (2, 3) and torch.isfinite(grads["weight"]).all()
+
+
+def test_compiled_evaluation_skips_the_value_check():
+    """The NaN/Inf check reads values, which a graph cannot: under torch.compile it is
+    skipped (no graph break with fullgraph=True), and NaN propagates as in BatchNorm."""
+    net = small_net().eval()
+    lt.set_eval_mode(net, "single", 1)
+    x = torch.randn(3, 3, 6, 6)
+    x[0, 0, 0, 0] = float("nan")
+    torch._dynamo.reset()
+    compiled = torch.compile(net, fullgraph=True, backend="aot_eager")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        y = compiled(x)
+    assert torch.isnan(y[0]).all() and torch.isfinite(y[1:]).all()
