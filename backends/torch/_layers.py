@@ -248,8 +248,8 @@ class _LocalNorm(nn.Module):
         group = self.group
         if group is None:
             size = (x.shape[0],) if mode == "single" else ()
-            if self._draw is not None:
-                return self._draw.get(self.num_groups, size, x.device)
+            if self._draw is not None:  # shared by the model's layers (maybe on other devices)
+                return self._draw.get(self.num_groups, size, x.device).to(x.device)
             return draw_groups(self.num_groups, size, x.device, self.generator)
         if isinstance(group, torch.Tensor):
             if group.shape[0] != x.shape[0]:
