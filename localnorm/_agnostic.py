@@ -14,20 +14,25 @@ run in TF32): per-group statistics are reductions over reshaped views of the bat
 and the per-group values are broadcast back to the samples by one reshape (even batch)
 or one ``take`` (ragged batch).
 
-Accuracy. Every mean and variance is computed by :func:`moments`, the corrected two-pass
+Accuracy. Every mean and variance is computed by :func:`moments`, a corrected two-pass
 algorithm (Bjorck; Chan, Golub and LeVeque 1983) with staged reductions:
 
 - ``mean0 = mean(x)``, ``d = x - mean0``, then ``mean = mean0 + mean(d)`` and
-  ``var = mean(d**2) - mean(d)**2``: the correction removes the rounding error of the
-  first mean, so the result's error scales with the data's spread, not its offset;
+  ``var = mean(d**2)``: the correction removes the rounding error of the first mean, so
+  the error of the normalized output scales with the data's spread, not its offset. (The
+  exact variance about the corrected mean is ``mean(d**2) - mean(d)**2``; the dropped
+  term is the square of the first mean's rounding error, far below one rounding of var,
+  and leaving it out keeps var >= 0 and the traced graph small.)
 - each mean reduces the spatial axes first, then the sample axis: libraries that sum
   non-contiguous axes one value at a time (NumPy does, for channels-last input) then
   accumulate runs of ``H*W`` and of the group size instead of one run of their product.
 
 Measured on NumPy, float32, K=4, channels last, N(50, 1) input of shape (256, 32, 32, 4):
-max |y - exact| went from 6.8e-4 (plain two-pass) to 3.5e-6; in float64 at (1024, 32, 32,
-4) from 1.4e-12 to below 1e-14. The cost is one extra reduction over ``d`` and a
-reduction over (groups, samples, channels) per mean.
+max |y - exact| went from 5.4e-4 (plain two-pass) to 6.5e-6; in float64 at (1024, 32, 32,
+4) from 1.4e-12 to below 1e-14. The cost is one extra reduction over ``d`` and a small
+reduction over (groups, samples, channels) per mean: on a shared 2-core machine,
+interleaved, about 1.3x the time of the plain two-pass on NumPy (256x32x32x16 float32),
+within noise on PyTorch CPU, and about 1.15x the XLA compile time under ``jax.jit``.
 """
 
 from __future__ import annotations
@@ -72,9 +77,7 @@ def moments(xp, a, batch_axes: tuple[int, ...], spatial_axes: tuple[int, ...]):
     mean0 = _staged_mean(xp, a, batch_axes, spatial_axes)
     d = a - mean0
     corr = _staged_mean(xp, d, batch_axes, spatial_axes)
-    var = _staged_mean(xp, d * d, batch_axes, spatial_axes) - corr * corr
-    # mean(d**2) >= mean(d)**2 in exact arithmetic; keep rounding from going below 0.
-    var = xp.where(var < 0, xp.zeros_like(var), var)
+    var = _staged_mean(xp, d * d, batch_axes, spatial_axes)
     return mean0 + corr, var
 
 
