@@ -121,8 +121,9 @@ def _title(path: Path) -> str:
 
 
 #: Run folders (``docs/results/<name>/``) shown first on the Results page, in this order;
-#: the others follow by name: the paper's dataset, then the default run.
-RUN_ORDER = ("mnist", "digits")
+#: the others follow by name: the paper's dataset (our defaults, then the paper's batch and
+#: K), the default run, then the default run on the other backends.
+RUN_ORDER = ("mnist", "mnist-paper", "digits", "digits-keras", "digits-flax")
 
 #: The run whose AGN plot heads the home page: the default run (the README's first command).
 HEADLINE_RUN = "digits"

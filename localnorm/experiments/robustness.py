@@ -40,8 +40,8 @@ _BACKEND_HELP = (
     "torch (default; CUDA when present), keras (Keras 3 on the backend named by the "
     "KERAS_BACKEND environment variable: tensorflow, jax or torch; GPU when that backend's "
     "CUDA build is installed) or flax (Flax NNX on JAX; GPU only with a CUDA build of "
-    "jaxlib). The same networks, data, noise and protocols; weights start from each "
-    "framework's own initializers, so numbers agree in kind, not digit for digit"
+    "jaxlib). The same networks, data, noise, protocols and initialization scheme; each "
+    "framework draws its own random weights, so numbers agree in kind, not digit for digit"
 )
 
 
