@@ -245,3 +245,24 @@ def test_default_run(tmp_path):
     assert clean[("batchnorm", "running")] > 0.9 and clean[("localnorm", "batch")] > 0.9
     # The README's promise; on a machine shared with other jobs this can fail for that reason.
     assert seconds < 300, f"the default run took {seconds:.0f} s (README: ~5 min on 2 cores)"
+
+
+@pytest.mark.parametrize("backend", ["torch", "flax"])
+def test_missing_device_is_refused_with_the_devices_there(backend):
+    from localnorm import LocalNormError
+
+    pytest.importorskip(backend)
+    if backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+    else:
+        import jax
+
+        if any(d.platform == "gpu" for d in jax.devices()):
+            pytest.skip("this machine has a GPU for JAX")
+    with pytest.raises(LocalNormError) as info:
+        training.get_runner(backend, device="cuda:0")
+    text = str(info.value)
+    assert "device='cuda:0'" in text and "auto" in text and "cpu" in text
