@@ -2,8 +2,11 @@
 
 The batch is sharded along the batch axis over the devices; with the contiguous partition
 and K a multiple of the device count, each device holds whole groups, so a group's
-statistics are those of its device's shard. Runs in a subprocess (XLA_FLAGS must be set
-before JAX starts, and the backend must be JAX), once, from the JAX backend's run.
+statistics are those of its device's shard and the compiled forward has no cross-device
+collective. With the strided partition, or K not a multiple of the device count, groups
+span devices: still LocalNorm of the global batch, but XLA adds an all-reduce (the guide
+says so). Runs in a subprocess (XLA_FLAGS must be set before JAX starts, and the backend
+must be JAX), once, from the JAX backend's run.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ pytestmark = pytest.mark.skipif(
     BACKEND != "jax", reason="the DataParallel test runs once, from the KERAS_BACKEND=jax run")
 
 _SCRIPT = r"""
-import json
+import json, re
 import jax, keras, numpy as np
 from localnorm.keras import LocalNormalization, predict
 
@@ -50,7 +53,17 @@ xb = keras.distribution.distribute_tensor(x[:16], distribution.get_data_layout((
 h = model.get_layer("conv")(xb)
 out = jax.jit(lambda t: ln(t, training=True))(h)
 conv = np.asarray(h)
+
+COLLECTIVES = ("all-reduce", "all-gather", "collective-permute", "all-to-all", "reduce-scatter")
+collectives = {}
+for k, partition in ((4, "contiguous"), (8, "contiguous"), (4, "strided"), (2, "contiguous")):
+    layer = LocalNormalization(num_groups=k, partition=partition)
+    layer.build(h.shape)
+    hlo = jax.jit(lambda t: layer(t, training=True)).lower(h).compile().as_text()
+    collectives[f"{k}-{partition}"] = sorted(
+        c for c in COLLECTIVES if re.search(rf"\s{c}(-start)?\(", hlo))
 print(json.dumps({
+    "collectives": collectives,
     "loss": history.history["loss"],
     "gamma_sharding": str(ln.gamma.value.sharding),
     "out_devices": len(out.sharding.device_set),
@@ -83,3 +96,8 @@ def test_data_parallel_fit_on_four_devices():
     want = reference.local_norm(conv, np.asarray(result["gamma"]), np.asarray(result["beta"]))
     np.testing.assert_allclose(np.asarray(result["out"]), want, atol=2e-5)
     assert len(result["voting"]) == 16
+    # Whole groups per device: no cross-device traffic in the compiled forward. Groups
+    # that span devices (strided, or K=2 < 4 devices) cost an all-reduce.
+    coll = result["collectives"]
+    assert coll["4-contiguous"] == [] and coll["8-contiguous"] == [], coll
+    assert "all-reduce" in coll["4-strided"] and "all-reduce" in coll["2-contiguous"], coll
