@@ -10,8 +10,8 @@ samples or groups.
 
 The only statistics computed here are those of ``"set"`` mode inside ``jax.shard_map``
 (:func:`_set_mode_across`): the set is the global batch, so its moments are summed over
-the mesh axis; the formula is the core's, term for term, and the sharding tests hold it
-equal to the single-device layer.
+the mesh axis; the algorithm is the core's, step for step, and the sharding tests hold
+it equal to the single-device layer.
 """
 
 from __future__ import annotations
@@ -230,15 +230,24 @@ def _local_groups(group, local_batch: int, devices: int, axis_name: str | None):
 
 def _set_mode_across(x, scale, bias, group: int, ax: int, epsilon: float, axis_name: str,
                      devices: int):
-    """``"set"`` mode over the global batch sharded on ``axis_name``: the moments of the
-    core's formula (mean, then the biased variance of the deviations, both in at least
-    float32) summed over the devices (two all-reduces of a (C,) vector each)."""
+    """``"set"`` mode over the global batch sharded on ``axis_name``: the core's moments
+    (``localnorm._agnostic.moments``: the corrected two-pass algorithm, spatial axes
+    reduced first, in at least float32) with each batch-axis mean a sum over the devices,
+    then the core's ``(x - mean) * (rstd * gamma) + beta``. Two all-reduce rounds of
+    (C,) vectors (the first mean, then the correction and the variance together)."""
     cdt = jnp.result_type(jnp.float32, x.dtype, scale.dtype, bias.dtype)
     xc = x.astype(cdt)
-    red = tuple(a for a in range(x.ndim) if a != ax)
-    count = math.prod(x.shape[a] for a in red) * devices
-    mean = jax.lax.psum(jnp.sum(xc, axis=red, keepdims=True), axis_name) / count
-    var = jax.lax.psum(jnp.sum((xc - mean) ** 2, axis=red, keepdims=True), axis_name) / count
+    spatial = tuple(a for a in range(1, x.ndim) if a != ax)
+    count = x.shape[0] * devices
+
+    def batch_sum(a):  # per device: the spatial mean, summed over the local batch
+        inner = jnp.mean(a, axis=spatial, keepdims=True) if spatial else a
+        return jnp.sum(inner, axis=0, keepdims=True)
+
+    mean0 = jax.lax.psum(batch_sum(xc), axis_name) / count
+    d = xc - mean0
+    corr, var = jax.lax.psum((batch_sum(d), batch_sum(d * d)), axis_name)
+    mean, var = mean0 + corr / count, var / count
     rstd = 1.0 / jnp.sqrt(var + epsilon)
     bshape = [1] * x.ndim
     bshape[ax] = x.shape[ax]
