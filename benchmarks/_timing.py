@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Settings", "Timing", "compare", "QUICK", "FULL"]
+__all__ = ["Settings", "Timing", "compare", "QUICK", "FULL", "NETWORK"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,8 +52,11 @@ class Settings:
 
 #: The settings of ``localnorm bench --quick`` (tests/bench): enough to exercise the machinery.
 QUICK = Settings(rounds=3, warmup=1, min_sample_s=0.0)
-#: The settings of the default run.
+#: The settings of the full run's layer comparisons.
 FULL = Settings(rounds=9, warmup=2, min_sample_s=0.05)
+#: The settings of the full run's whole-network steps and protocols: a call lasts
+#: seconds, so one warm-up call (compilation, allocator) and 7 rounds suffice.
+NETWORK = Settings(rounds=7, warmup=1, min_sample_s=0.05)
 
 
 @dataclasses.dataclass
@@ -63,6 +66,9 @@ class Timing:
     samples: dict[str, list[float]]
     baseline: str
     inner: dict[str, int]
+    #: wall-clock seconds the whole comparison took (warm-up, compilation and calibration
+    #: included): what the comparison costs in a run's time budget
+    elapsed_s: float = 0.0
 
     def median_ms(self, name: str) -> float:
         return float(np.median(self.samples[name])) * 1e3
@@ -125,6 +131,7 @@ def compare(
     if baseline not in candidates:
         raise KeyError(f"baseline {baseline!r} is not among the candidates {sorted(candidates)}")
     names = list(candidates)
+    start = time.perf_counter()
     for name in names:
         for _ in range(settings.warmup):
             sync(candidates[name]())
@@ -146,4 +153,5 @@ def compare(
     finally:
         if gc_was_enabled:
             gc.enable()
-    return Timing(samples=samples, baseline=baseline, inner=inner)
+    return Timing(samples=samples, baseline=baseline, inner=inner,
+                  elapsed_s=time.perf_counter() - start)
