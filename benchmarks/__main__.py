@@ -38,7 +38,6 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--device", default="cpu")
     p.add_argument("--kinds", default=",".join(KINDS))
-    p.add_argument("--full", action="store_true")
     args = p.parse_args(argv)
     module, framework, backend = SECTIONS[args.section]
     if backend is not None:
@@ -46,7 +45,7 @@ def main(argv=None) -> int:
     from . import _report
 
     _report.stream_to(args.out)
-    ctx = Context.make(args.quick, args.device, tuple(args.kinds.split(",")), args.full)
+    ctx = Context.make(args.quick, args.device, tuple(args.kinds.split(",")))
     status = 0
     try:
         importlib.import_module(_NEEDS[framework])

@@ -1,10 +1,12 @@
 """What is measured: layer shapes, networks, and the worker context shared by all sections.
 
-Layer shapes are those of the paper's networks: CIFAR (N=128, K=8 groups of 16 along the
-batch axis) at 32x32/16x16/8x8 with 64/128/256 channels, and Stanford Cars' ResNet152
-(N=16, K=4) at 56x56 with 64 and 256 channels. Networks train on random data of the
-dataset's shape (nothing is downloaded): the paper's MNIST network (batch 100, K=10), a
-CIFAR ResNet-20 and a VGG-style network (batch 128, K=8).
+Layer shapes are those of the paper's networks, measured in every section: CIFAR (N=128,
+K=8 groups of 16 along the batch axis) at 32x32/16x16/8x8 with 64/128/256 channels, and
+Stanford Cars' ResNet152 (N=16, K=4) at 56x56 with 64 and 256 channels (the widths of its
+56x56 stage). The torch section adds the issue's configuration (N=128 C=64 16x16 K=4).
+Networks train on random data of the dataset's shape (nothing is downloaded): the
+paper's MNIST network (batch 100, K=10), a CIFAR ResNet-20 and a VGG-style network
+(batch 128, K=8); every section trains all three.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import platform
 import sys
 from typing import NamedTuple
 
-from ._timing import FULL, QUICK, Settings
+from ._timing import FULL, NETWORK, QUICK, Settings
 
 
 class LayerCase(NamedTuple):
@@ -45,6 +47,11 @@ class NetCase(NamedTuple):
         return f"{self.name} (batch {self.batch}, K={self.k})"
 
 
+#: The issue's own configuration (N=128, C=64, 16x16, K=4), on which the torch targets
+#: were first stated; measured in the torch section and by ``benchmarks/torch_layer.py``.
+ISSUE_CASE = LayerCase(128, 64, 16, 4)
+
+#: The paper's shapes, measured in every section.
 LAYER_CASES = (
     LayerCase(128, 64, 32, 8),
     LayerCase(128, 128, 16, 8),
@@ -53,10 +60,6 @@ LAYER_CASES = (
     LayerCase(16, 256, 56, 4),
 )
 QUICK_LAYER_CASES = (LayerCase(16, 8, 8, 4),)
-#: The shapes of the keras and flax sections in the default run (all with ``--full``):
-#: one CIFAR and one Stanford Cars shape, so that the default run stays near 10 minutes
-#: on two CPU cores.
-SHORT_LAYER_CASES = (LAYER_CASES[0], LAYER_CASES[3])
 
 NETWORKS = (
     NetCase("mnist", 100, 10, 1, 28),
@@ -68,9 +71,6 @@ QUICK_NETWORKS = (
     NetCase("resnet20", 8, 4, 3, 16),
     NetCase("vgg11-half", 8, 4, 3, 32),
 )
-
-#: The networks of the keras sections in the default run (all with ``--full``).
-SHORT_NETWORKS = NETWORKS[:2]
 
 #: The network used for the test-time protocol figures.
 PROTOCOL_NET = NETWORKS[1]
@@ -96,29 +96,43 @@ NETWORK_TARGET = 1.03
 
 @dataclasses.dataclass(frozen=True)
 class Context:
-    """What a section worker is asked to do."""
+    """What a section worker is asked to do.
+
+    Attributes
+    ----------
+    quick : bool
+        Tiny shapes and :data:`benchmarks._timing.QUICK` settings: checks the machinery.
+    device : str
+        The torch section's device ("cpu" or "cuda"); keras and flax use their default.
+    kinds : tuple of str
+        The kinds of figure to measure (a subset of :data:`KINDS`).
+    settings : Settings
+        Rounds, warm-up and sample length of the layer comparisons.
+    net_settings : Settings
+        The same for whole-network steps and protocols (seconds per call, not
+        milliseconds: fewer rounds give as tight a median).
+    layer_cases, networks, protocol_net
+        What is measured (see :data:`LAYER_CASES`, :data:`NETWORKS`, :data:`PROTOCOL_NET`).
+    issue_case : LayerCase or None
+        An extra torch layer shape (:data:`ISSUE_CASE`), measured first.
+    """
 
     quick: bool = False
     device: str = "cpu"
     kinds: tuple = KINDS
     settings: Settings = FULL
+    net_settings: Settings = NETWORK
     layer_cases: tuple = LAYER_CASES
     networks: tuple = NETWORKS
     protocol_net: NetCase = PROTOCOL_NET
-    #: whether every layer op runs in every layout (else evaluation modes: NCHW only)
-    all_layouts: bool = False
-    #: keras/flax layer shapes and keras networks (a subset in the default run)
-    other_layer_cases: tuple = SHORT_LAYER_CASES
-    keras_networks: tuple = SHORT_NETWORKS
+    issue_case: LayerCase | None = ISSUE_CASE
 
     @classmethod
-    def make(cls, quick: bool, device: str = "cpu", kinds=KINDS, full: bool = False) -> "Context":
+    def make(cls, quick: bool, device: str = "cpu", kinds=KINDS) -> "Context":
+        """The full run's context, or the quick run's (tiny shapes, few rounds)."""
         if quick:
-            return cls(True, device, tuple(kinds), QUICK, QUICK_LAYER_CASES, QUICK_NETWORKS,
-                       QUICK_PROTOCOL_NET, False, QUICK_LAYER_CASES, QUICK_NETWORKS)
-        if full:
-            return cls(False, device, tuple(kinds), all_layouts=True,
-                       other_layer_cases=LAYER_CASES, keras_networks=NETWORKS)
+            return cls(True, device, tuple(kinds), QUICK, QUICK, QUICK_LAYER_CASES,
+                       QUICK_NETWORKS, QUICK_PROTOCOL_NET, None)
         return cls(False, device, tuple(kinds))
 
 

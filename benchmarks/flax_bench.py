@@ -2,8 +2,10 @@
 (batch statistics) and ``nnx.GroupNorm``; whole-network training steps (NNX networks,
 NHWC); the test-time protocols; memory in training.
 
-Everything timed is one ``jax.jit``-compiled function of (parameters, state, inputs) built
-with ``nnx.split``/``nnx.merge``, waited for with ``jax.block_until_ready``. Memory is XLA's
+Layers and training steps are timed as one ``jax.jit``-compiled function of (parameters,
+state, inputs) built with ``nnx.split``/``nnx.merge``, waited for with
+``jax.block_until_ready``; the protocols as ``localnorm.flax.predict`` runs them (under
+``nnx.jit``), against the BatchNorm network under ``nnx.jit`` too. Memory is XLA's
 own account of the compiled training step (``compiled.memory_analysis()``: temporary
 buffers, i.e. activations and workspace, which is the part a normalization layer changes;
 arguments and outputs are the same parameters for both networks).
@@ -59,7 +61,7 @@ def _jit_fwbw(layer):
 
 def _layer_records(ctx: Context, lf) -> list[dict]:
     records = []
-    for case in ctx.other_layer_cases:
+    for case in ctx.layer_cases:
         n, c, h, k = case
         rng = np.random.default_rng(0)
         x = jnp.asarray(rng.standard_normal((n, h, h, c), dtype=np.float32))
@@ -85,19 +87,17 @@ def _layer_records(ctx: Context, lf) -> list[dict]:
         records.append(R.timing_record("layer", case.label, t, rows, op="forward+backward",
                                        layout="NHWC"))
 
+        bn_eval = nnx.BatchNorm(c, use_running_average=True, rngs=nnx.Rngs(0))
+        ev = {"BatchNorm": fwd["BatchNorm"],
+              "BatchNorm eval (running stats)": (lambda f=_jit_forward(bn_eval): f(x))}
         for mode in ("single", "set"):
             ln = lf.LocalNorm(c, num_groups=k, deterministic=True, mode=mode, group=0,
                               rngs=nnx.Rngs(0))
-            bn_eval = nnx.BatchNorm(c, use_running_average=True, rngs=nnx.Rngs(0))
-            ev = {"BatchNorm": fwd["BatchNorm"],
-                  f"GroupNorm({gn_groups})": fwd[f"GroupNorm({gn_groups})"],
-                  "BatchNorm eval (running stats)": (lambda f=_jit_forward(bn_eval): f(x)),
-                  f"LocalNorm {mode}": (lambda f=_jit_forward(ln): f(x))}
-            t = compare(ev, baseline="BatchNorm", settings=ctx.settings, sync=_sync)
-            rows = [R.row(t, nm, target=LAYER_TARGET if nm.startswith("LocalNorm") else None)
-                    for nm in ev if nm != "BatchNorm"]
-            records.append(R.timing_record("layer", case.label, t, rows, op=f"eval {mode}",
-                                           layout="NHWC"))
+            ev[f"LocalNorm {mode}"] = (lambda f=_jit_forward(ln): f(x))
+        t = compare(ev, baseline="BatchNorm", settings=ctx.settings, sync=_sync)
+        rows = [R.row(t, nm, target=LAYER_TARGET if nm.startswith("LocalNorm") else None)
+                for nm in ev if nm != "BatchNorm"]
+        records.append(R.timing_record("layer", case.label, t, rows, op="eval", layout="NHWC"))
     return records
 
 
@@ -206,10 +206,19 @@ class VGG(nnx.Module):
 BUILDERS = {"mnist": MnistNet, "resnet20": ResNet20, "vgg11-half": VGG}
 
 
-def _pair(net: NetCase, lf):
+def _pair(net: NetCase, lf, partition: str = "contiguous"):
+    """The BatchNorm network and its conversion by ``localnorm.flax.convert_batchnorm``
+    (same initial weights)."""
     bn = BUILDERS[net.name](net.classes, nnx.Rngs(0))
-    ln = lf.convert_batchnorm(BUILDERS[net.name](net.classes, nnx.Rngs(0)), num_groups=net.k)
+    ln = lf.convert_batchnorm(BUILDERS[net.name](net.classes, nnx.Rngs(0)), num_groups=net.k,
+                              partition=partition)
     return bn, ln
+
+
+def _models(net: NetCase, lf) -> dict:
+    bn, ln = _pair(net, lf)
+    _, ln_strided = _pair(net, lf, "strided")
+    return {"BatchNorm": bn, "LocalNorm contiguous": ln, "LocalNorm strided": ln_strided}
 
 
 def _data(net: NetCase):
@@ -253,10 +262,9 @@ def _train_step(model, x, y, key=None):
 def _network_records(ctx: Context, lf) -> list[dict]:
     records = []
     for net in ctx.networks:
-        bn, ln = _pair(net, lf)
         x, y = _data(net)
         fns = {}
-        for name, model in (("BatchNorm", bn), ("LocalNorm", ln)):
+        for name, model in _models(net, lf).items():
             step, carry = _train_step(model, x, y, (net, name))
 
             def call(step=step, carry=carry):
@@ -264,44 +272,46 @@ def _network_records(ctx: Context, lf) -> list[dict]:
                 return loss
 
             fns[name] = call
-        t = compare(fns, baseline="BatchNorm", settings=ctx.settings, sync=_sync)
-        records.append(R.timing_record("network", net.label, t,
-                                       [R.row(t, "LocalNorm", target=NETWORK_TARGET)],
-                                       op="training step", layout="NHWC"))
+        t = compare(fns, baseline="BatchNorm", settings=ctx.net_settings, sync=_sync)
+        rows = [R.row(t, name, target=NETWORK_TARGET) for name in fns if name != "BatchNorm"]
+        records.append(R.timing_record("network", net.label, t, rows, op="training step",
+                                       layout="NHWC"))
     return records
 
 
 def _protocol_records(ctx: Context, lf) -> list[dict]:
+    """The protocols as ``localnorm.flax.predict`` runs them by default (the model under
+    ``nnx.jit``, x checked for NaN/Inf up front), against the BatchNorm network in
+    evaluation (running averages) under ``nnx.jit`` too."""
     net = ctx.protocol_net
     bn, ln = _pair(net, lf)
     x, _ = _data(net)
     bn.eval()
+    infer = nnx.jit(lambda model, x: model(x))
     fns = {
-        "BatchNorm inference": lambda: bn(x),
+        "BatchNorm inference": lambda: infer(bn, x),
         "BATCH": lambda: lf.predict(ln, x, protocol="batch").scores,
         "SINGLE": lambda: lf.predict(ln, x, protocol="single", generator=0).scores,
         "SINGLE-VOTING": lambda: lf.predict(ln, x, protocol="single-voting").scores,
     }
-    t = compare(fns, baseline="BatchNorm inference", settings=ctx.settings, sync=_sync)
+    t = compare(fns, baseline="BatchNorm inference", settings=ctx.net_settings, sync=_sync)
     rows = [R.row(t, "BATCH"), R.row(t, "SINGLE"),
             R.row(t, "SINGLE-VOTING", baseline="SINGLE", scale=float(net.k))]
     return [R.timing_record("protocol", f"{net.label}, {net.batch} test images", t, rows,
-                            op="evaluation (eager, as localnorm.flax.predict runs)",
-                            layout="NHWC")]
+                            op="evaluation (under nnx.jit, as localnorm.flax.predict runs by "
+                               "default)", layout="NHWC")]
 
 
 def _memory_records(ctx: Context, lf) -> list[dict]:
     records = []
     for net in ctx.networks:
-        bn, ln = _pair(net, lf)
         x, y = _data(net)
         figures = {}
-        for name, model in (("BatchNorm", bn), ("LocalNorm", ln)):
+        for name, model in _models(net, lf).items():
             step, _ = _train_step(model, x, y, (net, name))
-            mem = step.memory_analysis()
-            figures[name] = int(mem.temp_size_in_bytes)
+            figures[name] = int(step.memory_analysis().temp_size_in_bytes)
         records.append(R.memory_record(
-            net.label, "BatchNorm", figures["BatchNorm"], {"LocalNorm": figures["LocalNorm"]},
+            net.label, "BatchNorm", figures.pop("BatchNorm"), figures, layout="NHWC",
             method="XLA memory_analysis().temp_size_in_bytes of the jitted training step"))
     return records
 
@@ -313,9 +323,13 @@ def run(ctx: Context) -> dict:
     dev = jax.devices()[0]
     sec = section("flax", "flax", device=f"{dev.platform}: {dev.device_kind}",
                   versions={"jax": jax.__version__, "flax": flax.__version__})
-    sec["notes"].append("Baselines: nnx.BatchNorm(use_running_average=False) (batch "
-                        "statistics; its unused running-average update is removed by XLA) "
-                        "and nnx.GroupNorm(C, min(32, C)). Layouts: NHWC (flax's own).")
+    sec["notes"] += [
+        "Baselines: nnx.BatchNorm(use_running_average=False) (batch statistics; its unused "
+        "running-average update is removed by XLA) and nnx.GroupNorm(C, min(32, C)), on "
+        "the same input. Layout: NHWC only (flax's own; nnx.Conv has no NCHW).",
+        "Networks: NNX BatchNorm models converted with localnorm.flax.convert_batchnorm "
+        "(each partition); one jitted SGD step (optax, momentum 0.9) per call.",
+    ]
     parts = {"layer": _layer_records, "network": _network_records,
              "protocol": _protocol_records, "memory": _memory_records}
     for kind, fn in parts.items():

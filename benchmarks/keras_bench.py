@@ -1,13 +1,22 @@
 """The keras sections (one process per backend): ``localnorm.keras.LocalNormalization``
 (each partition) against ``keras.layers.BatchNormalization`` (batch statistics) and
-``keras.layers.GroupNormalization``; whole-network training steps; the test-time protocols.
+``keras.layers.GroupNormalization``; whole-network training steps; the test-time
+protocols; memory in training.
 
 Layers are timed through ``layer.stateless_call`` compiled the backend's usual way:
 ``jax.jit`` on JAX, ``tf.function`` (graph mode, no XLA) on TensorFlow, eager on PyTorch;
-gradients by ``jax.vjp``, ``tf.GradientTape`` and ``torch.autograd.grad``. Networks are
-Keras functional models trained with ``model.train_on_batch`` (Keras's own compiled step,
-``jit_compile="auto"``). Memory is not measured for Keras (no backend-neutral peak counter
-on CPU; see the torch and flax sections).
+gradients by ``jax.vjp``, ``tf.GradientTape`` and ``torch.autograd.grad``; in both of
+Keras's layouts, channels_last (NHWC, ``axis=-1``, Keras's default) and channels_first
+(NCHW, ``axis=1``). Networks are Keras functional models (channels_last: TensorFlow has
+no channels_first convolution on CPU) trained with ``model.train_on_batch`` (Keras's own
+compiled step, ``jit_compile="auto"``); the LocalNorm networks are the BatchNorm ones
+converted with ``localnorm.keras.convert_batchnorm``.
+
+Memory, per backend: on JAX, XLA's account of the compiled training step
+(``jax.jit(step).lower(...).compile().memory_analysis()``, temporary buffers); on
+PyTorch, the bytes autograd saves for backward (as the torch section on CPU); on
+TensorFlow, the peak of ``tf.config.experimental.get_memory_info`` on a GPU, and nothing
+on CPU (TensorFlow keeps no CPU peak counter).
 """
 
 from __future__ import annotations
@@ -25,6 +34,9 @@ from ._timing import compare
 
 
 # ----------------------------------------------------------------------------- backends
+# Each backend class: sync(out), tensor(numpy array), forward(layer, x, training) and
+# fwbw(layer, x, gy) -> zero-argument callables, memory_method (None: not measured) and
+# train_memory(model, x, y) -> bytes.
 
 def _kw(layer, training) -> dict:
     """``training=...`` for layers whose ``call`` takes it (GroupNormalization does not)."""
@@ -63,6 +75,29 @@ class _Jax:
         f = jax.jit(fb)
         return lambda: f(tv, ntv, x, gy)
 
+    #: how :meth:`train_memory` measures
+    memory_method = ("XLA memory_analysis().temp_size_in_bytes of the jitted training step "
+                     "(stateless_call forward, cross-entropy, gradients, SGD update)")
+
+    def train_memory(self, model, x, y) -> int:
+        """Bytes of temporary buffers (activations, workspace) XLA allocates for one
+        compiled training step of ``model``."""
+        jax = self.jax
+        tv = [v.value for v in model.trainable_variables]
+        ntv = [v.value for v in model.non_trainable_variables]
+
+        def loss_fn(tv, ntv, x, y):
+            logits, ntv = model.stateless_call(tv, ntv, x, training=True)
+            loss = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+            return keras.ops.mean(loss), ntv
+
+        def step(tv, ntv, x, y):
+            (loss, ntv), grads = jax.value_and_grad(loss_fn, has_aux=True)(tv, ntv, x, y)
+            return [v - 1e-3 * g for v, g in zip(tv, grads)], ntv, loss
+
+        compiled = jax.jit(step).lower(tv, ntv, self.tensor(x), self.tensor(y)).compile()
+        return int(compiled.memory_analysis().temp_size_in_bytes)
+
 
 class _TensorFlow:
     def __init__(self):
@@ -99,6 +134,21 @@ class _TensorFlow:
 
         return lambda: fb(x, gy)
 
+    @property
+    def memory_method(self):
+        if self.tf.config.list_logical_devices("GPU"):
+            return ("tf.config.experimental.get_memory_info('GPU:0')['peak'] over one "
+                    "train_on_batch, above the memory held before it")
+        return None  # TensorFlow keeps no peak counter for CPU memory
+
+    def train_memory(self, model, x, y) -> int:
+        tf = self.tf
+        model.train_on_batch(x, y)  # compiled, optimizer slots created
+        tf.config.experimental.reset_memory_stats("GPU:0")
+        base = tf.config.experimental.get_memory_info("GPU:0")["current"]
+        model.train_on_batch(x, y)
+        return int(tf.config.experimental.get_memory_info("GPU:0")["peak"] - base)
+
 
 class _Torch:
     def __init__(self):
@@ -128,6 +178,23 @@ class _Torch:
         params = [v.value for v in layer.trainable_variables]
         return lambda: torch.autograd.grad(layer(xg, **_kw(layer, True)), [xg] + params, gy)
 
+    memory_method = ("bytes saved for backward in one training forward pass "
+                     "(torch saved_tensors_hooks, each storage once, variables excluded; as "
+                     "the torch section on CPU)")
+
+    def train_memory(self, model, x, y) -> int:
+        from .torch_bench import saved_activation_bytes
+
+        torch = self.torch
+        xt = keras.ops.convert_to_tensor(x)
+        yt = keras.ops.convert_to_tensor(y)
+
+        def forward():
+            logits = model(xt, training=True)
+            return torch.nn.functional.cross_entropy(logits, yt.long())
+
+        return saved_activation_bytes(forward, [v.value for v in model.weights])
+
 
 _BACKENDS = {"jax": _Jax, "tensorflow": _TensorFlow, "torch": _Torch}
 
@@ -139,41 +206,56 @@ def _built(layer, shape):
     return layer
 
 
+#: Keras's two layouts: (name, channel axis).
+LAYOUTS = (("NHWC", -1), ("NCHW", 1))
+
+
+def layer_comparisons(case, layout: str, be, lk, settings) -> list[dict]:
+    """The layer records of one input shape in one layout, each against
+    BatchNormalization (batch statistics) on the same input: forward and forward+backward
+    (with GroupNormalization and both LocalNormalization partitions), and evaluation
+    (LocalNormalization in "single" and "set" mode, BatchNormalization with its moving
+    statistics)."""
+    n, c, h, k = case
+    axis = dict(LAYOUTS)[layout]
+    shape = (n, h, h, c) if axis == -1 else (n, c, h, h)
+    rng = np.random.default_rng(0)
+    x = be.tensor(rng.standard_normal(shape, dtype=np.float32))
+    gy = be.tensor(rng.standard_normal(shape, dtype=np.float32))
+    gn = f"GroupNormalization({min(32, c)})"
+    layers = {
+        "BatchNormalization": _built(keras.layers.BatchNormalization(axis=axis), shape),
+        gn: _built(keras.layers.GroupNormalization(groups=min(32, c), axis=axis), shape),
+    }
+    for part in ("contiguous", "strided"):
+        layers[f"LocalNormalization {part}"] = _built(
+            lk.LocalNormalization(num_groups=k, axis=axis, partition=part), shape)
+    records = []
+    for op in ("forward", "forward+backward"):
+        fns = {name: (be.forward(m, x, True) if op == "forward" else be.fwbw(m, x, gy))
+               for name, m in layers.items()}
+        t = compare(fns, baseline="BatchNormalization", settings=settings, sync=be.sync)
+        rows = [R.row(t, nm, target=LAYER_TARGET if nm.startswith("Local") else None)
+                for nm in fns if nm != "BatchNormalization"]
+        records.append(R.timing_record("layer", case.label, t, rows, op=op, layout=layout))
+    fns = {"BatchNormalization": be.forward(layers["BatchNormalization"], x, True),
+           "BatchNormalization eval (moving stats)":
+               be.forward(layers["BatchNormalization"], x, False)}
+    for mode in ("single", "set"):
+        ln = _built(lk.LocalNormalization(num_groups=k, axis=axis, mode=mode, group=0), shape)
+        fns[f"LocalNormalization {mode}"] = be.forward(ln, x, False)
+    t = compare(fns, baseline="BatchNormalization", settings=settings, sync=be.sync)
+    rows = [R.row(t, nm, target=LAYER_TARGET if nm.startswith("Local") else None)
+            for nm in fns if nm != "BatchNormalization"]
+    records.append(R.timing_record("layer", case.label, t, rows, op="eval", layout=layout))
+    return records
+
+
 def _layer_records(ctx: Context, be, lk) -> list[dict]:
     records = []
-    for case in ctx.other_layer_cases:
-        n, c, h, k = case
-        rng = np.random.default_rng(0)
-        x = be.tensor(rng.standard_normal((n, h, h, c), dtype=np.float32))
-        gy = be.tensor(rng.standard_normal((n, h, h, c), dtype=np.float32))
-        shape = (n, h, h, c)
-        gn = f"GroupNormalization({min(32, c)})"
-        layers = {
-            "BatchNormalization": _built(keras.layers.BatchNormalization(), shape),
-            gn: _built(keras.layers.GroupNormalization(groups=min(32, c)), shape),
-        }
-        for part in ("contiguous", "strided"):
-            layers[f"LocalNormalization {part}"] = _built(
-                lk.LocalNormalization(num_groups=k, partition=part), shape)
-        for op in ("forward", "forward+backward"):
-            fns = {name: (be.forward(m, x, True) if op == "forward" else be.fwbw(m, x, gy))
-                   for name, m in layers.items()}
-            t = compare(fns, baseline="BatchNormalization", settings=ctx.settings, sync=be.sync)
-            rows = [R.row(t, nm, target=LAYER_TARGET if nm.startswith("Local") else None)
-                    for nm in fns if nm != "BatchNormalization"]
-            records.append(R.timing_record("layer", case.label, t, rows, op=op, layout="NHWC"))
-        for mode in ("single", "set"):
-            ln = _built(lk.LocalNormalization(num_groups=k, mode=mode, group=0), shape)
-            fns = {"BatchNormalization": be.forward(layers["BatchNormalization"], x, True),
-                   gn: be.forward(layers[gn], x, True),
-                   "BatchNormalization eval (moving stats)":
-                       be.forward(layers["BatchNormalization"], x, False),
-                   f"LocalNormalization {mode}": be.forward(ln, x, False)}
-            t = compare(fns, baseline="BatchNormalization", settings=ctx.settings, sync=be.sync)
-            rows = [R.row(t, nm, target=LAYER_TARGET if nm.startswith("Local") else None)
-                    for nm in fns if nm != "BatchNormalization"]
-            records.append(R.timing_record("layer", case.label, t, rows, op=f"eval {mode}",
-                                           layout="NHWC"))
+    for case in ctx.layer_cases:
+        for layout, _ in LAYOUTS:
+            records += layer_comparisons(case, layout, be, lk, ctx.settings)
     return records
 
 
@@ -241,13 +323,11 @@ def _build(net: NetCase, norm) -> keras.Model:
     return vgg(net.classes, net.size, norm)
 
 
-def _pair(net: NetCase, lk):
-    """The BatchNorm network and the same network built with LocalNormalization layers
-    (built directly rather than with ``convert_batchnorm``, which does not yet handle the
-    ``mask`` argument Keras records for BatchNormalization calls in functional models)."""
+def _pair(net: NetCase, lk, partition: str = "contiguous"):
+    """The BatchNorm network and its conversion by ``localnorm.keras.convert_batchnorm``
+    (same weights, K groups along the batch axis)."""
     bn = _build(net, _bn)
-    ln = _build(net, lambda: lk.LocalNormalization(num_groups=net.k))
-    return bn, ln
+    return bn, lk.convert_batchnorm(bn, num_groups=net.k, partition=partition)
 
 
 def _data(net: NetCase):
@@ -256,19 +336,26 @@ def _data(net: NetCase):
     return x, rng.integers(0, net.classes, net.batch)
 
 
+def _compiled(model):
+    model.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
 def _network_records(ctx: Context, be, lk) -> list[dict]:
     records = []
-    for net in ctx.keras_networks:
+    for net in ctx.networks:
         bn, ln = _pair(net, lk)
+        ln_strided = lk.convert_batchnorm(bn, num_groups=net.k, partition="strided")
         x, y = _data(net)
         fns = {}
-        for name, model in (("BatchNorm", bn), ("LocalNorm", ln)):
-            model.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9),
-                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-            fns[name] = lambda m=model: m.train_on_batch(x, y)
-        t = compare(fns, baseline="BatchNorm", settings=ctx.settings, sync=lambda out: None)
-        records.append(R.timing_record("network", net.label, t,
-                                       [R.row(t, "LocalNorm", target=NETWORK_TARGET)],
+        for name, model in (("BatchNorm", bn), ("LocalNorm contiguous", ln),
+                            ("LocalNorm strided", ln_strided)):
+            fns[name] = lambda m=_compiled(model): m.train_on_batch(x, y)
+        t = compare(fns, baseline="BatchNorm", settings=ctx.net_settings,
+                    sync=lambda out: None)
+        rows = [R.row(t, name, target=NETWORK_TARGET) for name in fns if name != "BatchNorm"]
+        records.append(R.timing_record("network", net.label, t, rows,
                                        op="training step (train_on_batch)", layout="NHWC"))
     return records
 
@@ -283,13 +370,44 @@ def _protocol_records(ctx: Context, be, lk) -> list[dict]:
         "SINGLE": lambda: lk.predict(ln, x, protocol="single", generator=0).scores,
         "SINGLE-VOTING": lambda: lk.predict(ln, x, protocol="single-voting").scores,
     }
-    t = compare(fns, baseline="BatchNorm inference", settings=ctx.settings,
+    t = compare(fns, baseline="BatchNorm inference", settings=ctx.net_settings,
                 sync=lambda out: None)
     rows = [R.row(t, "BATCH"), R.row(t, "SINGLE"),
             R.row(t, "SINGLE-VOTING", baseline="SINGLE", scale=float(net.k))]
     return [R.timing_record("protocol", f"{net.label}, {net.batch} test images", t, rows,
                             op="evaluation (model(x, training=False), as localnorm.keras."
                                "predict runs)", layout="NHWC")]
+
+
+def _memory_records(ctx: Context, be, lk) -> list[dict]:
+    records = []
+    for net in ctx.networks:
+        bn, ln = _pair(net, lk)
+        ln_strided = lk.convert_batchnorm(bn, num_groups=net.k, partition="strided")
+        x, y = _data(net)
+        if isinstance(be, _TensorFlow):
+            for m in (bn, ln, ln_strided):
+                _compiled(m)
+        figures = {name: be.train_memory(m, x, y) for name, m in
+                   (("BatchNorm", bn), ("LocalNorm contiguous", ln),
+                    ("LocalNorm strided", ln_strided))}
+        records.append(R.memory_record(net.label, "BatchNorm", figures.pop("BatchNorm"),
+                                       figures, method=be.memory_method, layout="NHWC"))
+    return records
+
+
+def device_name(backend: str) -> str:
+    """The device Keras computes on, with its kind where the backend tells it."""
+    if backend == "torch":  # keras.distribution does not support the PyTorch backend
+        import torch
+
+        return f"cuda: {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "cpu"
+    dev = keras.distribution.list_devices()[0]
+    if backend == "jax":
+        import jax
+
+        return f"{dev}: {jax.devices()[0].device_kind}"
+    return dev
 
 
 def run(ctx: Context, backend: str) -> dict:
@@ -299,20 +417,26 @@ def run(ctx: Context, backend: str) -> dict:
         raise RuntimeError(f"KERAS_BACKEND={backend} was requested but keras runs on "
                            f"{keras.backend.backend()}")
     be = _BACKENDS[backend]()
-    mod = {"jax": "jax", "tensorflow": "tensorflow", "torch": "torch"}[backend]
-    version = __import__(mod).__version__
-    sec = section(f"keras-{backend}", "keras", backend=backend, device="cpu",
+    version = __import__(backend).__version__
+    sec = section(f"keras-{backend}", "keras", backend=backend, device=device_name(backend),
                   versions={"keras": keras.__version__, backend: version})
-    sec["notes"].append(
-        "Baselines: keras.layers.BatchNormalization() with training=True (batch statistics) "
-        "and GroupNormalization(min(32, C)); layers timed through stateless_call "
-        + {"jax": "under jax.jit.", "tensorflow": "in a tf.function (no XLA).",
-           "torch": "eagerly."}[backend])
-    sec["notes"].append("Memory is not measured for Keras: no backend-neutral peak counter on "
-                        "CPU (see the torch and flax sections for memory figures).")
+    sec["notes"] += [
+        "Baselines: keras.layers.BatchNormalization(axis) with training=True (batch "
+        "statistics) and GroupNormalization(min(32, C), axis), on the same input in the "
+        "same layout; layers timed "
+        + {"jax": "through stateless_call under jax.jit.",
+           "tensorflow": "through stateless_call in a tf.function (graph mode, no XLA).",
+           "torch": "by eager layer calls (the PyTorch backend's own way)."}[backend],
+        "Networks: BatchNorm models converted with localnorm.keras.convert_batchnorm (each "
+        "partition), trained with train_on_batch (SGD, momentum 0.9) on random data.",
+    ]
+    if "memory" in ctx.kinds and be.memory_method is None:
+        sec["notes"].append("Memory is not measured on TensorFlow without a GPU: TensorFlow "
+                            "keeps no peak counter of CPU memory "
+                            "(tf.config.experimental.get_memory_info is for GPUs).")
     parts = {"layer": _layer_records, "network": _network_records,
-             "protocol": _protocol_records}
+             "protocol": _protocol_records, "memory": _memory_records}
     for kind, fn in parts.items():
-        if kind in ctx.kinds:
+        if kind in ctx.kinds and (kind != "memory" or be.memory_method is not None):
             guarded(sec, kind, lambda fn=fn: fn(ctx, be, lk))
     return sec

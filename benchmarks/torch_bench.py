@@ -13,30 +13,19 @@ part of training memory that a normalization layer changes. On CUDA the figure i
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import localnorm
+import localnorm.torch as lt
 
 from . import _report as R
 from ._cases import (LAYER_TARGET, MNIST_CONVS, MNIST_DENSE, NETWORK_TARGET,
                      TORCH_CONTIGUOUS_TARGET, TORCH_STRIDED_TARGET, VGG_CFG, Context, NetCase,
                      guarded, section)
 from ._timing import compare
-
-
-def _adapter():
-    """The torch adapter, or None while it is not importable (the core rows still run)."""
-    try:
-        import localnorm.torch as lt
-
-        lt.LocalNorm2d  # noqa: B018 - the adapter module exists but may still be a stub
-        return lt
-    except (ImportError, AttributeError):
-        return None
 
 
 def peak_bandwidth(device: torch.device) -> float | None:
@@ -50,20 +39,22 @@ def peak_bandwidth(device: torch.device) -> float | None:
     return 2.0 * clock_khz * 1e3 * bus_bits / 8.0
 
 
-#: Passes over the activation a fused normalization needs at least: forward reads x for
-#: the statistics, then reads x and writes y; the backward reads x and dy for its
-#: reductions, then reads x and dy and writes dx.
-_MIN_PASSES = {"forward": 3, "forward+backward": 8}
+#: Passes over the activation a fused normalization needs at least: forward (and each
+#: evaluation mode) reads x for the statistics, then reads x and writes y; the backward
+#: reads x and dy for its reductions, then reads x and dy and writes dx.
+_MIN_PASSES = {"forward": 3, "forward+backward": 8, "eval": 3}
 
 
-def _add_bandwidth(rows: list[dict], op: str, nbytes: int, device: torch.device) -> None:
+def _add_bandwidth(rows: list[dict], op: str, nbytes, device: torch.device) -> None:
     """CUDA only: achieved bandwidth of each row (minimal traffic / median time) and its
-    fraction of the device's peak."""
+    fraction of the device's peak. ``nbytes`` is the activation's size in bytes, or a
+    function of the row's name (rows whose input is smaller, such as a ragged batch)."""
     if device.type != "cuda" or op not in _MIN_PASSES:
         return
     peak = peak_bandwidth(device)
     for r in rows:
-        achieved = _MIN_PASSES[op] * nbytes / (r["median_ms"] * 1e-3)
+        size = nbytes(r["name"]) if callable(nbytes) else nbytes
+        achieved = _MIN_PASSES[op] * size / (r["median_ms"] * 1e-3)
         r["bandwidth_gbs"] = achieved / 1e9
         if peak:
             r["bandwidth_fraction"] = achieved / peak
@@ -77,94 +68,118 @@ def _sync_for(device: torch.device):
 
 # ----------------------------------------------------------------------------- layers
 
-def _layer_records(ctx: Context, device: torch.device, lt) -> list[dict]:
+#: Layouts of the layer comparisons: every op runs in both, against BatchNorm2d on an
+#: input of the same layout.
+LAYOUTS = (("NCHW", torch.contiguous_format), ("channels_last", torch.channels_last))
+#: The layer ops, in the order measured: training mode without and with the backward
+#: pass, and evaluation (the "single" and "set" modes and BatchNorm with running
+#: statistics, in one comparison).
+LAYER_OPS = ("forward", "forward+backward", "eval")
+
+BASE = "BatchNorm2d"
+#: The ragged row (contiguous groups, N-1 samples: the array-API path of a last batch
+#: that is not a multiple of K) and its own baseline, BatchNorm2d on the same N-1 samples.
+RAGGED = "LocalNorm2d contiguous, ragged N-1"
+RAGGED_BASE = "BatchNorm2d, N-1"
+
+
+def _target(name: str, op: str) -> float | None:
+    """The issue's target of a row: torch's forward+backward targets for the two
+    partitions, 1.3x for every other LocalNorm2d op; none for baselines, GroupNorm, the
+    core functional and the ragged batch (rows that explain, not promise)."""
+    if not name.startswith("LocalNorm2d") or name == RAGGED:
+        return None
+    if op == "forward+backward":
+        return TORCH_STRIDED_TARGET if "strided" in name else TORCH_CONTIGUOUS_TARGET
+    return LAYER_TARGET
+
+
+def layer_comparisons(case, layout: str, device: torch.device, *, settings,
+                      ops=LAYER_OPS) -> list[dict]:
+    """The layer records of one input shape in one layout: each op in ``ops`` timed
+    interleaved against ``nn.BatchNorm2d`` (batch statistics) on the same input in the
+    same layout. Training ops: ``nn.GroupNorm``, both LocalNorm2d partitions, the ragged
+    batch (against BatchNorm2d on the same N-1 samples) and, in NCHW, the core
+    functional. Evaluation: LocalNorm2d in "single" (also with ``check_finite=False``,
+    to show the eager NaN/Inf check's cost) and "set" mode, BatchNorm2d with running
+    statistics and, in NCHW, the core functional."""
     sync = _sync_for(device)
+    fmt = dict(LAYOUTS)[layout]
+    n, c, h, k = case
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.randn(n, c, h, h, generator=gen).to(device).contiguous(memory_format=fmt)
+    gy = torch.randn(n, c, h, h, generator=gen).to(device).contiguous(memory_format=fmt)
+    x.requires_grad_(True)
+    # the ragged input is a fresh tensor of N-1 samples in the same layout, not a view
+    xr = x.detach()[: n - 1].clone(memory_format=fmt).requires_grad_(True)
+    gyr = gy[: n - 1].clone(memory_format=fmt)
+    gname = f"GroupNorm({min(32, c)})"
+    bn = nn.BatchNorm2d(c, track_running_stats=False).to(device)
+    bn_eval = nn.BatchNorm2d(c).to(device).eval()
+    gn = nn.GroupNorm(min(32, c), c).to(device)
+    gamma = torch.ones(k, c, device=device, requires_grad=True)
+    beta = torch.zeros(k, c, device=device, requires_grad=True)
+    local = {f"LocalNorm2d {part}": lt.LocalNorm2d(c, num_groups=k, partition=part).to(device)
+             for part in ("contiguous", "strided")}
+
+    def core(xx, mode="batch"):
+        return localnorm.local_norm(xx, gamma, beta, axis=1, mode=mode, check_finite=False)
+
+    def nbytes(name):
+        return (n - 1 if name in (RAGGED, RAGGED_BASE) else n) * (x.numel() // n) * 4
+
     records = []
-    for case in ctx.layer_cases:
-        n, c, h, k = case
-        gen = torch.Generator(device="cpu").manual_seed(0)
-        x0 = torch.randn(n, c, h, h, generator=gen).to(device)
-        gy0 = torch.randn(n, c, h, h, generator=gen).to(device)
-        layouts = [("NCHW", torch.contiguous_format), ("channels_last", torch.channels_last)]
-        for layout, fmt in layouts:
-            x = x0.contiguous(memory_format=fmt).requires_grad_(True)
-            gy = gy0.contiguous(memory_format=fmt)
-            bn = nn.BatchNorm2d(c, track_running_stats=False).to(device)
-            gn = nn.GroupNorm(min(32, c), c).to(device)
-            gamma = torch.ones(k, c, device=device, requires_grad=True)
-            beta = torch.zeros(k, c, device=device, requires_grad=True)
-            layers: dict[str, Any] = {"BatchNorm2d": bn, f"GroupNorm({min(32, c)})": gn}
-            if lt is not None:
-                for part in ("contiguous", "strided"):
-                    layers[f"LocalNorm2d {part}"] = lt.LocalNorm2d(
-                        c, num_groups=k, partition=part).to(device)
-
-            def core(mode="batch", xx=x):
-                return localnorm.local_norm(xx, gamma, beta, axis=1, mode=mode,
-                                            check_finite=False)
-
-            # forward in training mode (batch statistics), no autograd graph
-            fwd = {name: (lambda m=m: m(x)) for name, m in layers.items()}
-            fwd["local_norm core"] = core
-            with torch.no_grad():
-                t = compare(fwd, baseline="BatchNorm2d", settings=ctx.settings, sync=sync)
-            rows = _layer_rows(t, fwd, "forward")
-            _add_bandwidth(rows, "forward", x.numel() * x.element_size(), device)
-            records.append(R.timing_record("layer", case.label, t, rows, op="forward",
-                                           layout=layout))
-
-            # forward + backward: gradients of x and of the affine parameters
-            def fb(fn, params):
-                inputs = [x] + list(params)
-                return lambda: torch.autograd.grad(fn(), inputs, gy)
-
-            fwbw = {name: fb(lambda m=m: m(x), m.parameters()) for name, m in layers.items()}
-            fwbw["local_norm core"] = fb(core, (gamma, beta))
-            t = compare(fwbw, baseline="BatchNorm2d", settings=ctx.settings, sync=sync)
-            rows = _layer_rows(t, fwbw, "forward+backward")
-            _add_bandwidth(rows, "forward+backward", x.numel() * x.element_size(), device)
-            records.append(R.timing_record("layer", case.label, t, rows, op="forward+backward",
-                                           layout=layout))
-
-            # evaluation: "single" and "set" against BatchNorm with batch statistics
-            if layout != "NCHW" and not ctx.all_layouts:
-                continue
-            for mode in ("single", "set"):
-                ev: dict[str, Any] = {"BatchNorm2d": lambda: bn(x),
-                                      f"GroupNorm({min(32, c)})": lambda: gn(x)}
-                bn_eval = nn.BatchNorm2d(c).to(device).eval()
-                ev["BatchNorm2d eval (running stats)"] = lambda m=bn_eval: m(x)
-                if lt is not None:
-                    ln = layers["LocalNorm2d contiguous"]
-                    ln.eval()
-                    lt.set_eval_mode(ln, mode, group=0)
-                    ev[f"LocalNorm2d {mode}"] = lambda m=ln: m(x)
-                ev[f"local_norm core {mode}"] = lambda mode=mode: core(mode)
+    for op in ops:
+        if op in ("forward", "forward+backward"):
+            # (callable, input, its parameters) of every candidate, training mode
+            runs: dict[str, tuple] = {BASE: (bn, x, gy, list(bn.parameters())),
+                                      gname: (gn, x, gy, list(gn.parameters()))}
+            for name, m in local.items():
+                runs[name] = (m.train(), x, gy, list(m.parameters()))
+            runs[RAGGED] = (local["LocalNorm2d contiguous"], xr, gyr,
+                            list(local["LocalNorm2d contiguous"].parameters()))
+            runs[RAGGED_BASE] = (bn, xr, gyr, list(bn.parameters()))
+            if layout == "NCHW":
+                runs["local_norm core"] = (core, x, gy, [gamma, beta])
+            if op == "forward":
+                fns = {name: (lambda f=f, xx=xx: f(xx)) for name, (f, xx, _, _) in runs.items()}
                 with torch.no_grad():
-                    t = compare(ev, baseline="BatchNorm2d", settings=ctx.settings, sync=sync)
-                rows = [R.row(t, name, target=LAYER_TARGET if name.startswith("LocalNorm") else None)
-                        for name in ev if name != "BatchNorm2d"]
-                records.append(R.timing_record("layer", case.label, t, rows, op=f"eval {mode}",
-                                               layout=layout))
-                if lt is not None:
-                    layers["LocalNorm2d contiguous"].train()
-                    lt.set_eval_mode(layers["LocalNorm2d contiguous"], "batch")
+                    t = compare(fns, baseline=BASE, settings=settings, sync=sync)
+            else:
+                fns = {name: (lambda f=f, xx=xx, g=g, p=p: torch.autograd.grad(f(xx), [xx] + p, g))
+                       for name, (f, xx, g, p) in runs.items()}
+                t = compare(fns, baseline=BASE, settings=settings, sync=sync)
+        else:
+            fns = {BASE: lambda: bn(x), "BatchNorm2d eval (running stats)": lambda: bn_eval(x)}
+            for mode in ("single", "set"):
+                ln = copy.deepcopy(local["LocalNorm2d contiguous"]).eval()
+                lt.set_eval_mode(ln, mode, group=0)
+                fns[f"LocalNorm2d {mode}"] = lambda m=ln: m(x)
+                if mode == "single" and hasattr(ln, "check_finite"):
+                    # the eager NaN/Inf check of evaluation (docs/spec.md), switched off
+                    unchecked = copy.deepcopy(ln)
+                    unchecked.check_finite = False
+                    fns["LocalNorm2d single, check_finite=False"] = lambda m=unchecked: m(x)
+            if layout == "NCHW":
+                for mode in ("single", "set"):
+                    fns[f"local_norm core {mode}"] = lambda mode=mode: core(x, mode)
+            with torch.no_grad():
+                t = compare(fns, baseline=BASE, settings=settings, sync=sync)
+        rows = [R.row(t, name, target=_target(name, op),
+                      baseline=RAGGED_BASE if name == RAGGED else None)
+                for name in fns if name not in (BASE, RAGGED_BASE)]
+        _add_bandwidth(rows, op, nbytes, device)
+        records.append(R.timing_record("layer", case.label, t, rows, op=op, layout=layout))
     return records
 
 
-def _layer_rows(t, fns, op):
-    rows = []
-    for name in fns:
-        if name == "BatchNorm2d":
-            continue
-        target = None
-        if name.startswith("LocalNorm2d"):
-            if op == "forward+backward":
-                target = TORCH_STRIDED_TARGET if "strided" in name else TORCH_CONTIGUOUS_TARGET
-            else:
-                target = LAYER_TARGET
-        rows.append(R.row(t, name, target=target))
-    return rows
+def _layer_records(ctx: Context, device: torch.device) -> list[dict]:
+    cases = ((ctx.issue_case,) if ctx.issue_case else ()) + tuple(ctx.layer_cases)
+    records = []
+    for case in cases:
+        for layout, _ in LAYOUTS:
+            records += layer_comparisons(case, layout, device, settings=ctx.settings)
+    return records
 
 
 # ----------------------------------------------------------------------------- networks
@@ -235,11 +250,12 @@ def vgg(classes: int = 10, in_channels: int = 3) -> nn.Module:
 BUILDERS = {"mnist": mnist_net, "resnet20": resnet20, "vgg11-half": vgg}
 
 
-def _pair(net: NetCase, device: torch.device, lt):
+def _pair(net: NetCase, device: torch.device, partition: str = "contiguous"):
     """A BatchNorm network and its LocalNorm conversion (same weights), on ``device``."""
     torch.manual_seed(0)
     bn = BUILDERS[net.name](net.classes).to(device)
-    ln = lt.convert_batchnorm(copy.deepcopy(bn), num_groups=net.k).to(device)
+    ln = lt.convert_batchnorm(copy.deepcopy(bn), num_groups=net.k,
+                              partition=partition).to(device)
     return bn, ln
 
 
@@ -264,24 +280,28 @@ def _train_step(model: nn.Module, x, y):
     return step
 
 
-def _network_records(ctx: Context, device: torch.device, lt) -> list[dict]:
+def _network_records(ctx: Context, device: torch.device) -> list[dict]:
+    """A training step (forward, cross-entropy, backward, SGD with momentum) of each
+    network, BatchNorm against its LocalNorm conversion with either partition."""
     sync = _sync_for(device)
     records = []
     for net in ctx.networks:
-        bn, ln = _pair(net, device, lt)
+        bn, ln = _pair(net, device)
+        _, ln_strided = _pair(net, device, "strided")
         x, y = _data(net, device)
-        fns = {"BatchNorm": _train_step(bn, x, y), "LocalNorm": _train_step(ln, x, y)}
-        t = compare(fns, baseline="BatchNorm", settings=ctx.settings, sync=sync)
-        rows = [R.row(t, "LocalNorm", target=NETWORK_TARGET)]
+        fns = {"BatchNorm": _train_step(bn, x, y), "LocalNorm contiguous": _train_step(ln, x, y),
+               "LocalNorm strided": _train_step(ln_strided, x, y)}
+        t = compare(fns, baseline="BatchNorm", settings=ctx.net_settings, sync=sync)
+        rows = [R.row(t, name, target=NETWORK_TARGET) for name in fns if name != "BatchNorm"]
         records.append(R.timing_record("network", net.label, t, rows, op="training step",
                                        layout="NCHW"))
     return records
 
 
-def _protocol_records(ctx: Context, device: torch.device, lt) -> list[dict]:
+def _protocol_records(ctx: Context, device: torch.device) -> list[dict]:
     sync = _sync_for(device)
     net = ctx.protocol_net
-    bn, ln = _pair(net, device, lt)
+    bn, ln = _pair(net, device)
     bn.eval()
     ln.eval()
     x, _ = _data(net, device)
@@ -293,7 +313,7 @@ def _protocol_records(ctx: Context, device: torch.device, lt) -> list[dict]:
         "SINGLE-VOTING": lambda: lt.predict(ln, x, protocol="single-voting").scores,
     }
     with torch.no_grad():
-        t = compare(fns, baseline="BatchNorm inference", settings=ctx.settings, sync=sync)
+        t = compare(fns, baseline="BatchNorm inference", settings=ctx.net_settings, sync=sync)
     rows = [R.row(t, "BATCH"), R.row(t, "SINGLE"),
             R.row(t, "SINGLE-VOTING", baseline="SINGLE", scale=float(net.k))]
     return [R.timing_record("protocol", f"{net.label}, {net.batch} test images", t, rows,
@@ -321,14 +341,17 @@ def saved_activation_bytes(step_forward, parameters=()) -> int:
     return sum(seen.values())
 
 
-def _memory_records(ctx: Context, device: torch.device, lt) -> list[dict]:
+def _memory_records(ctx: Context, device: torch.device) -> list[dict]:
     records = []
     for net in ctx.networks:
-        bn, ln = _pair(net, device, lt)
+        bn, ln = _pair(net, device)
+        _, ln_strided = _pair(net, device, "strided")
         x, y = _data(net, device)
+        models = (("BatchNorm", bn), ("LocalNorm contiguous", ln),
+                  ("LocalNorm strided", ln_strided))
+        figures = {}
         if device.type == "cuda":
-            figures = {}
-            for name, model in (("BatchNorm", bn), ("LocalNorm", ln)):
+            for name, model in models:
                 step = _train_step(model, x, y)
                 step()
                 torch.cuda.synchronize(device)
@@ -340,14 +363,13 @@ def _memory_records(ctx: Context, device: torch.device, lt) -> list[dict]:
             method = "torch.cuda.max_memory_allocated over one training step, above the "\
                      "memory held before it"
         else:
-            figures = {}
-            for name, model in (("BatchNorm", bn), ("LocalNorm", ln)):
+            for name, model in models:
                 model.train()
                 figures[name] = saved_activation_bytes(
                     lambda m=model: F.cross_entropy(m(x), y), list(model.parameters()))
             method = "bytes saved for backward (saved_tensors_hooks; CPU has no peak counter)"
-        records.append(R.memory_record(net.label, "BatchNorm", figures["BatchNorm"],
-                                       {"LocalNorm": figures["LocalNorm"]}, method=method))
+        records.append(R.memory_record(net.label, "BatchNorm", figures.pop("BatchNorm"),
+                                       figures, method=method))
     return records
 
 
@@ -362,16 +384,23 @@ def run(ctx: Context) -> dict:
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     sec = section("torch", "torch", device=dev_name,
                   versions={"torch": torch.__version__, "threads": torch.get_num_threads()})
-    lt = _adapter()
-    if lt is None:
-        sec["notes"].append("localnorm.torch is not available yet: only the core functional "
-                            "(localnorm.local_norm on torch tensors) is measured.")
-    sec["notes"].append("Baselines: nn.BatchNorm2d(track_running_stats=False) (batch statistics, "
-                        "as LocalNorm2d's default) and nn.GroupNorm(min(32, C), C). The core row "
-                        "is localnorm.local_norm(check_finite=False), the array-API path.")
+    sec["notes"] += [
+        "Baselines: nn.BatchNorm2d(track_running_stats=False) (batch statistics, as "
+        "LocalNorm2d's default) and nn.GroupNorm(min(32, C), C), on the same input in the "
+        "same layout. The ragged row runs contiguous groups on N-1 samples (not a multiple "
+        "of K: the array-API path) against BatchNorm2d on the same N-1 samples. The core "
+        "row is localnorm.local_norm(check_finite=False) on torch tensors, the array-API "
+        "path.",
+        "Networks: BatchNorm models converted with localnorm.torch.convert_batchnorm (each "
+        "partition), one SGD step (momentum 0.9) on random data per call.",
+        "Memory on CPU: bytes of the tensors autograd saves for backward in one forward "
+        "pass (saved_tensors_hooks, each storage once, parameters excluded), since the CPU "
+        "allocator keeps no peak counter; transient buffers (the contiguous partition's "
+        "layout copies) are not in this figure. On CUDA: torch.cuda.max_memory_allocated.",
+    ]
     parts = {"layer": _layer_records, "network": _network_records,
              "protocol": _protocol_records, "memory": _memory_records}
     for kind, fn in parts.items():
-        if kind in ctx.kinds and (lt is not None or kind == "layer"):
-            guarded(sec, kind, lambda fn=fn: fn(ctx, device, lt))
+        if kind in ctx.kinds:
+            guarded(sec, kind, lambda fn=fn: fn(ctx, device))
     return sec

@@ -2,11 +2,14 @@
 
 Runs the benchmark suite of the source checkout's ``benchmarks/`` folder, one process per
 section (``torch``, ``keras-tensorflow``, ``keras-jax``, ``keras-torch``, ``flax``: Keras
-fixes its backend per process), merges their results into ``bench.json`` and writes the
-results page ``bench.md`` from it. Every figure is a ratio measured in one run
-(interleaved repetitions, medians of paired ratios; see ``benchmarks/_timing.py``), so the
-figures hold on a noisy machine. ``--quick`` runs tiny shapes with few rounds: it checks
-the machinery, not the speed.
+fixes its backend per process), each within its own time budget, merges their results
+into ``bench.json`` and writes the results page ``bench.md`` from it. Every figure is a
+ratio measured in one run (interleaved repetitions, medians of paired ratios; see
+``benchmarks/_timing.py``), so the figures hold on a noisy machine. One command measures
+everything (every shape, layout, network, protocol and memory figure in every section);
+the results page of the docs is reproduced with ``localnorm bench --out-dir docs/results``
+(see ``benchmarks/README.md`` for its duration). ``--quick`` runs tiny shapes with few
+rounds: it checks the machinery, not the speed.
 
 This module imports :mod:`argparse` only at module level (``localnorm --help`` stays fast).
 """
@@ -18,6 +21,15 @@ import argparse
 #: Every section, in the order they run and appear on the page.
 SECTIONS = ("torch", "keras-tensorflow", "keras-jax", "keras-torch", "flax")
 KINDS = ("layer", "network", "protocol", "memory")
+
+#: Each section's time budget in seconds (``--timeout`` replaces them all): about twice
+#: the section's duration measured on two CPU cores (``benchmarks/README.md``), so a
+#: quiet machine never meets them and a stuck section cannot hold up the others. A
+#: section stopped by its budget keeps the figures it measured and is marked "error".
+BUDGETS = {"torch": 1200.0, "keras-tensorflow": 900.0, "keras-jax": 900.0,
+           "keras-torch": 900.0, "flax": 900.0}
+#: The budget of every section in a ``--quick`` run.
+QUICK_BUDGET = 600.0
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -31,17 +43,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="where bench.json and bench.md are written (default: current directory)")
     p.add_argument("--quick", action="store_true",
                    help="tiny shapes, 3 rounds: checks the machinery in seconds, not the speed")
-    p.add_argument("--full", action="store_true",
-                   help="every shape, layout and network in every section (about 30 minutes "
-                   "on two CPU cores; the default run measures a subset outside torch)")
     p.add_argument("--sections", default=",".join(SECTIONS), metavar="LIST",
                    help=f"comma-separated sections to run (default: all of {','.join(SECTIONS)})")
     p.add_argument("--kinds", default=",".join(KINDS), metavar="LIST",
                    help=f"comma-separated kinds of figure (default: all of {','.join(KINDS)})")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                    help="device of the torch section (keras and flax use their default device)")
-    p.add_argument("--timeout", type=float, default=900.0, metavar="S",
-                   help="seconds after which a section is stopped and reported as an error")
+    p.add_argument("--timeout", type=float, default=None, metavar="S",
+                   help="seconds after which any section is stopped and reported as an error "
+                   "(default: each section's own budget, "
+                   + ", ".join(f"{k} {v:g}" for k, v in BUDGETS.items())
+                   + f"; {QUICK_BUDGET:g} each with --quick)")
     p.add_argument("--markdown-only", metavar="JSON",
                    help="only regenerate bench.md (next to JSON) from an existing bench.json")
     p.add_argument("--merge", nargs="+", metavar="JSON",
@@ -74,7 +86,7 @@ def _parse_list(name: str, text: str, choices: tuple) -> list[str]:
 
 
 def run_section(root, name: str, out_file, *, quick: bool, device: str, kinds: list[str],
-                timeout: float, full: bool = False) -> dict:
+                timeout: float) -> dict:
     """Run one section in a fresh process and return its JSON (an "error" section when the
     process fails or times out)."""
     import json
@@ -88,8 +100,7 @@ def run_section(root, name: str, out_file, *, quick: bool, device: str, kinds: l
     if name.startswith("keras-"):
         env["KERAS_BACKEND"] = name.split("-", 1)[1]
     cmd = [sys.executable, "-m", "benchmarks", name, "--out", str(out_file),
-           "--device", device, "--kinds", ",".join(kinds)] + (["--quick"] if quick else []) \
-        + (["--full"] if full else [])
+           "--device", device, "--kinds", ",".join(kinds)] + (["--quick"] if quick else [])
     fail = None
     try:
         proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True,
@@ -111,9 +122,23 @@ def run_section(root, name: str, out_file, *, quick: bool, device: str, kinds: l
     return sec
 
 
-def _discussion(root) -> list[str]:
-    path = root / "benchmarks" / "discussion.md"
-    return path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+def command_line(args: argparse.Namespace) -> str:
+    """The ``localnorm bench`` command that ``args`` stand for (options at their default
+    left out), recorded in bench.json so the page says how it was made."""
+    import shlex
+
+    parts = ["localnorm", "bench"]
+    if args.quick:
+        parts.append("--quick")
+    for opt, value, default in (("--sections", args.sections, ",".join(SECTIONS)),
+                                ("--kinds", args.kinds, ",".join(KINDS)),
+                                ("--device", args.device, "cpu")):
+        if value != default:
+            parts += [opt, value]
+    if args.timeout is not None:
+        parts += ["--timeout", f"{args.timeout:g}"]
+    parts += ["--out-dir", args.out_dir]
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -131,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         sys.path.insert(0, str(root))
     from benchmarks import _report
     from benchmarks._cases import machine
-    from benchmarks._timing import FULL, QUICK
+    from benchmarks._timing import FULL, NETWORK, QUICK
 
     if args.markdown_only:
         src = Path(args.markdown_only)
@@ -159,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
                 by_name[sec["name"]] = sec
         merged["sections"] = [by_name[n] for n in SECTIONS if n in by_name]
         merged["merged_from"] = [d["created"] for d in docs]
-        merged["discussion"] = _discussion(root)
+        merged.pop("discussion", None)  # rendered from benchmarks/discussion.md
         out_dir = Path(args.out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         _report.dump(merged, out_dir / "bench.json")
@@ -169,31 +194,33 @@ def run(args: argparse.Namespace) -> int:
     kinds = _parse_list("kind", args.kinds, KINDS)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    settings = QUICK if args.quick else FULL
     doc = {
         "schema": _report.SCHEMA,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": command_line(args),
         "quick": bool(args.quick),
-        "full": bool(args.full),
-        "settings": settings.as_dict(),
+        "settings": (QUICK if args.quick else FULL).as_dict(),
+        "network_settings": (QUICK if args.quick else NETWORK).as_dict(),
         "machine": machine(),
         "sections": [],
-        "discussion": [] if args.quick else _discussion(root),
     }
     failed = False
+    start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for name in sections:
             t0 = time.perf_counter()
-            print(f"bench: {name} ...", file=sys.stderr, flush=True)
+            budget = args.timeout or (QUICK_BUDGET if args.quick else BUDGETS[name])
+            print(f"bench: {name} (budget {budget:g} s) ...", file=sys.stderr, flush=True)
             sec = run_section(root, name, Path(tmp) / f"{name}.json", quick=args.quick,
-                              device=args.device, kinds=kinds, timeout=args.timeout,
-                              full=args.full)
+                              device=args.device, kinds=kinds, timeout=budget)
             sec["seconds"] = round(time.perf_counter() - t0, 1)
+            sec["budget_s"] = budget
             print(f"bench: {name}: {sec['status']} in {sec['seconds']} s"
                   + (f" ({sec['reason']})" if sec.get("reason") else ""), file=sys.stderr,
                   flush=True)
             failed |= sec["status"] == "error"
             doc["sections"].append(sec)
+    doc["seconds"] = round(time.perf_counter() - start, 1)
     _report.dump(doc, out_dir / "bench.json")
     (out_dir / "bench.md").write_text(_report.markdown(doc), encoding="utf-8")
     print(f"bench: wrote {out_dir / 'bench.json'} and {out_dir / 'bench.md'}", file=sys.stderr)

@@ -41,10 +41,56 @@ def test_quick_torch_run_writes_well_formed_results(torch_run):
     assert kinds == {"layer", "network", "protocol", "memory"}
     ops = {(r["op"], r["layout"]) for r in sec["records"] if r["kind"] == "layer"}
     assert {("forward", "NCHW"), ("forward+backward", "channels_last"),
-            ("eval single", "NCHW"), ("eval set", "NCHW")} <= ops
+            ("eval", "NCHW"), ("eval", "channels_last")} <= ops
     names = {row["name"] for r in sec["records"] for row in r["rows"]}
     assert {"LocalNorm2d contiguous", "LocalNorm2d strided", "local_norm core",
-            "LocalNorm", "SINGLE", "SINGLE-VOTING"} <= names
+            "LocalNorm contiguous", "LocalNorm strided", "SINGLE", "SINGLE-VOTING"} <= names
+    memory = [r for r in sec["records"] if r["kind"] == "memory"]
+    assert {row["name"] for r in memory for row in r["rows"]} == {"LocalNorm contiguous",
+                                                                   "LocalNorm strided"}
+    assert [r["case"].split()[0] for r in memory] == ["mnist", "resnet20", "vgg11-half"]
+    assert doc["command"] == f"localnorm bench --quick --sections torch --out-dir {out}"
+    assert sec["budget_s"] > 0 and 0 < sec["seconds"]
+
+
+def test_discussion_names_rows_the_torch_section_produces(torch_run):
+    """Every template of benchmarks/discussion.md that selects torch rows by name finds
+    such rows in a (quick) torch run: the prose and the code use the same names."""
+    import shlex
+
+    _, out = torch_run
+    doc = json.loads((out / "bench.json").read_text())
+    text = _report.DISCUSSION.read_text(encoding="utf-8")
+    checked = 0
+    for body in _report._TEMPLATE.findall(text):
+        words = shlex.split(body)
+        args = dict(w.split("=", 1) for w in words[1:])
+        if words[0] not in ("ratio", "met") or args.get("section") != "torch" \
+                or args.pop("source", "bench") != "bench":
+            continue
+        args.pop("case", None)  # quick runs have their own tiny shapes
+        assert _report.select(doc, **args), f"no torch rows for {{{{{body}}}}}"
+        checked += 1
+    assert checked >= 3
+
+
+def test_a_section_over_its_budget_is_stopped_and_reported(tmp_path):
+    pytest.importorskip("torch")
+    proc = bench("--quick", "--sections", "torch", "--timeout", "0.5", "--out-dir",
+                 str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 1
+    doc = json.loads((tmp_path / "bench.json").read_text())
+    (sec,) = doc["sections"]
+    assert sec["status"] == "error" and "timed out after 0.5 s" in sec["reason"]
+    assert sec["budget_s"] == 0.5
+    assert "**error**: timed out" in (tmp_path / "bench.md").read_text()
+
+
+def test_every_section_has_a_budget():
+    from localnorm.experiments import bench as cli
+
+    assert set(cli.BUDGETS) == set(cli.SECTIONS)
+    assert all(0 < b <= 1800 for b in cli.BUDGETS.values())
 
 
 def test_quick_torch_markdown_is_generated_from_the_json(torch_run):

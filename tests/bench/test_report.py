@@ -71,3 +71,69 @@ def test_check_finds_malformed_documents(mutate, expected):
 def test_failed_section_shows_its_reason():
     md = R.markdown(_doc([], status="error", reason="layer: RuntimeError: boom"))
     assert "**error**: layer: RuntimeError: boom" in md
+
+
+# ----------------------------------------------------------------------------- discussion
+
+def _bench_doc():
+    t = _timing()
+    slow = Timing(samples={"BN": [1.0, 1.0, 1.0], "LN": [2.0, 2.0, 2.0], "GN": [1.0, 1.0, 1.0]},
+                  baseline="BN", inner={"BN": 1, "LN": 1, "GN": 1})
+    recs = [R.timing_record("layer", "N=8", t, [R.row(t, "LN", target=1.3)], op="forward",
+                            layout="NCHW"),
+            R.timing_record("layer", "N=16", slow, [R.row(slow, "LN", target=1.3)],
+                            op="forward", layout="NCHW"),
+            R.timing_record("layer", "N=8", t, [R.row(t, "LN", target=1.3)], op="forward",
+                            layout="channels_last")]
+    doc = _doc(recs)
+    doc["quick"] = False
+    return doc
+
+
+def test_discussion_templates_are_filled_from_the_data():
+    doc = _bench_doc()
+    text = ("one {{ ratio row=LN layout=channels_last }}; all {{ ratio op=forward row=LN }}; "
+            "met {{ met section=torch row=LN }}; none {{ ratio row=nope }}; {{ run }}")
+    out = R.render_discussion(text, doc)
+    assert "one 1.20x;" in out
+    assert "all 1.20x to 2.00x (3 cases);" in out
+    assert "met 2 of 3;" in out
+    assert f"none {R.NOT_MEASURED}" in out
+    assert "the bench run of now on 2 cores" in out
+    assert "{{" not in out
+
+
+def test_discussion_cites_the_profiling_run_by_name():
+    profiles = _bench_doc()
+    profiles.update(created="yesterday", command="python -m benchmarks.profiling all",
+                    load_average="9.5")
+    out = R.render_discussion("{{ ratio source=profiles case=N=16 row=LN }} in {{ run "
+                              "source=profiles }}", _doc([]), profiles)
+    assert out.startswith("2.00x in the profiles run of yesterday")
+    assert "load average 9.5" in out and "`python -m benchmarks.profiling all`" in out
+
+
+@pytest.mark.parametrize("template, expected", [
+    ("{{ ratio colour=red }}", "unknown filter"),
+    ("{{ speed row=LN }}", "unknown template function"),
+    ("{{ ratio source=elsewhere }}", "unknown source"),
+])
+def test_discussion_typos_fail_loudly(template, expected):
+    with pytest.raises(ValueError, match=expected):
+        R.render_discussion(template, _bench_doc())
+
+
+def test_page_renders_the_discussion_except_for_quick_runs():
+    doc = _bench_doc()
+    md = R.markdown(doc, discussion="LN costs {{ ratio case=N=16 row=LN }}.", profiles={})
+    assert "## Discussion" in md and "LN costs 2.00x." in md
+    doc["quick"] = True
+    assert "## Discussion" not in R.markdown(doc, discussion="x", profiles={})
+
+
+def test_discussion_cites_xla_bytes_of_one_row():
+    doc = _bench_doc()
+    doc["sections"][0]["records"][0]["rows"][0].update(xla_bytes=2.5e8, xla_bytes_ratio=1.25)
+    out = R.render_discussion("{{ xla case=N=8 layout=NCHW row=LN }}", doc)
+    assert out == "250 MB accessed (1.25x the baseline's)"
+    assert R.render_discussion("{{ xla case=N=16 row=LN }}", doc) == R.NOT_MEASURED

@@ -32,3 +32,100 @@ def test_saved_activation_bytes_counts_each_storage_once_without_parameters():
     assert nbytes == 10 * 1000 * 4
     # without the parameters named, the saved (transposed) weight counts too
     assert tb.saved_activation_bytes(lambda: lin(torch.relu(x)).sum()) == 10 * 1000 * 4 * 101
+
+
+def _fake_compare(seen):
+    """A stand-in for ``_timing.compare``: calls every candidate once, records which
+    candidates there were, and returns equal timings (no clock involved)."""
+    from benchmarks._timing import Timing
+
+    def compare(candidates, *, baseline, settings, sync):
+        seen.append(list(candidates))
+        for fn in candidates.values():
+            sync(fn())
+        return Timing(samples={n: [1.0] for n in candidates}, baseline=baseline,
+                      inner={n: 1 for n in candidates})
+
+    return compare
+
+
+def test_layer_baseline_runs_on_the_candidates_input_in_each_layout(monkeypatch):
+    """BatchNorm2d, the baseline, sees the same layout as the LocalNorm rows; the ragged
+    row is compared with BatchNorm2d on the same N-1 samples."""
+    from benchmarks._cases import LayerCase
+
+    seen_inputs = []
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(
+        lambda mod, args: seen_inputs.append(
+            (type(mod).__name__, args[0].shape[0],
+             args[0].is_contiguous(memory_format=torch.channels_last)
+             and not args[0].is_contiguous())))
+    calls: list = []
+    monkeypatch.setattr(tb, "compare", _fake_compare(calls))
+    try:
+        case = LayerCase(8, 4, 4, 2)
+        for layout in ("NCHW", "channels_last"):
+            seen_inputs.clear()
+            records = tb.layer_comparisons(case, layout, torch.device("cpu"),
+                                           settings=None, ops=("forward+backward",))
+            cl = layout == "channels_last"
+            bn_inputs = {(n, is_cl) for name, n, is_cl in seen_inputs if name == "BatchNorm2d"}
+            ln_inputs = {(n, is_cl) for name, n, is_cl in seen_inputs if name == "LocalNorm2d"}
+            assert bn_inputs == {(8, cl), (7, cl)} == ln_inputs
+            (rec,) = records
+            assert rec["layout"] == layout and rec["baseline"] == "BatchNorm2d"
+            rows = {r["name"]: r for r in rec["rows"]}
+            assert rows[tb.RAGGED]["versus"] == tb.RAGGED_BASE
+            assert tb.RAGGED_BASE not in rows
+            assert ("local_norm core" in rows) == (layout == "NCHW")
+            assert rows["LocalNorm2d strided"]["target"] == 1.0
+            assert rows["LocalNorm2d contiguous"]["target"] == 1.2
+            assert "target" not in rows[tb.RAGGED]
+    finally:
+        hook.remove()
+
+
+def test_evaluation_compares_both_modes_with_batchnorm_in_one_run(monkeypatch):
+    from benchmarks._cases import LayerCase
+
+    calls: list = []
+    monkeypatch.setattr(tb, "compare", _fake_compare(calls))
+    (rec,) = tb.layer_comparisons(LayerCase(8, 4, 4, 2), "NCHW", torch.device("cpu"),
+                                  settings=None, ops=("eval",))
+    names = [r["name"] for r in rec["rows"]]
+    assert {"BatchNorm2d eval (running stats)", "LocalNorm2d single", "LocalNorm2d set",
+            "local_norm core single"} <= set(names)
+    assert calls == [["BatchNorm2d"] + names]
+
+
+def test_torch_section_measures_the_issue_case_and_every_paper_shape(monkeypatch):
+    from benchmarks._cases import ISSUE_CASE, LAYER_CASES, Context
+
+    measured = []
+    monkeypatch.setattr(tb, "layer_comparisons",
+                        lambda case, layout, device, settings: measured.append((case, layout))
+                        or [])
+    tb._layer_records(Context.make(False), torch.device("cpu"))
+    assert ISSUE_CASE == (128, 64, 16, 4)
+    assert measured == [(c, lay) for c in (ISSUE_CASE,) + LAYER_CASES
+                        for lay in ("NCHW", "channels_last")]
+
+
+def test_torch_layer_script_runs_on_a_tiny_shape():
+    """``python benchmarks/torch_layer.py`` (as the torch guide runs it) prints the page's
+    tables for one shape."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    args = ["--n", "8", "--c", "4", "--hw", "4", "--k", "2", "--rounds", "2",
+            "--ops", "forward+backward", "--threads", "1", "--quick"]
+    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "torch_layer.py"), *args,
+                           "--json"], capture_output=True, text=True, timeout=300, cwd="/")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = json.loads(proc.stdout)
+    assert [(r["op"], r["layout"]) for r in records] == [("forward+backward", "NCHW"),
+                                                         ("forward+backward", "channels_last")]
+    assert all(r["case"] == "N=8 C=4 4x4 K=2" for r in records)
