@@ -137,3 +137,18 @@ def test_discussion_cites_xla_bytes_of_one_row():
     out = R.render_discussion("{{ xla case=N=8 layout=NCHW row=LN }}", doc)
     assert out == "250 MB accessed (1.25x the baseline's)"
     assert R.render_discussion("{{ xla case=N=16 row=LN }}", doc) == R.NOT_MEASURED
+
+
+def test_the_shipped_discussion_renders_against_the_shipped_results():
+    """benchmarks/discussion.md has no typo in its templates, and every figure in it comes
+    from docs/results/bench.json or benchmarks/profiles.json."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    doc = json.loads((root / "docs" / "results" / "bench.json").read_text())
+    text = R.DISCUSSION.read_text(encoding="utf-8")
+    assert "{{" in text  # figures are templates, not typed
+    profiles = json.loads(R.PROFILES.read_text(encoding="utf-8"))
+    out = R.render_discussion(text, doc, profiles)
+    assert "{{" not in out and "}}" not in out
+    assert R.check(profiles) == []
