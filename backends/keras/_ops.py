@@ -78,44 +78,50 @@ def count_non_finite(x) -> int:
 
 
 def run_time_batch_check(x, axis: int, mode: str, num_groups: int, dialect: _errors.Dialect):
-    """Where the batch size is unknown until run time (TensorFlow graphs: a
-    ``tf.function`` trace with a ``None`` batch axis, as ``model.fit`` makes for a ragged
-    last batch), refuse at run time what :func:`localnorm._spec.check_batch` refuses at
-    trace time: fewer samples than groups in "batch" mode, or a statistics set with one
-    value per channel.
+    """Where the batch size is unknown until run time, refuse at run time what
+    :func:`localnorm._spec.check_batch` refuses at trace time: fewer samples than groups
+    in "batch" mode, or a statistics set with one value per channel. Sizes are unknown
+    in TensorFlow graphs (a ``tf.function`` trace with a ``None`` batch axis, as
+    ``model.fit`` makes for a ragged last batch; a SavedModel) and in JAX programs
+    exported with a symbolic batch size (``model.export`` on JAX).
 
-    Returns ``(x, poison)``. In a plain graph ``x`` is made to depend on
-    ``tf.debugging`` assertions, which raise ``InvalidArgumentError`` with the
-    :mod:`localnorm._errors` message. XLA (``jit_compile=True``, Keras's default for
-    TensorFlow on a GPU) drops assertions, so ``poison`` is a scalar, 0 for a valid batch
-    and NaN otherwise, that :func:`local_norm` adds to its scale: an invalid batch then
-    gives an all-NaN output (and NaN loss and gradients) instead of plausible numbers.
-    On JAX and PyTorch shapes are concrete when traced, so both are checked at trace
-    time and this returns ``(x, None)``.
+    Returns ``(x, poison)``. ``poison`` is a scalar, 0 for a valid batch and NaN
+    otherwise, that :func:`local_norm` adds to its scale: an invalid batch gives an
+    all-NaN output (and NaN loss and gradients) instead of plausible numbers. On
+    TensorFlow ``x`` is also made to depend on ``tf.debugging`` assertions, which raise
+    ``InvalidArgumentError`` with the :mod:`localnorm._errors` message in a plain graph;
+    XLA (``jit_compile=True``, Keras's default for TensorFlow on a GPU) drops assertions,
+    so there the NaN is what remains. JAX programs cannot raise at run time at all. On
+    PyTorch shapes are concrete except under ``torch.export`` (ONNX export) and
+    ``torch.compile(dynamic=True)``: the poison applies there too.
     """
-    if keras.backend.backend() != "tensorflow":
-        return x, None
+    backend = keras.backend.backend()
+    shape = ops.shape(x)
+    n = ops.cast(shape[0], "int32")
+    spatial = 1
+    for a in range(1, x.ndim):
+        if a != axis:
+            spatial = spatial * ops.cast(shape[a], "int32")
+    if mode == "batch":
+        smallest, enough = ops.floor_divide(n, num_groups), n >= num_groups
+    else:
+        smallest, enough = (n if mode == "set" else 1), n >= 1
+    two = smallest * spatial >= 2
+    poison = ops.where(ops.logical_and(enough, two), 0.0, float("nan"))
+    if backend != "tensorflow":
+        return x, poison
     import tensorflow as tf
 
-    shape = tf.shape(x)
-    n = shape[0]
-    spatial = tf.reduce_prod([shape[a] for a in range(1, x.ndim) if a != axis] or [1])
     printed = "(the run-time value, printed below)"
     if mode == "batch":
-        smallest = n // num_groups
-        enough = n >= num_groups
-        checks = [tf.debugging.assert_greater_equal(
-            n, num_groups, message=str(_errors.too_few_samples(printed, num_groups, dialect)))]
+        first = tf.debugging.assert_greater_equal(
+            n, num_groups, message=str(_errors.too_few_samples(printed, num_groups, dialect)))
     else:
-        smallest = n if mode == "set" else tf.constant(1)
-        enough = n >= 1
-        checks = [tf.debugging.assert_greater_equal(n, 1, message=str(_errors.empty_batch()))]
-    two = smallest * spatial >= 2
-    checks.append(tf.debugging.assert_greater_equal(
+        first = tf.debugging.assert_greater_equal(n, 1, message=str(_errors.empty_batch()))
+    second = tf.debugging.assert_greater_equal(
         smallest * spatial, 2, message=str(_errors.single_value_statistics(
-            mode, "fewer than 2 " + printed, (None,) + tuple(x.shape[1:]), dialect))))
-    poison = tf.where(tf.logical_and(enough, two), 0.0, float("nan"))
-    with tf.control_dependencies(checks):
+            mode, "fewer than 2 " + printed, (None,) + tuple(x.shape[1:]), dialect)))
+    with tf.control_dependencies([first, second]):
         return tf.identity(x), poison
 
 
@@ -134,15 +140,17 @@ def _per_sample(v, ndim: int, axis: int, channels: int):
 def group_index(batch: Any, num_groups: int, partition: str):
     """Group (along the batch axis) of each sample, as :func:`localnorm.group_index`.
 
-    ``batch`` is a Python int (then the core's NumPy index is used as a constant) or a
-    scalar tensor (a batch size unknown until run time), for which the same index is
-    computed with tensor ops: with ``q, r = divmod(N, K)``, the first ``r`` groups hold
+    ``batch`` is a Python int (then the core's NumPy index is used as a constant), a
+    scalar tensor (TensorFlow: a batch size unknown until run time) or a JAX symbolic
+    dimension, for which the same index is computed with tensor ops: with ``q, r = divmod(N, K)``, the first ``r`` groups hold
     ``q + 1`` samples and the others ``q``.
     """
     if isinstance(batch, int):
         return ops.convert_to_tensor(_spec.group_index(batch, num_groups, partition), "int32")
     n = ops.cast(batch, "int32")
-    i = ops.arange(0, n, dtype="int32")
+    # arange from the size itself: a JAX symbolic dimension gives a shape-polymorphic
+    # arange, a traced int32 value would not.
+    i = ops.arange(0, batch, dtype="int32")
     if partition == "strided":
         return ops.mod(i, num_groups)
     q = ops.floor_divide(n, num_groups)

@@ -313,7 +313,7 @@ class LocalNormalization(keras.layers.Layer):
                                    dialect=DIALECT)
         channels = shape[self._axis] if self._axis is not None else None
         expected = self.num_features
-        if channels is not None and expected is not None and channels != expected:
+        if isinstance(channels, int) and expected is not None and channels != expected:
             raise _errors.bad_channels(channels, expected, name="layer.num_features",
                                        dialect=DIALECT)
         if all(isinstance(d, int) for d in shape):

@@ -122,3 +122,37 @@ def test_a_checkpoint_with_another_group_count_is_refused_clearly(tmp_path, suff
     same.load_weights(path)  # the same group count loads
     np.testing.assert_array_equal(to_numpy(same.get_layer("ln").gamma),
                                   to_numpy(saved.get_layer("ln").gamma))
+
+
+def test_export_keeps_the_batch_size_open_and_refuses_a_too_small_batch(tmp_path, rng):
+    """``model.export``: a TF SavedModel (TensorFlow, JAX backends) or ONNX (PyTorch
+    backend; Keras 3.15's SavedModel export fails on it for any model). The exported
+    batch size is unknown: ragged batches are right, a batch with fewer samples than
+    groups raises (TensorFlow graph) or gives NaN (JAX and ONNX programs cannot raise)."""
+    model = keras.Sequential([keras.Input((4, 4, 3)), LocalNormalization(num_groups=2)])
+    x = rng.normal(size=(6, 4, 4, 3)).astype("float32")
+    model(x)
+    if BACKEND == "torch":
+        ort = pytest.importorskip("onnxruntime")
+        model.export(tmp_path / "m.onnx", format="onnx", verbose=False)
+        session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+        name = session.get_inputs()[0].name
+
+        def serve(t):
+            return session.run(None, {name: t})[0]
+    else:
+        tf = pytest.importorskip("tensorflow")
+        model.export(tmp_path / "saved", format="tf_saved_model", verbose=False)
+        served = tf.saved_model.load(str(tmp_path / "saved"))
+
+        def serve(t):
+            return served.serve(t).numpy()
+    for n in (6, 5):  # 3 + 3, and 3 + 2 (ragged)
+        np.testing.assert_allclose(serve(x[:n]), to_numpy(model(x[:n])), atol=1e-5)
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        with pytest.raises(tf.errors.InvalidArgumentError, match="at least 2 samples"):
+            serve(x[:1])
+    else:
+        assert np.isnan(serve(x[:1])).all()
