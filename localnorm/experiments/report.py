@@ -22,7 +22,8 @@ from typing import Any
 
 from .. import _errors
 
-__all__ = ["ResultStore", "atomic_write_text", "atomic_write_bytes", "write_markdown", "write_plots", "write_confusion"]
+__all__ = ["ResultStore", "atomic_write_text", "atomic_write_bytes", "claims", "write_markdown",
+           "write_plots", "write_confusion"]
 
 #: Config entries that must match for ``--resume`` to reuse results.
 RESUME_KEYS = ("dataset", "data_dir", "seed", "backend", "keras_backend", "model", "groups",
@@ -143,6 +144,37 @@ def _series(records, noise: str):
     return out
 
 
+def claims(records: list[dict]) -> list[dict]:
+    """The expectations of the experiment's issue, checked on one run's records.
+
+    Rows (``claim``, ``measured``, ``met``: True, False, or None where it is an
+    observation): LocalNorm (BATCH) within 1 point of BatchNorm (running statistics) on
+    clean data; LocalNorm (BATCH) at least 1.5x BatchNorm's accuracy under AGN at
+    sigma = 1; and how far LocalNorm (BATCH) is from BatchNorm with test-batch statistics
+    over the AGN levels. A row whose cells the run lacks is left out.
+    """
+    acc = {_key(r): 100 * r["accuracy"] for r in records}
+    bn, ln, dyn = ("batchnorm", "running"), ("localnorm", "batch"), ("batchnorm-dynamic", "batch")
+    rows = []
+    if (*bn, "none", 0.0) in acc and (*ln, "none", 0.0) in acc:
+        b, v = acc[(*bn, "none", 0.0)], acc[(*ln, "none", 0.0)]
+        rows.append({"claim": "clean: LocalNorm (BATCH) within 1 point of BatchNorm",
+                     "measured": f"{v:.2f} vs {b:.2f} ({v - b:+.2f} points)", "met": v >= b - 1})
+    if (*bn, "agn", 1.0) in acc and (*ln, "agn", 1.0) in acc:
+        b, v = acc[(*bn, "agn", 1.0)], acc[(*ln, "agn", 1.0)]
+        ratio = v / b if b else math.inf
+        rows.append({"claim": "AGN sigma=1: LocalNorm (BATCH) >= 1.5x BatchNorm",
+                     "measured": f"{v:.2f} vs {b:.2f} ({ratio:.2f}x)", "met": ratio >= 1.5})
+    levels = sorted(lv for (m, p, n, lv) in acc if (m, p, n) == (*ln, "agn") and (*dyn, "agn", lv) in acc)
+    if levels:
+        gaps = [acc[(*ln, "agn", lv)] - acc[(*dyn, "agn", lv)] for lv in levels]
+        rows.append({"claim": "AGN: LocalNorm (BATCH) minus BatchNorm with test-batch statistics",
+                     "measured": f"{min(gaps):+.2f} to {max(gaps):+.2f} points over sigma "
+                     f"{_fmt_level(levels[0])}..{_fmt_level(levels[-1])} "
+                     f"(mean {sum(gaps) / len(gaps):+.2f})", "met": None})
+    return rows
+
+
 def write_markdown(path: Path, store: ResultStore, noises: list[str]) -> None:
     """``results.md``: clean accuracy (as the paper's Table 1), one accuracy table per noise
     (rows: method and protocol; columns: level, 0 = clean), the voting protocols' agreement,
@@ -182,6 +214,12 @@ def write_markdown(path: Path, store: ResultStore, noises: list[str]) -> None:
         r = next((r for r in recs if (r["method"], r["protocol"], r["noise"]) == (m, p, "none")), None)
         if r is not None:
             lines.append(f"| {_label(m, p)} | {100 * r['accuracy']:.2f} | {r['n']} |")
+    checked = claims(recs)
+    if checked:
+        verdict = {True: "met", False: "**not met**", None: "(observation)"}
+        lines += ["", "## The expectations, checked", "",
+                  "| expectation | measured (accuracy %) | outcome |", "|---|---|---|"]
+        lines += [f"| {c['claim']} | {c['measured']} | {verdict[c['met']]} |" for c in checked]
     for noise in noises:
         series = _series(recs, noise)
         levels = sorted({lv for s in series.values() for lv in s})
