@@ -369,7 +369,7 @@ def _memory_records(ctx: Context, device: torch.device) -> list[dict]:
                     lambda m=model: F.cross_entropy(m(x), y), list(model.parameters()))
             method = "bytes saved for backward (saved_tensors_hooks; CPU has no peak counter)"
         records.append(R.memory_record(net.label, "BatchNorm", figures.pop("BatchNorm"),
-                                       figures, method=method))
+                                       figures, method=method, layout="NCHW"))
     return records
 
 
