@@ -356,8 +356,9 @@ class LocalNormalization(keras.layers.Layer):
         return input_shape
 
     def compute_output_spec(self, inputs, training=None, mask=None):
-        # Symbolic calls (the functional API) never run call(): refuse a non-floating
-        # keras.Input when the model is built rather than when data first arrives.
+        """The output spec of a symbolic call (the functional API, which never runs
+        ``call``): refuses a non-floating ``keras.Input`` when the model is built rather
+        than when data first arrives."""
         dtype = keras.backend.standardize_dtype(inputs.dtype)
         if not keras.backend.is_float_dtype(dtype):
             raise _errors.not_floating(dtype, DIALECT)
