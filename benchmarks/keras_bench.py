@@ -3,8 +3,9 @@
 ``keras.layers.GroupNormalization``; whole-network training steps; the test-time
 protocols; memory in training.
 
-Layers are timed through ``layer.stateless_call`` compiled the backend's usual way:
-``jax.jit`` on JAX, ``tf.function`` (graph mode, no XLA) on TensorFlow, eager on PyTorch;
+Layers are timed the backend's usual way: ``layer.stateless_call`` under ``jax.jit`` on
+JAX and in a ``tf.function`` (graph mode, no XLA) on TensorFlow, eager layer calls on
+PyTorch;
 gradients by ``jax.vjp``, ``tf.GradientTape`` and ``torch.autograd.grad``; in both of
 Keras's layouts, channels_last (NHWC, ``axis=-1``, Keras's default) and channels_first
 (NCHW, ``axis=1``). Networks are Keras functional models (channels_last: TensorFlow has
