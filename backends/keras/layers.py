@@ -155,9 +155,11 @@ class LocalNormalization(keras.layers.Layer):
     setting they were traced with.
 
     Input must be floating point (an integer input raises a ``TypeError``: cast it
-    first). Where TensorFlow traces an unknown batch size (``model.fit``'s ragged last
-    batch), a batch too small for the groups is refused at run time; under XLA
-    (``jit_compile=True``) it gives NaN outputs instead (see the Keras guide).
+    first). Where the batch size is unknown until run time (TensorFlow's retrace of
+    ``model.fit``'s ragged last batch, exported models), a batch too small for the groups
+    raises in a TensorFlow graph and gives NaN outputs under XLA (``jit_compile=True``)
+    and in exported JAX/ONNX programs, which cannot raise (see the Keras guide,
+    "Compiling and exporting").
 
     Examples
     --------
