@@ -23,6 +23,11 @@ _GROUPS_ARE = "groups are taken along the batch axis (axis 0), not over channels
 class LocalNormError(ValueError):
     """Base class of the ``ValueError`` subclasses raised for bad LocalNorm input."""
 
+    # Exception's own __init__, so that TensorFlow's AutoGraph re-raises a LocalNormError
+    # from inside a user's tf.function as a LocalNormError (it rebuilds only exception
+    # types whose constructor is Exception's) instead of wrapping it in a StagingError.
+    __init__ = Exception.__init__
+
 
 @dataclass(frozen=True)
 class Dialect:
@@ -62,7 +67,8 @@ TORCH = Dialect(
     channels_fix="build the layer with num_features={received}",
     rank_fix="add the missing batch/channel axes (a single image still needs a batch axis "
     "of size 1), or use the class that matches the rank: LocalNorm1d for (N, C) and "
-    "(N, C, L), LocalNorm2d for (N, C, H, W), LocalNorm3d for (N, C, D, H, W)",
+    "(N, C, L), LocalNorm2d for (N, C, H, W), LocalNorm3d for (N, C, D, H, W), or LocalNorm "
+    "for any rank >= 2",
     cast="`x.float()`",
     batch_fix="`DataLoader(..., drop_last=True)`",
     has_running=True,
@@ -363,14 +369,6 @@ def bad_levels(spec: Any, problem: str) -> LocalNormError:
         f"Cannot parse --levels: {problem}. Expected numbers applied to every selected noise "
         f"(e.g. `--levels 0.5 1 2`) or per-noise lists (e.g. `--levels agn=0.5,1,2 "
         f"gaussian_noise=1,3,5`). Received: levels={spec!r}. Fix: use one of those forms."
-    )
-
-
-def unsupported_backend(backend: str, supported: Iterable[str], why: str) -> LocalNormError:
-    return LocalNormError(
-        f"The robustness experiment does not support backend {backend!r} yet: {why}. "
-        f"Supported now: {_choices(supported)}. Received: backend={backend!r}. "
-        "Fix: run with --backend torch."
     )
 
 

@@ -61,6 +61,8 @@ def missing_names(ids: set[str], modules=PUBLIC_MODULES) -> list[str]:
             continue
         if name not in ids:
             missing.append(f"{name} (the module itself: add `::: {name}` to a page in docs/api/)")
+        if not hasattr(module, "__all__"):
+            missing.append(f"{name} (no __all__: list its public names)")
         for public in getattr(module, "__all__", ()):
             path = f"{name}.{public}"
             canonical = canonical_path(getattr(module, public, None))

@@ -313,7 +313,8 @@ def benchmarks(root: Path, docs: Path) -> str:
     elif md.is_file():
         parts.append(_include(md, docs))
     if not parts:
-        return _missing("The benchmark tables", "Run the benchmarks (see Conformance).")
+        return _missing("The benchmark tables", "Run the benchmarks: `localnorm bench --out-dir "
+                        "docs/results` (see benchmarks/README.md).")
     return "\n".join(parts)
 
 
@@ -353,17 +354,6 @@ GENERATORS: dict[str, Callable[[Path, Path], str]] = {
     "robustness": robustness,
     "benchmarks": benchmarks,
 }
-
-
-def on_files(files, config):
-    """The runs' ``results.md`` (``docs/results/<run>/results.md``) are included into the
-    Results page by :func:`robustness`, not pages of their own (mkdocs.yml's
-    ``exclude_docs`` covers only ``results/*.md``); their plots and data stay in the site."""
-    for file in list(files):
-        uri = file.src_uri
-        if uri.startswith("results/") and uri.count("/") >= 2 and uri.endswith(".md"):
-            files.remove(file)
-    return files
 
 
 def on_page_markdown(markdown, page, config, files):

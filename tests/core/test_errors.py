@@ -270,7 +270,6 @@ def _sample_args():
         "bad_dataset_file": [("/x.gz", "truncated", "an IDX file")],
         "bad_corruption_severity": [("contrast", 7)],
         "bad_levels": [("agn=", "empty list")],
-        "unsupported_backend": [("mxnet", ["torch"], "no adapter")],
         "adapter_missing": [("localnorm", "keras", "localnorm.keras")],
         "resume_mismatch": [("/out", "seed", 0, 1)],
         "too_few_for_groups": [("test split", 3, 4, 4)],

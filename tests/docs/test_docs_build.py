@@ -98,6 +98,30 @@ def test_api_coverage_names_what_is_missing():
     assert any(m.startswith("no_such_module_xyz (cannot be imported") for m in missing)
 
 
+def test_api_coverage_fails_the_build(tmp_path):
+    """The hook itself raises (mkdocs aborts the build), naming the missing names."""
+    import types
+
+    from mkdocs.exceptions import PluginError
+
+    coverage = _hook("api_coverage")
+    page = tmp_path / "api" / "noise" / "index.html"
+    page.parent.mkdir(parents=True)
+    page.write_text('<h2 id="localnorm.noise">noise</h2><div id="localnorm.noise.agn"></div>')
+    with pytest.raises(PluginError, match="localnorm.noise.apn"):
+        coverage.on_post_build(types.SimpleNamespace(site_dir=str(tmp_path)))
+
+
+def test_api_coverage_refuses_a_module_without_all(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    coverage = _hook("api_coverage")
+    monkeypatch.setitem(sys.modules, "fake_public_xyz", types.ModuleType("fake_public_xyz"))
+    missing = coverage.missing_names({"fake_public_xyz"}, modules=("fake_public_xyz",))
+    assert missing == ["fake_public_xyz (no __all__: list its public names)"]
+
+
 def test_api_coverage_accepts_the_defining_path_of_a_reexport():
     coverage = _hook("api_coverage")
     ids = {"localnorm.protocols", "localnorm.protocols.Prediction", "localnorm.protocols.run_protocol",

@@ -25,17 +25,22 @@ PAGE_ENV = {
 }
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[p.relative_to(DOCS).as_posix() for p in PAGES])
+#: The README's examples run like a page's.
+README = ROOT / "README.md"
+
+
+@pytest.mark.parametrize("page", PAGES + [README],
+                         ids=[p.relative_to(DOCS).as_posix() for p in PAGES] + ["README.md"])
 def test_page_examples_run(page, tmp_path):
     page_blocks = executed_blocks(page)
     missing = missing_modules(required_frameworks(page_blocks))
     if missing:
-        pytest.skip(f"{page.relative_to(DOCS)} needs {', '.join(missing)} (not installed)")
+        pytest.skip(f"{page.relative_to(ROOT)} needs {', '.join(missing)} (not installed)")
     rel = page.relative_to(ROOT).as_posix()
     payload = json.dumps([rel, [(b.lineno, b.code) for b in page_blocks]])
     env = {**os.environ, "MPLBACKEND": "Agg",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           **PAGE_ENV.get(page.relative_to(DOCS).as_posix(), {})}
+           **PAGE_ENV.get(rel.removeprefix("docs/"), {})}
     proc = subprocess.run(
         [sys.executable, "-c", RUNNER], input=payload, capture_output=True, text=True,
         cwd=tmp_path, env=env, timeout=TIMEOUT_S,
@@ -50,6 +55,7 @@ def test_the_site_has_executed_examples():
     """The runner finds the examples (a broken fence parser would silently run nothing)."""
     names = {p.relative_to(DOCS).as_posix() for p in PAGES}
     assert {"index.md", "concepts.md"} <= names
+    assert executed_blocks(README), "the README's first look no longer has a python block"
 
 
 # -- the rules of the runner itself ------------------------------------------------------
