@@ -602,34 +602,6 @@ def sharded_group_array(length: int, local_batch: int, devices: int,
     )
 
 
-# -- the robustness CLI: backends, --confusion, --device (localnorm.experiments) ---------
-
-def backend_not_installed(backend: str, module: str, extra: str) -> LocalNormError:
-    return LocalNormError(
-        f"--backend {backend} trains and evaluates the networks with {module}, which is not "
-        f"installed. Received: backend={backend!r}. Fix: pip install \"localnorm[{extra},"
-        "experiments]\", or choose an installed backend (--backend torch, keras or flax)."
-    )
-
-
-def bad_confusion(spec: Any, problem: str) -> LocalNormError:
-    return LocalNormError(
-        f"--confusion names the noise cell of the confusion-matrix figure, which must be "
-        f"evaluated in this run: {problem}. Received: confusion={spec!r}. Fix: pass "
-        "NOISE=LEVEL with a NOISE of --noises and a LEVEL of its --levels (e.g. "
-        "--confusion agn=1), or --confusion none for no figure."
-    )
-
-
-def device_unavailable(device: str, backend: str, available: Iterable[str]) -> LocalNormError:
-    return LocalNormError(
-        f"--backend {backend} has no device {device!r} here. Expected one of "
-        f"{_choices(available)}. Received: device={device!r}. Fix: pass --device auto (the "
-        f"framework's default device) or one of those; for a GPU, install the CUDA build of "
-        f"{backend}."
-    )
-
-
 # -- torch adapter (localnorm.torch) -------------------------------------------------------
 
 def lazy_batchnorm(kind: str) -> LocalNormError:
