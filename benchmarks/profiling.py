@@ -13,8 +13,9 @@ load and source state::
 
 Experiments: ``torch`` (evaluation "single" and its NaN/Inf check, the contiguous
 partition's layout copy), ``keras-tensorflow`` (strided groups: reductions over
-non-adjacent axes), ``keras-jax`` and ``flax`` ("single" and forward+backward under XLA:
-passes over the activation). The variants here are evidence, not code paths of the
+non-adjacent axes), ``keras-jax`` ("single" under XLA: passes over the activation) and
+``flax`` (the native paths against the core they replaced and against variants:
+"single", the training forward, forward+backward). The variants here are evidence, not code paths of the
 adapters; the discussion says which would be a fix and where.
 """
 
@@ -369,15 +370,48 @@ def group_variants(k: int, m: int, h: int, c: int):
     return plain, closed
 
 
+def _flax_eval_variants(jnp, jax):
+    """Per-sample ("single") statistics of an NHWC input written two more ways than
+    :func:`_single_variants`, normalized x out: the core's corrected two-pass with each
+    use of the centered x computed from x again (``x - mean0`` for the correction,
+    ``x + (-mean0)`` for the variance: the same bits, but XLA's common-subexpression pass
+    keeps them apart, so no centered copy is written), and E[x^2] - E[x]^2 guarded by a
+    ``jax.lax.cond`` that takes a two-pass variance whenever any set's mean^2 exceeds 16
+    times its variance (the accuracy bound of the fast formula)."""
+    red = (1, 2)
+
+    def mean(a):
+        return a.mean(red, keepdims=True)
+
+    def centered_twice(x):
+        mean0 = mean(x)
+        mu = mean0 + mean(x - mean0)
+        d2 = x + (-mean0)
+        return (x - mu) * jax.lax.rsqrt(mean(d2 * d2) + 1e-5)
+
+    def guarded(x):
+        mu = mean(x)
+        fast = jnp.maximum(mean(x * x) - mu * mu, 0.0)
+        ok = jnp.all(mu * mu <= 16.0 * (fast + 1e-5))
+        var = jax.lax.cond(ok, lambda: fast, lambda: mean(jnp.square(x - mu)))
+        return (x - mu) * jax.lax.rsqrt(var + 1e-5)
+
+    return {"corrected two-pass, centered twice, no centered copy (variant)": centered_twice,
+            "E[x^2] - E[x]^2 guarded by lax.cond, fast branch (variant)": guarded}
+
+
 def flax_experiment() -> dict:
-    """flax "single" and forward+backward: the layer (the core functional under jax.jit)
-    against variants with fewer passes over the activation, and a closed-form backward."""
+    """flax: the layer's native paths (``backends/flax/_functional.py``) against
+    ``nnx.BatchNorm``, the array-API core they replaced (``localnorm.local_norm`` under
+    jax.jit, differentiated by JAX) and variants with fewer passes over the activation:
+    evaluation "single", the training forward, and forward+backward."""
     import flax
     import jax
     import jax.numpy as jnp
     import numpy as np
     from flax import nnx
 
+    import localnorm
     import localnorm.flax as lf
 
     sec = _section("flax", "flax", {"jax": jax.__version__, "flax": flax.__version__})
@@ -386,22 +420,51 @@ def flax_experiment() -> dict:
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((n, h, h, c), dtype=np.float32))
     gy = jnp.asarray(rng.standard_normal((n, h, h, c), dtype=np.float32))
+    g0, b0 = jnp.ones((k, c)), jnp.zeros((k, c))
 
     def fwd(layer):
         graphdef, state = nnx.split(layer)
         return _xla(lambda state, x: nnx.merge(graphdef, state, copy=True)(x), state, x)
 
-    cands = {"BatchNorm": fwd(nnx.BatchNorm(c, use_running_average=False, rngs=nnx.Rngs(0))),
+    def bn():
+        return nnx.BatchNorm(c, use_running_average=False, rngs=nnx.Rngs(0))
+
+    def core(mode):
+        return lambda g, b, x: localnorm.local_norm(x, g, b, mode=mode, check_finite=False)
+
+    cands = {"BatchNorm": fwd(bn()),
              "LocalNorm single": fwd(lf.LocalNorm(c, num_groups=k, deterministic=True,
-                                                  mode="single", rngs=nnx.Rngs(0)))}
-    for name, fn in _single_variants(jnp, jax).items():
+                                                  mode="single", rngs=nnx.Rngs(0))),
+             "local_norm core, single (corrected two-pass)": _xla(core("single"), g0, b0, x)}
+    for name, fn in {**_single_variants(jnp, jax), **_flax_eval_variants(jnp, jax)}.items():
         cands[name] = _xla(fn, x)
+    guarded = _flax_eval_variants(jnp, jax)[
+        "E[x^2] - E[x]^2 guarded by lax.cond, fast branch (variant)"]
+    cands["E[x^2] - E[x]^2 guarded by lax.cond, input offset by 100 std: two-pass branch "
+          "(variant)"] = _xla(guarded, x + 100.0)
     sec["records"].append(_jax_record(CARS, cands, "BatchNorm", "eval single"))
 
-    # forward+backward, contiguous groups: autodiff of the layer and of a plain two-pass,
-    # and a closed-form backward (jax.custom_vjp, the BatchNorm gradient per group)
-    g0, b0 = jnp.ones((k, c)), jnp.zeros((k, c))
+    # the training forward and forward+backward, contiguous groups: the layer, the core
+    # it replaced, and the profiled group variants (plain two-pass; closed-form vjp)
     plain, closed = group_variants(k, m, h, c)
+
+    def centered_twice(g, b, x):  # the layer's forward, no centered copy
+        xr = x.reshape(k, m, h, h, c)
+        red = (1, 2, 3)
+        mean0 = xr.mean(red, keepdims=True)
+        mu = mean0 + (xr - mean0).mean(red, keepdims=True)
+        d2 = xr + (-mean0)
+        rstd = jax.lax.rsqrt((d2 * d2).mean(red, keepdims=True) + 1e-5)
+        return ((xr - mu) * (rstd * g[:, None, None, None, :])
+                + b[:, None, None, None, :]).reshape(x.shape)
+
+    cands = {"BatchNorm": fwd(bn()),
+             "LocalNorm contiguous": fwd(lf.LocalNorm(c, num_groups=k, rngs=nnx.Rngs(0))),
+             "local_norm core, contiguous": _xla(core("batch"), g0, b0, x),
+             "contiguous, plain two-pass (variant)": _xla(plain, g0, b0, x),
+             "contiguous, corrected two-pass, centered twice, no centered copy (variant)":
+                 _xla(centered_twice, g0, b0, x)}
+    sec["records"].append(_jax_record(CARS, cands, "BatchNorm", "forward"))
 
     def fb_layer(layer):
         graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
@@ -419,11 +482,11 @@ def flax_experiment() -> dict:
 
         return _xla(fb, g0, b0, x, gy)
 
-    cands = {"BatchNorm": fb_layer(nnx.BatchNorm(c, use_running_average=False,
-                                                 rngs=nnx.Rngs(0))),
+    cands = {"BatchNorm": fb_layer(bn()),
              "LocalNorm contiguous": fb_layer(lf.LocalNorm(c, num_groups=k, rngs=nnx.Rngs(0))),
              "LocalNorm strided": fb_layer(lf.LocalNorm(c, num_groups=k, partition="strided",
                                                         rngs=nnx.Rngs(0))),
+             "local_norm core, contiguous, autodiff": fb_fn(core("batch")),
              "contiguous, plain two-pass, autodiff (variant)": fb_fn(plain),
              "contiguous, plain two-pass, closed-form custom_vjp (variant)": fb_fn(closed)}
     sec["records"].append(_jax_record(CARS, cands, "BatchNorm", "forward+backward"))
