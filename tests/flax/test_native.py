@@ -174,6 +174,6 @@ def test_eval_two_pass_is_well_within_the_conformance_tolerance(mode, shape, off
     f = jax.jit(lambda x: fn.eval_norm(x, jnp.ones((2, shape[-1])), jnp.zeros((2, shape[-1])),
                                        mode=mode, group=1, axis=3, epsilon=1e-5))
     err = np.abs(np.asarray(f(jnp.asarray(x)), np.float64) - want)
-    assert err.max() <= 0.25 * tol.min() or np.all(err <= 0.25 * tol), (err / tol).max()
+    assert np.all(err <= 0.25 * tol), f"max error / tolerance = {(err / tol).max():.3f}"
     fast = np.asarray(jax.jit(lambda x: _fast_variance(x, mode))(jnp.asarray(x)), np.float64)
     assert np.any(np.abs(fast - want) > tol)

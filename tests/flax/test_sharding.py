@@ -121,7 +121,7 @@ def sharded(layer, out_specs=P("data"), extra_in=()):
 def test_set_mode_under_shard_map_is_the_whole_batch(shape, offset):
     """'set' mode: the set is the global batch, its moments summed over the mesh axis (the
     one collective, in evaluation only); equal to the single-device layer, also for data
-    with a large offset (the core's corrected two-pass moments, mirrored)."""
+    with a large offset (the same two passes as the single-device layer)."""
     x = jax.random.normal(jax.random.key(4), shape) * 3 + offset
     x = x + jnp.arange(shape[0], dtype=x.dtype).reshape(-1, *[1] * (len(shape) - 1))
     single, shard = layers(4)
