@@ -7,6 +7,26 @@ module computes the same function with ``keras.ops`` only, so it runs on the Ten
 JAX and PyTorch backends, for static and dynamic batch sizes alike. The conformance suite
 (subject ``keras``) holds it equal to :mod:`localnorm.reference`.
 
+How it runs fast on each backend (``benchmarks/discussion.md`` has the measurements):
+
+- Statistics are per-sample moments over the spatial axes first (a two-pass variance,
+  which XLA fuses into one reduction as BatchNormalization's own), then combined over
+  each group's samples, a tensor of N*C values (the variance by the law of total
+  variance). Every reduction covers adjacent axes of the group view, which TensorFlow's
+  CPU kernels need: reducing the non-adjacent axes (0, 2, 3) of a strided
+  (N/K, K, H, W, C) view costs more than a whole BatchNormalization.
+- Training ("batch" mode, all sizes known, N a multiple of K) has the closed-form
+  BatchNorm backward per group (``keras.ops.custom_gradient``) on TensorFlow and JAX:
+  the sums of dy and dy * (x - mean), then one elementwise pass for dx, where autodiff
+  would transpose every pass of the forward. Its derivatives are differentiable again
+  (second order, as for a gradient penalty).
+- On PyTorch, eager calls run the torch adapter's kernels (``localnorm.torch``'s
+  ``batch_groups``, ``single``, ``set_stats``: in-place buffers, one fused
+  ``F.batch_norm`` where the groups are a free view, the closed-form backward), since
+  every ``keras.ops`` call is one eager kernel with a fresh output there. Traced calls
+  (``torch.compile``, ``torch.export``, ONNX export, ``torch.func``) and unknown sizes
+  take the ``keras.ops`` path.
+
 Inputs here are validated already (see ``layers.LocalNormalization``): ``axis`` is a
 non-negative int, ``mode`` is one of ``"batch"``, ``"single"``, ``"set"``, ``group`` an
 int or an integer tensor of shape (N,).
@@ -55,7 +75,9 @@ def _mean(x, axis: tuple[int, ...], keepdims: bool = False):
 def is_traced(x) -> bool:
     """Whether ``x`` has no values yet: a TensorFlow graph tensor (``tf.function``, also
     with ``jit_compile``), a JAX tracer (``jax.jit``, ``grad``, ``vmap``) or a tensor
-    under ``torch.compile``. Eager tensors (and NumPy input) are not traced."""
+    under a PyTorch tracer (``torch.compile``/``torch.export``, TorchScript tracing as
+    the ONNX exporter does, ``torch.func`` transforms). Eager tensors (and NumPy input)
+    are not traced."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
@@ -66,9 +88,9 @@ def is_traced(x) -> bool:
 
         return isinstance(x, jax.core.Tracer)
     if backend == "torch":
-        import torch
+        from localnorm.torch import _functional
 
-        return torch.compiler.is_compiling()
+        return _functional.graph_mode()
     return False
 
 
@@ -165,17 +187,130 @@ def group_index(batch: Any, num_groups: int, partition: str):
     return ops.where(i < big, ops.floor_divide(i, q + 1), small)
 
 
-def _batch_moments_reshape(xc, axis: int, num_groups: int, partition: str):
-    """Per-group mean and variance, shape (K, C), when N is a known multiple of K."""
+def _group_view(xc, axis: int, num_groups: int, partition: str):
+    """The batch of N = m*K samples viewed as (K, m, ...) (contiguous groups) or
+    (m, K, ...) (strided); returns the view, its sample axis (the samples of one group)
+    and its spatial axes (all but the two leading axes and the channel axis)."""
     n, k = xc.shape[0], num_groups
     lead = (k, n // k) if partition == "contiguous" else (n // k, k)
-    red0 = 1 if partition == "contiguous" else 0
+    sample = 1 if partition == "contiguous" else 0
     spatial = tuple(a + 1 for a in range(1, xc.ndim) if a != axis)
-    xr = ops.reshape(xc, lead + tuple(xc.shape[1:]))
-    mean = _mean(xr, axis=(red0,) + spatial, keepdims=True)
-    var = _mean(ops.square(xr - mean), axis=(red0,) + spatial, keepdims=True)
-    c = xc.shape[axis]
-    return ops.reshape(mean, (k, c)), ops.reshape(var, (k, c))
+    return ops.reshape(xc, lead + tuple(xc.shape[1:])), sample, spatial
+
+
+def _moments(v, sample: int | None, spatial: tuple[int, ...]):
+    """Mean and biased variance over ``spatial`` and then ``sample`` (keepdims; ``sample``
+    None: per sample).
+
+    Per-sample moments come first, a two-pass variance over the spatial axes; the
+    group's then combine them (law of total variance: the mean of the per-sample
+    variances plus the variance of the per-sample means), so each reduction covers
+    adjacent axes and only the first two read the activation. The per-sample centering
+    is written ``v + (-mean)``, the same values bit for bit as ``v - mean``: an output
+    computed as ``x - mean`` is then another expression, which XLA fuses into each
+    consumer instead of writing the centered activation out once and reading it back
+    twice (what it does on CPU for one expression with two consumers).
+    """
+    if spatial:
+        mean = _mean(v, axis=spatial, keepdims=True)
+        var = _mean(ops.square(v + ops.negative(mean)), axis=spatial, keepdims=True)
+    else:
+        mean, var = v, ops.zeros_like(v)
+    if sample is None:
+        return mean, var
+    group_mean = _mean(mean, axis=(sample,), keepdims=True)
+    return group_mean, _mean(var + ops.square(mean - group_mean), axis=(sample,), keepdims=True)
+
+
+def _sum(v, sample: int, spatial: tuple[int, ...]):
+    """Sum over ``spatial``, then ``sample`` (keepdims)."""
+    if spatial:
+        v = ops.sum(v, axis=spatial, keepdims=True)
+    return ops.sum(v, axis=(sample,), keepdims=True)
+
+
+def _normalize_groups(xr, gamma, beta, sample: int, spatial: tuple[int, ...], eps: float):
+    """(x - mean) * gamma * rstd + beta on a group view, every per-group vector
+    broadcast to one row per sample (the spatial axes of size 1) before it meets the
+    activation. Returns ``(y, d, rstd, rows)``, ``d = x - mean``."""
+    rows = tuple(1 if a in spatial else size for a, size in enumerate(xr.shape))
+    mean, var = _moments(xr, sample, spatial)
+    rstd = ops.rsqrt(var + eps)
+    d = xr - ops.broadcast_to(mean, rows)
+    y = d * ops.broadcast_to(gamma * rstd, rows) + ops.broadcast_to(beta, rows)
+    return y, d, rstd, rows
+
+
+def _batch_groups_closed_form(xr, gamma, beta, sample: int, spatial: tuple[int, ...],
+                              eps: float):
+    """:func:`_normalize_groups` with the closed-form BatchNorm backward per group:
+    with a = gamma * rstd and d = x - mean,
+    dx = a * (dy - mean(dy)) - a * rstd**2 * d * mean(dy * d), dgamma = rstd * sum(dy * d),
+    dbeta = sum(dy). The backward is written in ``keras.ops``, so the backend
+    differentiates it again for second-order derivatives."""
+    count = 1
+    for a in (sample,) + spatial:
+        count *= xr.shape[a]
+
+    @ops.custom_gradient
+    def normalize(xr, gamma, beta):
+        y, d, rstd, rows = _normalize_groups(xr, gamma, beta, sample, spatial, eps)
+
+        def grad(*args, upstream=None):
+            dy = args[0] if upstream is None else upstream
+            s_dy = _sum(dy, sample, spatial)
+            s_dyd = _sum(dy * d, sample, spatial)
+            a = gamma * rstd
+            b1 = ops.broadcast_to(-a * ops.square(rstd) * s_dyd / count, rows)
+            b0 = ops.broadcast_to(-a * s_dy / count, rows)
+            dx = dy * ops.broadcast_to(a, rows) + (d * b1 + b0)
+            return dx, s_dyd * rstd, s_dy
+
+        return y, grad
+
+    return normalize(xr, gamma, beta)
+
+
+def _torch_eager(x) -> bool:
+    """Whether this is an eager PyTorch call, which the torch adapter's kernels serve."""
+    if keras.backend.backend() != "torch":
+        return False
+    from localnorm.torch import _functional
+
+    return not _functional.graph_mode()
+
+
+def _torch_local_norm(x, gamma, beta, *, num_groups: int, axis: int, mode: str, group: Any,
+                      partition: str, eps: float, cdt: str):
+    """:func:`local_norm` by ``localnorm.torch``'s kernels: the channel axis moved to 1
+    (a view; an NHWC tensor becomes a channels_last NCHW one, which those kernels read
+    in place), the result moved back. Same dtype policy: statistics in ``cdt``,
+    float16/bfloat16 activations read as they are. Ragged batches (N not a multiple of
+    K) take those kernels' reduction path."""
+    import torch
+
+    from localnorm.torch import _functional as fn
+
+    tdt = getattr(torch, cdt)
+    x = ops.convert_to_tensor(x)
+    xt = x if axis == 1 else x.movedim(axis, 1)
+    if not (xt.dtype == tdt or (xt.dtype in fn.LOW_PRECISION and tdt == torch.float32)):
+        xt = xt.to(tdt)
+    w = None if gamma is None else ops.cast(gamma, cdt)
+    b = None if beta is None else ops.cast(beta, cdt)
+    if isinstance(group, np.integer):
+        group = int(group)
+    if mode == "batch":
+        y = fn.batch_groups(xt, w, b, num_groups=num_groups, partition=partition, eps=eps,
+                            cdt=tdt)
+    elif mode == "single":
+        y = fn.single(xt, w, b, group=group, eps=eps, cdt=tdt)
+    else:
+        y = fn.set_stats(xt, w, b, group=group, eps=eps)
+    # Back to the input's layout; contiguous, as every keras.ops result (a no-op where
+    # the kernels kept the channels_last layout of an NHWC input).
+    y = y if axis == 1 else y.movedim(1, axis).contiguous()
+    return y if y.dtype == x.dtype else y.to(x.dtype)
 
 
 def _batch_moments_segments(xc, axis: int, num_groups: int, gidx):
@@ -209,7 +344,24 @@ def local_norm(x, gamma, beta, *, num_groups: int, axis: int, mode: str, group: 
     the affine transform are computed in at least float32; the result has x's dtype.
     ``poison`` (from :func:`run_time_batch_check`, for an unknown batch size) is a scalar
     added to the scale: 0, or NaN for a batch whose statistics are undefined.
+
+    Eager PyTorch calls run the torch adapter's kernels; everything else
+    :func:`ops_local_norm`, with the closed-form backward on TensorFlow and JAX.
     """
+    kwargs = dict(num_groups=num_groups, axis=axis, mode=mode, group=group,
+                  partition=partition, eps=eps)
+    if poison is None and _torch_eager(x):
+        return _torch_local_norm(x, gamma, beta, cdt=compute_dtype(x.dtype), **kwargs)
+    return ops_local_norm(x, gamma, beta, poison=poison,
+                          closed_form=keras.backend.backend() != "torch", **kwargs)
+
+
+def ops_local_norm(x, gamma, beta, *, num_groups: int, axis: int, mode: str, group: Any,
+                   partition: str, eps: float, poison=None, closed_form: bool = False):
+    """:func:`local_norm` in ``keras.ops`` on any backend. With ``closed_form``, "batch"
+    mode on a batch of known sizes that is a multiple of K has the closed-form backward
+    (:func:`_batch_groups_closed_form`); otherwise the backend differentiates the
+    forward pass."""
     ndim, k = x.ndim, num_groups
     c = x.shape[axis]
     cdt = compute_dtype(x.dtype)
@@ -223,17 +375,18 @@ def local_norm(x, gamma, beta, *, num_groups: int, axis: int, mode: str, group: 
         n = _static(x.shape[0])
         static = all(_static(d) is not None for d in x.shape)
         if static and n % k == 0:
-            # (x - mean) * scale + beta on a (K, m, ...) view: the subtraction first keeps
+            # On the group view; (x - mean) * scale + beta, the subtraction first, keeps
             # near-constant groups with a large offset accurate in float32.
-            mean_k, var_k = _batch_moments_reshape(xc, axis, k, partition)
-            scale_k = gamma * ops.rsqrt(var_k + eps)
-            lead = (k, n // k) if partition == "contiguous" else (n // k, k)
+            xr, sample, sp = _group_view(xc, axis, k, partition)
             pshape = [1] * (ndim + 1)
-            pshape[0 if partition == "contiguous" else 1] = k
+            pshape[1 - sample] = k
             pshape[axis + 1] = c
-            xr = ops.reshape(xc, lead + tuple(xc.shape[1:]))
-            y = (xr - ops.reshape(mean_k, pshape)) * ops.reshape(scale_k, pshape)
-            y = ops.reshape(y + ops.reshape(beta, pshape), tuple(xc.shape))
+            g, b = ops.reshape(gamma, pshape), ops.reshape(beta, pshape)
+            if closed_form:
+                y = _batch_groups_closed_form(xr, g, b, sample, sp, eps)
+            else:
+                y = _normalize_groups(xr, g, b, sample, sp, eps)[0]
+            y = ops.reshape(y, tuple(xc.shape))
         else:
             gidx = group_index(n if n is not None else ops.shape(x)[0], k, partition)
             mean_k, var_k = _batch_moments_segments(xc, axis, k, gidx)
@@ -246,9 +399,7 @@ def local_norm(x, gamma, beta, *, num_groups: int, axis: int, mode: str, group: 
 
             y = (xc - gather(mean_k)) * gather(scale_k) + gather(beta)
     else:
-        red = spatial if mode == "single" else (0,) + spatial
-        mean = _mean(xc, axis=red, keepdims=True)
-        var = _mean(ops.square(xc - mean), axis=red, keepdims=True)
+        mean, var = _moments(xc, None if mode == "single" else 0, spatial)
         rstd = ops.rsqrt(var + eps)
         if isinstance(group, (int, np.integer)):
             g = ops.reshape(gamma[int(group)], _bshape(ndim, axis, c))

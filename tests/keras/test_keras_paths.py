@@ -1,0 +1,164 @@
+"""The layer's fast paths against the plain ``keras.ops`` math on the same backend.
+
+``_ops.local_norm`` (what the layer calls) takes a fast path: on TensorFlow and JAX the
+closed-form BatchNorm backward per group along the batch axis (``keras.ops.custom_gradient``),
+on eager PyTorch the torch adapter's kernels. ``_ops.ops_local_norm(closed_form=False)`` is
+the same forward pass in ``keras.ops``, differentiated by the backend. Both must agree on
+the output, the first derivatives (which the conformance suite also checks against the
+NumPy reference) and the second derivatives (a gradient penalty differentiates the
+backward pass, which the conformance suite does not), for every layout the layer accepts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from keras_helpers import BACKEND  # noqa: E402
+from localnorm.keras import _ops  # noqa: E402
+
+#: (x shape, channel axis, K): channels_last and channels_first images, sequences,
+#: volumes, dense features, a channel axis in the middle.
+LAYOUTS = [
+    ((8, 4, 4, 3), 3, 4),
+    ((8, 3, 4, 4), 1, 2),
+    ((6, 5, 3), 2, 3),
+    ((4, 2, 3, 3, 2), 4, 2),
+    ((8, 3), 1, 4),
+    ((8, 4, 3, 5), 2, 2),
+]
+
+
+def _kwargs(axis, k, partition, mode="batch", group=0):
+    return dict(num_groups=k, axis=axis, mode=mode, group=group, partition=partition,
+                eps=1e-3)
+
+
+def fast(x, g, b, **kw):
+    return _ops.local_norm(x, g, b, **kw)
+
+
+def plain(x, g, b, **kw):
+    return _ops.ops_local_norm(x, g, b, closed_form=False, **kw)
+
+
+def _derivatives(fn, x, g, b, w):
+    """``fn``'s output, the gradients of ``sum(fn(x, g, b) * w)`` with respect to x, g, b,
+    and the gradients of the penalty ``sum(dx**2)`` with respect to x and g (the second
+    derivatives), by the backend's own autodiff."""
+    if BACKEND == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        def loss(x, g, b):
+            return jnp.sum(fn(x, g, b) * w)
+
+        first = jax.grad(loss, argnums=(0, 1, 2))(x, g, b)
+        second = jax.grad(lambda x, g: jnp.sum(jax.grad(loss)(x, g, b) ** 2),
+                          argnums=(0, 1))(x, g)
+        return [np.asarray(t) for t in (fn(x, g, b), *first, *second)]
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        xt, gt, bt = (tf.constant(t) for t in (x, g, b))
+        with tf.GradientTape() as outer:
+            outer.watch([xt, gt])
+            with tf.GradientTape() as inner:
+                inner.watch([xt, gt, bt])
+                y = fn(xt, gt, bt)
+                loss = tf.reduce_sum(y * w)
+            first = inner.gradient(loss, [xt, gt, bt])
+            penalty = tf.reduce_sum(first[0] ** 2)
+        second = outer.gradient(penalty, [xt, gt])
+        return [t.numpy() for t in (y, *first, *second)]
+    import torch
+
+    xt, gt, bt = (torch.tensor(t, requires_grad=True) for t in (x, g, b))
+    y = fn(xt, gt, bt)
+    first = torch.autograd.grad((y * torch.tensor(w)).sum(), (xt, gt, bt), create_graph=True)
+    second = torch.autograd.grad((first[0] ** 2).sum(), (xt, gt))
+    return [t.detach().numpy() for t in (y, *first, *second)]
+
+
+def _data(shape, axis, k, seed=0):
+    rng = np.random.default_rng(seed)
+    c = shape[axis]
+    x = (rng.normal(size=shape) * 2.0 + 3.0).astype("float32")
+    g = rng.uniform(0.5, 1.5, size=(k, c)).astype("float32")
+    b = rng.normal(size=(k, c)).astype("float32")
+    w = rng.normal(size=shape).astype("float32")
+    return x, g, b, w
+
+
+NAMES = ("y", "dx", "dgamma", "dbeta", "d(penalty)/dx", "d(penalty)/dgamma")
+
+
+@pytest.mark.parametrize("partition", ["contiguous", "strided"])
+@pytest.mark.parametrize("shape, axis, k", LAYOUTS)
+def test_batch_mode_fast_path_matches_plain_autodiff(shape, axis, k, partition):
+    x, g, b, w = _data(shape, axis, k)
+    kw = _kwargs(axis, k, partition)
+    if BACKEND == "torch":
+        import torch
+
+        xt = torch.tensor(x)
+        assert _ops._torch_eager(xt)
+        assert fast(xt, torch.tensor(g), torch.tensor(b), **kw).is_contiguous()
+    got = _derivatives(lambda *a: fast(*a, **kw), x, g, b, w)
+    want = _derivatives(lambda *a: plain(*a, **kw), x, g, b, w)
+    for name, u, v in zip(NAMES, got, want):
+        scale = max(float(np.max(np.abs(v))), 1.0)
+        np.testing.assert_allclose(u, v, rtol=0, atol=2e-5 * scale, err_msg=name)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="ragged batches have a separate fast path "
+                                                "only on eager PyTorch")
+def test_torch_eager_ragged_batches_match_plain_autodiff():
+    """N not a multiple of K: the torch kernels' reduction path for groups of unequal
+    size, against the masked group sums in ``keras.ops``."""
+    x, g, b, w = _data((10, 3, 3, 2), 3, 4)
+    for partition in ("contiguous", "strided"):
+        kw = _kwargs(3, 4, partition)
+        got = _derivatives(lambda *a: fast(*a, **kw), x, g, b, w)
+        want = _derivatives(lambda *a: plain(*a, **kw), x, g, b, w)
+        for name, u, v in zip(NAMES, got, want):
+            scale = max(float(np.max(np.abs(v))), 1.0)
+            np.testing.assert_allclose(u, v, rtol=0, atol=2e-5 * scale,
+                                       err_msg=f"{name} {partition}")
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="evaluation has a separate fast path only "
+                                                "on eager PyTorch")
+@pytest.mark.parametrize("mode, group", [("single", 1), ("single", [0, 1, 1, 0, 1, 0]),
+                                         ("set", 1)])
+@pytest.mark.parametrize("shape, axis", [((6, 4, 4, 3), 3), ((6, 3, 4, 4), 1), ((6, 5, 3), 2)])
+def test_torch_eager_evaluation_matches_keras_ops(shape, axis, mode, group):
+    import torch
+
+    x, g, b, _ = _data(shape, axis, 2)
+    if isinstance(group, list):
+        group = torch.tensor(group, dtype=torch.int32)
+    kw = _kwargs(axis, 2, "contiguous", mode=mode, group=group)
+    xt = torch.tensor(x)
+    assert _ops._torch_eager(xt)
+    got = fast(xt, torch.tensor(g), torch.tensor(b), **kw)
+    want = plain(xt, torch.tensor(g), torch.tensor(b), **kw)
+    assert got.shape == xt.shape and got.is_contiguous()  # Keras's layout, as keras.ops
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=2e-5)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's low-precision dtypes")
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_torch_eager_low_precision_keeps_the_dtype(dtype):
+    import torch
+
+    x, g, b, _ = _data((8, 4, 4, 3), 3, 4)
+    xt = torch.tensor(x).to(getattr(torch, dtype))
+    kw = _kwargs(3, 4, "strided")
+    got = fast(xt, torch.tensor(g), torch.tensor(b), **kw)
+    want = plain(xt, torch.tensor(g), torch.tensor(b), **kw)
+    assert got.dtype == xt.dtype
+    np.testing.assert_allclose(got.float().numpy(), want.float().numpy(), rtol=0,
+                               atol=2e-2 if dtype == "bfloat16" else 4e-3)
