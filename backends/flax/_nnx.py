@@ -28,6 +28,12 @@ class LocalNorm(nnx.Module):
     ``batch_stats`` collection to thread through ``nnx.split``/``nnx.jit``, and
     statistics are always recomputed, in evaluation too (the paper's protocols).
 
+    It runs native JAX code held equal to :func:`localnorm.local_norm` by the conformance
+    suite. In training (``"batch"`` mode) the derivative is the closed-form BatchNorm
+    derivative of each group along the batch axis, a ``jax.custom_jvp`` rule: reverse
+    mode reads the activation twice, and ``jax.jvp``, ``jax.hessian`` and gradients of
+    gradients work as for plain JAX code.
+
     Parameters
     ----------
     num_features : int
