@@ -36,8 +36,9 @@ from ._timing import compare
 
 # ----------------------------------------------------------------------------- backends
 # Each backend class: sync(out), tensor(numpy array), forward(layer, x, training) and
-# fwbw(layer, x, gy) -> zero-argument callables, memory_method (None: not measured) and
-# train_memory(model, x, y) -> bytes.
+# fwbw(layer, x, gy) -> zero-argument callables, eager (whether forward calls the layer
+# eagerly, where evaluation runs the layer's NaN/Inf check), memory_method (None: not
+# measured) and train_memory(model, x, y) -> bytes.
 
 def _kw(layer, training) -> dict:
     """``training=...`` for layers whose ``call`` takes it (GroupNormalization does not)."""
@@ -46,6 +47,8 @@ def _kw(layer, training) -> dict:
 
 
 class _Jax:
+    eager = False
+
     def __init__(self):
         import jax
 
@@ -101,6 +104,8 @@ class _Jax:
 
 
 class _TensorFlow:
+    eager = False
+
     def __init__(self):
         import tensorflow as tf
 
@@ -152,6 +157,8 @@ class _TensorFlow:
 
 
 class _Torch:
+    eager = True
+
     def __init__(self):
         import torch
 
@@ -215,8 +222,10 @@ def layer_comparisons(case, layout: str, be, lk, settings) -> list[dict]:
     """The layer records of one input shape in one layout, each against
     BatchNormalization (batch statistics) on the same input: forward and forward+backward
     (with GroupNormalization and both LocalNormalization partitions), and evaluation
-    (LocalNormalization in "single" and "set" mode, BatchNormalization with its moving
-    statistics)."""
+    (LocalNormalization in "single" and "set" mode with ``check_finite=False``, as
+    BatchNormalization checks nothing, and BatchNormalization with its moving
+    statistics; where the backend calls layers eagerly, also "single" with the default
+    NaN/Inf check)."""
     n, c, h, k = case
     axis = dict(LAYOUTS)[layout]
     shape = (n, h, h, c) if axis == -1 else (n, c, h, h)
@@ -243,8 +252,16 @@ def layer_comparisons(case, layout: str, be, lk, settings) -> list[dict]:
            "BatchNormalization eval (moving stats)":
                be.forward(layers["BatchNormalization"], x, False)}
     for mode in ("single", "set"):
-        ln = _built(lk.LocalNormalization(num_groups=k, axis=axis, mode=mode, group=0), shape)
+        # BatchNormalization checks nothing: the compared layers neither (check_finite).
+        ln = _built(lk.LocalNormalization(num_groups=k, axis=axis, mode=mode, group=0,
+                                          check_finite=False), shape)
         fns[f"LocalNormalization {mode}"] = be.forward(ln, x, False)
+    if be.eager:
+        # Where layers are called eagerly, evaluation checks the input for NaN/Inf by
+        # default (docs/spec.md, "Non-finite input"): what that costs.
+        ln = _built(lk.LocalNormalization(num_groups=k, axis=axis, mode="single", group=0),
+                    shape)
+        fns["LocalNormalization single, check_finite=True"] = be.forward(ln, x, False)
     t = compare(fns, baseline="BatchNormalization", settings=settings, sync=be.sync)
     rows = [R.row(t, nm, target=LAYER_TARGET if nm.startswith("Local") else None)
             for nm in fns if nm != "BatchNormalization"]
