@@ -13,8 +13,10 @@ calls. The protocols, in terms of the layer modes of :func:`localnorm.local_norm
     of one group: a given int, or one drawn per image. One pass over the batch gives the
     same result as N one-image passes.
 ``"single-voting"`` (SINGLE-VOTING)
-    every image through all K groups in ``"single"`` mode, then a vote: one pass over
-    the batch tiled K times with per-sample groups ``[0]*N + [1]*N + ...``.
+    every image through all K groups in ``"single"`` mode, then a vote: passes over
+    chunks of ceil(N/K) images tiled K times with per-sample groups
+    ``[0]*m + [1]*m + ...``, so that no pass holds more rows than x (the K*N rows of one
+    pass cost more than K passes of N rows on a CPU, where they fall out of the caches).
 ``"voting"`` (VOTING)
     sets of ``set_size`` images (the training group size, N/K); each set goes through
     every group with the set's statistics (``"set"`` mode), then a vote. Computed as one
@@ -163,10 +165,10 @@ def run_protocol(
         K, the number of groups along the batch axis of the model's LocalNorm layers.
     batch_size : int, optional
         BATCH: the evaluation batch (default: the whole of x). Other protocols: how many
-        rows one pass holds (memory only, the result does not change; default: all of x
-        in one pass). SINGLE-VOTING tiles each image K times, so a pass holds
-        ``ceil(batch_size / K)`` images: ``batch_size`` rounded up to a multiple of K,
-        and never fewer than K rows (one image through all K groups).
+        rows one pass holds (memory and speed only, the result does not change; default:
+        ``len(x)``, so SINGLE is one pass). SINGLE-VOTING tiles each image K times, so a
+        pass holds ``ceil(batch_size / K)`` images: ``batch_size`` rounded up to a
+        multiple of K, and never fewer than K rows (one image through all K groups).
     set_size : int, optional
         VOTING: images per set, normally the training group size (batch size / K).
         Default: ``max(len(x) // num_groups, 1)``.
@@ -225,7 +227,7 @@ def run_protocol(
 
     if protocol == "single-voting":
         per_group = []
-        images = n if batch_size is None else -(-batch_size // k)  # ceil(batch_size / K)
+        images = -(-step // k)  # ceil(batch_size / K), batch_size default len(x)
         for s, e in chunks(n, images):
             m = e - s
             tiled = xp.concat([x[s:e, ...]] * k, axis=0)

@@ -174,8 +174,9 @@ def predict(
     generator : int, numpy.random.Generator or None
         Seed or NumPy generator for the random groups of SINGLE with ``group=None``.
     batch_size : int, optional
-        BATCH: the evaluation batch (default all of x). Other protocols: how many images
-        go through the model at once.
+        BATCH: the evaluation batch (default all of x). Other protocols: how many rows
+        one pass holds (default ``len(x)``; SINGLE-VOTING tiles each image K times, see
+        :func:`localnorm.protocols.run_protocol`).
     set_size : int, optional
         VOTING: images per set, normally the training group size (batch size / K).
     from_logits : bool, default True

@@ -182,10 +182,9 @@ def predict(
         ``"batch"``: chunks of ``batch_size`` images in ``"batch"`` mode.
         ``"single"``: every image its own statistics and one group's weight/bias, in one
         pass. ``"single-voting"``: every image through all K groups (each image tiled K
-        times, one group per copy: one pass over K*N images, ``batch_size`` rows at most
-        per pass), then a vote. ``"voting"``: sets of ``set_size`` images, each through
-        every group with the set's statistics (the sets tiled over the K groups), then
-        a vote.
+        times, one group per copy, ``batch_size`` rows at most per pass), then a vote.
+        ``"voting"``: sets of ``set_size`` images, each through every group with the
+        set's statistics (the sets tiled over the K groups), then a vote.
     vote : {"hard", "soft"}, default "hard"
         How the voting protocols combine the groups (:func:`localnorm.vote`).
     group : int, int64 tensor of shape (N,), or None

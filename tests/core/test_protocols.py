@@ -120,13 +120,17 @@ def test_single_voting_votes_over_all_groups(x, method):
 
 
 def test_single_voting_passes(x):
-    """Default: every image through all K groups in one pass. With batch_size, a pass
-    holds ceil(batch_size / K) images tiled K times, and never fewer than one image."""
+    """A pass holds ceil(batch_size / K) images tiled K times, and never fewer than one
+    image; batch_size defaults to len(x), so no pass holds more rows than x (but K rows
+    where x has fewer than K images). An explicit batch_size of K*N is one pass."""
     m = TinyModel()
     run_protocol(m, x[:2], protocol="single-voting", num_groups=K)  # N < K
-    assert [c[0] for c in m.calls] == [2 * K]
+    assert [c[0] for c in m.calls] == [K, K]
     m.calls.clear()
-    run_protocol(m, x, protocol="single-voting", num_groups=K)
+    run_protocol(m, x, protocol="single-voting", num_groups=K)  # 12 images, 3 per pass
+    assert [c[0] for c in m.calls] == [12] * K
+    m.calls.clear()
+    run_protocol(m, x, protocol="single-voting", num_groups=K, batch_size=12 * K)
     assert [c[0] for c in m.calls] == [12 * K]
     m.calls.clear()
     run_protocol(m, x, protocol="single-voting", num_groups=K, batch_size=7)  # 3 images

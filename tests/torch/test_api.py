@@ -362,7 +362,7 @@ def test_predict_numpy_group_array_is_accepted():
 @pytest.mark.parametrize("protocol, expected", [
     ("batch", [12]),                      # one pass over the batch
     ("single", [12]),                     # one pass, not N one-image passes
-    ("single-voting", [48]),              # one pass over K*N images (each tiled K times)
+    ("single-voting", [12, 12, 12, 12]),  # N/K=3 images per pass, each tiled K times
     ("voting", [12, 12, 12, 12]),         # sets of N/K=3 images, tiled over the K groups
 ])
 def test_predict_pass_counts(protocol, expected):
