@@ -16,8 +16,13 @@ how to run it fast with PyTorch kernels, and the conformance harness
   over free views of the batch axis; a two-pass (centered) variance; the closed-form
   BatchNorm backward in :class:`_BatchGroups`. No layout copy, one activation-sized
   buffer in the forward pass and one in the backward pass (as ``F.batch_norm``), and only
-  the input is saved for backward. Under graph tracers the same math runs as plain
-  differentiable operations (:func:`_batch_groups_plain`).
+  the input is saved for backward. A channels_last batch that is a multiple of K is read
+  through a view of its memory that separates the groups ((K, M*S, C) for contiguous
+  groups, (M, K, S, C) for strided ones, :func:`_cl_groups`): the group sums are
+  reductions over its outer axes, which vectorize over the channels, and the squared
+  deviations (forward) and ``(x - mean) * dy`` (backward) are one fused kernel each
+  (ATen's ``mse_loss`` and ``mse_loss_backward`` elementwise forms). Under graph tracers
+  the same math runs as plain differentiable operations (:func:`_batch_groups_plain`).
 - ``"single"``: per-sample reductions over the spatial axes (plain reductions, so ONNX
   export has no training-mode BatchNormalization node).
 - ``"set"``: one fused ``F.batch_norm`` with group ``g``'s scale and shift.
@@ -250,6 +255,8 @@ class _BatchGroups(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, k, partition, eps, cdt):
+        if _cl_groups(x, k, partition) is not None:
+            return _cl_forward(ctx, x, weight, bias, k, partition, eps, cdt)
         mean, var, mean_n, buf, count = group_moments(x, k, partition, cdt, inplace=True)
         rstd = torch.rsqrt(var + eps)
         n = x.shape[0]
@@ -267,6 +274,7 @@ class _BatchGroups(torch.autograd.Function):
             y = torch.addcmul(shift_n, buf, scale_n, out=buf)
         ctx.save_for_backward(x, weight, bias, mean_n, rstd)
         ctx.k, ctx.partition, ctx.eps, ctx.cdt, ctx.count = k, partition, eps, cdt, count
+        ctx.cl = False
         ctx.mark_non_differentiable(mean, var)
         return y.to(x.dtype), mean, var
 
@@ -276,6 +284,8 @@ class _BatchGroups(torch.autograd.Function):
         k, partition, cdt, count = ctx.k, ctx.partition, ctx.cdt, ctx.count
         if torch.is_grad_enabled():  # create_graph=True: differentiate the plain math
             return _double_backward(ctx, x, weight, bias, dy)
+        if ctx.cl:
+            return _cl_backward(ctx, x, weight, bias, mean_n, rstd, dy)
         n = x.shape[0]
         dims = tuple(range(2, x.ndim))
         bs = _bshape(x)
@@ -294,6 +304,82 @@ class _BatchGroups(torch.autograd.Function):
         dw = (s_dyc * rstd).to(weight.dtype) if weight is not None and ctx.needs_input_grad[1] else None
         db = s_dy.to(bias.dtype) if bias is not None and ctx.needs_input_grad[2] else None
         return dx, dw, db, None, None, None, None
+
+
+def _cl_groups(x: torch.Tensor, k: int, partition: str):
+    """For a channels_last batch that is a multiple of K: a view of x's memory whose axes
+    separate the groups along the batch axis, the axes to reduce (innermost first) and the
+    shape that broadcasts a (K, C) per-group row against the view. None otherwise.
+
+    Contiguous groups: (N, C, *S) -> (K, M*S, C), reduce axis 1, rows (K, 1, C).
+    Strided groups: (N, C, *S) -> (M, K, S, C), reduce axes 2 then 0, rows (1, K, 1, C).
+    """
+    n, c = x.shape[0], x.shape[1]
+    if x.ndim < 3 or n % k or not _channels_last(x):
+        return None
+    xl = x.movedim(1, -1)  # (N, *S, C), contiguous
+    if partition == "contiguous":
+        return xl.reshape(k, -1, c), (1,), (k, 1, c)
+    return xl.reshape(n // k, k, -1, c), (2, 0), (1, k, 1, c)
+
+
+def _outer_sum(v: torch.Tensor, dims: tuple, c: int, dtype=None) -> torch.Tensor:
+    """(K, C) sums of a :func:`_cl_groups` view over its reduced axes."""
+    for d in dims:
+        v = v.sum(d, dtype=dtype)
+    return v.reshape(-1, c)
+
+
+def _cl_forward(ctx, x, weight, bias, k, partition, eps, cdt):
+    """:meth:`_BatchGroups.forward` on a channels_last batch that is a multiple of K: four
+    passes over the activations (sum; squared deviations from the group mean, one fused
+    kernel; their sum; ``x * scale + offset``), the output written into the one buffer."""
+    c = x.shape[1]
+    xv, dims, rows = _cl_groups(x, k, partition)
+    count = float(xv.numel() // (k * c))
+    mean = _outer_sum(xv, dims, c, cdt) / count
+    buf = torch.empty_like(x, dtype=cdt)  # channels_last, as x
+    bv = _cl_groups(buf, k, partition)[0]
+    # (x - mean)^2 in one kernel (ATen's elementwise mse_loss; computed in cdt)
+    torch.ops.aten.mse_loss.out(xv, mean.view(rows).expand_as(xv), 0, out=bv)
+    var = _outer_sum(bv, dims, c) / count
+    rstd = torch.rsqrt(var + eps)
+    scale = rstd if weight is None else rstd * weight
+    offset = -mean * scale if bias is None else bias - mean * scale
+    # y = x * scale + (shift - mean * scale), as F.batch_norm's CPU kernel computes it
+    torch.addcmul(offset.view(rows), xv, scale.view(rows), out=bv)
+    ctx.save_for_backward(x, weight, bias, mean, rstd)
+    ctx.k, ctx.partition, ctx.eps, ctx.cdt, ctx.count = k, partition, eps, cdt, count
+    ctx.cl = True
+    ctx.mark_non_differentiable(mean, var)
+    return buf.to(x.dtype), mean, var
+
+
+def _cl_backward(ctx, x, weight, bias, mean, rstd, dy):
+    """:meth:`_BatchGroups.backward` on a channels_last batch that is a multiple of K (the
+    closed form; ``mean`` is the (K, C) group means)."""
+    k, partition, cdt, count = ctx.k, ctx.partition, ctx.cdt, ctx.count
+    c = x.shape[1]
+    xv, dims, rows = _cl_groups(x, k, partition)
+    dyv = dy.movedim(1, -1).reshape(xv.shape)  # a view when dy is channels_last, as x
+    buf = torch.empty_like(x, dtype=cdt)
+    bv = _cl_groups(buf, k, partition)[0]
+    # 2 * (x - mean) * dy in one kernel (ATen's elementwise mse_loss_backward)
+    torch.ops.aten.mse_loss_backward.grad_input(
+        dyv, xv, mean.view(rows).expand_as(xv), 0, grad_input=bv
+    )
+    s_dyc = _outer_sum(bv, dims, c) * 0.5
+    s_dy = _outer_sum(dyv, dims, c, cdt)
+    a = rstd if weight is None else rstd * weight
+    # dx = a * dy + b1 * x + b0, as in _BatchGroups.backward
+    b1 = -a * rstd * rstd * s_dyc / count
+    b0 = -a * s_dy / count - b1 * mean
+    torch.addcmul(b0.view(rows), xv, b1.view(rows), out=bv)
+    bv.addcmul_(dyv, a.view(rows))
+    dx = buf.to(x.dtype) if ctx.needs_input_grad[0] else None
+    dw = (s_dyc * rstd).to(weight.dtype) if weight is not None and ctx.needs_input_grad[1] else None
+    db = s_dy.to(bias.dtype) if bias is not None and ctx.needs_input_grad[2] else None
+    return dx, dw, db, None, None, None, None
 
 
 def _dot_per_sample(buf: torch.Tensor, dy: torch.Tensor, dims: tuple) -> torch.Tensor:

@@ -103,10 +103,12 @@ def test_double_backward():
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("cl", [False, True])
-def test_low_precision_reads_activations_as_they_are(dtype, cl):
+@pytest.mark.parametrize("n, partition", [(9, "contiguous"), (8, "contiguous"), (8, "strided")])
+def test_low_precision_reads_activations_as_they_are(dtype, cl, n, partition):
     """float16/bfloat16 input, float32 statistics: equal to the float32 computation on the
-    same (rounded) values, and nothing saved for backward is a float32 activation."""
-    x, w, b, dy = _data((9, 3, 4, 4), cl)
+    same (rounded) values, and nothing saved for backward is a float32 activation (ragged
+    and divisible batches: channels_last ones take the grouped view of the memory)."""
+    x, w, b, dy = _data((n, 3, 4, 4), cl)
     xl = x.to(dtype)
     wf, bf = w.float().requires_grad_(True), b.float().requires_grad_(True)
     saved = []
@@ -117,12 +119,12 @@ def test_low_precision_reads_activations_as_they_are(dtype, cl):
 
     xs = xl.clone().requires_grad_(True)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        y = fn.batch_groups(xs, wf, bf, num_groups=K, partition="contiguous", eps=1e-5,
+        y = fn.batch_groups(xs, wf, bf, num_groups=K, partition=partition, eps=1e-5,
                             cdt=torch.float32)
     assert y.dtype == dtype
     assert not [s for s in saved if s == (torch.float32, x.numel())], saved
     xf = xl.float().requires_grad_(True)
-    yf = fn._batch_groups_plain(xf, wf, bf, K, "contiguous", 1e-5, torch.float32)[0]
+    yf = fn._batch_groups_plain(xf, wf, bf, K, partition, 1e-5, torch.float32)[0]
     torch.testing.assert_close(y, yf.to(dtype))
     dx, dw, db = _grads(y, (xs, wf, bf), dy.to(dtype))
     dxf, dwf, dbf = _grads(yf, (xf, wf, bf), dy.to(dtype).float())
@@ -130,6 +132,32 @@ def test_low_precision_reads_activations_as_they_are(dtype, cl):
     torch.testing.assert_close(dx, dxf.to(dtype))
     torch.testing.assert_close(dw, dwf, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(db, dbf, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("partition", ["contiguous", "strided"])
+@pytest.mark.parametrize("ndim", [4, 5])
+def test_channels_last_grouped_view(partition, ndim):
+    """A channels_last batch that is a multiple of K is read through a view of its memory
+    that separates the groups along the batch axis; its gradients do not depend on the
+    layout of dy, and a large offset (small spread) keeps the reference's accuracy."""
+    shape = (8, 3, 4, 5) if ndim == 4 else (8, 2, 2, 3, 2)
+    x, w, b, dy = _data(shape, True, seed=3)
+    x = x * 1e-3 + 1e4  # spread 3e-3 around 1e4
+    assert fn._cl_groups(x, K, partition) is not None
+    assert fn._cl_groups(x[:7], K, partition) is None  # ragged: the per-sample path
+    ref = reference.local_norm(x.numpy(), w.numpy(), b.numpy(), axis=1, partition=partition)
+    grads = []
+    for dy_ in (dy.contiguous(memory_format=_fmt(ndim)), dy.contiguous()):
+        xs, ws, bs = (t.detach().clone().requires_grad_(True) for t in (x, w, b))
+        y = _function(xs, ws, bs, partition)
+        assert y.is_contiguous(memory_format=_fmt(ndim))
+        np.testing.assert_allclose(y.detach().numpy(), ref, rtol=1e-9, atol=1e-9)
+        grads.append(_grads(y, (xs, ws, bs), dy_))
+    xp, wp, bp = (t.detach().clone().requires_grad_(True) for t in (x, w, b))
+    want = _grads(_plain(xp, wp, bp, partition), (xp, wp, bp), dy)
+    for got in grads:
+        for g, wnt in zip(got, want):
+            torch.testing.assert_close(g, wnt, rtol=1e-8, atol=1e-8)
 
 
 @pytest.mark.parametrize("n, partition", itertools.product([8, 11], ["contiguous", "strided"]))
