@@ -14,9 +14,11 @@ how to run it fast with PyTorch kernels, and the conformance harness
 - ``"batch"`` mode, **reduction** (eager CPU: contiguous groups, channels_last inputs,
   ragged batches N % K != 0): per-sample sums over the spatial axes, then per-group sums
   over free views of the batch axis; a two-pass (centered) variance; the closed-form
-  BatchNorm backward in :class:`_BatchGroups`. No layout copy, one activation-sized
-  buffer in the forward pass and one in the backward pass (as ``F.batch_norm``), and only
-  the input is saved for backward. A channels_last batch that is a multiple of K is read
+  BatchNorm backward in :class:`_BatchGroups`, whose ``sum((x - mean) * dy)`` is one
+  fused kernel (ATen's elementwise ``mse_loss_backward``, ``2 (x - mean) dy``) and a sum.
+  No layout copy, one activation-sized buffer in the forward pass and one in the
+  backward pass (as ``F.batch_norm``), and only the input is saved for backward. A
+  channels_last batch that is a multiple of K is read
   through a view of its memory that separates the groups ((K, M*S, C) for contiguous
   groups, (M, K, S, C) for strided ones, :func:`_cl_groups`): the group sums are
   reductions over its outer axes, which vectorize over the channels, and the squared
@@ -289,8 +291,12 @@ class _BatchGroups(torch.autograd.Function):
         n = x.shape[0]
         dims = tuple(range(2, x.ndim))
         bs = _bshape(x)
-        buf = x - mean_n.view(bs)  # the one activation-sized buffer, in cdt
-        s_dyc = _group_sum(_dot_per_sample(buf, dy, dims), k, partition)
+        buf = torch.empty_like(x, dtype=cdt)  # the one activation-sized buffer
+        # 2 * (x - mean) * dy in one kernel (ATen's elementwise mse_loss_backward)
+        torch.ops.aten.mse_loss_backward.grad_input(
+            dy, x, mean_n.view(bs).expand_as(x), 0, grad_input=buf
+        )
+        s_dyc = _group_sum(buf.sum(dims) if dims else buf, k, partition) * 0.5
         s_dy = _group_sum(dy.sum(dims, dtype=cdt) if dims else dy.to(cdt), k, partition)
         a = rstd if weight is None else rstd * weight
         # dx = a * (dy - mean(dy) - xhat * mean(dy * xhat)), xhat = (x - mean) * rstd,
@@ -380,17 +386,6 @@ def _cl_backward(ctx, x, weight, bias, mean, rstd, dy):
     dw = (s_dyc * rstd).to(weight.dtype) if weight is not None and ctx.needs_input_grad[1] else None
     db = s_dy.to(bias.dtype) if bias is not None and ctx.needs_input_grad[2] else None
     return dx, dw, db, None, None, None, None
-
-
-def _dot_per_sample(buf: torch.Tensor, dy: torch.Tensor, dims: tuple) -> torch.Tensor:
-    """(N, C) sums over the spatial axes of ``buf * dy``; ``buf`` may be overwritten."""
-    if dims and buf.is_contiguous() and dy.is_contiguous() and dy.dtype == buf.dtype:
-        n, c = buf.shape[0], buf.shape[1]
-        s = buf[0, 0].numel()
-        # a batched dot product: one read of each operand, no product written out
-        return torch.bmm(buf.view(n * c, 1, s), dy.view(n * c, s, 1)).view(n, c)
-    buf.mul_(dy)
-    return buf.sum(dims) if dims else buf
 
 
 def _double_backward(ctx, x, weight, bias, dy):
