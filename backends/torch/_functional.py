@@ -510,13 +510,17 @@ def single(x: torch.Tensor, weight, bias, *, group, eps: float, cdt: torch.dtype
     )
     cl = not traced and _channels_last(x)
     mean = x.mean(dims, keepdim=True, dtype=cdt)
-    centered = x - mean
-    if cl:
+    if cl and inplace:
         # vector_norm over the outer (spatial) axes of a channels_last tensor is slow on
-        # CPU: square and average instead, then normalize x itself.
-        sq = centered.square_() if inplace else centered.square()
-        var = sq.mean(dims, keepdim=True)
+        # CPU: (x - mean)^2 in one kernel (ATen's elementwise mse_loss) into the buffer
+        # the output is written to, averaged; then x itself is normalized.
+        centered = torch.empty_like(x, dtype=cdt)
+        torch.ops.aten.mse_loss.out(x, mean.expand_as(x), 0, out=centered)
+        var = centered.mean(dims, keepdim=True)
+    elif cl:
+        var = (x - mean).square().mean(dims, keepdim=True)
     else:
+        centered = x - mean
         var = torch.linalg.vector_norm(centered, 2, dims, keepdim=True).square() / size
     scale = torch.rsqrt(var + eps)
     w = _param_rows(weight, group, x.ndim)

@@ -216,3 +216,20 @@ def test_batch_mode_without_autograd_equals_reference(shape, cl):
         y = fn.batch_groups(x, w, b, num_groups=K, partition="contiguous", eps=1e-5, cdt=F64)
     ref = reference.local_norm(x.numpy(), w.numpy(), b.numpy(), axis=1)
     np.testing.assert_allclose(y.numpy(), ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("cl", [False, True])
+def test_single_mode_low_precision_equals_float32_on_same_values(dtype, cl):
+    """"single" mode on float16/bfloat16 input (statistics in float32, the output in the
+    input's dtype and memory format) equals the float32 computation on the same values."""
+    x, w, b, _ = _data((5, 3, 4, 5), cl)
+    xl = x.to(dtype)
+    wf, bf = w.float(), b.float()
+    with torch.no_grad():
+        y = fn.single(xl, wf, bf, group=1, eps=1e-5, cdt=torch.float32)
+        yf = fn.single(xl.float(), wf, bf, group=1, eps=1e-5, cdt=torch.float32)
+    assert y.dtype == dtype
+    if cl:
+        assert y.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y, yf.to(dtype))
