@@ -13,24 +13,31 @@ native fast path, like the torch adapter's fused ``batch_norm``, held equal to
 (subjects ``flax`` and ``flax-linen``: every dtype, both partitions, ragged batches, each
 mode) and to the core by ``tests/flax``:
 
-- ``"batch"`` mode (training), :func:`batch_norm_groups`: the core's statistics (the
-  corrected two-pass moments of ``localnorm._agnostic.moments``, the spatial axes reduced
-  before the group's samples) with the closed-form BatchNorm derivative per group in a
-  ``jax.custom_jvp``. JAX transposes that rule into the closed-form backward (two sums per
-  group, of dy and of dy * xhat, then one elementwise pass for dx) instead of
-  differentiating the forward's passes one by one; the rule is ordinary JAX code, so
-  ``jax.jvp``, ``jax.grad`` of ``jax.grad``, ``jax.hessian``, ``vmap`` and ``shard_map``
-  all work.
-- ``"single"`` and ``"set"`` (evaluation), :func:`eval_norm`: a plain two-pass, the mean
-  then the mean of squared deviations from it, differentiated by JAX. It drops the core's
-  correction of the mean, the pass that costs most under XLA on CPU (the centered
-  activation is written out and read back, see ``benchmarks/discussion.md``). XLA's
-  reductions are accurate enough without it: measured below a twentieth of the
-  conformance tolerance on float32 input offset by up to 10^4 standard deviations, and
-  ``tests/flax/test_native.py`` holds it to a quarter, where E[x^2] - E[x]^2 (what
-  ``nnx.BatchNorm`` computes) is outside the tolerance on the same input.
+Every mode's statistics start from each sample's moments over the spatial axes
+(:func:`_sample_moments`): a two-pass, the mean then the mean of squared deviations from
+it, with the centering written so that XLA fuses it into the reduction rather than
+writing the centered activation out and reading it back (what costs most under XLA on
+CPU, see ``benchmarks/discussion.md``). A set of several samples (a group along the batch
+axis, or the whole batch) combines its samples' moments by the law of total variance: the
+mean of the per-sample variances plus the variance of the per-sample means, a tensor of
+N*C values. The per-set vectors are broadcast to one row per sample before they meet the
+activation in ``(x - mean) * (rstd * gamma) + beta``. The law of total variance is as
+accurate as a two-pass over the whole set (E[x^2] - E[x]^2, what ``nnx.BatchNorm``
+computes, is not): ``tests/flax/test_native.py`` holds it within a quarter of the
+conformance tolerance on float32 input offset by up to 10^4 standard deviations (measured:
+below a twentieth), where E[x^2] - E[x]^2 is outside the tolerance on the same input.
+
+- ``"batch"`` mode (training), :func:`batch_norm_groups`: the groups' moments as above,
+  with the closed-form BatchNorm derivative per group in a ``jax.custom_jvp``. JAX
+  transposes that rule into the closed-form backward (two sums per group, of dy and of
+  dy * xhat, then one elementwise pass for dx) instead of differentiating the forward's
+  passes one by one; the rule is ordinary JAX code, so ``jax.jvp``, ``jax.grad`` of
+  ``jax.grad``, ``jax.hessian``, ``vmap`` and ``shard_map`` all work.
+- ``"single"`` and ``"set"`` (evaluation), :func:`eval_norm`: each sample's moments, or
+  the whole batch's from them; differentiated by JAX.
 - ``"set"`` inside ``jax.shard_map`` (:func:`_set_mode_across`): the set is the global
-  batch, so the same two passes sum over the mesh axis.
+  batch, so the batch-axis sums of the law of total variance are summed over the mesh
+  axis.
 
 Statistics and the affine step are computed in at least float32 (float64 when x, scale
 or bias is float64); the result has x's dtype.
@@ -253,23 +260,22 @@ def _local_groups(group, local_batch: int, devices: int, axis_name: str | None):
 def _set_mode_across(x, scale, bias, group: int, ax: int, epsilon: float, axis_name: str,
                      devices: int):
     """``"set"`` mode over the global batch sharded on ``axis_name``: :func:`eval_norm`'s
-    two passes (the mean, then the mean of squared deviations from it; spatial axes
-    reduced first, in at least float32) with each batch-axis sum taken over the devices,
-    then the same ``(x - mean) * (rstd * gamma) + beta``. Two all-reduce rounds of (C,)
-    vectors."""
+    moments (each sample's two-pass over the spatial axes, in at least float32), the
+    batch's from its samples' by the law of total variance with each batch-axis sum
+    taken over the devices, then the same ``(x - mean) * (rstd * gamma) + beta``. Two
+    all-reduce rounds of (C,) vectors."""
     cdt = _compute_dtype(x, scale, bias)
     xc = x.astype(cdt)
-    spatial = _spatial_axes(x.ndim, ax)
     count = x.shape[0] * devices
+    mean, var = _sample_moments(xc, _spatial_axes(x.ndim, ax))
 
-    def batch_sum(a):  # per device: the spatial mean, summed over the local batch
-        inner = jnp.mean(a, axis=spatial, keepdims=True) if spatial else a
-        return jnp.sum(inner, axis=0, keepdims=True)
+    def batch_mean(a):  # over the global batch: the local sum, summed over the devices
+        return jax.lax.psum(jnp.sum(a, axis=0, keepdims=True), axis_name) / count
 
-    d = xc - jax.lax.psum(batch_sum(xc), axis_name) / count
-    var = jax.lax.psum(batch_sum(d * d), axis_name) / count
+    set_mean = batch_mean(mean)
+    set_var = batch_mean(var + jnp.square(mean - set_mean))
     g, b = _rows(scale, group, x.ndim, ax, cdt), _rows(bias, group, x.ndim, ax, cdt)
-    y = d * (jax.lax.rsqrt(var + epsilon) * g) + b
+    y = (xc - set_mean) * (jax.lax.rsqrt(set_var + epsilon) * g) + b
     return y.astype(x.dtype)
 
 
@@ -325,9 +331,9 @@ def _to_samples(v, n: int, partition: str):
 
 
 class _Groups:
-    """The K groups along the batch axis of an input shape: per-sample sums and means
-    over the spatial axes, per-group sums and means, and per-group values broadcast back
-    to x's shape."""
+    """The K groups along the batch axis of an input shape: their sizes, per-group sums
+    (over the spatial axes, then each group's samples), and per-group values broadcast
+    back to x's shape, one row per sample."""
 
     def __init__(self, shape: tuple[int, ...], k: int, partition: str, ax: int, cdt):
         self.n, self.k, self.partition, self.ax, self.ndim = shape[0], k, partition, ax, \
@@ -342,28 +348,44 @@ class _Groups:
         inner = jnp.sum(a, axis=self.spatial) if self.spatial else a
         return _group_sum(inner, self.k, self.partition)
 
-    def mean(self, a):
-        """The staged mean of ``localnorm._agnostic``: the spatial mean of each sample,
-        then the mean over the group's samples: (K, C)."""
-        inner = jnp.mean(a, axis=self.spatial) if self.spatial else a
-        return _group_sum(inner, self.k, self.partition) / self.members
-
     def full(self, v):
         """(K, C) -> broadcastable against x."""
         return _expand(_to_samples(v, self.n, self.partition), self.ndim, self.ax)
 
 
+def _sample_moments(xc, spatial: tuple[int, ...]):
+    """Each sample's mean and biased variance over the spatial axes (keepdims), a
+    two-pass: the mean, then the mean of squared deviations from it. The centering is
+    written ``xc + (-mean)``, the same values bit for bit as ``xc - mean``: the output's
+    ``xc - mean`` is then another expression, which XLA fuses into its own consumer
+    instead of writing the centered activation out once and reading it back (what it does
+    on CPU for one expression with two consumers). Without spatial axes a sample is one
+    value per channel: its mean is itself, its variance 0."""
+    if not spatial:
+        return xc, jnp.zeros_like(xc)
+    mean = jnp.mean(xc, axis=spatial, keepdims=True)
+    var = jnp.mean(jnp.square(xc + (-mean)), axis=spatial, keepdims=True)
+    return mean, var
+
+
 def _batch_forward(x, scale, bias, k: int, partition: str, ax: int, epsilon: float):
     """``"batch"`` mode: the output, and the per-group mean and inverse standard deviation
-    (K, C). The moments are the core's (``localnorm._agnostic.moments``): mean0, the
-    centered x, the corrected mean and the variance from it."""
+    (K, C).
+
+    Per-sample moments come first (:func:`_sample_moments`, the only two passes over the
+    activation), then each group's from its samples' by the law of total variance: the
+    mean of the per-sample variances plus the variance of the per-sample means, a tensor
+    of N*C values. Every per-group vector is broadcast to one row per sample, (N, C),
+    before it meets the activation in ``(x - mean) * (gamma * rstd) + beta``."""
     cdt = _compute_dtype(x, scale, bias)
     xc = x.astype(cdt)
+    n, c = x.shape[0], x.shape[ax]
     groups = _Groups(x.shape, k, partition, ax, cdt)
-    mean0 = groups.mean(xc)
-    d = xc - groups.full(mean0)
-    mean = mean0 + groups.mean(d)
-    rstd = jax.lax.rsqrt(groups.mean(d * d) + epsilon)
+    m_s, v_s = (jnp.reshape(v, (n, c)) for v in _sample_moments(xc, groups.spatial))
+    mean = _group_sum(m_s, k, partition) / groups.members
+    dev = m_s - _to_samples(mean, n, partition)
+    rstd = jax.lax.rsqrt(_group_sum(v_s + dev * dev, k, partition) / groups.members
+                         + epsilon)
     y = (xc - groups.full(mean)) * groups.full(scale.astype(cdt) * rstd) \
         + groups.full(bias.astype(cdt))
     return y.astype(x.dtype), mean, rstd
@@ -471,20 +493,20 @@ def eval_norm(x, scale, bias, *, mode: str, group: Any, axis: int, epsilon: floa
 
     Notes
     -----
-    A plain two-pass: ``d = x - mean(x)``, ``var = mean(d**2)``, each mean over the
-    spatial axes first (then the batch axis in ``"set"`` mode), in at least float32;
-    then ``d * (rstd * gamma) + beta``. Differentiated by JAX.
+    Each sample's two-pass moments over the spatial axes (:func:`_sample_moments`: the
+    mean, then the mean of squared deviations from it), in at least float32; in
+    ``"set"`` mode the batch's from its samples' by the law of total variance (the mean
+    of the per-sample variances plus the variance of the per-sample means). Then
+    ``(x - mean) * (rstd * gamma) + beta``. Differentiated by JAX.
     """
     cdt = _compute_dtype(x, scale, bias)
     xc = x.astype(cdt)
-    spatial = _spatial_axes(x.ndim, axis)
-
-    def mean(a):
-        inner = jnp.mean(a, axis=spatial, keepdims=True) if spatial else a
-        return jnp.mean(inner, axis=0, keepdims=True) if mode == "set" else inner
-
-    d = xc - mean(xc)
-    rstd = jax.lax.rsqrt(mean(d * d) + epsilon)
-    y = d * (rstd * _rows(scale, group, x.ndim, axis, cdt)) + _rows(bias, group, x.ndim,
-                                                                        axis, cdt)
+    mean, var = _sample_moments(xc, _spatial_axes(x.ndim, axis))
+    if mode == "set":  # the batch's moments from its samples': law of total variance
+        batch_mean = jnp.mean(mean, axis=0, keepdims=True)
+        var = jnp.mean(var + jnp.square(mean - batch_mean), axis=0, keepdims=True)
+        mean = batch_mean
+    rstd = jax.lax.rsqrt(var + epsilon)
+    y = (xc - mean) * (rstd * _rows(scale, group, x.ndim, axis, cdt)) \
+        + _rows(bias, group, x.ndim, axis, cdt)
     return y.astype(x.dtype)
