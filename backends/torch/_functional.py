@@ -273,7 +273,9 @@ class _BatchGroups(torch.autograd.Function):
         elif shift_n is None:
             y = buf.mul_(scale_n)
         else:
-            y = torch.addcmul(shift_n, buf, scale_n, out=buf)
+            # two in-place passes: on CPU, addcmul with broadcast (N, C, 1, 1) operands
+            # along an NCHW batch's inner (spatial) axes is several times slower
+            y = buf.mul_(scale_n).add_(shift_n)
         ctx.save_for_backward(x, weight, bias, mean_n, rstd)
         ctx.k, ctx.partition, ctx.eps, ctx.cdt, ctx.count = k, partition, eps, cdt, count
         ctx.cl = False
@@ -304,7 +306,7 @@ class _BatchGroups(torch.autograd.Function):
         b1 = -a * rstd * rstd * s_dyc / count
         b1_n = _per_sample(b1, n, partition)
         b0_n = _per_sample(-a * s_dy / count, n, partition) - b1_n * mean_n
-        torch.addcmul(b0_n.view(bs), x, b1_n.view(bs), out=buf)
+        torch.mul(x, b1_n.view(bs), out=buf).add_(b0_n.view(bs))  # not addcmul: as above
         buf.addcmul_(dy, _per_sample(a, n, partition).view(bs))
         dx = buf.to(x.dtype) if ctx.needs_input_grad[0] else None
         dw = (s_dyc * rstd).to(weight.dtype) if weight is not None and ctx.needs_input_grad[1] else None
@@ -533,8 +535,10 @@ def single(x: torch.Tensor, weight, bias, *, group, eps: float, cdt: torch.dtype
         y = torch.addcmul(offset, x, scale, out=out)
     elif b is None:
         y = centered.mul_(scale) if inplace else centered * scale
+    elif inplace:  # not addcmul with broadcast operands: slow on CPU along inner axes
+        y = centered.mul_(scale).add_(b)
     else:
-        y = torch.addcmul(b, centered, scale, out=out)
+        y = torch.addcmul(b, centered, scale)
     return y.to(x.dtype)
 
 
