@@ -273,9 +273,10 @@ class _BatchGroups(torch.autograd.Function):
         elif shift_n is None:
             y = buf.mul_(scale_n)
         else:
-            # two in-place passes: on CPU, addcmul with broadcast (N, C, 1, 1) operands
-            # along an NCHW batch's inner (spatial) axes is several times slower
-            y = buf.mul_(scale_n).add_(shift_n)
+            # addcmul (one rounding), as _batch_groups_plain: tests hold the eager result
+            # to the traced one under bfloat16 autocast. (Two in-place passes, mul_ then
+            # add_, are faster on CPU but round twice.)
+            y = torch.addcmul(shift_n, buf, scale_n, out=buf)
         ctx.save_for_backward(x, weight, bias, mean_n, rstd)
         ctx.k, ctx.partition, ctx.eps, ctx.cdt, ctx.count = k, partition, eps, cdt, count
         ctx.cl = False
@@ -306,7 +307,9 @@ class _BatchGroups(torch.autograd.Function):
         b1 = -a * rstd * rstd * s_dyc / count
         b1_n = _per_sample(b1, n, partition)
         b0_n = _per_sample(-a * s_dy / count, n, partition) - b1_n * mean_n
-        torch.mul(x, b1_n.view(bs), out=buf).add_(b0_n.view(bs))  # not addcmul: as above
+        # not addcmul(b0, x, b1): with two broadcast (N, C, 1, 1) operands along an NCHW
+        # batch's inner (spatial) axes it is several times slower on CPU
+        torch.mul(x, b1_n.view(bs), out=buf).add_(b0_n.view(bs))
         buf.addcmul_(dy, _per_sample(a, n, partition).view(bs))
         dx = buf.to(x.dtype) if ctx.needs_input_grad[0] else None
         dw = (s_dyc * rstd).to(weight.dtype) if weight is not None and ctx.needs_input_grad[1] else None
@@ -537,8 +540,8 @@ def single(x: torch.Tensor, weight, bias, *, group, eps: float, cdt: torch.dtype
         y = centered.mul_(scale) if inplace else centered * scale
     elif inplace:  # not addcmul with broadcast operands: slow on CPU along inner axes
         y = centered.mul_(scale).add_(b)
-    else:
-        y = torch.addcmul(b, centered, scale)
+    else:  # the same arithmetic out of place (autograd, tracers)
+        y = centered * scale + b
     return y.to(x.dtype)
 
 
