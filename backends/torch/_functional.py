@@ -252,8 +252,9 @@ def _batch_groups_plain(x, weight, bias, k, partition, eps, cdt):
 
 class _BatchGroups(torch.autograd.Function):
     """``"batch"`` mode with the closed-form BatchNorm backward per group along the batch
-    axis (eager only). Saves x (not a float32 copy), the per-sample means and the group
-    inverse standard deviations."""
+    axis (eager only). Saves x (not a float32 copy), the per-sample means (the (K, C)
+    group means on the :func:`_cl_groups` path) and the group inverse standard
+    deviations."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, k, partition, eps, cdt):
