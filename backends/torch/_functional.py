@@ -220,13 +220,16 @@ def group_moments(x: torch.Tensor, k: int, partition: str, cdt: torch.dtype,
     s = x.sum(dims, dtype=cdt) if dims else x.to(cdt)
     mean = _group_sum(s, k, partition) / count
     mean_n = _per_sample(mean, n, partition)
+    if inplace and dims and _channels_last(x):
+        # vector_norm over the outer (spatial) axes of a channels_last tensor is slow on
+        # CPU: (x - mean)^2 in one kernel (ATen's elementwise mse_loss), then a sum.
+        centered = torch.empty_like(x, dtype=cdt)
+        torch.ops.aten.mse_loss.out(x, mean_n.view(_bshape(x)).expand_as(x), 0, out=centered)
+        var = _group_sum(centered.sum(dims), k, partition) / count
+        return mean, var, mean_n, centered, count
     centered = x - mean_n.view(_bshape(x))
     if not dims:
         sq = centered.square()
-    elif inplace and _channels_last(x):
-        # vector_norm over the outer (spatial) axes of a channels_last tensor is slow on
-        # CPU; square in place and sum.
-        sq = centered.square_().sum(dims)
     else:
         sq = torch.linalg.vector_norm(centered, 2, dims).square()
     var = _group_sum(sq, k, partition) / count
@@ -308,9 +311,12 @@ class _BatchGroups(torch.autograd.Function):
         b1 = -a * rstd * rstd * s_dyc / count
         b1_n = _per_sample(b1, n, partition)
         b0_n = _per_sample(-a * s_dy / count, n, partition) - b1_n * mean_n
-        # not addcmul(b0, x, b1): with two broadcast (N, C, 1, 1) operands along an NCHW
-        # batch's inner (spatial) axes it is several times slower on CPU
-        torch.mul(x, b1_n.view(bs), out=buf).add_(b0_n.view(bs))
+        if _channels_last(x):  # the inner axis is the channels: one vectorized pass
+            torch.addcmul(b0_n.view(bs), x, b1_n.view(bs), out=buf)
+        else:
+            # not addcmul(b0, x, b1): with two broadcast (N, C, 1, 1) operands along an
+            # NCHW batch's inner (spatial) axes it is several times slower on CPU
+            torch.mul(x, b1_n.view(bs), out=buf).add_(b0_n.view(bs))
         buf.addcmul_(dy, _per_sample(a, n, partition).view(bs))
         dx = buf.to(x.dtype) if ctx.needs_input_grad[0] else None
         dw = (s_dyc * rstd).to(weight.dtype) if weight is not None and ctx.needs_input_grad[1] else None
