@@ -249,7 +249,9 @@ def _batch_groups_plain(x, weight, bias, k, partition, eps, cdt):
     mean, var, _, centered, _ = group_moments(x, k, partition, cdt)
     rstd = torch.rsqrt(var + eps)
     scale_n, shift_n = _affine_rows(rstd, weight, bias, x.shape[0], partition, x)
-    y = centered * scale_n if shift_n is None else torch.addcmul(shift_n, centered, scale_n)
+    # centered * scale + shift in two roundings, as the eager path (not addcmul: slow on
+    # CPU with broadcast operands), so traced and eager results agree bit for bit
+    y = centered * scale_n if shift_n is None else centered * scale_n + shift_n
     return y.to(x.dtype), mean, var
 
 
@@ -277,10 +279,10 @@ class _BatchGroups(torch.autograd.Function):
         elif shift_n is None:
             y = buf.mul_(scale_n)
         else:
-            # addcmul (one rounding), as _batch_groups_plain: tests hold the eager result
-            # to the traced one under bfloat16 autocast. (Two in-place passes, mul_ then
-            # add_, are faster on CPU but round twice.)
-            y = torch.addcmul(shift_n, buf, scale_n, out=buf)
+            # two in-place passes, not addcmul: with broadcast (N, C, 1, 1) operands along
+            # an NCHW batch's inner (spatial) axes addcmul is about 3x slower on CPU. The
+            # same two roundings as _batch_groups_plain.
+            y = buf.mul_(scale_n).add_(shift_n)
         ctx.save_for_backward(x, weight, bias, mean_n, rstd)
         ctx.k, ctx.partition, ctx.eps, ctx.cdt, ctx.count = k, partition, eps, cdt, count
         ctx.cl = False

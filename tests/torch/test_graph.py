@@ -146,8 +146,13 @@ def test_compile_under_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = compiled(x)
         ref = net(x)
-    assert y.dtype == ref.dtype
-    torch.testing.assert_close(y, ref)
+    assert y.dtype == ref.dtype == torch.bfloat16
+    # The traced graph runs the fused F.batch_norm path, eager CPU the reduction path:
+    # two correct float32 computations, each rounded to bfloat16 after the layer, so the
+    # outputs may differ by an ulp of bfloat16 at the outputs' scale (an absolute error;
+    # near-zero outputs have no meaningful relative error at this precision).
+    ulp = torch.finfo(torch.bfloat16).eps * ref.abs().max().item()
+    torch.testing.assert_close(y, ref, rtol=torch.finfo(torch.bfloat16).eps, atol=ulp)
 
 
 @pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
