@@ -320,10 +320,17 @@ class _BatchGroups(torch.autograd.Function):
             # NCHW batch's inner (spatial) axes it is several times slower on CPU
             torch.mul(x, b1_n.view(bs), out=buf).add_(b0_n.view(bs))
         buf.addcmul_(dy, _per_sample(a, n, partition).view(bs))
-        dx = buf.to(x.dtype) if ctx.needs_input_grad[0] else None
-        dw = (s_dyc * rstd).to(weight.dtype) if weight is not None and ctx.needs_input_grad[1] else None
-        db = s_dy.to(bias.dtype) if bias is not None and ctx.needs_input_grad[2] else None
-        return dx, dw, db, None, None, None, None
+        return _grads(ctx, x, weight, bias, buf, s_dyc * rstd, s_dy)
+
+
+def _grads(ctx, x, weight, bias, dx, dw, db):
+    """:meth:`_BatchGroups.backward`'s return value: each gradient in its input's dtype,
+    None where the input needs none."""
+    need = ctx.needs_input_grad
+    return (dx.to(x.dtype) if need[0] else None,
+            dw.to(weight.dtype) if weight is not None and need[1] else None,
+            db.to(bias.dtype) if bias is not None and need[2] else None,
+            None, None, None, None)
 
 
 def _cl_groups(x: torch.Tensor, k: int, partition: str):
@@ -396,10 +403,7 @@ def _cl_backward(ctx, x, weight, bias, mean, rstd, dy):
     b0 = -a * s_dy / count - b1 * mean
     torch.addcmul(b0.view(rows), xv, b1.view(rows), out=bv)
     bv.addcmul_(dyv, a.view(rows))
-    dx = buf.to(x.dtype) if ctx.needs_input_grad[0] else None
-    dw = (s_dyc * rstd).to(weight.dtype) if weight is not None and ctx.needs_input_grad[1] else None
-    db = s_dy.to(bias.dtype) if bias is not None and ctx.needs_input_grad[2] else None
-    return dx, dw, db, None, None, None, None
+    return _grads(ctx, x, weight, bias, buf, s_dyc * rstd, s_dy)
 
 
 def _double_backward(ctx, x, weight, bias, dy):
