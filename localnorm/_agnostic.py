@@ -1,84 +1,71 @@
-"""Array-API implementation of LocalNorm (no validation; see ``_core.local_norm``).
+"""The math of LocalNorm, written once against an array namespace ``xp`` (no validation;
+see :func:`localnorm.local_norm` and ``docs/spec.md``).
 
-Pure array-API calls on the namespace ``xp`` of the input, so the same code runs on
-NumPy, array-api-strict, PyTorch, JAX and CuPy arrays (through array-api-compat), and is
-differentiable and traceable (``jax.jit``, ``torch.compile``: every shape is static) where
-the framework is. No Python loop over samples or groups, and no matmul (which GPUs may
-run in TF32): per-group statistics are reductions over reshaped views of the batch,
+Every adapter runs these functions: the core functional on any array-API library (NumPy,
+array-api-strict, PyTorch, JAX, CuPy through array-api-compat), ``localnorm.torch`` on
+torch tensors, ``localnorm.flax`` on JAX arrays, ``localnorm.keras`` on a small
+``keras.ops`` namespace. An adapter adds only its autodiff glue around
+:func:`batch_forward` / :func:`batch_vjp` / :func:`batch_jvp`.
 
-- a batch that is a multiple of K: one view, ``(K, m, ...)`` for the contiguous
-  partition, ``(m, K, ...)`` for the strided one;
-- a ragged batch, ``q, r = divmod(N, K)``: two views, one for the r groups of q + 1
-  samples and one for the K - r groups of q samples (see :func:`group_blocks`),
+The K groups along the batch axis (:class:`Groups`). An even batch (N a multiple of K) is
+one reshaped view, ``(K, m, C)`` for contiguous groups and ``(m, K, C)`` for strided ones;
+a ragged batch, ``q, r = divmod(N, K)``, is two views (:func:`group_blocks`); a batch size
+known only at run time (Keras on TensorFlow with an unknown batch axis) uses a (K, N)
+membership mask. No Python loop over samples or groups, and no matmul (which GPUs may run
+in TF32). A batch smaller than K leaves groups without samples: such a group's statistics
+are defined as mean 0 and variance 0 (they reach no output) and its gamma_k/beta_k get a
+zero gradient, so a compiled program that cannot raise still gives finite results.
 
-and the per-group values are broadcast back to the samples by one reshape (even batch)
-or one ``take`` (ragged batch).
+The moments (:func:`sample_moments`, :func:`group_moments`). One algorithm for every mode
+and backend: each sample's moments over the spatial axes by a corrected two-pass
+(``mean0 = mean(x)``, ``d = x - mean0``, ``mean = mean0 + mean(d)``, ``var = mean(d**2)``:
+the correction removes the rounding error of the first mean, so the error scales with the
+data's spread, not its offset; Bjorck, and Chan, Golub and LeVeque 1983), then a set's
+(a group, or the whole batch) from its samples' by the law of total variance: the mean of
+the per-sample variances plus the variance of the per-sample means, a tensor of N*C
+values. Only the per-sample passes read the activation, and every reduction covers
+adjacent axes (what TensorFlow's CPU kernels and XLA's fusion need).
 
-Accuracy. Every mean and variance is computed by :func:`moments`, a corrected two-pass
-algorithm (Bjorck; Chan, Golub and LeVeque 1983) with staged reductions:
-
-- ``mean0 = mean(x)``, ``d = x - mean0``, then ``mean = mean0 + mean(d)`` and
-  ``var = mean(d**2)``: the correction removes the rounding error of the first mean, so
-  the error of the normalized output scales with the data's spread, not its offset. (The
-  exact variance about the corrected mean is ``mean(d**2) - mean(d)**2``; the dropped
-  term is the square of the first mean's rounding error, far below one rounding of var,
-  and leaving it out keeps var >= 0 and the traced graph small.)
-- each mean reduces the spatial axes first, then the sample axis: libraries that sum
-  non-contiguous axes one value at a time (NumPy does, for channels-last input) then
-  accumulate runs of ``H*W`` and of the group size instead of one run of their product.
-
-Measured on NumPy, float32, K=4, channels last, N(50, 1) input of shape (256, 32, 32, 4):
-max |y - exact| went from 5.4e-4 (plain two-pass) to 6.5e-6; in float64 at (1024, 32, 32,
-4) from 1.4e-12 to below 1e-14. The cost is one extra reduction over ``d`` and a small
-reduction over (groups, samples, channels) per mean: on a shared 2-core machine,
-interleaved, about 1.3x the time of the plain two-pass on NumPy (256x32x32x16 float32),
-within noise on PyTorch CPU, and about 1.15x the XLA compile time under ``jax.jit``.
+The derivative of ``"batch"`` mode is the closed-form BatchNorm derivative per group
+(:func:`batch_vjp` for reverse mode, :func:`batch_jvp` for a forward-mode rule that JAX
+transposes); ``"single"`` and ``"set"`` are differentiated by the framework.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Callable
+
+import numpy as np
 
 from . import _spec
 
 
 def compute_dtype(xp, *dtypes):
-    """At least float32: float16/bfloat16 statistics are accumulated in float32."""
-    out = xp.float32
+    """At least float32: float16/bfloat16 statistics are accumulated in float32; float64
+    when any of ``dtypes`` is float64."""
     for dt in dtypes:
         if dt == xp.float64:
-            out = xp.float64
-    return out
+            return xp.float64
+    return xp.float32
 
 
-def _bshape(ndim: int, axis: int, channels: int, batch: int = 1) -> tuple[int, ...]:
+def _device(xp, x):
+    dev = getattr(xp, "device_of", None)
+    if dev is not None:
+        return dev(x)
+    from array_api_compat import device
+
+    return device(x)
+
+
+def bshape(ndim: int, axis: int, channels: int, batch: int = 1) -> tuple[int, ...]:
+    """The shape that broadcasts a per-sample (N, C) value against an input of rank
+    ``ndim`` with channels on ``axis``."""
     shape = [1] * ndim
     shape[0] = batch
     shape[axis] = channels
     return tuple(shape)
-
-
-def _per_sample(xp, v, ndim: int, axis: int):
-    """(N, C) -> broadcastable (N, 1.., C, 1..) with C at ``axis``."""
-    return xp.reshape(v, _bshape(ndim, axis, v.shape[1], v.shape[0]))
-
-
-def _staged_mean(xp, a, batch_axes: tuple[int, ...], spatial_axes: tuple[int, ...]):
-    """Mean over ``batch_axes + spatial_axes`` (keepdims): the spatial axes first."""
-    if batch_axes and spatial_axes:
-        inner = xp.mean(a, axis=spatial_axes, keepdims=True)
-        return xp.mean(inner, axis=batch_axes, keepdims=True)
-    return xp.mean(a, axis=batch_axes + spatial_axes, keepdims=True)
-
-
-def moments(xp, a, batch_axes: tuple[int, ...], spatial_axes: tuple[int, ...]):
-    """Mean and biased (1/m) variance of ``a`` over ``batch_axes + spatial_axes``, with
-    keepdims, by the corrected two-pass algorithm (see the module docstring)."""
-    mean0 = _staged_mean(xp, a, batch_axes, spatial_axes)
-    d = a - mean0
-    corr = _staged_mean(xp, d, batch_axes, spatial_axes)
-    var = _staged_mean(xp, d * d, batch_axes, spatial_axes)
-    return mean0 + corr, var
 
 
 def group_blocks(xp, x, num_groups: int, partition: str) -> list[tuple[Any, int]]:
@@ -95,8 +82,8 @@ def group_blocks(xp, x, num_groups: int, partition: str) -> list[tuple[Any, int]
       plus the r leftover samples ``x[qK:]`` as a last row, ``(q+1, r, ...)``; the other
       groups are its remaining columns, ``(q, K-r, ...)``.
 
-    One block when r = 0 (no copy); for a ragged strided batch the first block is a
-    concatenation (a copy of about r/K of the batch).
+    One block when r = 0 (no copy). With N < K (q = 0) the blocks of empty groups have
+    no members.
     """
     n, k = x.shape[0], num_groups
     tail = tuple(x.shape[1:])
@@ -110,79 +97,244 @@ def group_blocks(xp, x, num_groups: int, partition: str) -> list[tuple[Any, int]
     head = xp.reshape(x[: q * k, ...], (q, k) + tail)
     if r == 0:
         return [(head, 0)]
-    rest = xp.reshape(x[q * k :, ...], (1, r) + tail)
+    rest = xp.reshape(x[q * k:, ...], (1, r) + tail)
     return [(xp.concat([head[:, :r, ...], rest], axis=0), 0), (head[:, r:, ...], 0)]
 
 
-def group_moments(xp, x, axis: int, num_groups: int, partition: str):
-    """Per-group mean and biased variance, each of shape (K, C): K groups along the batch
-    axis of ``x`` (channels on ``axis``), computed in ``compute_dtype(x.dtype)``."""
-    cdt = compute_dtype(xp, x.dtype)
-    if x.dtype != cdt:
-        x = xp.astype(x, cdt)
-    c = x.shape[axis]
-    spatial = tuple(a + 1 for a in range(1, x.ndim) if a != axis)
-    means, variances = [], []
-    for block, member in group_blocks(xp, x, num_groups, partition):  # 1 or 2 blocks
-        mean, var = moments(xp, block, (member,), spatial)
-        g = block.shape[1 - member]
-        means.append(xp.reshape(mean, (g, c)))
-        variances.append(xp.reshape(var, (g, c)))
-    if len(means) == 1:
-        return means[0], variances[0]
-    return xp.concat(means, axis=0), xp.concat(variances, axis=0)
+def _dynamic_group_index(xp, n, k: int, partition: str):
+    """Each sample's group for a batch size ``n`` known only at run time (a scalar of the
+    namespace), with the rule of :func:`localnorm.group_index`."""
+    i = xp.arange(0, n, dtype=xp.int32)
+    if partition == "strided":
+        return i % k
+    q, r = n // k, n % k
+    big = r * (q + 1)
+    small = r + (i - big) // xp.maximum(q, 1)
+    return xp.where(i < big, i // (q + 1), small)
 
 
-def _device(xp, x):
-    from array_api_compat import device
+class Groups:
+    """The K groups along the batch axis of an input: how its per-sample (N, C) values
+    are summed per group, and per-group (K, C) values broadcast back to its samples.
 
-    return device(x)
+    ``x`` fixes the layout (shape, channel ``axis``, device); its batch size may be
+    unknown until run time (``x.shape[0]`` None), when the namespace must provide
+    ``batch_size(x)`` (the Keras adapter's does).
+    """
+
+    def __init__(self, xp, x, axis: int, num_groups: int, partition: str, cdt):
+        self.xp, self.k, self.partition, self.axis, self.cdt = xp, num_groups, partition, axis, cdt
+        self.ndim, self.c = x.ndim, x.shape[axis]
+        self.spatial = tuple(a for a in range(1, x.ndim) if a != axis)
+        self.spatial_size = math.prod(x.shape[a] for a in self.spatial)
+        self.n = x.shape[0] if isinstance(x.shape[0], int) else None
+        device = _device(xp, x)
+        if self.n is not None:
+            sizes = _spec.group_sizes(self.n, num_groups).astype(np.float64)[:, None]
+            self.members = xp.asarray(sizes, dtype=cdt, device=device)
+            self._index = None
+            if self.n % num_groups:
+                self._index = xp.asarray(_spec.group_index(self.n, num_groups, partition),
+                                         device=device)
+        else:
+            n = xp.batch_size(x)
+            self._index = _dynamic_group_index(xp, n, num_groups, partition)
+            ks = xp.arange(0, num_groups, dtype=xp.int32)
+            self._mask = xp.astype(self._index[None, :] == ks[:, None], cdt)  # (K, N)
+            self.members = xp.sum(self._mask, axis=1, keepdims=True)
+        # Groups without samples (N < K) divide by 1: their sums are 0, so their
+        # statistics are 0 and reach no output (see the module docstring).
+        self.members_or_1 = xp.maximum(self.members, xp.ones_like(self.members))
+        self.values_or_1 = self.members_or_1 * float(self.spatial_size)
+
+    def group_sum(self, v):
+        """(N, C) per-sample values -> (K, C) sums over each group's samples."""
+        xp, k = self.xp, self.k
+        if self.n is None:
+            return xp.sum(self._mask[:, :, None] * v[None, ...], axis=1)
+        if self.n % k == 0:
+            m = self.n // k
+            if self.partition == "contiguous":
+                return xp.sum(xp.reshape(v, (k, m, self.c)), axis=1)
+            return xp.sum(xp.reshape(v, (m, k, self.c)), axis=0)
+        sums = [xp.sum(block, axis=member)
+                for block, member in group_blocks(xp, v, k, self.partition)]
+        return xp.concat(sums, axis=0)
+
+    def to_samples(self, v):
+        """(K, C) per-group values -> (N, C), each sample's group's row."""
+        xp, k = self.xp, self.k
+        if self._index is not None:
+            return xp.take(v, self._index, axis=0)
+        m = self.n // k
+        if self.partition == "contiguous":
+            return xp.reshape(xp.broadcast_to(xp.reshape(v, (k, 1, self.c)), (k, m, self.c)), (self.n, self.c))
+        return xp.reshape(xp.broadcast_to(xp.reshape(v, (1, k, self.c)), (m, k, self.c)), (self.n, self.c))
+
+    def expand(self, v):
+        """(N, C) -> broadcastable against x."""
+        n = -1 if self.n is None else self.n
+        return self.xp.reshape(v, bshape(self.ndim, self.axis, self.c, n))
+
+    def full(self, v):
+        """(K, C) -> broadcastable against x, one row per sample."""
+        return self.expand(self.to_samples(v))
+
+    def sum(self, a):
+        """Sum of an activation-shaped ``a`` over the spatial axes, then over each
+        group's samples: (K, C)."""
+        return self.group_sum(self.per_sample(self.xp.sum, a))
+
+    def per_sample(self, reduce: Callable, a):
+        """``reduce`` over the spatial axes, as (N, C)."""
+        xp = self.xp
+        n = -1 if self.n is None else self.n
+        v = reduce(a, axis=self.spatial) if self.spatial else a
+        return xp.reshape(v, (n, self.c))
 
 
-def local_norm(xp, x, gamma, beta, *, axis: int, mode: str, group: Any, partition: str, eps: float):
-    """LocalNorm on validated input (see :func:`localnorm.local_norm`)."""
-    ndim = x.ndim
-    n = x.shape[0]
-    c = x.shape[axis]
-    k = gamma.shape[0]
+def _mean(xp, a, axes: tuple[int, ...], count: float):
+    """Mean over ``axes`` (keepdims) as a sum and one division (a library's own mean may
+    accumulate float64 in float32: Keras 3.15's on the PyTorch backend)."""
+    return xp.sum(a, axis=axes, keepdims=True) / count
+
+
+def sample_moments(xp, xc, axis: int):
+    """Each sample's mean and biased variance over the spatial axes (keepdims, shape
+    broadcastable against ``xc``), by the corrected two-pass (module docstring). The
+    deviations are written ``xc + (-mean0)``: the same values bit for bit as
+    ``xc - mean0``, while the output's own ``xc - mean`` stays another expression, which
+    XLA fuses into its consumer instead of writing a centered activation out and reading
+    it back. Without spatial axes a sample is one value per channel: its own mean,
+    variance 0."""
+    spatial = tuple(a for a in range(1, xc.ndim) if a != axis)
+    if not spatial:
+        return xc, xp.zeros_like(xc)
+    count = float(math.prod(xc.shape[a] for a in spatial))
+    mean0 = _mean(xp, xc, spatial, count)
+    d = xc + (-mean0)
+    return mean0 + _mean(xp, d, spatial, count), _mean(xp, d * d, spatial, count)
+
+
+def group_moments(xp, xc, groups: Groups):
+    """Per-group mean and biased variance, each (K, C), from the per-sample moments by
+    the law of total variance (``xc`` already in the compute dtype)."""
+    n, c = -1 if groups.n is None else groups.n, groups.c
+    m_s, v_s = (xp.reshape(v, (n, c)) for v in sample_moments(xp, xc, groups.axis))
+    mean = groups.group_sum(m_s) / groups.members_or_1
+    dev = m_s - groups.to_samples(mean)
+    var = groups.group_sum(v_s + dev * dev) / groups.members_or_1
+    return mean, var
+
+
+def _as(xp, a, dtype):
+    return a if a.dtype == dtype else xp.astype(a, dtype)
+
+
+def batch_forward(xp, x, gamma, beta, *, axis: int, num_groups: int, partition: str,
+                  eps: float):
+    """``"batch"`` mode: K groups along the batch axis, each its own statistics and
+    gamma_k/beta_k ((K, C)). Returns ``(y, mean, var, rstd)``: y in x's dtype, the group
+    means, biased variances and inverse standard deviations (K, C) in the compute dtype.
+
+    ``(x - mean) * (gamma * rstd) + beta``, the subtraction first: near-constant groups
+    with a large offset stay accurate in float32."""
     cdt = compute_dtype(xp, x.dtype, gamma.dtype, beta.dtype)
-    xc = xp.astype(x, cdt) if x.dtype != cdt else x
-    gamma = xp.astype(gamma, cdt) if gamma.dtype != cdt else gamma
-    beta = xp.astype(beta, cdt) if beta.dtype != cdt else beta
-    spatial = tuple(a for a in range(1, ndim) if a != axis)
+    xc = _as(xp, x, cdt)
+    groups = Groups(xp, x, axis, num_groups, partition, cdt)
+    mean, var = group_moments(xp, xc, groups)
+    rstd = 1.0 / xp.sqrt(var + eps)
+    y = (xc - groups.full(mean)) * groups.full(_as(xp, gamma, cdt) * rstd) \
+        + groups.full(_as(xp, beta, cdt))
+    return _as(xp, y, x.dtype), mean, var, rstd
 
+
+def batch_vjp(xp, x, gamma, mean, rstd, dy, *, axis: int, num_groups: int, partition: str):
+    """The closed-form reverse-mode derivative of :func:`batch_forward` per group along
+    the batch axis: with ``a = gamma * rstd``, ``d = x - mean`` and m values per channel
+    in the group,
+
+        dbeta = sum(dy),  dgamma = rstd * sum(dy * d),
+        dx = a * dy - a * dbeta / m - a * rstd**2 * d * sum(dy * d) / m.
+
+    Returns ``(dx, dgamma, dbeta)``: dx in x's dtype, the (K, C) ones in the compute
+    dtype. Written in ``xp`` operations, so a framework can differentiate it again."""
+    cdt = mean.dtype
+    groups = Groups(xp, x, axis, num_groups, partition, cdt)
+    d = _as(xp, x, cdt) - groups.full(mean)
+    dyc = _as(xp, dy, cdt)
+    s_dy = groups.sum(dyc)
+    s_dyd = groups.sum(dyc * d)
+    a = _as(xp, gamma, cdt) * rstd
+    b1 = -a * rstd * rstd * s_dyd / groups.values_or_1
+    b0 = -a * s_dy / groups.values_or_1
+    dx = dyc * groups.full(a) + (d * groups.full(b1) + groups.full(b0))
+    return _as(xp, dx, x.dtype), s_dyd * rstd, s_dy
+
+
+def batch_jvp(xp, x, gamma, mean, rstd, dx, dgamma, dbeta, *, axis: int, num_groups: int,
+              partition: str):
+    """The closed-form forward-mode derivative of :func:`batch_forward`'s output, linear
+    in the tangents ``(dx, dgamma, dbeta)`` (with ``xhat`` the normalized x, ``A = gamma *
+    rstd`` and means over a group's values)::
+
+        dy = A (dx - mean(dx) - xhat mean(dx xhat)) + dgamma xhat + dbeta
+
+    The per-group terms are multiplied by A before they are broadcast, so that the
+    transpose (what JAX derives for reverse mode) is the sums of ct and ct * xhat that
+    dbeta and dgamma need anyway. Returns dy in the compute dtype."""
+    cdt = mean.dtype
+    groups = Groups(xp, x, axis, num_groups, partition, cdt)
+    xhat = (_as(xp, x, cdt) - groups.full(mean)) * groups.full(rstd)
+    a = _as(xp, gamma, cdt) * rstd
+    dxc = _as(xp, dx, cdt)
+    mean_dx = groups.sum(dxc) / groups.values_or_1
+    mean_dx_xhat = groups.sum(dxc * xhat) / groups.values_or_1
+    return (groups.full(a) * dxc
+            + groups.full(_as(xp, dbeta, cdt) - a * mean_dx)
+            + xhat * groups.full(_as(xp, dgamma, cdt) - a * mean_dx_xhat))
+
+
+def _rows(xp, p, group, ndim: int, axis: int):
+    """The gamma/beta row(s) of ``group`` (an int, or an (N,) integer array: one group per
+    sample), broadcastable against the input."""
+    c = p.shape[1]
+    if isinstance(group, (int, np.integer)):
+        return xp.reshape(p[int(group), :], bshape(ndim, axis, c))
+    return xp.reshape(xp.take(p, group, axis=0), bshape(ndim, axis, c, -1))
+
+
+def batch_mean(xp, v):
+    """The mean over the batch axis (keepdims): the default ``reduce_batch`` of
+    :func:`eval_forward`."""
+    return xp.mean(v, axis=0, keepdims=True)
+
+
+def eval_forward(xp, x, gamma, beta, *, axis: int, mode: str, group: Any, eps: float,
+                 reduce_batch: Callable | None = None):
+    """``"single"`` (each sample its own statistics) or ``"set"`` (the whole batch's)
+    mode, with the gamma/beta of ``group`` (an int, or in ``"single"`` mode an (N,)
+    integer array). ``reduce_batch(xp, v)`` is the mean over the batch axis used for the
+    set's moments (the Flax adapter passes one that also sums over a device mesh)."""
+    cdt = compute_dtype(xp, x.dtype, gamma.dtype, beta.dtype)
+    xc = _as(xp, x, cdt)
+    mean, var = sample_moments(xp, xc, axis)
+    if mode == "set":  # the batch's moments from its samples': law of total variance
+        reduce_batch = reduce_batch or batch_mean
+        set_mean = reduce_batch(xp, mean)
+        var = reduce_batch(xp, var + (mean - set_mean) * (mean - set_mean))
+        mean = set_mean
+    rstd = 1.0 / xp.sqrt(var + eps)
+    g = _rows(xp, _as(xp, gamma, cdt), group, x.ndim, axis)
+    b = _rows(xp, _as(xp, beta, cdt), group, x.ndim, axis)
+    y = (xc - mean) * (rstd * g) + b
+    return _as(xp, y, x.dtype)
+
+
+def local_norm(xp, x, gamma, beta, *, axis: int, mode: str, group: Any, partition: str,
+               eps: float):
+    """LocalNorm on validated input (see :func:`localnorm.local_norm`)."""
     if mode == "batch":
-        # (x - mean) * scale + beta rather than x * scale + shift: the subtraction first
-        # keeps near-constant groups with a large offset accurate in float32.
-        mean_k, var_k = group_moments(xp, xc, axis, k, partition)
-        scale_k = gamma / xp.sqrt(var_k + eps)  # (K, C)
-        if n % k == 0:
-            m = n // k
-            lead = (k, m) if partition == "contiguous" else (m, k)
-            pshape = [1] * (ndim + 1)
-            pshape[0 if partition == "contiguous" else 1] = k
-            pshape[axis + 1] = c
-            pshape = tuple(pshape)
-            xr = xp.reshape(xc, lead + tuple(xc.shape[1:]))
-            y = (xr - xp.reshape(mean_k, pshape)) * xp.reshape(scale_k, pshape)
-            y = xp.reshape(y + xp.reshape(beta, pshape), tuple(xc.shape))
-        else:
-            idx = xp.asarray(_spec.group_index(n, k, partition), device=_device(xp, x))
-
-            def gather(v):
-                return _per_sample(xp, xp.take(v, idx, axis=0), ndim, axis)
-
-            y = (xc - gather(mean_k)) * gather(scale_k) + gather(beta)
-    else:
-        batch_axes = () if mode == "single" else (0,)
-        mean, var = moments(xp, xc, batch_axes, spatial)
-        rstd = 1.0 / xp.sqrt(var + eps)
-        if isinstance(group, int):
-            g = xp.reshape(gamma[group, :], _bshape(ndim, axis, c))
-            b = xp.reshape(beta[group, :], _bshape(ndim, axis, c))
-        else:
-            idx = group
-            g = _per_sample(xp, xp.take(gamma, idx, axis=0), ndim, axis)
-            b = _per_sample(xp, xp.take(beta, idx, axis=0), ndim, axis)
-        y = (xc - mean) * (rstd * g) + b
-    return xp.astype(y, x.dtype) if y.dtype != x.dtype else y
+        return batch_forward(xp, x, gamma, beta, axis=axis, num_groups=gamma.shape[0],
+                             partition=partition, eps=eps)[0]
+    return eval_forward(xp, x, gamma, beta, axis=axis, mode=mode, group=group, eps=eps)

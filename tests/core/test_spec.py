@@ -166,9 +166,39 @@ def test_group_moments_of_a_ragged_batch(partition):
 
     rng = np.random.default_rng(3)
     x = rng.normal(size=(11, 3, 4)) * 2 + 7
-    mean, var = _agnostic.group_moments(xp, x, 1, 4, partition)
+    groups = _agnostic.Groups(xp, x, 1, 4, partition, xp.float64)
+    mean, var = _agnostic.group_moments(xp, x, groups)
     gi = group_index(11, 4, partition)
     assert mean.shape == var.shape == (4, 3)
     for g in range(4):
         np.testing.assert_allclose(mean[g], x[gi == g].mean(axis=(0, 2)), rtol=1e-14)
         np.testing.assert_allclose(var[g], x[gi == g].var(axis=(0, 2)), rtol=1e-13)
+
+
+@pytest.mark.parametrize("partition", ["contiguous", "strided"])
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_groups_without_samples_are_finite_and_get_zero_gradient(partition, n):
+    """The spec's rule for a batch smaller than K where a compiled program cannot raise:
+    a group with no samples has statistics 0, reaches no output, and its gamma_k/beta_k
+    get a zero gradient; the other groups are normalized as usual."""
+    import array_api_compat.numpy as xp
+
+    from localnorm import _agnostic
+
+    k, c = 4, 3
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=(n, c, 5)) * 3 + 1
+    gamma, beta = rng.normal(size=(k, c)), rng.normal(size=(k, c))
+    kw = dict(axis=1, num_groups=k, partition=partition)
+    y, mean, var, rstd = _agnostic.batch_forward(xp, x, gamma, beta, eps=1e-5, **kw)
+    assert np.all(np.isfinite(y)) and np.all(np.isfinite(mean)) and np.all(np.isfinite(rstd))
+    gi = group_index(n, k, partition)
+    for i in range(n):  # each sample is alone in its group: normalized over its values
+        g = gi[i]
+        ref = (x[i] - x[i].mean(axis=1, keepdims=True)) / np.sqrt(
+            x[i].var(axis=1, keepdims=True) + 1e-5) * gamma[g][:, None] + beta[g][:, None]
+        np.testing.assert_allclose(y[i], ref, rtol=1e-10, atol=1e-12)
+    dy = rng.normal(size=x.shape)
+    dx, dgamma, dbeta = _agnostic.batch_vjp(xp, x, gamma, mean, rstd, dy, **kw)
+    empty = np.setdiff1d(np.arange(k), gi)
+    assert np.all(np.isfinite(dx)) and np.all(dgamma[empty] == 0) and np.all(dbeta[empty] == 0)
