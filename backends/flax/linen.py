@@ -41,10 +41,14 @@ class LocalNorm(nn.Module):
         Result dtype; None keeps the input's dtype (statistics in at least float32).
     param_dtype : dtype, default float32
         dtype of ``scale`` and ``bias``.
-    use_bias, use_scale : bool, default True
-        Whether to learn ``bias`` / ``scale``, each of shape (K, C).
-    bias_init, scale_init : initializer
-        Initializers of ``bias`` (zeros) and ``scale`` (ones), called with shape (K, C).
+    use_bias : bool, default True
+        Whether to learn ``bias``, of shape (K, C).
+    use_scale : bool, default True
+        Whether to learn ``scale``, of shape (K, C).
+    bias_init : initializer, default zeros_init()
+        Initializer of ``bias``, called with shape (K, C).
+    scale_init : initializer, default ones_init()
+        Initializer of ``scale``, called with shape (K, C).
     axis : int, default -1
         The channel axis: one int, any axis but 0, the batch axis.
     partition : {"contiguous", "strided"}, default "contiguous"

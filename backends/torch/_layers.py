@@ -202,7 +202,7 @@ class _LocalNorm(nn.Module):
 
         Parameters
         ----------
-        mode : {"batch", "single", "set", "running"}
+        mode : str, one of "batch", "single", "set", "running"
             The layer mode of :func:`localnorm.local_norm`, or ``"running"`` (per-group
             running statistics; needs ``track_running_stats=True``). Training always
             uses ``"batch"``.
@@ -378,8 +378,10 @@ check_finite : bool, default True
     read of the input and a host sync. Eager calls only: skipped under ``torch.compile``,
     ``torch.export``, tracing and ``torch.func`` transforms, and never done in training
     (as no BatchNorm does). Also an attribute: ``layer.check_finite = False``.
-device, dtype
-    Factory arguments of the parameters and buffers.
+device : torch.device or str, optional
+    Where the parameters and buffers are created (PyTorch's factory argument).
+dtype : torch.dtype, optional
+    The dtype of the parameters and buffers (PyTorch's factory argument).
 
 Shape
 -----
