@@ -92,6 +92,12 @@ class LocalNorm(nnx.Module):
     rngs : nnx.Rngs
         Keys for the parameter initializers (keyword only).
 
+    Shape
+    -----
+    - Input: any rank >= 2, the batch on axis 0 (split into the K groups; N >= K in
+      training) and the C channels on ``axis``, e.g. (N, H, W, C).
+    - Output: the same shape as the input, in ``dtype`` (default: the input's).
+
     Examples
     --------
     >>> import jax, jax.numpy as jnp

@@ -66,6 +66,12 @@ class LocalNorm(nn.Module):
     check_finite : bool, default True
         In evaluation, refuse NaN/Inf input on eager calls (see the NNX layer).
 
+    Shape
+    -----
+    - Input: any rank >= 2, the batch on axis 0 (split into the K groups; N >= K in
+      training) and the channels on ``axis``, e.g. (N, H, W, C).
+    - Output: the same shape as the input, in ``dtype`` (default: the input's).
+
     Examples
     --------
     >>> import jax, jax.numpy as jnp

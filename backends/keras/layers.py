@@ -157,6 +157,12 @@ class LocalNormalization(keras.layers.Layer):
         precision policy (``"mixed_float16"``, ``"mixed_bfloat16"``) the weights stay in
         float32 and statistics are computed in float32.
 
+    Shape
+    -----
+    - Input: any rank >= 2, the batch on axis 0 (split into the K groups; N >= K in
+      training) and the channels C on ``axis``, e.g. (N, H, W, C).
+    - Output: the same shape as the input.
+
     Notes
     -----
     The evaluation setting and ``partition`` are Python values, baked into the functions
