@@ -75,9 +75,11 @@ def local_norm(
         JAX, CuPy, ...), batch on axis 0, real floating dtype: float16, bfloat16 (on
         NumPy, ``ml_dtypes.bfloat16``, as JAX's bfloat16 arrays convert), float32 or
         float64.
-    gamma, beta : array
-        Per-group scale and shift, each of shape ``(K, C)``: K groups along the batch
-        axis, C channels. Same array library as ``x``.
+    gamma : array
+        Per-group scale, of shape ``(K, C)``: K groups along the batch axis, C channels.
+        Same array library as ``x``.
+    beta : array
+        Per-group shift, of shape ``(K, C)``, like ``gamma``.
     axis : int, default -1
         The channel axis: any axis but 0 (negative values count from the end). The
         default matches channels-last layouts (Keras, Flax); PyTorch layouts use 1.

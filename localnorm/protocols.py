@@ -160,7 +160,7 @@ def run_protocol(
         evaluation mode with every LocalNorm layer in ``mode`` and ``group``.
     x : array
         Test inputs, batch on axis 0 (any array-API array).
-    protocol : {"batch", "single", "single-voting", "voting"}
+    protocol : str, one of "batch", "single", "single-voting", "voting"
     num_groups : int
         K, the number of groups along the batch axis of the model's LocalNorm layers.
     batch_size : int, optional

@@ -46,7 +46,7 @@ def set_eval_mode(model: nnx.Module, mode: str, group: Any = 0) -> nnx.Module:
     ----------
     model : nnx.Module
         A model holding :class:`~localnorm.flax.LocalNorm` layers (or one such layer).
-    mode : {"batch", "single", "set"}
+    mode : str, one of "batch", "single", "set"
         ``"batch"``: K groups along the batch axis, statistics recomputed on the test
         batch (the paper's BATCH). ``"single"``: per-sample statistics. ``"set"``: one
         set of statistics over the whole batch.
@@ -154,8 +154,12 @@ def predict(
     generator : None, int, numpy.random.Generator or jax PRNG key
         Seedable source of the random groups of SINGLE with ``group=None`` (None: fresh
         entropy).
-    batch_size, set_size : int, optional
-        See :func:`localnorm.protocols.run_protocol`.
+    batch_size : int, optional
+        BATCH: the evaluation batch; other protocols: rows per pass (memory only). See
+        :func:`localnorm.protocols.run_protocol`.
+    set_size : int, optional
+        VOTING: images per set, normally the training group size. See
+        :func:`localnorm.protocols.run_protocol`.
     from_logits : bool, default True
         Whether the model returns logits (soft voting applies a softmax).
     jit : bool, default True

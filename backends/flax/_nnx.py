@@ -48,10 +48,14 @@ class LocalNorm(nnx.Module):
         computed in at least float32 either way, so bfloat16 input is safe.
     param_dtype : dtype, default float32
         dtype of ``scale`` and ``bias``.
-    use_bias, use_scale : bool, default True
-        Whether to learn ``bias`` (beta) / ``scale`` (gamma), each of shape (K, C).
-    bias_init, scale_init : initializer
-        Initializers of ``bias`` (zeros) and ``scale`` (ones), called with shape (K, C).
+    use_bias : bool, default True
+        Whether to learn ``bias`` (beta), of shape (K, C).
+    use_scale : bool, default True
+        Whether to learn ``scale`` (gamma), of shape (K, C).
+    bias_init : initializer, default zeros_init()
+        Initializer of ``bias``, called with shape (K, C).
+    scale_init : initializer, default ones_init()
+        Initializer of ``scale``, called with shape (K, C).
     axis : int, default -1
         The channel axis (channels-last, as Flax): one int, any axis but 0, the batch
         axis.
@@ -87,6 +91,12 @@ class LocalNorm(nnx.Module):
         "Non-finite input").
     rngs : nnx.Rngs
         Keys for the parameter initializers (keyword only).
+
+    Shape
+    -----
+    - Input: any rank >= 2, the batch on axis 0 (split into the K groups; N >= K in
+      training) and the C channels on ``axis``, e.g. (N, H, W, C).
+    - Output: the same shape as the input, in ``dtype`` (default: the input's).
 
     Examples
     --------
@@ -162,7 +172,7 @@ class LocalNorm(nnx.Module):
 
         Parameters
         ----------
-        mode : {"batch", "single", "set"}
+        mode : str, one of "batch", "single", "set"
             The layer mode of :func:`localnorm.local_norm`. Training always uses
             ``"batch"``.
         group : int, or in ``"single"`` mode a sequence/array of ints (one per sample)

@@ -41,10 +41,14 @@ class LocalNorm(nn.Module):
         Result dtype; None keeps the input's dtype (statistics in at least float32).
     param_dtype : dtype, default float32
         dtype of ``scale`` and ``bias``.
-    use_bias, use_scale : bool, default True
-        Whether to learn ``bias`` / ``scale``, each of shape (K, C).
-    bias_init, scale_init : initializer
-        Initializers of ``bias`` (zeros) and ``scale`` (ones), called with shape (K, C).
+    use_bias : bool, default True
+        Whether to learn ``bias``, of shape (K, C).
+    use_scale : bool, default True
+        Whether to learn ``scale``, of shape (K, C).
+    bias_init : initializer, default zeros_init()
+        Initializer of ``bias``, called with shape (K, C).
+    scale_init : initializer, default ones_init()
+        Initializer of ``scale``, called with shape (K, C).
     axis : int, default -1
         The channel axis: one int, any axis but 0, the batch axis.
     partition : {"contiguous", "strided"}, default "contiguous"
@@ -61,6 +65,12 @@ class LocalNorm(nn.Module):
         Group-per-device data parallelism inside ``jax.shard_map`` (see the NNX layer).
     check_finite : bool, default True
         In evaluation, refuse NaN/Inf input on eager calls (see the NNX layer).
+
+    Shape
+    -----
+    - Input: any rank >= 2, the batch on axis 0 (split into the K groups; N >= K in
+      training) and the channels on ``axis``, e.g. (N, H, W, C).
+    - Output: the same shape as the input, in ``dtype`` (default: the input's).
 
     Examples
     --------

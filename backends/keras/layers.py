@@ -120,10 +120,22 @@ class LocalNormalization(keras.layers.Layer):
     epsilon : float, default 1e-5
         Added to the variance. Keras's ``BatchNormalization`` defaults to 1e-3; 1e-5 is
         the LocalNorm paper's and the other adapters' value (see ``docs/spec.md``).
-    center, scale : bool, default True
-        Whether to learn the per-group shift ``beta`` / scale ``gamma``.
-    beta_initializer, gamma_initializer, beta_regularizer, gamma_regularizer, beta_constraint, gamma_constraint
-        As in ``keras.layers.BatchNormalization``, applied to the (K, C) weights.
+    center : bool, default True
+        Whether to learn the per-group shift ``beta``.
+    scale : bool, default True
+        Whether to learn the per-group scale ``gamma``.
+    beta_initializer : str or keras.initializers.Initializer, default "zeros"
+        Initializer of ``beta``, of shape (K, C), as in ``keras.layers.BatchNormalization``.
+    gamma_initializer : str or keras.initializers.Initializer, default "ones"
+        Initializer of ``gamma``, of shape (K, C), as in ``keras.layers.BatchNormalization``.
+    beta_regularizer : keras.regularizers.Regularizer, optional
+        Regularizer of ``beta``; None (the default) adds none.
+    gamma_regularizer : keras.regularizers.Regularizer, optional
+        Regularizer of ``gamma``; None (the default) adds none.
+    beta_constraint : keras.constraints.Constraint, optional
+        Constraint applied to ``beta`` after each update; None (the default) adds none.
+    gamma_constraint : keras.constraints.Constraint, optional
+        Constraint applied to ``gamma`` after each update; None (the default) adds none.
     partition : {"contiguous", "strided"}, default "contiguous"
         How ``"batch"`` mode assigns samples to groups: consecutive runs (the paper's) or
         sample n to group n mod K. Ragged batches work under both.
@@ -144,6 +156,12 @@ class LocalNormalization(keras.layers.Layer):
         Standard layer arguments (``name``, ``dtype``, ``trainable``...). Under a mixed
         precision policy (``"mixed_float16"``, ``"mixed_bfloat16"``) the weights stay in
         float32 and statistics are computed in float32.
+
+    Shape
+    -----
+    - Input: any rank >= 2, the batch on axis 0 (split into the K groups; N >= K in
+      training) and the channels C on ``axis``, e.g. (N, H, W, C).
+    - Output: the same shape as the input.
 
     Notes
     -----
@@ -246,7 +264,7 @@ class LocalNormalization(keras.layers.Layer):
 
         Parameters
         ----------
-        mode : {"batch", "single", "set"}
+        mode : str, one of "batch", "single", "set"
             See the class docstring.
         group : int or sequence of int, default 0
             Whose gamma/beta ``"single"``/``"set"`` mode use.

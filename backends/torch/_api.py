@@ -71,7 +71,7 @@ def set_eval_mode(
     Parameters
     ----------
     model : torch.nn.Module
-    mode : {"batch", "single", "set", "running"}
+    mode : str, one of "batch", "single", "set", "running"
         The layer mode (see :func:`localnorm.local_norm`; ``"running"`` uses per-group
         running statistics and needs ``track_running_stats=True``).
     group : int, int64 tensor of shape (N,), or None, default 0

@@ -202,7 +202,7 @@ class _LocalNorm(nn.Module):
 
         Parameters
         ----------
-        mode : {"batch", "single", "set", "running"}
+        mode : str, one of "batch", "single", "set", "running"
             The layer mode of :func:`localnorm.local_norm`, or ``"running"`` (per-group
             running statistics; needs ``track_running_stats=True``). Training always
             uses ``"batch"``.
@@ -378,21 +378,35 @@ check_finite : bool, default True
     read of the input and a host sync. Eager calls only: skipped under ``torch.compile``,
     ``torch.export``, tracing and ``torch.func`` transforms, and never done in training
     (as no BatchNorm does). Also an attribute: ``layer.check_finite = False``.
-device, dtype
-    Factory arguments of the parameters and buffers.
+device : torch.device or str, optional
+    Where the parameters and buffers are created (PyTorch's factory argument).
+dtype : torch.dtype, optional
+    The dtype of the parameters and buffers (PyTorch's factory argument).
 
 Shape
 -----
-Input: {shape}. Output: same shape, dtype and memory format (channels_last preserved).
+- Input: {shape}, with N >= K in training (N is the batch axis the groups split).
+- Output: the same shape, dtype and memory format (channels_last preserved).
+
 Float16/bfloat16 inputs (AMP) are normalized in float32 (statistics, parameters and the
 affine step) and the result cast back; no float32 copy of the input is kept for backward.
 
 Attributes
 ----------
-weight, bias : torch.nn.Parameter of shape (K, C)
-running_mean, running_var : torch.Tensor of shape (K, C) or None
-mode, group : the evaluation mode and group (see :meth:`set_mode`)
-check_finite : bool, the evaluation-time NaN/Inf check (see above)
+weight : torch.nn.Parameter or None
+    Per-group scale gamma, of shape (K, C); None when ``affine=False``.
+bias : torch.nn.Parameter or None
+    Per-group shift beta, of shape (K, C); None when ``affine=False``.
+running_mean : torch.Tensor or None
+    Per-group running means, of shape (K, C); None unless ``track_running_stats=True``.
+running_var : torch.Tensor or None
+    Per-group running (unbiased) variances, of shape (K, C), or None.
+mode : str
+    The evaluation mode; set it with :meth:`set_mode`.
+group : int, torch.Tensor or None
+    The evaluation group along the batch axis; set it with :meth:`set_mode`.
+check_finite : bool
+    Whether evaluation refuses NaN/Inf input (see the parameter above).
 
 Examples
 --------
