@@ -26,9 +26,9 @@ the typical error. Sets of at most SMALL_SET values (every set the hypothesis st
 draw) keep the base factors unchanged; a set of 65536 values (a K=4 group of 256 images
 of 32x32) gets 16 times the base. Measured: at that size, N(50, 1) data, float64,
 ``torch.nn.functional.batch_norm`` on CPU errs by 1.3e-12, 1.6 times the base tolerance
-and 0.1 times the grown one. localnorm's own array-API path (corrected two-pass moments,
-staged reductions, see ``localnorm/_agnostic.py``) does not need the growth: the
-realistic test holds it to the base tolerance at every size (it errs by 2e-15 there).
+and 0.1 times the grown one. localnorm's own math (per-sample corrected two-pass moments combined by
+the law of total variance, see ``localnorm/_agnostic.py``) does not need the growth: the
+realistic test (``tests/core/test_numerics.py``) holds it to the base tolerance at every size.
 """
 
 from __future__ import annotations
