@@ -238,14 +238,18 @@ def batch_forward(xp, x, gamma, beta, *, axis: int, num_groups: int, partition: 
     means, biased variances and inverse standard deviations (K, C) in the compute dtype.
 
     ``(x - mean) * (gamma * rstd) + beta``, the subtraction first: near-constant groups
-    with a large offset stay accurate in float32."""
+    with a large offset stay accurate in float32. gamma and beta may also be one (1, C)
+    row shared by the K groups (Ghost BatchNorm)."""
     cdt = compute_dtype(xp, x.dtype, gamma.dtype, beta.dtype)
     xc = _as(xp, x, cdt)
     groups = Groups(xp, x, axis, num_groups, partition, cdt)
     mean, var = group_moments(xp, xc, groups)
     rstd = 1.0 / xp.sqrt(var + eps)
+    shift = _as(xp, beta, cdt)
+    if shift.shape[0] != num_groups:  # one row shared by the groups (Ghost BatchNorm)
+        shift = xp.broadcast_to(shift, (num_groups, shift.shape[1]))
     y = (xc - groups.full(mean)) * groups.full(_as(xp, gamma, cdt) * rstd) \
-        + groups.full(_as(xp, beta, cdt))
+        + groups.full(shift)
     return _as(xp, y, x.dtype), mean, var, rstd
 
 
@@ -257,8 +261,10 @@ def batch_vjp(xp, x, gamma, mean, rstd, dy, *, axis: int, num_groups: int, parti
         dbeta = sum(dy),  dgamma = rstd * sum(dy * d),
         dx = a * dy - a * dbeta / m - a * rstd**2 * d * sum(dy * d) / m.
 
-    Returns ``(dx, dgamma, dbeta)``: dx in x's dtype, the (K, C) ones in the compute
-    dtype. Written in ``xp`` operations, so a framework can differentiate it again."""
+    Returns ``(dx, dgamma, dbeta)``: dx in x's dtype, dgamma and dbeta in the compute
+    dtype with gamma's shape ((K, C), or (1, C) for a scale and shift shared by the
+    groups: the sum over the groups). Written in ``xp`` operations, so a framework can
+    differentiate it again."""
     cdt = mean.dtype
     groups = Groups(xp, x, axis, num_groups, partition, cdt)
     d = _as(xp, x, cdt) - groups.full(mean)
@@ -269,7 +275,11 @@ def batch_vjp(xp, x, gamma, mean, rstd, dy, *, axis: int, num_groups: int, parti
     b1 = -a * rstd * rstd * s_dyd / groups.values_or_1
     b0 = -a * s_dy / groups.values_or_1
     dx = dyc * groups.full(a) + (d * groups.full(b1) + groups.full(b0))
-    return _as(xp, dx, x.dtype), s_dyd * rstd, s_dy
+    dgamma, dbeta = s_dyd * rstd, s_dy
+    if gamma.shape[0] == 1 and num_groups > 1:  # shared by the groups (Ghost BatchNorm)
+        dgamma = xp.sum(dgamma, axis=0, keepdims=True)
+        dbeta = xp.sum(dbeta, axis=0, keepdims=True)
+    return _as(xp, dx, x.dtype), dgamma, dbeta
 
 
 def batch_jvp(xp, x, gamma, mean, rstd, dx, dgamma, dbeta, *, axis: int, num_groups: int,
@@ -297,8 +307,10 @@ def batch_jvp(xp, x, gamma, mean, rstd, dx, dgamma, dbeta, *, axis: int, num_gro
 
 def _rows(xp, p, group, ndim: int, axis: int):
     """The gamma/beta row(s) of ``group`` (an int, or an (N,) integer array: one group per
-    sample), broadcastable against the input."""
+    sample), broadcastable against the input; a (1, C) parameter is shared by all groups."""
     c = p.shape[1]
+    if p.shape[0] == 1:
+        return xp.reshape(p, bshape(ndim, axis, c))
     if isinstance(group, (int, np.integer)):
         return xp.reshape(p[int(group), :], bshape(ndim, axis, c))
     return xp.reshape(xp.take(p, group, axis=0), bshape(ndim, axis, c, -1))
@@ -332,9 +344,10 @@ def eval_forward(xp, x, gamma, beta, *, axis: int, mode: str, group: Any, eps: f
 
 
 def local_norm(xp, x, gamma, beta, *, axis: int, mode: str, group: Any, partition: str,
-               eps: float):
+               eps: float, num_groups: int | None = None):
     """LocalNorm on validated input (see :func:`localnorm.local_norm`)."""
     if mode == "batch":
-        return batch_forward(xp, x, gamma, beta, axis=axis, num_groups=gamma.shape[0],
+        k = gamma.shape[0] if num_groups is None else num_groups
+        return batch_forward(xp, x, gamma, beta, axis=axis, num_groups=k,
                              partition=partition, eps=eps)[0]
     return eval_forward(xp, x, gamma, beta, axis=axis, mode=mode, group=group, eps=eps)

@@ -43,6 +43,7 @@ def local_norm(
     partition: str = "contiguous",
     eps: float = _spec.DEFAULT_EPS,
     check_finite: bool = True,
+    num_groups: int | None = None,
 ):
     r"""Local Normalization: BatchNorm with K groups along the batch axis.
 
@@ -76,10 +77,11 @@ def local_norm(
         NumPy, ``ml_dtypes.bfloat16``, as JAX's bfloat16 arrays convert), float32 or
         float64.
     gamma : array
-        Per-group scale, of shape ``(K, C)``: K groups along the batch axis, C channels.
-        Same array library as ``x``.
+        Per-group scale, of shape ``(K, C)``: K groups along the batch axis, C channels;
+        or ``(1, C)``, one scale shared by every group (Ghost BatchNorm: group statistics,
+        one affine transform), with K given by ``num_groups``. Same array library as ``x``.
     beta : array
-        Per-group shift, of shape ``(K, C)``, like ``gamma``.
+        Per-group shift, of the shape of ``gamma``.
     axis : int, default -1
         The channel axis: any axis but 0 (negative values count from the end). The
         default matches channels-last layouts (Keras, Flax); PyTorch layouts use 1.
@@ -105,6 +107,10 @@ def local_norm(
     check_finite : bool, default True
         Refuse input containing NaN or Inf (one bad value would poison the statistics of
         its whole group). Skipped for lazy/traced arrays, whose values are not known.
+    num_groups : int, optional
+        K, the number of groups along the batch axis in ``"batch"`` mode. Default: the
+        number of rows of ``gamma``. Needed (and checked against gamma's rows, which must
+        be K or 1) when ``gamma`` and ``beta`` are one shared ``(1, C)`` row.
 
     Returns
     -------
@@ -146,12 +152,7 @@ def local_norm(
     _spec.check_choice("partition", partition, _spec.PARTITIONS)
     eps = _spec.check_eps(eps)
     c = x.shape[axis]
-    for name, p in (("gamma", gamma), ("beta", beta)):
-        if p.ndim != 2 or p.shape[1] != c or p.shape[0] < 1:
-            raise _errors.bad_param_shape(name, tuple(p.shape), f"(K, {c}) with K >= 1")
-    if tuple(gamma.shape) != tuple(beta.shape):
-        raise _errors.bad_param_shape("beta", tuple(beta.shape), f"{tuple(gamma.shape)} like gamma")
-    k = gamma.shape[0]
+    k = _spec.check_param_shapes(tuple(gamma.shape), tuple(beta.shape), c, num_groups)
     _spec.check_batch(tuple(x.shape), axis, mode, k)
     int_group = _spec.check_group(group, k, mode, x.shape[0])
     if int_group is None:
@@ -164,7 +165,8 @@ def local_norm(
             bad = int(xp.count_nonzero(xp.logical_not(finite)))
             raise _errors.not_finite("x", bad, math.prod(x.shape))
     return _agnostic.local_norm(
-        xp, x, gamma, beta, axis=axis, mode=mode, group=group, partition=partition, eps=eps
+        xp, x, gamma, beta, axis=axis, mode=mode, group=group, partition=partition, eps=eps,
+        num_groups=k,
     )
 
 

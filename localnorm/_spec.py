@@ -83,6 +83,27 @@ def check_num_groups(num_groups: Any) -> int:
     return int(num_groups)
 
 
+def check_param_shapes(gamma_shape: tuple, beta_shape: tuple, channels: int,
+                       num_groups: Any = None) -> int:
+    """Validate the shapes of gamma and beta for C channels and return K, the number of
+    groups along the batch axis: ``(K, C)`` (a scale and shift per group), or ``(1, C)``
+    (one shared by every group: Ghost BatchNorm) with K from ``num_groups``. Without
+    ``num_groups``, K is gamma's row count."""
+    k = gamma_shape[0] if num_groups is None and len(gamma_shape) == 2 else None
+    if num_groups is not None:
+        k = check_num_groups(num_groups)
+    for name, shape in (("gamma", gamma_shape), ("beta", beta_shape)):
+        if len(shape) != 2 or shape[1] != channels or shape[0] < 1 or (
+                num_groups is not None and shape[0] not in (1, k)):
+            expected = (f"(K, {channels}) with K >= 1" if num_groups is None else
+                        f"({k}, {channels}), or (1, {channels}) for one scale and shift "
+                        f"shared by the {k} groups")
+            raise _errors.bad_param_shape(name, shape, expected)
+    if tuple(gamma_shape) != tuple(beta_shape):
+        raise _errors.bad_param_shape("beta", beta_shape, f"{tuple(gamma_shape)} like gamma")
+    return k
+
+
 def check_eps(eps: Any, dialect: _errors.Dialect = _errors.CORE) -> float:
     if isinstance(eps, bool):
         raise _errors.bad_eps(eps, dialect)

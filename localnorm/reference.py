@@ -22,7 +22,8 @@ from . import _errors, _spec
 __all__ = ["local_norm", "local_norm_vjp", "statistics_sets"]
 
 
-def _prepare(x, gamma, beta, axis, mode, group, partition, eps, check_finite=True):
+def _prepare(x, gamma, beta, axis, mode, group, partition, eps, check_finite=True,
+             num_groups=None):
     x = np.asarray(x)
     if not _spec.is_real_floating(array_api_compat.numpy, x.dtype):
         raise _errors.not_floating(x.dtype)
@@ -35,12 +36,10 @@ def _prepare(x, gamma, beta, axis, mode, group, partition, eps, check_finite=Tru
     gamma = np.asarray(gamma, dtype=np.float64)
     beta = np.asarray(beta, dtype=np.float64)
     c = x.shape[axis]
-    for name, p in (("gamma", gamma), ("beta", beta)):
-        if p.ndim != 2 or p.shape[1] != c or p.shape[0] < 1:
-            raise _errors.bad_param_shape(name, p.shape, f"(K, {c}) with K >= 1")
-    if gamma.shape != beta.shape:
-        raise _errors.bad_param_shape("beta", beta.shape, f"{gamma.shape} like gamma")
-    k = gamma.shape[0]
+    k = _spec.check_param_shapes(tuple(gamma.shape), tuple(beta.shape), c, num_groups)
+    # One scale and shift shared by the K groups (Ghost BatchNorm) is row 0 for all.
+    gamma = np.broadcast_to(gamma, (k, c))
+    beta = np.broadcast_to(beta, (k, c))
     _spec.check_batch(x.shape, axis, mode, k)
     int_group = _spec.check_group(group, k, mode, x.shape[0])
     if int_group is None:
@@ -121,6 +120,7 @@ def local_norm(
     partition: str = "contiguous",
     eps: float = _spec.DEFAULT_EPS,
     check_finite: bool = True,
+    num_groups: int | None = None,
 ) -> np.ndarray:
     """Reference LocalNorm: float64 NumPy output of :func:`localnorm.local_norm`.
 
@@ -130,7 +130,7 @@ def local_norm(
     statistics set, as it does in every implementation.
     """
     x, gamma, beta, axis, group, eps = _prepare(x, gamma, beta, axis, mode, group, partition,
-                                                eps, check_finite)
+                                                eps, check_finite, num_groups)
     x = x.astype(np.float64)
     y = np.empty_like(x)
     k = gamma.shape[0]
@@ -153,10 +153,12 @@ def local_norm_vjp(
     group: Any = 0,
     partition: str = "contiguous",
     eps: float = _spec.DEFAULT_EPS,
+    num_groups: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact gradients of ``sum(local_norm(x, gamma, beta) * cotangent)``.
 
-    Returns ``(dx, dgamma, dbeta)`` in float64, with the shapes of x, gamma and beta.
+    Returns ``(dx, dgamma, dbeta)`` in float64, with the shapes of x, gamma and beta (a
+    shared (1, C) scale/shift gets the sum over the groups that use it).
     Within one statistics set of m values per channel, with ``xhat`` the normalized input,
     ``g = cotangent * gamma_row`` and ``rstd = 1 / sqrt(var + eps)``::
 
@@ -166,7 +168,9 @@ def local_norm_vjp(
 
     where the means and sums run over the set's values of one channel.
     """
-    x, gamma, beta, axis, group, eps = _prepare(x, gamma, beta, axis, mode, group, partition, eps)
+    shared = np.shape(gamma)[0] == 1
+    x, gamma, beta, axis, group, eps = _prepare(x, gamma, beta, axis, mode, group, partition, eps,
+                                                num_groups=num_groups)
     x = x.astype(np.float64)
     dy = np.asarray(cotangent, dtype=np.float64)
     if dy.shape != x.shape:
@@ -190,4 +194,6 @@ def local_norm_vjp(
         per_sample_db = dys.sum(axis=reduce_spatial)
         np.add.at(dgamma, rows, per_sample_dg.reshape(len(samples), -1))
         np.add.at(dbeta, rows, per_sample_db.reshape(len(samples), -1))
+    if shared:
+        return dx, dgamma.sum(axis=0, keepdims=True), dbeta.sum(axis=0, keepdims=True)
     return dx, dgamma, dbeta
