@@ -9,11 +9,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
-from localnorm import _errors, _spec
-from localnorm.protocols import Prediction, run_protocol
+from localnorm import _model, _spec
+from localnorm.protocols import Prediction
 
 from . import _functional as fn
 from ._nnx import LocalNorm
@@ -24,16 +23,72 @@ __all__ = ["set_eval_mode", "eval_mode", "predict", "convert_batchnorm", "localn
 _TRAIN_FLAGS = ("deterministic", "use_running_average")
 
 
+class _Flax(_model.Adapter):
+    """NNX models for the shared model-level machinery (:mod:`localnorm._model`)."""
+
+    layer_type = LocalNorm
+    dialect = fn.DIALECT
+
+    def modules(self, model):
+        if not isinstance(model, nnx.Module):
+            return []
+        return [m for _, m in nnx.iter_modules(model)]
+
+    def setting(self, layer):
+        return layer.mode, layer.group
+
+    def check(self, layer, mode, group):
+        mode = fn.check_mode(mode, "localnorm.flax.LocalNorm")
+        return mode, fn.check_group(group, layer.num_groups, mode)
+
+    def assign(self, layer, setting, temporary=False):
+        layer._assign(*setting)
+
+    @contextlib.contextmanager
+    def evaluating(self, model, layers):
+        """``model.eval()``, and the layers without ``axis_name`` (``predict`` runs on
+        one device); every module's flags restored after."""
+        saved = [(module, name, getattr(module, name))
+                 for _, module in nnx.iter_modules(model)
+                 for name in _TRAIN_FLAGS if hasattr(module, name)]
+        saved += [(layer, "axis_name", layer.axis_name) for layer in layers]
+        model.eval()
+        for layer in layers:
+            layer.axis_name = None
+        try:
+            yield
+        finally:
+            for module, name, value in saved:
+                setattr(module, name, value)
+
+    def asarray(self, x):
+        return jnp.asarray(x)
+
+    def count_non_finite(self, x):
+        if not jnp.issubdtype(x.dtype, jnp.floating) or bool(jnp.all(jnp.isfinite(x))):
+            return 0
+        return int(jnp.sum(~jnp.isfinite(x)))
+
+    def group_array(self, groups, x):
+        return jnp.asarray(groups, jnp.int32)
+
+    def seed(self, generator):
+        if isinstance(generator, jax.Array):  # a PRNG key: one NumPy seed drawn from it
+            return int(jax.random.randint(generator, (), 0, 2**31 - 1))
+        return generator
+
+    def call(self, model, x):
+        return _jitted_call(model, x) if self.jit else model(x)
+
+    jit = True
+
+
+_FLAX = _Flax()
+
+
 def localnorm_layers(model: nnx.Module) -> list[LocalNorm]:
     """Every :class:`~localnorm.flax.LocalNorm` of an NNX model (the model itself too)."""
-    return [m for _, m in nnx.iter_modules(model) if isinstance(m, LocalNorm)]
-
-
-def _require_layers(model: Any) -> list[LocalNorm]:
-    layers = localnorm_layers(model) if isinstance(model, nnx.Module) else []
-    if not layers:
-        raise _errors.no_localnorm_layers(type(model).__name__)
-    return layers
+    return _model.localnorm_layers(_FLAX, model)
 
 
 def set_eval_mode(model: nnx.Module, mode: str, group: Any = 0) -> nnx.Module:
@@ -46,7 +101,7 @@ def set_eval_mode(model: nnx.Module, mode: str, group: Any = 0) -> nnx.Module:
     ----------
     model : nnx.Module
         A model holding :class:`~localnorm.flax.LocalNorm` layers (or one such layer).
-    mode : str, one of "batch", "single", "set"
+    mode : {"batch", "single", "set"}
         ``"batch"``: K groups along the batch axis, statistics recomputed on the test
         batch (the paper's BATCH). ``"single"``: per-sample statistics. ``"set"``: one
         set of statistics over the whole batch.
@@ -58,61 +113,15 @@ def set_eval_mode(model: nnx.Module, mode: str, group: Any = 0) -> nnx.Module:
     nnx.Module
         The model (changed in place).
     """
-    layers = _require_layers(model)
-    mode = fn.check_mode(mode, "localnorm.flax.LocalNorm")
-    checked = [fn.check_group(group, layer.num_groups, mode) for layer in layers]
-    for layer, g in zip(layers, checked):  # all validated before any layer changes
-        layer._assign(mode, g)
-    return model
+    return _model.set_eval_mode(_FLAX, model, mode, group)
 
 
 @contextlib.contextmanager
 def eval_mode(model: nnx.Module, mode: str, group: Any = 0) -> Iterator[nnx.Module]:
     """:func:`set_eval_mode` for the duration of a ``with`` block, then the previous
     modes and groups of the layers are restored (also on error)."""
-    layers = _require_layers(model)
-    saved = [(layer.mode, layer.group) for layer in layers]
-    try:
-        yield set_eval_mode(model, mode, group)
-    finally:
-        for layer, (m, g) in zip(layers, saved):
-            layer._assign(m, g)
-
-
-@contextlib.contextmanager
-def _evaluating(model: nnx.Module) -> Iterator[None]:
-    """``model.eval()`` inside the block; every module's train/eval flags restored after."""
-    saved = [
-        (module, name, getattr(module, name))
-        for _, module in nnx.iter_modules(model)
-        for name in _TRAIN_FLAGS
-        if hasattr(module, name)
-    ]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, name, value in saved:
-            setattr(module, name, value)
-
-
-def _the(layers: list[LocalNorm], attribute: str) -> Any:
-    values = [getattr(layer, attribute) for layer in layers]
-    if len(set(values)) > 1:
-        raise _errors.inconsistent_layers(attribute, values)
-    return values[0]
-
-
-def _draw_groups(generator: Any, n: int, k: int) -> np.ndarray:
-    """One random group per sample from None, an int seed, a NumPy Generator or a key."""
-    if isinstance(generator, jax.Array):
-        return np.asarray(jax.random.randint(generator, (n,), 0, k), dtype=np.int64)
-    is_seed = isinstance(generator, (int, np.integer)) and not isinstance(generator, bool)
-    if generator is None or is_seed:
-        generator = np.random.default_rng(generator)
-    if not isinstance(generator, np.random.Generator):
-        raise _errors.bad_generator(generator)
-    return generator.integers(0, k, size=n, dtype=np.int64)
+    with _model.eval_mode(_FLAX, model, mode, group) as m:
+        yield m
 
 
 def predict(
@@ -130,12 +139,12 @@ def predict(
 ) -> Prediction:
     """Classify ``x`` with an NNX model under one of the paper's test-time protocols.
 
-    The protocols (``docs/spec.md``) are run by :func:`localnorm.protocols.run_protocol`;
-    this function puts the model in evaluation for the call (``model.eval()``, every
-    module's train/eval flags and every layer's mode restored afterwards) and sets the
-    LocalNorm layers' mode and group for each pass. It runs on one device: layers built
-    with ``axis_name`` (for ``jax.shard_map``) run as the single-device layer on each
-    whole pass, which is what the sharded model computes.
+    The protocols (``docs/spec.md``) are run by :func:`localnorm.protocols.run_protocol`,
+    through the model-level machinery every adapter shares: the model is in evaluation
+    for the call (``model.eval()``, every module's train/eval flags and every layer's mode
+    restored afterwards) and the LocalNorm layers' mode and group are set for each pass.
+    It runs on one device: layers built with ``axis_name`` (for ``jax.shard_map``) run as
+    the single-device layer on each whole pass, which is what the sharded model computes.
 
     Parameters
     ----------
@@ -153,7 +162,9 @@ def predict(
         from ``generator``.
     generator : None, int, numpy.random.Generator or jax PRNG key
         Seedable source of the random groups of SINGLE with ``group=None`` (None: fresh
-        entropy).
+        entropy). Every adapter draws with one scheme: the same int seed gives the same
+        groups in PyTorch, Keras and Flax; a key is turned into the seed
+        ``jax.random.randint(key, (), 0, 2**31 - 1)``.
     batch_size : int, optional
         BATCH: the evaluation batch; other protocols: rows per pass (memory only). See
         :func:`localnorm.protocols.run_protocol`.
@@ -166,51 +177,23 @@ def predict(
         Run the model under ``nnx.jit``: one compilation per input shape, layer mode and
         int group, reused across chunks and calls (per-sample groups are traced data, so
         random SINGLE groups do not recompile). False runs it eagerly.
+
     check_finite : bool, default True
         Refuse ``x`` with NaN/Inf, checked once on the whole input before any pass (the
         layers' own checks are skipped inside ``predict``, jitted or not).
-
     Returns
     -------
     localnorm.Prediction
         ``(scores, labels, agreement)`` as jax arrays; ``agreement`` is None for BATCH
         and SINGLE.
     """
-    layers = _require_layers(model)
-    k = _the(layers, "num_groups")
-    partition = _the(layers, "partition")
-    _spec.check_choice("protocol", protocol, _spec.PROTOCOLS)
-    x = jnp.asarray(x)
-    if check_finite:
-        fn.refuse_non_finite(x)
-    if protocol == "single" and group is None and x.shape[0] > 0:
-        group = _draw_groups(generator, x.shape[0], k)
-    call = _jitted_call if jit else _eager_call
-
-    def forward(xc, mode, grp):
-        set_eval_mode(model, mode, grp)
-        return call(model, xc)
-
-    with _evaluating(model), eval_mode(model, "batch"), _one_device(layers):
-        return run_protocol(
-            forward, x, protocol=protocol, num_groups=k, batch_size=batch_size,
-            set_size=set_size, vote=vote, group=group, partition=partition,
-            from_logits=from_logits,
-        )
-
-
-@contextlib.contextmanager
-def _one_device(layers: list[LocalNorm]) -> Iterator[None]:
-    """Inside ``predict``: no per-layer NaN/Inf checks (predict checked x) and no
-    ``axis_name`` (predict runs on one device); both restored after."""
-    saved = [(layer.check_finite, layer.axis_name) for layer in layers]
-    for layer in layers:
-        layer.check_finite, layer.axis_name = False, None
-    try:
-        yield
-    finally:
-        for layer, (check, name) in zip(layers, saved):
-            layer.check_finite, layer.axis_name = check, name
+    adapter = _Flax()
+    adapter.jit = jit
+    return _model.predict(
+        adapter, model, x, protocol=protocol, vote=vote, group=group, generator=generator,
+        batch_size=batch_size, set_size=set_size, from_logits=from_logits,
+        check_finite=check_finite,
+    )
 
 
 def _eager_call(model, x):

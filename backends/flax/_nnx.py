@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.nnx.nn import initializers
 
-from localnorm import _errors, _spec
+from localnorm import _errors, _model, _spec
 
 from . import _functional as fn
 
@@ -245,6 +245,6 @@ class LocalNorm(nnx.Module):
             epsilon=self.epsilon,
             dtype=self.dtype,
             axis_name=self.axis_name,
-            check_finite=self.check_finite and bool(det),
+            check_finite=self.check_finite and bool(det) and _model.layer_checks_enabled(),
             where=where,
         )
