@@ -101,6 +101,11 @@ class Adapter:
         """One evaluation pass of ``model`` on ``x`` (its layers already set)."""
         raise NotImplementedError
 
+    def result(self, prediction: Prediction) -> Prediction:
+        """:func:`predict`'s result in the framework's array type (by default, as the
+        protocols computed it, on :meth:`asarray`'s arrays)."""
+        return prediction
+
     dialect: _errors.Dialect = _errors.CORE
 
 
@@ -145,7 +150,7 @@ def eval_mode(adapter: Adapter, model: Any, mode: Any, group: Any = 0) -> Iterat
         yield set_eval_mode(adapter, model, mode, group)
     finally:
         for layer, setting in zip(layers, saved):
-            adapter.assign(layer, setting, temporary=True)
+            adapter.assign(layer, setting)
         adapter.changed(model)
 
 
@@ -156,16 +161,17 @@ def random_groups(adapter: Adapter, generator: Any, n: int, num_groups: int) -> 
     return draw_groups(n, num_groups, adapter.seed(generator))
 
 
-def _check_group_array(group: Any, n: int, k: int) -> np.ndarray:
-    """A SINGLE protocol's per-sample group array as int64 NumPy, checked."""
+def _check_single_group(group: Any, n: int, k: int) -> Any:
+    """The SINGLE protocol's group: an int in [0, K), or a per-sample integer array (as
+    int64 NumPy) of length n; None (random groups) is handled before."""
     arr = np.asarray(group)
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer) or arr.ndim != 1:
-        raise _errors.bad_group(group, k)
-    if arr.shape[0] != n:
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer) or arr.ndim > 1:
+        raise _errors.bad_group(group, k, allow_none=True)
+    if arr.ndim == 1 and arr.shape[0] != n:
         raise _errors.group_array_mismatch(arr.shape[0], n)
     if arr.size and (arr.min() < 0 or arr.max() >= k):
-        raise _errors.bad_group(group, k)
-    return arr.astype(np.int64)
+        raise _errors.bad_group(group, k, allow_none=True)
+    return int(arr) if arr.ndim == 0 else arr.astype(np.int64)
 
 
 def _to_numpy(group: Any) -> Any:
@@ -216,11 +222,7 @@ def predict(
         if group is None:
             group = random_groups(adapter, generator, n, k)
         else:
-            group = _to_numpy(group)
-            if isinstance(group, (list, tuple)) or getattr(group, "ndim", 0) >= 1:
-                group = _check_group_array(group, n, k)
-            else:
-                group = _spec.check_group(group, k, "single", n)
+            group = _check_single_group(_to_numpy(group), n, k)
 
     saved = [adapter.setting(layer) for layer in layers]
 
@@ -234,11 +236,11 @@ def predict(
 
     try:
         with adapter.evaluating(model, layers), skip_layer_checks():
-            return run_protocol(
+            return adapter.result(run_protocol(
                 forward, x, protocol=protocol, num_groups=k, batch_size=batch_size,
                 set_size=set_size, vote=vote, group=group, partition=partition,
                 from_logits=from_logits,
-            )
+            ))
     finally:
         for layer, setting in zip(layers, saved):
             adapter.assign(layer, setting, temporary=True)

@@ -9,38 +9,73 @@ from typing import Any
 import keras
 import numpy as np
 
-from localnorm import _errors, _spec
-from localnorm.protocols import Prediction, draw_groups, run_protocol
+from localnorm import _model
+from localnorm.protocols import Prediction
 
-from .layers import DIALECT, SKIP_FINITE_CHECK, LocalNormalization, check_eval_setting
+from .layers import DIALECT, LocalNormalization, check_eval_setting
 from .layers import _EVAL_FUNCTIONS, _reset_functions
 
 __all__ = ["set_eval_mode", "eval_mode", "predict", "localnorm_layers"]
 
 
+class _Keras(_model.Adapter):
+    """Keras models for the shared model-level machinery (:mod:`localnorm._model`)."""
+
+    layer_type = LocalNormalization
+    dialect = DIALECT
+
+    def modules(self, model):
+        if not isinstance(model, keras.layers.Layer):
+            return []
+        return list(model._flatten_layers(include_self=True, recursive=True))
+
+    def setting(self, layer):
+        return layer._eval
+
+    def check(self, layer, mode, group):
+        return check_eval_setting(mode, group, layer.num_groups)
+
+    def assign(self, layer, setting, temporary=False):
+        # predict's own passes are undone before a compiled function can run: they keep
+        # the user's compiled predict/evaluate functions.
+        layer._set_eval(setting, invalidate=not temporary)
+
+    def changed(self, model):
+        # Each layer drops the compiled functions of the models that traced it
+        # (LocalNormalization._set_eval); this also covers the model passed and its
+        # sub-models, whatever traced them.
+        for layer in self.modules(model):
+            if isinstance(layer, keras.Model):
+                _reset_functions(layer, _EVAL_FUNCTIONS)
+
+    # The protocols run on NumPy (TensorFlow tensors have no array-API namespace); the
+    # result is converted to the backend's tensors at the end.
+    def asarray(self, x):
+        return x if isinstance(x, np.ndarray) else np.asarray(keras.ops.convert_to_numpy(x))
+
+    def count_non_finite(self, x):
+        if not (np.issubdtype(x.dtype, np.floating) or x.dtype.name == "bfloat16"):
+            return 0  # (an integer x, e.g. token ids for an Embedding, has no NaN)
+        return int(x.size - np.isfinite(x).sum())
+
+    def group_array(self, groups, x):
+        return groups
+
+    def call(self, model, x):
+        return np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))
+
+    def result(self, prediction):
+        return Prediction(*(None if a is None else keras.ops.convert_to_tensor(a)
+                            for a in prediction))
+
+
+_KERAS = _Keras()
+
+
 def localnorm_layers(model: keras.layers.Layer) -> list[LocalNormalization]:
     """Every :class:`LocalNormalization` in ``model`` (itself included), nested models and
     layers included, in model order."""
-    return [
-        layer for layer in model._flatten_layers(include_self=True, recursive=True)
-        if isinstance(layer, LocalNormalization)
-    ]
-
-
-def _reset_compiled(model: keras.layers.Layer) -> None:
-    # Each layer drops the compiled functions of the models that traced it
-    # (LocalNormalization._set_eval); this also covers the model passed and its
-    # sub-models, whatever traced them.
-    for layer in model._flatten_layers(include_self=True, recursive=True):
-        if isinstance(layer, keras.Model):
-            _reset_functions(layer, _EVAL_FUNCTIONS)
-
-
-def _layers_or_raise(model, where: str) -> list[LocalNormalization]:
-    layers = localnorm_layers(model)
-    if not layers:
-        raise _errors.no_localnorm_layers(where)
-    return layers
+    return _model.localnorm_layers(_KERAS, model)
 
 
 def set_eval_mode(model: keras.layers.Layer, mode: str, group: Any = 0) -> keras.layers.Layer:
@@ -59,7 +94,7 @@ def set_eval_mode(model: keras.layers.Layer, mode: str, group: Any = 0) -> keras
     ----------
     model : keras.Model or keras.layers.Layer
         A model (nested models included) or a single layer.
-    mode : str, one of "batch", "single", "set"
+    mode : {"batch", "single", "set"}
         ``"batch"``: per-group statistics along the batch axis on the test batch (the
         paper's BATCH). ``"single"``: each sample its own statistics. ``"set"``: one set
         of statistics over the whole batch. See :func:`localnorm.local_norm`.
@@ -69,19 +104,15 @@ def set_eval_mode(model: keras.layers.Layer, mode: str, group: Any = 0) -> keras
 
     Returns
     -------
-    The model, for chaining.
+    keras.Model or keras.layers.Layer
+        The model, for chaining.
 
     Raises
     ------
     ValueError
         For an unknown mode, a group out of range, or a model without LocalNorm layers.
     """
-    layers = _layers_or_raise(model, "set_eval_mode")
-    settings = [check_eval_setting(mode, group, layer.num_groups) for layer in layers]
-    for layer, setting in zip(layers, settings):
-        layer._set_eval(setting)
-    _reset_compiled(model)
-    return model
+    return _model.set_eval_mode(_KERAS, model, mode, group)
 
 
 @contextlib.contextmanager
@@ -99,42 +130,8 @@ def eval_mode(model: keras.layers.Layer, mode: str, group: Any = 0) -> Iterator[
     >>> model.layers[0].mode
     'batch'
     """
-    layers = _layers_or_raise(model, "eval_mode")
-    saved = [layer._eval for layer in layers]
-    set_eval_mode(model, mode, group)
-    try:
-        yield model
-    finally:
-        for layer, setting in zip(layers, saved):
-            layer._set_eval(setting)
-        _reset_compiled(model)
-
-
-@contextlib.contextmanager
-def _eager_eval_mode(layers: list[LocalNormalization], mode: str, group: Any) -> Iterator[None]:
-    """:func:`eval_mode` for :func:`predict`'s own eager passes: the setting is undone
-    before any compiled function can run, so none is dropped (a later
-    ``model.predict`` keeps its trace)."""
-    settings = [check_eval_setting(mode, group, layer.num_groups) for layer in layers]
-    saved = [layer._eval for layer in layers]
-    for layer, setting in zip(layers, settings):
-        layer._set_eval(setting, invalidate=False)
-    try:
-        yield
-    finally:
-        for layer, setting in zip(layers, saved):
-            layer._set_eval(setting, invalidate=False)
-
-
-def _shared(layers: list[LocalNormalization], name: str) -> Any:
-    values = {getattr(layer, name) for layer in layers}
-    if len(values) != 1:
-        raise _errors.inconsistent_layers(name, values)
-    return values.pop()
-
-
-def _to_numpy(a: Any) -> np.ndarray:
-    return a if isinstance(a, np.ndarray) else np.asarray(keras.ops.convert_to_numpy(a))
+    with _model.eval_mode(_KERAS, model, mode, group) as m:
+        yield m
 
 
 def predict(
@@ -152,9 +149,10 @@ def predict(
     """Evaluate ``model`` on ``x`` under one of the paper's test-time protocols.
 
     The protocols (BATCH, SINGLE, SINGLE-VOTING, VOTING) are defined once in
-    :mod:`localnorm.protocols` and give the same results as ``localnorm.torch.predict``
-    for the same weights. The model's LocalNorm layers are switched to the needed modes
-    for the call only (as :func:`eval_mode` does); the passes run eagerly
+    :mod:`localnorm.protocols` and run by the model-level machinery every adapter
+    shares, so they give the same results as ``localnorm.torch.predict`` for the same
+    weights. The model's LocalNorm layers are switched to the needed modes for the call
+    only (as :func:`eval_mode` does); the passes run eagerly
     (``model(x, training=False)``), so compiled ``model.predict`` functions are left
     untouched.
 
@@ -172,7 +170,9 @@ def predict(
         SINGLE: the group along the batch axis whose gamma/beta every image uses, or one
         per image; None draws one uniformly per image from ``generator``.
     generator : int, numpy.random.Generator or None
-        Seed or NumPy generator for the random groups of SINGLE with ``group=None``.
+        Seed or NumPy generator for the random groups of SINGLE with ``group=None`` (one
+        scheme in every adapter: the same seed gives the same groups in PyTorch, Keras
+        and Flax).
     batch_size : int, optional
         BATCH: the evaluation batch (default all of x). Other protocols: how many rows
         one pass holds (default ``len(x)``; SINGLE-VOTING tiles each image K times, see
@@ -189,7 +189,9 @@ def predict(
     Returns
     -------
     localnorm.Prediction
-        ``(scores, labels, agreement)`` as NumPy arrays.
+        ``(scores, labels, agreement)`` as tensors of the Keras backend (as
+        ``keras.ops`` returns them; ``keras.ops.convert_to_numpy`` gives NumPy), the
+        same convention as the PyTorch and Flax adapters' ``predict``.
 
     Raises
     ------
@@ -198,36 +200,8 @@ def predict(
         ``check_finite``), or LocalNorm layers that disagree on ``num_groups`` or
         ``partition``.
     """
-    layers = _layers_or_raise(model, "predict")
-    k = _shared(layers, "num_groups")
-    partition = _shared(layers, "partition")
-    _spec.check_choice("protocol", protocol, _spec.PROTOCOLS)
-    x = _to_numpy(x)
-    if check_finite and (np.issubdtype(x.dtype, np.floating) or x.dtype.name == "bfloat16"):
-        # (An integer x, e.g. token ids for an Embedding, has no NaN to look for.)
-        finite = np.isfinite(x)
-        if not finite.all():
-            raise _errors.not_finite("x", int(finite.size - finite.sum()), finite.size,
-                                     dialect=DIALECT)
-    if protocol == "single":
-        if group is None:
-            group = draw_groups(x.shape[0], k, generator)
-        elif not isinstance(group, (int, np.integer)):
-            group = _to_numpy(np.asarray(group) if isinstance(group, (list, tuple)) else group)
-            check_eval_setting("single", group, k)
-            if len(group) != x.shape[0]:
-                raise _errors.group_array_mismatch(len(group), x.shape[0])
-
-    def forward(xb: np.ndarray, mode: str, g: Any) -> np.ndarray:
-        token = SKIP_FINITE_CHECK.set(True)
-        try:
-            with _eager_eval_mode(layers, mode, g):
-                return _to_numpy(model(xb, training=False))
-        finally:
-            SKIP_FINITE_CHECK.reset(token)
-
-    return run_protocol(
-        forward, x, protocol=protocol, num_groups=k, batch_size=batch_size,
-        set_size=set_size, vote=vote, group=group, partition=partition,
-        from_logits=from_logits,
+    return _model.predict(
+        _KERAS, model, x, protocol=protocol, vote=vote, group=group, generator=generator,
+        batch_size=batch_size, set_size=set_size, from_logits=from_logits,
+        check_finite=check_finite,
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
 import sys
 import weakref
 from typing import Any
@@ -11,7 +10,7 @@ import keras
 import numpy as np
 from keras import constraints, initializers, ops, regularizers
 
-from localnorm import _errors, _spec
+from localnorm import _errors, _model, _spec
 
 from . import _ops
 
@@ -60,10 +59,6 @@ def _same_setting(a: tuple[str, Any], b: tuple[str, Any]) -> bool:
         return False
     return bool(np.array_equal(a[1], b[1])) if isinstance(a[1], np.ndarray) else a[1] == b[1]
 
-
-#: Set by :func:`localnorm.keras.predict`, which checks its whole input once up front:
-#: the layers then skip their own per-call NaN/Inf check.
-SKIP_FINITE_CHECK = contextvars.ContextVar("localnorm_keras_skip_finite_check", default=False)
 
 
 def _reset_functions(model: keras.layers.Layer, names: tuple[str, ...]) -> None:
@@ -357,7 +352,7 @@ class LocalNormalization(keras.layers.Layer):
         traced = _ops.is_traced(inputs)
         if traced:
             self._register_trace()
-        elif not training and self.check_finite and not SKIP_FINITE_CHECK.get():
+        elif not training and self.check_finite and _model.layer_checks_enabled():
             bad = _ops.count_non_finite(inputs)
             if bad:
                 raise _errors.not_finite("x", bad, int(np.prod(shape)), dialect=DIALECT)

@@ -11,6 +11,7 @@ conversion (:func:`convert_batchnorm`) and group-per-rank distributed training
 from ._api import convert_batchnorm as convert_batchnorm
 from ._api import eval_mode as eval_mode
 from ._api import local_norm_layers as local_norm_layers
+from ._api import localnorm_layers as localnorm_layers
 from ._api import predict as predict
 from ._api import set_eval_mode as set_eval_mode
 from ._api import set_group_per_rank as set_group_per_rank
@@ -29,6 +30,7 @@ __all__ = [
     "convert_batchnorm",
     "eval_mode",
     "local_norm_layers",
+    "localnorm_layers",
     "predict",
     "set_eval_mode",
     "set_group_per_rank",

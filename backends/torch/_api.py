@@ -8,36 +8,100 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from localnorm import _errors, _spec
-from localnorm.protocols import Prediction, run_protocol
+from localnorm import _errors, _model, _spec
+from localnorm.protocols import Prediction
 
-from . import _functional as fn
-from ._layers import GroupDraw, LocalNorm, LocalNorm1d, LocalNorm2d, LocalNorm3d, _LocalNorm
-from ._layers import _check_finite, _check_group
+from ._layers import _DIALECT, EVAL_MODES, GroupDraw, LocalNorm, LocalNorm1d, LocalNorm2d
+from ._layers import LocalNorm3d, _check_finite, _check_group, _LocalNorm
 
 __all__ = [
     "convert_batchnorm",
     "eval_mode",
     "local_norm_layers",
+    "localnorm_layers",
     "predict",
     "set_eval_mode",
     "set_group_per_rank",
 ]
 
 
-def local_norm_layers(model: nn.Module) -> list[_LocalNorm]:
+class _Torch(_model.Adapter):
+    """PyTorch modules for the shared model-level machinery (:mod:`localnorm._model`)."""
+
+    layer_type = _LocalNorm
+    dialect = _DIALECT
+
+    def modules(self, model):
+        return list(model.modules()) if isinstance(model, nn.Module) else []
+
+    def setting(self, layer):
+        return layer.mode, layer.group, layer.generator, layer._draw
+
+    def check(self, layer, mode, group):
+        _spec.check_choice("mode", mode, EVAL_MODES)
+        if mode == _spec.RUNNING and not layer.track_running_stats:
+            raise _errors.running_not_tracked()
+        return mode, _check_group(group, layer.num_groups, mode), None, None
+
+    def assign(self, layer, setting, temporary=False):
+        layer.mode, layer.group, layer.generator, layer._draw = setting
+
+    @contextlib.contextmanager
+    def evaluating(self, model, layers):
+        """``model.eval()`` under :func:`torch.inference_mode`; training flags restored."""
+        was_training = [m.training for m in model.modules()]
+        model.eval()
+        try:
+            with torch.inference_mode():
+                yield
+        finally:
+            for m, t in zip(model.modules(), was_training):
+                m.training = t
+
+    def asarray(self, x):
+        return torch.as_tensor(x)
+
+    def count_non_finite(self, x):
+        if not x.is_floating_point():
+            return 0
+        try:
+            _check_finite(x)
+        except _errors.LocalNormError:
+            return int((~torch.isfinite(x)).sum())
+        return 0
+
+    def group_array(self, groups, x):
+        return torch.as_tensor(groups, dtype=torch.long, device=x.device)
+
+    def seed(self, generator):
+        if isinstance(generator, torch.Generator):  # one NumPy seed drawn from it
+            return int(torch.randint(2**31 - 1, (), generator=generator,
+                                     device=generator.device))
+        return generator
+
+    def call(self, model, x):
+        return model(x)
+
+
+_TORCH = _Torch()
+
+
+def localnorm_layers(model: nn.Module) -> list[_LocalNorm]:
     """Every LocalNorm layer of ``model`` (itself included), in module order."""
-    return [m for m in model.modules() if isinstance(m, _LocalNorm)]
+    return _model.localnorm_layers(_TORCH, model)
+
+
+#: The earlier name of :func:`localnorm_layers` (the Keras and Flax adapters' name).
+local_norm_layers = localnorm_layers
 
 
 def _layers_or_raise(model: nn.Module, where: str) -> list[_LocalNorm]:
-    layers = local_norm_layers(model)
+    layers = localnorm_layers(model)
     if not layers:
-        raise _errors.no_localnorm_layers(where)
+        raise _errors.no_localnorm_layers(f"{where}({type(model).__name__})")
     return layers
 
 
@@ -71,7 +135,8 @@ def set_eval_mode(
     Parameters
     ----------
     model : torch.nn.Module
-    mode : str, one of "batch", "single", "set", "running"
+        A model holding LocalNorm layers (or one such layer).
+    mode : {"batch", "single", "set", "running"}
         The layer mode (see :func:`localnorm.local_norm`; ``"running"`` uses per-group
         running statistics and needs ``track_running_stats=True``).
     group : int, int64 tensor of shape (N,), or None, default 0
@@ -100,10 +165,11 @@ def set_eval_mode(
     >>> model(torch.randn(5, 3, 4, 4)).shape   # each image one random group, both layers
     torch.Size([5, 3, 4, 4])
     """
-    layers = _layers_or_raise(model, "set_eval_mode")
-    for layer in layers:
-        layer.set_mode(mode, group, generator)
+    _model.set_eval_mode(_TORCH, model, mode, group)
     _remove_draw_hook(model)
+    layers = localnorm_layers(model)
+    for layer in layers:
+        layer.generator = generator
     if group is None:
         draw = GroupDraw(generator)
         for layer in layers:
@@ -133,24 +199,17 @@ def eval_mode(
     'batch'
     """
     layers = _layers_or_raise(model, "eval_mode")
-    saved = [(layer.mode, layer.group, layer.generator, layer._draw) for layer in layers]
+    saved = [_TORCH.setting(layer) for layer in layers]
     previous = _DRAW_HOOKS.get(model)
     try:
         set_eval_mode(model, mode, group, generator)
         yield model
     finally:
-        for layer, (m, g, gen, draw) in zip(layers, saved):
-            layer.mode, layer.group, layer.generator, layer._draw = m, g, gen, draw
+        for layer, setting in zip(layers, saved):
+            _TORCH.assign(layer, setting)
         _remove_draw_hook(model)
         if previous is not None:
             _install_draw_hook(model, previous[1])
-
-
-def _common(layers: list[_LocalNorm], attribute: str):
-    values = {getattr(layer, attribute) for layer in layers}
-    if len(values) != 1:
-        raise _errors.inconsistent_layers(attribute, values)
-    return values.pop()
 
 
 def predict(
@@ -159,7 +218,7 @@ def predict(
     protocol: str = "batch",
     vote: str = "hard",
     group: Any = None,
-    generator: torch.Generator | None = None,
+    generator: Any = None,
     batch_size: int | None = None,
     set_size: int | None = None,
     from_logits: bool = True,
@@ -167,9 +226,10 @@ def predict(
 ) -> Prediction:
     """Classify ``x`` under one of the paper's test-time protocols.
 
-    The protocols are defined once in :mod:`localnorm.protocols` (and ``docs/spec.md``);
-    this runs them on ``model`` in evaluation mode under :func:`torch.inference_mode`,
-    restoring the model's training flag and layer modes afterwards.
+    The protocols are defined once in :mod:`localnorm.protocols` (and ``docs/spec.md``)
+    and run by the model-level machinery every adapter shares; this runs them on
+    ``model`` in evaluation mode under :func:`torch.inference_mode`, restoring the
+    model's training flags and layer modes afterwards.
 
     Parameters
     ----------
@@ -190,8 +250,11 @@ def predict(
     group : int, int64 tensor of shape (N,), or None
         SINGLE: the group along the batch axis of every image; None draws one uniformly
         per image from ``generator``, once, shared by all layers.
-    generator : torch.Generator, optional
-        Seedable source of SINGLE's random groups (on any device).
+    generator : None, int, numpy.random.Generator or torch.Generator
+        Seedable source of SINGLE's random groups. Every adapter draws with one scheme:
+        the same int seed gives the same groups in PyTorch, Keras and Flax; a
+        ``torch.Generator`` is turned into the seed
+        ``torch.randint(2**31 - 1, (), generator=generator)``.
     batch_size : int, optional
         BATCH: the evaluation batch (default all of x). Others: images per pass (memory).
     set_size : int, optional
@@ -210,44 +273,11 @@ def predict(
         ``(scores, labels, agreement)`` as torch tensors; ``agreement`` is None for BATCH
         and SINGLE.
     """
-    _spec.check_choice("protocol", protocol, _spec.PROTOCOLS)
-    _spec.check_choice("vote", vote, _spec.VOTE_METHODS)
-    layers = _layers_or_raise(model, "predict")
-    k = _common(layers, "num_groups")
-    partition = _common(layers, "partition")
-    if protocol == "single" and group is None:
-        group = torch.randint(
-            k, (x.shape[0],), generator=generator,
-            device=None if generator is None else generator.device,
-        )
-    if isinstance(group, (torch.Tensor, np.ndarray)) and group.ndim == 1:
-        group = _check_group(group, k, "single").to(x.device)
-    if check_finite:
-        _check_finite(x)
-
-    def forward(xs: torch.Tensor, mode: str, g: Any) -> torch.Tensor:
-        if isinstance(g, np.ndarray):
-            g = torch.as_tensor(g, dtype=torch.long, device=xs.device)
-        with eval_mode(model, mode, g):
-            return model(xs)
-
-    was_training = [m.training for m in model.modules()]
-    was_checking = [layer.check_finite for layer in layers]
-    model.eval()
-    try:
-        for layer in layers:  # x was checked above (or the caller opted out)
-            layer.check_finite = False
-        with torch.inference_mode():
-            return run_protocol(
-                forward, x, protocol=protocol, num_groups=k, batch_size=batch_size,
-                set_size=set_size, vote=vote, group=group, partition=partition,
-                from_logits=from_logits,
-            )
-    finally:
-        for m, t in zip(model.modules(), was_training):
-            m.training = t
-        for layer, c in zip(layers, was_checking):
-            layer.check_finite = c
+    return _model.predict(
+        _TORCH, model, x, protocol=protocol, vote=vote, group=group, generator=generator,
+        batch_size=batch_size, set_size=set_size, from_logits=from_logits,
+        check_finite=check_finite,
+    )
 
 
 _CONVERSIONS = (

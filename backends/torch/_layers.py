@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from localnorm import _errors, _spec
+from localnorm import _errors, _model, _spec
 
 from . import _functional as fn
 
@@ -268,7 +268,8 @@ class _LocalNorm(nn.Module):
             mode = self.mode
         _spec.check_batch(tuple(x.shape), 1, "set" if mode == _spec.RUNNING else mode, k,
                           _DIALECT)
-        if not self.training and self.check_finite and not fn.graph_mode():
+        if not self.training and self.check_finite and not fn.graph_mode() \
+                and _model.layer_checks_enabled():
             _check_finite(x)
         if torch.is_autocast_enabled(x.device.type):
             with torch.autocast(x.device.type, enabled=False):
