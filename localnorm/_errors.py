@@ -581,6 +581,55 @@ def device_unavailable(device: str, backend: str, available: Iterable[str]) -> L
     )
 
 
+# -- the CLI's hostile input: options, files, output folders (issue 16) ------------------
+
+def bad_option(option: str, value: Any, expected: str, fix: str) -> LocalNormError:
+    return LocalNormError(
+        f"{option} is not valid: it must be {expected}. Received: {option}={value!r}. "
+        f"Fix: {fix}."
+    )
+
+
+def out_not_writable(path: Any, problem: str) -> LocalNormError:
+    return LocalNormError(
+        f"--out {str(path)!r} cannot hold the results: {problem}. It was checked before any "
+        "training, so nothing was lost. Expected a folder this user can create and write. "
+        f"Received: out={str(path)!r}. Fix: pass --out naming a new or writable folder "
+        "(not an existing file)."
+    )
+
+
+def bad_results_file(path: Any, problem: str) -> LocalNormError:
+    return LocalNormError(
+        f"--resume cannot read the earlier results {str(path)!r}: {problem}. Expected the "
+        "results.json written by `localnorm robustness` (it is written atomically, so this "
+        f"file was changed by something else). Received: path={str(path)!r}. Fix: restore "
+        "the file, or move it away and run again (without --resume every cell is "
+        "recomputed), or write to another --out."
+    )
+
+
+def bad_checkpoint(path: Any, problem: str) -> LocalNormError:
+    return LocalNormError(
+        f"--resume cannot load the trained network {str(path)!r}: {problem}. Expected a "
+        "checkpoint written by `localnorm robustness` for the same settings (checkpoints "
+        f"are written atomically, so this file was damaged afterwards). Received: "
+        f"path={str(path)!r}. Fix: delete this checkpoint (the network is then retrained "
+        "from the same seed) and run again with --resume."
+    )
+
+
+def file_error(exc: OSError) -> LocalNormError:
+    path = exc.filename if exc.filename is not None else "?"
+    reason = exc.strerror or type(exc).__name__
+    return LocalNormError(
+        f"Cannot access {str(path)!r}: {reason} ({type(exc).__name__}). Expected a path this "
+        f"user can read (data) or write (--out). Received: path={str(path)!r}. Fix: check "
+        "the path, its permissions and the free disk space, then run again (with --resume "
+        "to keep the cells already computed)."
+    )
+
+
 # -- core: protocols and noise (localnorm.protocols, localnorm.noise) ----------------------
 
 _SIZE_MEANING = {

@@ -299,6 +299,12 @@ def _sample_args():
         "scores_not_finite": [(2, False), (1, True)],
         "soft_vote_not_probabilities": [(-3.0, 4.5)],
         "not_an_array": [("x", "abc")],
+        "bad_option": [("--groups", 0, "an int >= 1", "pass K >= 1 groups along the batch axis")],
+        "out_not_writable": [("/out", "it is a file")],
+        "bad_results_file": [("/out/results.json", "not valid JSON")],
+        "bad_checkpoint": [("/out/checkpoints/localnorm.pt", "truncated")],
+        "file_error": [(PermissionError(13, "Permission denied", "/out/x"),),
+                       (OSError("disk"),)],
     }
 
 
