@@ -167,7 +167,7 @@ def _checked_pair(images: np.ndarray, labels: np.ndarray, images_path, labels_pa
             " with N >= 1")
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise _errors.bad_dataset_file(
-            labels_path, f"it holds a {labels.dtype} array of shape {tuple(labels.shape)}",
+            labels_path, f"it holds a {labels.dtype.name} array of shape {tuple(labels.shape)}",
             "1-D integer labels, one per image")
     if len(labels) != len(images):
         raise _errors.bad_dataset_file(
