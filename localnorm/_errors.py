@@ -218,12 +218,14 @@ def group_array_mismatch(length: int, batch: int) -> LocalNormError:
     )
 
 
-def group_array_rank(shape: tuple, batch: int) -> LocalNormError:
+def group_array_rank(shape: tuple, batch: int | None = None) -> LocalNormError:
+    n = "N" if batch is None else str(batch)
+    received = "" if batch is None else f", x.shape[0]={batch}"
     return LocalNormError(
         "A per-sample group array gives one group along the batch axis to each sample, so "
-        f"it must be 1-D, of shape ({batch},). Received: group.shape={tuple(shape)}, "
-        f"x.shape[0]={batch}. Fix: flatten it (e.g. `group.reshape(-1)` for a column of "
-        "shape (N, 1)), or pass an int group."
+        f"it must be 1-D, of shape ({n},). Received: group.shape={tuple(shape)}{received}. "
+        "Fix: flatten it (e.g. `group.reshape(-1)` for a column of shape (N, 1)), or pass "
+        "an int group."
     )
 
 

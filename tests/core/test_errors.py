@@ -294,7 +294,7 @@ def _sample_args():
         "sharded_group_array": [(7, 4, 4, "data")],
         "lazy_batchnorm": [("LazyBatchNorm2d",)],
         "eps_underflows": [(1e-50, 1.1754944e-38)],
-        "group_array_rank": [((8, 1), 8)],
+        "group_array_rank": [((8, 1), 8), ((8, 1),)],
         "bad_scores_type": [([[1], [2, 3]], "ragged")],
         "scores_not_finite": [(2, False), (1, True)],
         "soft_vote_not_probabilities": [(-3.0, 4.5)],
