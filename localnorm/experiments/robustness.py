@@ -119,8 +119,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help=f"the paper's MNIST setup: --batch-size {PAPER_BATCH_SIZE} --groups "
                    f"{PAPER_GROUPS} (groups of 10 images), unless given explicitly")
     g.add_argument("--epochs", default=None, type=_number(
-        "--epochs", int, 1, "pass at least 1 (0 would evaluate untrained networks); --resume "
-        "reuses trained networks without an --epochs change"),
+        "--epochs", int, 1, "pass at least 1 (0 would evaluate untrained networks), or leave "
+        "it out for the dataset's default"),
                    help="default per dataset: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_EPOCHS.items()))
     g.add_argument("--lr", default=1e-3, type=_number(
         "--lr", float, 0, "pass a positive learning rate such as 1e-3", strict=True), help="Adam learning rate")
