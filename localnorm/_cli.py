@@ -15,7 +15,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from ._errors import LocalNormError
+from ._errors import LocalNormError, file_error
 
 #: Modules that provide a subcommand, in the order ``--help`` lists them.
 SUBCOMMANDS = (
@@ -55,8 +55,16 @@ def build_parser(modules: Sequence[str] | None = None) -> argparse.ArgumentParse
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the subcommand, return its status.
 
-    Bad input detected by localnorm (a :class:`~localnorm.LocalNormError`) is printed as
-    ``localnorm: error: ...`` on stderr with exit status 2, like argparse's own errors.
+    A user's mistake or a damaged file never ends in a traceback; each is one message on
+    stderr, ``localnorm COMMAND: error: ...`` (what is wrong, where, how to fix it):
+
+    - bad input detected by localnorm (a :class:`~localnorm.LocalNormError`, bad options
+      and damaged data files included): exit status 2, like argparse's own errors;
+    - an operating-system error on a file or folder (:class:`OSError`: missing,
+      permission denied, disk full, ...): exit status 1;
+    - SIGINT (Ctrl-C): a line saying what was kept and the command that resumes
+      (``--resume`` added), exit status 130 (128 + SIGINT), as shells report it.
+
     The subcommand's namespace carries the arguments as ``argv`` (a list, without the
     program name), so a run can record how it was invoked.
     """
@@ -72,3 +80,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LocalNormError as exc:
         print(f"localnorm {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"localnorm {args.command}: error: {file_error(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"localnorm {args.command}: interrupted. {_resume_hint(args, argv)}",
+              file=sys.stderr)
+        return 130
+
+
+def _resume_hint(args: argparse.Namespace, argv: list[str]) -> str:
+    """What an interrupted subcommand kept, and the command line that continues it."""
+    import shlex
+
+    if not hasattr(args, "resume") or getattr(args, "out", None) is None:
+        return "Run the command again to start over."
+    again = argv if "--resume" in argv else [*argv, "--resume"]
+    return (f"The cells finished so far are kept in {args.out}/results.json (and trained "
+            f"networks in {args.out}/checkpoints). Resume with: localnorm {shlex.join(again)}")

@@ -103,10 +103,13 @@ def local_norm(
         under both partitions, so a ragged last batch works as long as N >= K.
     eps : float, default 1e-5
         Added to the variance before the square root (the original LocalNorm code's value
-        and PyTorch's BatchNorm default; Keras uses 1e-3 and Flax 1e-5).
+        and PyTorch's BatchNorm default; Keras uses 1e-3 and Flax 1e-5). Must be finite
+        and at least float32's smallest normal number (about 1.18e-38): statistics are
+        computed in at least float32, where a smaller eps would become 0.
     check_finite : bool, default True
-        Refuse input containing NaN or Inf (one bad value would poison the statistics of
-        its whole group). Skipped for lazy/traced arrays, whose values are not known.
+        Refuse x, gamma or beta containing NaN or Inf (one bad value of x would poison the
+        statistics of its whole group, one of gamma/beta a whole channel of a group).
+        Skipped for lazy/traced arrays, whose values are not known.
     num_groups : int, optional
         K, the number of groups along the batch axis in ``"batch"`` mode. Default: the
         number of rows of ``gamma``. Needed (and checked against gamma's rows, which must
@@ -127,8 +130,12 @@ def local_norm(
     ValueError
         (:class:`localnorm.LocalNormError`) for a rank below 2, a bad channel axis,
         gamma/beta not of shape (K, C), an unknown mode or partition, a group out of
-        range, an empty batch, fewer samples than groups in ``"batch"`` mode, a
-        statistics set with a single value per channel, or non-finite input.
+        range (a float, bool or 0-d float array group is refused, never truncated), a group
+        array that is not 1-D of length N, an eps that is not positive and finite or is
+        below float32's smallest normal number (about 1.18e-38; it would become 0 in the
+        statistics), an empty batch, fewer samples than groups in
+        ``"batch"`` mode, a statistics set with a single value per channel, or non-finite
+        x, gamma or beta.
 
     Examples
     --------
@@ -159,11 +166,13 @@ def local_norm(
         group = _as_group_array(xp, group, x, k)
     else:
         group = int_group
-    if check_finite and _is_concrete(x):
-        finite = xp.isfinite(x)
-        if not bool(xp.all(finite)):
-            bad = int(xp.count_nonzero(xp.logical_not(finite)))
-            raise _errors.not_finite("x", bad, math.prod(x.shape))
+    if check_finite:
+        for name, a in (("x", x), ("gamma", gamma), ("beta", beta)):
+            if _is_concrete(a):
+                finite = xp.isfinite(a)
+                if not bool(xp.all(finite)):
+                    bad = int(xp.count_nonzero(xp.logical_not(finite)))
+                    raise _errors.not_finite(name, bad, math.prod(a.shape))
     return _agnostic.local_norm(
         xp, x, gamma, beta, axis=axis, mode=mode, group=group, partition=partition, eps=eps,
         num_groups=k,

@@ -169,6 +169,17 @@ def bad_eps(eps: Any, dialect: Dialect = CORE) -> LocalNormError:
     )
 
 
+def eps_underflows(eps: Any, minimum: float, dialect: Dialect = CORE) -> LocalNormError:
+    name = dialect.eps
+    return LocalNormError(
+        f"{name} (added to the variance of each group along the batch axis before the square "
+        f"root) is so small that it becomes 0 in the float32 statistics, and a constant "
+        f"channel would then give 0/0 = NaN. Expected {name} >= {minimum:.7g} (float32's "
+        f"smallest normal number). Received: {name}={eps!r}. "
+        "Fix: use the default 1e-5 or another small value of at least 1e-30."
+    )
+
+
 #: What each choice selects, so an "unknown value" message says what the argument is for.
 _CHOICE_MEANING = {
     "mode": "the layer mode: which samples share statistics ('batch': each of the K groups "
@@ -204,6 +215,17 @@ def group_array_mismatch(length: int, batch: int) -> LocalNormError:
         "A per-sample group array needs one entry per sample along the batch axis. "
         f"Received: len(group)={length}, x.shape[0]={batch}. "
         "Fix: pass an int group, or an array of length x.shape[0]."
+    )
+
+
+def group_array_rank(shape: tuple, batch: int | None = None) -> LocalNormError:
+    n = "N" if batch is None else str(batch)
+    received = "" if batch is None else f", x.shape[0]={batch}"
+    return LocalNormError(
+        "A per-sample group array gives one group along the batch axis to each sample, so "
+        f"it must be 1-D, of shape ({n},). Received: group.shape={tuple(shape)}{received}. "
+        "Fix: flatten it (e.g. `group.reshape(-1)` for a column of shape (N, 1)), or pass "
+        "an int group."
     )
 
 
@@ -278,6 +300,40 @@ def bad_scores(shape: tuple) -> LocalNormError:
     )
 
 
+def bad_scores_type(scores: Any, problem: str) -> LocalNormError:
+    return LocalNormError(
+        "vote() takes per-group scores of shape (K, N, classes) (K groups along the batch "
+        "axis) as an array or a nested list of numbers of that shape. "
+        f"Received: type(scores)={type(scores).__name__} ({problem}). "
+        "Fix: pass an array, e.g. `np.stack(per_group_scores)`."
+    )
+
+
+def scores_not_finite(count: int, from_logits: bool) -> LocalNormError:
+    what = "NaN" if from_logits else "NaN or infinite"
+    allowed = ("logits may be -inf or +inf (the limit of the softmax), never NaN"
+               if from_logits else "probabilities must be finite; infinite logits are "
+               "accepted with from_logits=True")
+    return LocalNormError(
+        f"vote() got {count} {what} score(s): a group with NaN scores has no top class, so "
+        f"it cannot vote or count towards the agreement of the groups along the batch axis; "
+        f"{allowed}. Received: {count} {what} value(s) in scores, from_logits={from_logits}. "
+        "Fix: find where the NaN comes from (e.g. a network that diverged in training), or "
+        "drop the affected samples before voting."
+    )
+
+
+def soft_vote_not_probabilities(low: float, high: float) -> LocalNormError:
+    return LocalNormError(
+        "Soft voting averages the class probabilities of the groups along the batch axis, "
+        "but these scores are not probabilities (values outside [0, 1]); averaging logits "
+        "would weight each group by its logit scale. Expected probabilities in [0, 1], or "
+        f"logits with from_logits=True. Received: scores in [{low:g}, {high:g}], "
+        "from_logits=False. Fix: pass from_logits=True for logits (a softmax is applied "
+        "first), or vote on probabilities."
+    )
+
+
 def checkpoint_mismatch(name: str, received: tuple, expected: tuple) -> LocalNormError:
     return LocalNormError(
         f"The checkpoint's {name} has shape {tuple(received)} but this layer's has "
@@ -289,9 +345,16 @@ def checkpoint_mismatch(name: str, received: tuple, expected: tuple) -> LocalNor
 
 
 def bad_protocol_inputs(protocol: str, batch: int, needed: int, what: str) -> LocalNormError:
+    if protocol == "batch":
+        # batch_size cannot help: BATCH never makes a group of fewer images than exist.
+        fix = (f"pass at least {needed} images in one call, or evaluate these {batch} with "
+               "protocol='single', 'single-voting' or 'voting' (they take any number of "
+               "images: per-image statistics, or one set shared by all groups)")
+    else:
+        fix = "pass more samples, or a smaller set_size"
     return LocalNormError(
-        f"Protocol {protocol!r} (over the groups along the batch axis) needs {what}. Received: x.shape[0]={batch}, "
-        f"needed at least {needed}. Fix: pass more samples, or a smaller batch_size/set_size."
+        f"Protocol {protocol!r} (over the groups along the batch axis) needs {what}. "
+        f"Received: x.shape[0]={batch}, needed at least {needed}. Fix: {fix}."
     )
 
 
@@ -304,10 +367,20 @@ def running_not_tracked() -> LocalNormError:
     )
 
 
-def bad_noise_level(name: str, value: Any, valid: str) -> LocalNormError:
+def bad_noise_level(name: str, value: Any, valid: str,
+                    problem: str = "it is out of range") -> LocalNormError:
     return LocalNormError(
-        f"Noise level {name} is out of range. Expected {valid}. Received: {name}={value!r}. "
-        f"Fix: pass {name} {valid}."
+        f"Noise level {name} is not valid: {problem}. Expected one real number {valid}. "
+        f"Received: {name}={value!r} (type {type(value).__name__}). "
+        f"Fix: pass {name} as a float {valid}, e.g. {name}=0.5."
+    )
+
+
+def not_an_array(name: str, value: Any) -> TypeError:
+    return TypeError(
+        f"{name} must be an array (NumPy, torch, JAX, ... or a nested list of floats) of "
+        f"images, batch on axis 0. Received: type({name})={type(value).__name__}. "
+        f"Fix: pass e.g. `np.asarray(images, dtype=np.float32)`."
     )
 
 
@@ -507,6 +580,55 @@ def device_unavailable(device: str, backend: str, available: Iterable[str]) -> L
         f"{_choices(available)}. Received: device={device!r}. Fix: pass --device auto (the "
         f"framework's default device) or one of those; for a GPU, install the CUDA build of "
         f"{backend}."
+    )
+
+
+# -- the CLI's hostile input: options, files, output folders (issue 16) ------------------
+
+def bad_option(option: str, value: Any, expected: str, fix: str) -> LocalNormError:
+    return LocalNormError(
+        f"{option} is not valid: it must be {expected}. Received: {option}={value!r}. "
+        f"Fix: {fix}."
+    )
+
+
+def out_not_writable(path: Any, problem: str) -> LocalNormError:
+    return LocalNormError(
+        f"--out {str(path)!r} cannot hold the results: {problem}. It was checked before any "
+        "training, so nothing was lost. Expected a folder this user can create and write. "
+        f"Received: out={str(path)!r}. Fix: pass --out naming a new or writable folder "
+        "(not an existing file)."
+    )
+
+
+def bad_results_file(path: Any, problem: str) -> LocalNormError:
+    return LocalNormError(
+        f"--resume cannot read the earlier results {str(path)!r}: {problem}. Expected the "
+        "results.json written by `localnorm robustness` (it is written atomically, so this "
+        f"file was changed by something else). Received: path={str(path)!r}. Fix: restore "
+        "the file, or move it away and run again (without --resume every cell is "
+        "recomputed), or write to another --out."
+    )
+
+
+def bad_checkpoint(path: Any, problem: str) -> LocalNormError:
+    return LocalNormError(
+        f"--resume cannot load the trained network {str(path)!r}: {problem}. Expected a "
+        "checkpoint written by `localnorm robustness` for the same settings (checkpoints "
+        f"are written atomically, so this file was damaged afterwards). Received: "
+        f"path={str(path)!r}. Fix: delete this checkpoint (the network is then retrained "
+        "from the same seed) and run again with --resume."
+    )
+
+
+def file_error(exc: OSError) -> LocalNormError:
+    path = exc.filename if exc.filename is not None else "?"
+    reason = exc.strerror or type(exc).__name__
+    return LocalNormError(
+        f"Cannot access {str(path)!r}: {reason} ({type(exc).__name__}). Expected a path this "
+        f"user can read (data) or write (--out). Received: path={str(path)!r}. Fix: check "
+        "the path, its permissions and the free disk space, then run again (with --resume "
+        "to keep the cells already computed)."
     )
 
 

@@ -104,8 +104,19 @@ def check_param_shapes(gamma_shape: tuple, beta_shape: tuple, channels: int,
     return k
 
 
+#: The smallest eps accepted: float32's smallest normal number. Statistics are computed
+#: in at least float32, so a smaller eps would round to 0 (or to a subnormal that
+#: flush-to-zero hardware and XLA treat as 0) and a constant channel would give 0/0 = NaN.
+MIN_EPS = float(np.finfo(np.float32).tiny)
+
+
 def check_eps(eps: Any, dialect: _errors.Dialect = _errors.CORE) -> float:
-    if isinstance(eps, bool):
+    """eps as a float: positive, finite, and at least :data:`MIN_EPS` (so it never
+    becomes 0 in the float32 statistics). A 0-d array counts as its value; a bool, a
+    string or an array with more than one element is refused."""
+    if isinstance(eps, (bool, np.bool_, str, bytes)) or getattr(eps, "ndim", 0) != 0:
+        raise _errors.bad_eps(eps, dialect)
+    if getattr(getattr(eps, "dtype", None), "kind", "f") == "b":
         raise _errors.bad_eps(eps, dialect)
     try:
         value = float(eps)
@@ -113,6 +124,8 @@ def check_eps(eps: Any, dialect: _errors.Dialect = _errors.CORE) -> float:
         raise _errors.bad_eps(eps, dialect) from None
     if not (value > 0 and math.isfinite(value)):
         raise _errors.bad_eps(eps, dialect)
+    if value < MIN_EPS:
+        raise _errors.eps_underflows(eps, MIN_EPS, dialect)
     return value
 
 
@@ -210,7 +223,7 @@ def check_group(group: Any, num_groups: int, mode: str, batch: int) -> int | Non
     Array groups (one entry per sample) are allowed in "single" mode only; their range
     is checked by the caller where the values are concrete.
     """
-    if isinstance(group, bool):
+    if isinstance(group, (bool, np.bool_)):
         raise _errors.bad_group(group, num_groups)
     if isinstance(group, (int, np.integer)):
         if not 0 <= group < num_groups:
@@ -220,13 +233,30 @@ def check_group(group: Any, num_groups: int, mode: str, batch: int) -> int | Non
     if shape is None:
         raise _errors.bad_group(group, num_groups)
     if len(shape) == 0:
-        # A 0-d integer array is an int group.
+        # A 0-d integer array is an int group; a 0-d float or bool array is refused like
+        # the Python 1.5 or True it holds (never truncated to an int).
+        if not _is_integer_dtype(getattr(group, "dtype", None)):
+            raise _errors.bad_group(group, num_groups)
         return check_group(int(group), num_groups, mode, batch)
     if mode != "single":
         raise _errors.group_array_not_single(mode)
-    if len(shape) != 1 or shape[0] != batch:
-        raise _errors.group_array_mismatch(int(np.prod(shape)), batch)
+    if len(shape) != 1:
+        raise _errors.group_array_rank(tuple(shape), batch)
+    if shape[0] != batch:
+        raise _errors.group_array_mismatch(int(shape[0]), batch)
     return None
+
+
+def _is_integer_dtype(dtype: Any) -> bool:
+    """Whether an array dtype (NumPy, torch, JAX, TensorFlow, ...) is an integer dtype, by
+    NumPy's reading of it or, for other libraries, by its name; bool is not."""
+    if dtype is None:
+        return False
+    try:
+        return bool(np.issubdtype(np.dtype(dtype), np.integer))
+    except TypeError:
+        name = str(getattr(dtype, "name", dtype)).rsplit(".", 1)[-1]
+        return name.startswith(("int", "uint"))
 
 
 def values_per_channel(shape: tuple, axis: int, mode: str, num_groups: int) -> int:

@@ -34,10 +34,39 @@ class Vote(NamedTuple):
 
 
 def softmax(xp, s, axis: int = -1):
-    """Numerically stable softmax in the array-API namespace ``xp``."""
-    z = s - xp.max(s, axis=axis, keepdims=True)
+    """Numerically stable softmax in the array-API namespace ``xp``, defined for infinite
+    logits as the limit: a ``-inf`` logit has probability 0, and where the largest logit
+    of a row is infinite the row's mass is shared equally by the entries equal to it (the
+    ``+inf`` ones; every entry when all are ``-inf``). Finite input never gives NaN."""
+    m = xp.max(s, axis=axis, keepdims=True)
+    inf_row = xp.isinf(m)
+    zero = xp.zeros_like(m)
+    z = xp.where(inf_row, xp.where(s == m, zero, xp.full_like(s, -float("inf"))),
+                 s - xp.where(inf_row, zero, m))
     e = xp.exp(z)
     return e / xp.sum(e, axis=axis, keepdims=True)
+
+
+def _as_array(scores):
+    """An array-API array as it is; anything else (a nested Python list, a tuple) as a
+    NumPy array, so ``vote([[[0.9, 0.1]]])`` works like ``vote(np.array(...))``."""
+    if array_api_compat.is_array_api_obj(scores):
+        return scores
+    import numpy as np
+
+    try:
+        out = np.asarray(scores)
+    except (TypeError, ValueError) as exc:  # ragged lists, objects
+        raise _errors.bad_scores_type(scores, str(exc)) from None
+    if out.dtype == object or out.dtype.kind not in "biuf":
+        raise _errors.bad_scores_type(scores, f"dtype {out.dtype}")
+    return out
+
+
+def _is_concrete(xp, a) -> bool:
+    from ._core import _is_concrete as concrete
+
+    return concrete(a)
 
 
 def vote(scores, method: str = "hard", *, from_logits: bool = False) -> Vote:
@@ -45,9 +74,16 @@ def vote(scores, method: str = "hard", *, from_logits: bool = False) -> Vote:
 
     Parameters
     ----------
-    scores : array, shape (K, N, classes)
+    scores : array or nested list, shape (K, N, classes)
         For each of the K groups along the batch axis, the class scores of N samples:
-        probabilities, or logits with ``from_logits=True``. Any array-API array.
+        probabilities, or logits with ``from_logits=True``. Any array-API array (the
+        results keep its type); a nested Python list is read as a NumPy array. NaN is
+        refused; so is an infinite score unless ``from_logits=True``, where ``-inf`` is
+        probability 0 and ``+inf`` takes the whole mass (shared by the row's ``+inf``
+        entries). Soft voting without ``from_logits`` averages probabilities and refuses
+        scores outside [0, 1] (they are logits: pass ``from_logits=True``); hard voting
+        takes any finite scores (only each group's ranking and, for ties, their mean
+        matter).
     method : {"hard", "soft"}, default "hard"
         ``"hard"``: each group votes for its top class and the class with the most votes
         wins. Ties between classes with the most votes are broken by the larger mean
@@ -67,6 +103,13 @@ def vote(scores, method: str = "hard", *, from_logits: bool = False) -> Vote:
     Vote
         ``(scores, labels, agreement)``, see :class:`Vote`.
 
+    Raises
+    ------
+    LocalNormError
+        For an unknown method, scores not of shape (K, N, classes) or not numbers, NaN
+        scores, infinite probabilities, or soft voting on scores outside [0, 1] without
+        ``from_logits=True``.
+
     Examples
     --------
     >>> import numpy as np
@@ -77,11 +120,20 @@ def vote(scores, method: str = "hard", *, from_logits: bool = False) -> Vote:
     ([0], [[0.667, 0.333]], [0.667])
     """
     _spec.check_choice("method", method, _spec.VOTE_METHODS)
+    scores = _as_array(scores)
     xp = array_api_compat.array_namespace(scores)
     if scores.ndim != 3 or scores.shape[0] < 1 or scores.shape[2] < 1:
         raise _errors.bad_scores(tuple(scores.shape))
     if not _spec.is_real_floating(xp, scores.dtype):
         scores = xp.astype(scores, xp.float64)
+    if _is_concrete(xp, scores) and scores.shape[1] > 0:
+        nan = xp.isnan(scores) if from_logits else xp.logical_not(xp.isfinite(scores))
+        if bool(xp.any(nan)):
+            raise _errors.scores_not_finite(int(xp.count_nonzero(nan)), from_logits)
+        if method == "soft" and not from_logits and bool(
+                xp.any(xp.logical_or(scores < 0, scores > 1))):
+            raise _errors.soft_vote_not_probabilities(float(xp.min(scores)),
+                                                      float(xp.max(scores)))
     k, _, classes = scores.shape
     probs = softmax(xp, scores, axis=-1) if from_logits else scores
     mean_probs = xp.mean(probs, axis=0)

@@ -15,7 +15,9 @@ All three multiply the clean image ``x`` by random noise drawn independently per
 
 Noise is drawn with NumPy from an explicit seed or ``numpy.random.Generator`` (so the same
 seed gives the same noise for every framework) and moved to ``x``'s namespace and device.
-The result has x's array type and dtype. ``channel_axis`` (default -1, channels-last;
+The result has x's array type and dtype; a nested Python list is read as a NumPy array
+(a float64 one for Python floats). sigma is one real number (an int, a float, a NumPy
+scalar or a 0-d array); a bool, a string or an array of several levels is refused. ``channel_axis`` (default -1, channels-last;
 use 1 for NCHW) only matters for :func:`mbn`'s shared mask; ``None`` means x has no
 channel axis (e.g. a batch of grey images (N, H, W)). Axis 0 is the batch axis.
 """
@@ -41,14 +43,42 @@ def _rng(seed: Any) -> np.random.Generator:
 
 
 def _level(sigma: Any, name: str = "sigma", upper: float | None = None) -> float:
+    """sigma as a float: a real number (an int, a float, a NumPy scalar or a 0-d array),
+    finite, >= 0 (and <= ``upper``). A bool, a string or an array of several values is
+    refused with its own reason, never read as a number."""
+    valid = f"in [0, {upper}]" if upper is not None else ">= 0 and finite"
+    if isinstance(sigma, (bool, np.bool_, str, bytes)) or getattr(
+            getattr(sigma, "dtype", None), "kind", "f") not in "iuf":
+        raise _errors.bad_noise_level(name, sigma, valid, problem="it is not a real number")
+    shape = getattr(sigma, "shape", ())
+    if len(shape) != 0:
+        raise _errors.bad_noise_level(
+            name, sigma, valid, problem=f"it is an array of shape {tuple(shape)}, and one "
+            "call applies one noise level (loop over the levels, one call each)")
     try:
         s = float(sigma)
     except (TypeError, ValueError):
-        raise _errors.bad_noise_level(name, sigma, ">= 0") from None
-    valid = f"in [0, {upper}]" if upper is not None else ">= 0 and finite"
+        raise _errors.bad_noise_level(name, sigma, valid,
+                                      problem="it is not a real number") from None
     if not math.isfinite(s) or s < 0 or (upper is not None and s > upper):
         raise _errors.bad_noise_level(name, sigma, valid)
     return s
+
+
+def _as_array(x):
+    """x as it is when it is an array-API array; a nested Python list or tuple becomes a
+    NumPy float64 array (so ``agn([[0.5, 1.0]], 0.1)`` returns a NumPy array)."""
+    if array_api_compat.is_array_api_obj(x):
+        return x
+    try:
+        out = np.asarray(x)
+    except (TypeError, ValueError):
+        raise _errors.not_an_array("x", x) from None
+    if out.dtype.kind in "iub":  # Python ints/bools: refused below as non-floating
+        return out
+    if out.dtype.kind != "f":
+        raise _errors.not_an_array("x", x)
+    return out
 
 
 def _check_x(x) -> None:
@@ -90,6 +120,7 @@ def agn(x, sigma: float, *, seed: Any = None):
     LocalNormError
         If sigma is out of range, or seed is not one of the above.
     """
+    x = _as_array(x)
     _check_x(x)
     s = _level(sigma)
     return _apply(x, 1.0 + s * _rng(seed).standard_normal(tuple(x.shape)))
@@ -123,6 +154,7 @@ def apn(x, sigma: float, *, seed: Any = None):
     LocalNormError
         If sigma is out of range, or seed is not one of the above.
     """
+    x = _as_array(x)
     _check_x(x)
     s = _level(sigma)
     return _apply(x, 1.0 + _rng(seed).poisson(s, tuple(x.shape)).astype(np.float64))
@@ -159,6 +191,7 @@ def mbn(x, sigma: float, *, seed: Any = None, channel_axis: int | None = -1):
         If sigma is out of range, seed is not one of the above, or channel_axis is out
         of range or 0.
     """
+    x = _as_array(x)
     _check_x(x)
     s = _level(sigma, upper=1.0)
     shape = list(x.shape)
@@ -198,6 +231,7 @@ def uniform(x, sigma: float, *, seed: Any = None, centered: bool = False):
     LocalNormError
         If sigma is out of range, or seed is not one of the above.
     """
+    x = _as_array(x)
     _check_x(x)
     s = _level(sigma)
     u = _rng(seed).random(tuple(x.shape))

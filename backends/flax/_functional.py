@@ -109,7 +109,7 @@ def check_group(group: Any, num_groups: int, mode: str) -> Any:
         else:
             arr = np.asarray(group)
             if arr.ndim != 1:
-                raise _errors.bad_group(group, num_groups)
+                raise _errors.group_array_rank(tuple(arr.shape))
             if arr.size and (not np.issubdtype(arr.dtype, np.integer)
                              or arr.min() < 0 or arr.max() >= num_groups):
                 raise _errors.bad_group(group, num_groups)

@@ -392,6 +392,17 @@ class LocalNormalization(keras.layers.Layer):
                     raise _errors.checkpoint_mismatch(w.name, saved, tuple(w.shape))
         super().load_own_variables(store)
 
+    @classmethod
+    def from_config(cls, config):
+        """Rebuild from :meth:`get_config` (``keras.models.load_model``). The LocalNorm
+        arguments are checked here first: Keras turns a constructor's error into a
+        TypeError after a dump of the whole model config, which would bury the message."""
+        num_groups = _spec.check_num_groups(config.get("num_groups", 4))
+        _spec.check_eps(config.get("epsilon", _spec.DEFAULT_EPS), DIALECT)
+        _spec.check_choice("partition", config.get("partition", "contiguous"), _spec.PARTITIONS)
+        check_eval_setting(config.get("mode", "batch"), config.get("group", 0), num_groups)
+        return super().from_config(config)
+
     def get_config(self):
         config = super().get_config()
         group = self.group

@@ -94,7 +94,7 @@ def _check_group(group: Any, num_groups: int, mode: str) -> Any:
                 raise _errors.bad_group(group, num_groups, allow_none=True)
             return group
         else:
-            raise _errors.bad_group(group, num_groups, allow_none=True)
+            raise _errors.group_array_rank(tuple(group.shape))
     if not isinstance(group, (int, np.integer)) or not 0 <= group < num_groups:
         raise _errors.bad_group(group, num_groups, allow_none=True)
     return int(group)

@@ -53,8 +53,10 @@ class _ArrayAPIHarness(Harness):
         group = case.group
         if isinstance(group, np.integer):
             group = int(group)
-        if not isinstance(group, int):
-            group = self._to(np.asarray(group, dtype=np.int64))
+        if isinstance(group, np.ndarray):
+            # The array keeps its dtype (int64 per-sample groups; a float or bool array of
+            # the bad-input battery reaches local_norm as such, never cast to int here).
+            group = self._to(group)
         kwargs = case.reference_kwargs()
         kwargs["group"] = group
         return x, gamma, beta, kwargs
@@ -113,7 +115,7 @@ class TorchArrayHarness(_ArrayAPIHarness):
 
         if a.dtype.name == "bfloat16":  # ml_dtypes: exact through float32
             return torch.from_numpy(a.astype(np.float32)).to(torch.bfloat16)
-        return torch.from_numpy(np.ascontiguousarray(a))
+        return torch.from_numpy(np.asarray(a, order="C"))  # ascontiguousarray makes 0-d 1-d
 
     def _from(self, a, dtype):
         import torch

@@ -31,7 +31,13 @@ def _param_dtype(dtype: str) -> str:
 
 
 def _group(case: Case):
-    return case.group if isinstance(case.group, (int, np.integer)) else np.asarray(case.group)
+    """An int group as it is; a per-sample group as a NumPy array. Anything else (a float,
+    a bool, a 0-d array: rows of the bad-input battery) reaches the layer as it is."""
+    group = case.group
+    if isinstance(group, (int, np.integer, float)) or (
+            isinstance(group, np.ndarray) and group.ndim == 0):
+        return group
+    return np.asarray(group)
 
 
 def _to_numpy(y, dtype: str) -> np.ndarray:
@@ -64,7 +70,8 @@ class _FlaxHarness(Harness):
         group = _group(case)
         key = (case.num_features, case.num_groups, case.eps, case.axis, case.partition,
                case.mode, _param_dtype(case.dtype),
-               ("per-sample", len(group)) if isinstance(group, np.ndarray) else group)
+               ("per-sample", len(group)) if isinstance(group, np.ndarray) and group.ndim
+               else repr(group))
         return _compile(type(self), key, case)
 
     def forward(self, case: Case) -> np.ndarray:
@@ -177,7 +184,8 @@ class FlaxLinenHarness(_FlaxHarness):
         params = {"params": {"scale": jnp.asarray(case.gamma.astype(pd)),
                              "bias": jnp.asarray(case.beta.astype(pd))}}
         group = _group(case)
-        groups = jnp.asarray(group, jnp.int32) if isinstance(group, np.ndarray) else None
+        groups = (jnp.asarray(group, jnp.int32) if isinstance(group, np.ndarray)
+                  and group.ndim else None)  # a 0-d array is passed as it is, uncast
 
         def f(x, params, groups):
             return layer.apply(params, x, mode=case.mode,

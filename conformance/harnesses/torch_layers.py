@@ -91,7 +91,11 @@ class TorchLayerHarness(Harness):
         else:
             group = case.group
             if not isinstance(group, (int, np.integer)):
-                group = torch.as_tensor(np.asarray(group), dtype=torch.long)
+                # Integer arrays become long tensors; a float or bool group keeps its
+                # dtype, so the layer (not this harness) decides to refuse it.
+                group = np.asarray(group)
+                group = torch.as_tensor(group, dtype=torch.long if np.issubdtype(
+                    group.dtype, np.integer) else None)
             layer.eval()
             layer.set_mode(case.mode, group)
         return layer

@@ -48,6 +48,8 @@ an experiment sees the same degraded images.
 
 from __future__ import annotations
 
+import math
+
 import io
 from typing import Any
 
@@ -104,7 +106,7 @@ def check_level(name: str, level: Any) -> float:
             s = float(level)
         except (TypeError, ValueError):
             raise _errors.bad_corruption_severity(name, level) from None
-        if s != int(s) or not 1 <= s <= 5:
+        if not math.isfinite(s) or s != int(s) or not 1 <= s <= 5:
             raise _errors.bad_corruption_severity(name, level)
         return s
     return _noise._level(level, upper=1.0 if name == "mbn" else None)

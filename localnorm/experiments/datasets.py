@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import pickle
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -126,12 +127,24 @@ def read_idx(path: str | Path) -> np.ndarray:
     path = Path(path)
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except EOFError:
+            raise _errors.bad_dataset_file(
+                path, "the gzip stream ends early (a truncated download or copy)",
+                "a complete .gz file") from None
+        except (OSError, zlib.error) as exc:  # BadGzipFile is an OSError
+            raise _errors.bad_dataset_file(
+                path, f"its gzip data is corrupt ({exc})", "an intact .gz file") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise _errors.bad_dataset_file(
             path, f"it does not start with an IDX magic number (got {raw[:4].hex() or 'an empty file'})",
             "an IDX file such as train-images-idx3-ubyte(.gz)")
     dtype, ndim = np.dtype(_IDX_DTYPES[raw[2]]), raw[3]
+    if ndim == 0 or len(raw) < 4 + 4 * ndim:
+        raise _errors.bad_dataset_file(
+            path, f"its header announces {ndim} dimensions and ends after {len(raw)} bytes",
+            "an IDX header with 1 to 4 dimension sizes")
     dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4).astype(np.int64)
     count = int(np.prod(dims))
     offset = 4 + 4 * ndim
@@ -140,6 +153,32 @@ def read_idx(path: str | Path) -> np.ndarray:
             path, f"its header announces shape {tuple(dims.tolist())} ({count * dtype.itemsize} bytes) "
             f"but {len(raw) - offset} bytes of data follow", "a complete IDX file")
     return np.frombuffer(raw, dtype=dtype, count=count, offset=offset).reshape(tuple(dims.tolist()))
+
+
+def _checked_pair(images: np.ndarray, labels: np.ndarray, images_path, labels_path,
+                  num_classes: int = 10, image_ndim: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Images and int64 labels of one split, after checking that they belong together:
+    ``image_ndim``-D images (N, H, W[, C]) with a non-empty image, 1-D integer labels in
+    [0, num_classes), and as many labels as images (never silently truncated)."""
+    if images.ndim != image_ndim or images.shape[0] == 0 or 0 in images.shape[1:]:
+        raise _errors.bad_dataset_file(
+            images_path, f"it holds an array of shape {tuple(images.shape)}",
+            f"{image_ndim}-D images (N, height, width{', channels' if image_ndim == 4 else ''})"
+            " with N >= 1")
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise _errors.bad_dataset_file(
+            labels_path, f"it holds a {labels.dtype.name} array of shape {tuple(labels.shape)}",
+            "1-D integer labels, one per image")
+    if len(labels) != len(images):
+        raise _errors.bad_dataset_file(
+            labels_path, f"it holds {len(labels)} labels for the {len(images)} images of "
+            f"{str(images_path)!r}", "one label per image (the files of one split, from the "
+            "same release)")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise _errors.bad_dataset_file(
+            labels_path, f"its labels range from {labels.min()} to {labels.max()}",
+            f"labels in [0, {num_classes - 1}]")
+    return images, labels.astype(np.int64)
 
 
 def _find(data_dir: Path, stem: str) -> Path | None:
@@ -159,7 +198,8 @@ def _load_mnist_like(name: str, data_dir: Path, seed: int) -> ImageData:
         kind = {"images": "idx3", "labels": "idx1"}
         found = {k: _find(data_dir, f"{split}-{k}-{v}-ubyte") for k, v in kind.items()}
         if all(found.values()):
-            parts[split] = (read_idx(found["images"]), read_idx(found["labels"]).astype(np.int64))
+            parts[split] = _checked_pair(read_idx(found["images"]), read_idx(found["labels"]),
+                                         found["images"], found["labels"])
     if not parts:
         parts = _load_npz_splits(data_dir)
     if not parts:
@@ -191,19 +231,33 @@ def _load_npz_splits(data_dir: Path) -> dict:
           for s in ("train", "test")}
     for split, (imgs, labels) in km.items():
         if imgs.is_file() and labels.is_file():
-            with np.load(imgs) as fi, np.load(labels) as fl:
-                parts["t10k" if split == "test" else "train"] = (
-                    fi[fi.files[0]], fl[fl.files[0]].astype(np.int64))
+            with _open_npz(imgs) as fi, _open_npz(labels) as fl:
+                parts["t10k" if split == "test" else "train"] = _checked_pair(
+                    fi[fi.files[0]], fl[fl.files[0]], imgs, labels)
     if parts:
         return parts
     for path in sorted(data_dir.glob("*.npz")):
-        with np.load(path) as f:
+        with _open_npz(path) as f:
             if {"x_test", "y_test"} <= set(f.files):
-                parts["t10k"] = (f["x_test"], f["y_test"].astype(np.int64))
+                parts["t10k"] = _checked_pair(f["x_test"], f["y_test"], f"{path}:x_test",
+                                              f"{path}:y_test")
                 if {"x_train", "y_train"} <= set(f.files):
-                    parts["train"] = (f["x_train"], f["y_train"].astype(np.int64))
+                    parts["train"] = _checked_pair(f["x_train"], f["y_train"],
+                                                   f"{path}:x_train", f"{path}:y_train")
                 return parts
     return parts
+
+
+def _open_npz(path: Path):
+    """``np.load`` of an .npz, with a damaged file (not a zip, truncated, a pickled
+    object) reported as :func:`~localnorm._errors.bad_dataset_file`."""
+    import zipfile
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise _errors.bad_dataset_file(path, f"it is not a readable .npz ({exc})"[:300],
+                                       "a NumPy .npz archive") from None
 
 
 # -- CIFAR-10 ----------------------------------------------------------------------------
@@ -218,14 +272,24 @@ def _load_cifar10(data_dir: Path, seed: int) -> ImageData:
             "pickle version), directly or in cifar-10-batches-py/")
 
     def read(path):
-        with open(path, "rb") as f:
-            d = pickle.load(f, encoding="bytes")
-        data = d.get(b"data", d.get("data"))
-        labels = d.get(b"labels", d.get("labels"))
+        try:
+            with open(path, "rb") as f:
+                d = pickle.load(f, encoding="bytes")
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
+                ImportError, IndexError, KeyError) as exc:
+            raise _errors.bad_dataset_file(path, f"it is not a readable pickle ({exc!r})"[:300],
+                                           "a CIFAR-10 python pickle batch") from None
+        data = d.get(b"data", d.get("data")) if isinstance(d, dict) else None
+        labels = d.get(b"labels", d.get("labels")) if isinstance(d, dict) else None
         if data is None or labels is None:
             raise _errors.bad_dataset_file(path, "it has no 'data'/'labels' entries",
                                            "a CIFAR-10 python pickle batch")
-        return np.asarray(data, np.uint8).reshape(-1, 3, 32, 32), np.asarray(labels, np.int64)
+        data = np.asarray(data, np.uint8)
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+            raise _errors.bad_dataset_file(path, f"its data has shape {data.shape}",
+                                           "rows of 3072 bytes (3 x 32 x 32)")
+        return _checked_pair(data.reshape(-1, 3, 32, 32), np.asarray(labels), path, path,
+                             image_ndim=4)
 
     xs, ys = zip(*(read(p) for p in train_files))
     xtr, ytr = _shuffled(np.concatenate(xs), np.concatenate(ys), seed)
@@ -252,10 +316,18 @@ def _read_folder(root: Path, image_size: int, classes: list[str] | None = None):
         found = sorted(p for p in (root / c).rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
         files += found
         labels += [i] * len(found)
+    from PIL import UnidentifiedImageError
+
     images = []
     for f in files:  # decoding is per file; this runs once, before any training
-        with Image.open(f) as im:
-            images.append(im.convert("RGB").resize((image_size, image_size), Image.BILINEAR))
+        # Images of any size and mode (grey, palette, RGBA, ...) become image_size x
+        # image_size RGB; an image that cannot be decoded is an error naming its file.
+        try:
+            with Image.open(f) as im:
+                images.append(im.convert("RGB").resize((image_size, image_size), Image.BILINEAR))
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise _errors.bad_dataset_file(f, f"it cannot be decoded as an image ({exc})"[:300],
+                                           "an intact image file (PNG, JPEG, ...)") from None
     x = np.stack([np.asarray(im) for im in images]) if images else np.zeros((0, image_size, image_size, 3), np.uint8)
     return x, np.asarray(labels, np.int64), classes
 

@@ -7,8 +7,9 @@ a ``confusion`` matrix). It is rewritten atomically (a temporary file, then
 :func:`os.replace`) after every cell, so an interrupted run loses at most the cell in
 progress, and ``--resume`` skips every cell already recorded. The clean test set is the
 cell ``noise="none", level=0``. The config records the settings, the framework and device,
-the command line (``argv``, and ``command`` as one shell line) and, once the run ends, its
-total ``wall_seconds``; ``results.md`` repeats the command and the wall time.
+the command line (``argv``, and ``command`` as one shell line), the number of
+``attempts`` (1, plus one per ``--resume``) and ``wall_seconds``, the wall time of all
+attempts up to the last write; ``results.md`` repeats the command and the wall time.
 """
 
 from __future__ import annotations
@@ -68,32 +69,46 @@ def _key(record: dict) -> tuple:
 
 
 class ResultStore:
-    """The records of one run, persisted to ``out/results.json`` after every change."""
+    """The records of one run, persisted to ``out/results.json`` after every change.
 
-    def __init__(self, out: Path, config: dict, data_note: str, resume: bool):
+    ``config.wall_seconds`` is the wall time of every attempt of the run so far: each
+    write adds the time since this attempt started (``started``, a
+    :func:`time.perf_counter` value) to the time the earlier attempts recorded, so a run
+    interrupted by SIGINT or killed keeps the time it had spent up to its last write, and
+    ``--resume`` adds to it. ``config.attempts`` counts the attempts.
+    """
+
+    def __init__(self, out: Path, config: dict, data_note: str, resume: bool,
+                 started: float | None = None):
+        import time
+
         self.path = Path(out) / "results.json"
         self.config = dict(config)
         self.data_note = data_note
         self.training: dict[str, Any] = {}
         self.records: list[dict] = []
         self._earlier_seconds = 0.0
+        self._started = time.perf_counter() if started is None else started
+        attempts = 1
         if resume and self.path.is_file():
-            saved = json.loads(self.path.read_text(encoding="utf-8"))
+            saved = _read_results(self.path)
             for k in RESUME_KEYS:
-                if saved.get("config", {}).get(k) != config.get(k):
-                    raise _errors.resume_mismatch(self.path, k, saved.get("config", {}).get(k),
+                if saved["config"].get(k) != config.get(k):
+                    raise _errors.resume_mismatch(self.path, k, saved["config"].get(k),
                                                   config.get(k))
-            self.records = list(saved.get("records", []))
-            self.training = dict(saved.get("training", {}))
-            self._earlier_seconds = float(saved.get("config", {}).get("wall_seconds") or 0.0)
+            self.records = list(saved["records"])
+            self.training = dict(saved.get("training") or {})
+            self._earlier_seconds = float(saved["config"].get("wall_seconds") or 0.0)
+            attempts = int(saved["config"].get("attempts") or 1) + 1
+        self.config["attempts"] = attempts
         self.config.setdefault("wall_seconds", None)
         self._done = {_key(r) for r in self.records}
 
     def add_wall_time(self, seconds: float) -> None:
         """Record the run's total wall time in ``config.wall_seconds`` (on ``--resume``,
-        the earlier runs' time plus this one's)."""
+        the earlier attempts' time plus this one's) and write the file."""
         self.config["wall_seconds"] = round(self._earlier_seconds + seconds, 1)
-        self.flush()
+        self._write()
 
     def done(self, method: str, protocol: str, noise: str, level: float) -> bool:
         return (method, protocol, noise, float(level)) in self._done
@@ -105,11 +120,58 @@ class ResultStore:
         self.flush()
 
     def flush(self) -> None:
+        """Write the file, with the wall time of all attempts up to now."""
+        import time
+
+        self.config["wall_seconds"] = round(
+            self._earlier_seconds + time.perf_counter() - self._started, 1)
+        self._write()
+
+    def _write(self) -> None:
         head = {"config": self.config, "data": self.data_note, "training": self.training}
         # One record per line: readable, diffable, and compact with confusion matrices.
         body = ",\n  ".join(json.dumps(r) for r in self.records)
         text = json.dumps(head, indent=1)[:-2] + ',\n "records": [\n  ' + body + "\n ]\n}\n"
         atomic_write_text(self.path, text)
+
+
+_RECORD_FIELDS = {"method": str, "protocol": str, "noise": str, "level": (int, float),
+                  "accuracy": (int, float)}
+
+
+def _read_results(path: Path) -> dict:
+    """The saved results.json for ``--resume``, checked for the structure the store
+    relies on; a damaged file is a :func:`~localnorm._errors.bad_results_file` error."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise _errors.bad_results_file(path, f"it is not UTF-8 text ({exc.reason})") from None
+    except json.JSONDecodeError as exc:
+        raise _errors.bad_results_file(
+            path, f"it is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}; "
+            "a truncated or hand-edited file)") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict) \
+            or not isinstance(saved.get("records"), list):
+        raise _errors.bad_results_file(
+            path, "it lacks the 'config' object or the 'records' list")
+    if not isinstance(saved.get("training", {}), dict):
+        raise _errors.bad_results_file(path, "its 'training' entry is not an object")
+    wall = saved["config"].get("wall_seconds")
+    if wall is not None and (isinstance(wall, bool) or not isinstance(wall, (int, float))
+                             or not math.isfinite(wall) or wall < 0):
+        raise _errors.bad_results_file(path, f"its wall_seconds is {wall!r}, not a number >= 0")
+    attempts = saved["config"].get("attempts")
+    if attempts is not None and (isinstance(attempts, bool) or not isinstance(attempts, int)
+                                 or attempts < 1):
+        raise _errors.bad_results_file(path, f"its attempts is {attempts!r}, not an int >= 1")
+    for i, r in enumerate(saved["records"]):
+        bad = [f for f, t in _RECORD_FIELDS.items()
+               if not isinstance(r, dict) or isinstance(r.get(f), bool)
+               or not isinstance(r.get(f), t)]
+        if bad:
+            raise _errors.bad_results_file(
+                path, f"record {i} lacks or mistypes {', '.join(bad)}")
+    return saved
 
 
 # -- tables ------------------------------------------------------------------------------
@@ -202,7 +264,9 @@ def write_markdown(path: Path, store: ResultStore, noises: list[str]) -> None:
         lines += ["Command:", "", "```bash", cfg["command"], "```", ""]
     if wall is not None:
         train = ", ".join(f"{norm} {t['seconds']:.0f} s" for norm, t in store.training.items())
-        lines += [f"Wall time: {wall:.0f} s ({wall / 60:.1f} min) in all"
+        attempts = cfg.get("attempts") or 1
+        over = f" over {attempts} attempts (--resume)" if attempts > 1 else ""
+        lines += [f"Wall time: {wall:.0f} s ({wall / 60:.1f} min) in all{over}"
                   + (f"; training: {train}." if train else "."), ""]
     lines += [
         "## Clean test accuracy",

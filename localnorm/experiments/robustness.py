@@ -54,6 +54,30 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _number(option: str, kind: type, minimum: float, fix: str, *, strict: bool = False):
+    """An argparse ``type`` for ``option``: a finite ``kind`` (int or float) >= ``minimum``
+    (> with ``strict``). A bad value is refused with the project's message, naming the
+    option; nothing is ever replaced by a default."""
+
+    def parse(text: str):
+        from .. import _errors
+
+        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+        expected = f"{'an int' if kind is int else 'a finite number'} {bound}"
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(
+                str(_errors.bad_option(option, text, expected, fix))) from None
+        if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+            raise argparse.ArgumentTypeError(
+                str(_errors.bad_option(option, text, expected, fix)))
+        return value
+
+    parse.__name__ = f"{option} value"
+    return parse
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``robustness`` subcommand on ``subparsers``."""
     from .corruptions import CORRUPTIONS, NOISES
@@ -71,32 +95,44 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--dataset", default="digits", choices=DATASETS,
                    help="digits is embedded in scikit-learn; the others read --data-dir")
     g.add_argument("--data-dir", default=None, help="folder with the dataset's files")
-    g.add_argument("--image-size", type=int, default=32, help="--dataset folder: resize to this")
-    g.add_argument("--limit-train", type=int, default=None, help="use only this many training images")
-    g.add_argument("--limit-test", type=int, default=None, help="use only this many test images")
+    g.add_argument("--image-size", default=32, type=_number(
+        "--image-size", int, 8, "pass e.g. --image-size 32 (the networks need 8x8 images or more)"), help="--dataset folder: resize to this")
+    g.add_argument("--limit-train", default=None, type=_number(
+        "--limit-train", int, 1, "pass a positive number of images, or leave the option out for all"), help="use only this many training images")
+    g.add_argument("--limit-test", default=None, type=_number(
+        "--limit-test", int, 1, "pass a positive number of images, or leave the option out for all"), help="use only this many test images")
     g = p.add_argument_group("training")
     g.add_argument("--model", default="mnistnet", choices=MODELS,
                    help="mnistnet: the paper's 16c-16c-32c-32c-512d-1024d network; resnet: ResNet-20")
     g.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, metavar="METHOD",
                    help=f"among {', '.join(METHODS)}")
-    g.add_argument("--groups", type=int, default=None,
+    g.add_argument("--groups", default=None, type=_number(
+        "--groups", int, 1, f"pass K >= 1 groups along the batch axis (default {DEFAULT_GROUPS})"),
                    help=f"K, LocalNorm's groups along the batch axis (default {DEFAULT_GROUPS}, "
                    f"with --paper {PAPER_GROUPS})")
-    g.add_argument("--batch-size", type=int, default=None,
+    g.add_argument("--batch-size", default=None, type=_number(
+        "--batch-size", int, 2, "pass at least 2 (BatchNorm needs 2 samples per batch; "
+        f"LocalNorm 2 per group along the batch axis); default {DEFAULT_BATCH_SIZE}"),
                    help="training batch, also the test batch of BATCH and dynamic BN "
                    f"(default {DEFAULT_BATCH_SIZE}, with --paper {PAPER_BATCH_SIZE})")
     g.add_argument("--paper", action="store_true",
                    help=f"the paper's MNIST setup: --batch-size {PAPER_BATCH_SIZE} --groups "
                    f"{PAPER_GROUPS} (groups of 10 images), unless given explicitly")
-    g.add_argument("--epochs", type=int, default=None,
+    g.add_argument("--epochs", default=None, type=_number(
+        "--epochs", int, 1, "pass at least 1 (0 would evaluate untrained networks), or leave "
+        "it out for the dataset's default"),
                    help="default per dataset: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_EPOCHS.items()))
-    g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    g.add_argument("--seed", type=int, default=0, help="seeds the split, init, shuffling and noise")
+    g.add_argument("--lr", default=1e-3, type=_number(
+        "--lr", float, 0, "pass a positive learning rate such as 1e-3", strict=True), help="Adam learning rate")
+    g.add_argument("--seed", default=0, type=_number(
+        "--seed", int, 0, "pass an int >= 0, e.g. --seed 0"), help="seeds the split, init, shuffling and noise")
     g.add_argument("--backend", default="torch", choices=_BACKENDS, help=_BACKEND_HELP)
     g.add_argument("--device", default="auto",
                    help="auto (the backend's default device: its GPU when present), cpu, "
                    "cuda, cuda:1, ...")
-    g.add_argument("--threads", type=int, default=1,
+    g.add_argument("--threads", default=1, type=_number(
+        "--threads", int, 0, "pass 1 (the default), another positive count, or 0 for the "
+        "framework's own default"),
                    help="CPU threads of the framework (0: the framework's own default, "
                    "usually all cores); for these small networks 2 threads trained about 10x "
                    "slower than 1 on a busy 2-core machine")
@@ -230,27 +266,30 @@ def _noise_seed(seed: int, noise: str, level: float) -> "object":
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the experiment described by the parsed ``args`` (see :func:`add_parser`)."""
-    import sys
+    """Run the experiment described by the parsed ``args`` (see :func:`add_parser`).
+
+    Everything that can be checked before training is: the options, ``--out`` (created
+    and written to), the data (counts, formats) and the batch against K. A SIGINT
+    (Ctrl-C) writes ``results.json`` with this attempt's wall time before it propagates
+    (the command line then says how to resume)."""
     import time
     from pathlib import Path
 
-    import numpy as np
-
     from .. import _errors, _spec
     from . import report, training
-    from .corruptions import corrupt
     from .datasets import load
 
     t_start = time.perf_counter()
-    batch_size = args.batch_size or (PAPER_BATCH_SIZE if args.paper else DEFAULT_BATCH_SIZE)
-    k = _spec.check_num_groups(args.groups or (PAPER_GROUPS if args.paper else DEFAULT_GROUPS))
+    # None means "not given"; an explicit value (0 included) is never replaced by a default.
+    batch_size = args.batch_size if args.batch_size is not None else (
+        PAPER_BATCH_SIZE if args.paper else DEFAULT_BATCH_SIZE)
+    k = _spec.check_num_groups(args.groups if args.groups is not None else (
+        PAPER_GROUPS if args.paper else DEFAULT_GROUPS))
     noises = _expand_noises(args.noises)
     levels = parse_levels(args.levels, noises)
     conf_cell = confusion_cell(args.confusion, levels)
+    out = _writable_out(Path(args.out))
     runner = training.get_runner(args.backend, device=args.device, threads=args.threads)
-    from tqdm.auto import tqdm
-
     data = load(args.dataset, args.data_dir, seed=args.seed, image_size=args.image_size)
     data = data.subset(args.limit_train, args.limit_test)
     epochs = args.epochs if args.epochs is not None else DEFAULT_EPOCHS[args.dataset]
@@ -260,10 +299,53 @@ def run(args: argparse.Namespace) -> int:
                                              2 * k, k)
         if len(data.y_test) < k:
             raise _errors.too_few_for_groups("test split", len(data.y_test), k, k)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     store = report.ResultStore(out, _config(args, runner, epochs, batch_size, k), data.note,
-                               args.resume)
+                               args.resume, started=t_start)
+    try:
+        return _run_cells(args, runner, data, store, out, epochs, batch_size, k, noises,
+                          levels, conf_cell)
+    except KeyboardInterrupt:
+        store.flush()  # the wall time of this attempt, for --resume
+        raise
+
+
+def _writable_out(out):
+    """Create ``--out`` (and its checkpoints folder) and prove this user can write there,
+    before any data is read or network trained; a
+    :func:`~localnorm._errors.out_not_writable` error otherwise."""
+    import os
+    import tempfile
+
+    from .. import _errors
+
+    if out.exists() and not out.is_dir():
+        raise _errors.out_not_writable(out, "it is an existing file, not a folder")
+    try:
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        for folder in (out, out / "checkpoints"):
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        raise _errors.out_not_writable(
+            out, f"{exc.strerror or type(exc).__name__} ({type(exc).__name__}"
+            f"{'' if exc.filename is None else ' on ' + repr(str(exc.filename))})") from None
+    return out
+
+
+def _run_cells(args, runner, data, store, out, epochs, batch_size, k, noises, levels,
+               conf_cell) -> int:
+    """Train (or, with ``--resume``, load) the networks and evaluate every cell not yet in
+    ``store``; see :func:`run`."""
+    import sys
+
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from .. import _errors
+    from . import report, training
+    from .corruptions import corrupt
+
     quiet = args.no_progress
     print(data.note, file=sys.stderr)
     print(f"backend={runner.framework}, device={runner.device}, threads={args.threads}, "
@@ -282,13 +364,19 @@ def run(args: argparse.Namespace) -> int:
         net = runner.build(args.model, norm, data.shape, data.num_classes, k, args.seed)
         ckpt = out / "checkpoints" / f"{norm}{runner.checkpoint_suffix}"
         if args.resume and ckpt.is_file():
-            log = runner.load(net, ckpt)
+            try:
+                log = runner.load(net, ckpt)
+            except _errors.LocalNormError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a damaged file fails in any library
+                raise _errors.bad_checkpoint(ckpt, f"{type(exc).__name__}: {exc}"[:300]) from None
         else:
             bar = tqdm(total=epochs, desc=f"train {norm}", file=sys.stderr, disable=quiet, leave=False)
 
             def progress(epoch, loss, acc, bar=bar):
                 bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}")
                 bar.update(1)
+                store.flush()  # the wall time so far, should the run be killed
 
             log = runner.train(net, data.x_train, data.y_train, epochs=epochs,
                                batch_size=batch_size, lr=args.lr, seed=args.seed,
@@ -330,7 +418,7 @@ def run(args: argparse.Namespace) -> int:
             bar.update(1)
         report.write_markdown(out / "results.md", store, noises)
     bar.close()
-    store.add_wall_time(time.perf_counter() - t_start)
+    store.flush()
     report.write_markdown(out / "results.md", store, noises)
     report.write_plots(out, store, noises)
     if conf_cell is not None:

@@ -38,7 +38,9 @@ def store(tmp_path):
 
 def test_json_roundtrip_and_replacement(store, tmp_path):
     doc = json.loads((tmp_path / "results.json").read_text())
-    assert doc["config"] == {**CONFIG, "wall_seconds": None}  # set when the run ends
+    wall = doc["config"]["wall_seconds"]  # the time so far, at every write (issue 16)
+    assert isinstance(wall, float) and wall >= 0
+    assert doc["config"] == {**CONFIG, "attempts": 1, "wall_seconds": wall}
     assert doc["data"] == "digits: a note." and len(doc["records"]) == 6
     store.add(_rec("batchnorm", "running", "agn", 1.0, 0.41))  # the same cell again replaces it
     recs = json.loads((tmp_path / "results.json").read_text())["records"]

@@ -260,7 +260,8 @@ def _sample_args():
         "mixed_namespaces": [("type(x)=numpy.ndarray, type(gamma)=torch.Tensor",)],
         "bad_scores": [((2, 3),)],
         "checkpoint_mismatch": [("gamma", (2, 3), (4, 3))],
-        "bad_protocol_inputs": [("voting", 2, 4, "a set of at least 4 images")],
+        "bad_protocol_inputs": [("voting", 2, 4, "a set of at least 4 images"),
+                                ("batch", 2, 4, "at least 4 images (one per group)")],
         "running_not_tracked": [()],
         "bad_noise_level": [("sigma", -1, ">= 0")],
         "no_localnorm_layers": [("set_eval_mode",)],
@@ -292,6 +293,18 @@ def _sample_args():
         "sharded_ragged": [(5, 2, 4, "data")],
         "sharded_group_array": [(7, 4, 4, "data")],
         "lazy_batchnorm": [("LazyBatchNorm2d",)],
+        "eps_underflows": [(1e-50, 1.1754944e-38)],
+        "group_array_rank": [((8, 1), 8), ((8, 1),)],
+        "bad_scores_type": [([[1], [2, 3]], "ragged")],
+        "scores_not_finite": [(2, False), (1, True)],
+        "soft_vote_not_probabilities": [(-3.0, 4.5)],
+        "not_an_array": [("x", "abc")],
+        "bad_option": [("--groups", 0, "an int >= 1", "pass K >= 1 groups along the batch axis")],
+        "out_not_writable": [("/out", "it is a file")],
+        "bad_results_file": [("/out/results.json", "not valid JSON")],
+        "bad_checkpoint": [("/out/checkpoints/localnorm.pt", "truncated")],
+        "file_error": [(PermissionError(13, "Permission denied", "/out/x"),),
+                       (OSError("disk"),)],
     }
 
 
