@@ -71,12 +71,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--dataset", default="digits", choices=DATASETS,
                    help="digits is embedded in scikit-learn; the others read --data-dir")
     g.add_argument("--data-dir", default=None, help="folder with the dataset's files")
+    g.add_argument("--test-dir", default=None,
+                   help="cifar10 as JPEG files: the test folder (<class>/*.jpg); default "
+                   "test/ beside train/ in --data-dir, or without one a seeded stratified "
+                   "45,000/5,000 split of train/")
     g.add_argument("--image-size", type=int, default=32, help="--dataset folder: resize to this")
     g.add_argument("--limit-train", type=int, default=None, help="use only this many training images")
     g.add_argument("--limit-test", type=int, default=None, help="use only this many test images")
     g = p.add_argument_group("training")
     g.add_argument("--model", default="mnistnet", choices=MODELS,
-                   help="mnistnet: the paper's 16c-16c-32c-32c-512d-1024d network; resnet: ResNet-20")
+                   help="mnistnet: the paper's 16c-16c-32c-32c-512d-1024d network; resnet: ResNet-20; "
+                   "vgg19: the paper's CIFAR-10 VGG-19 (16 convolutions, 64-512 channels, "
+                   "the normalization after each); vgg19-narrow: the same at a quarter of "
+                   "the width (torch only)")
     g.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, metavar="METHOD",
                    help=f"among {', '.join(METHODS)}")
     g.add_argument("--groups", type=int, default=None,
@@ -210,7 +217,8 @@ def _config(args, runner, epochs: int, batch_size: int, k: int) -> dict:
     argv = getattr(args, "argv", None)
     env = "".join(f"{k.upper()}={v} " for k, v in runner.details.items() if k == "keras_backend")
     return {
-        "dataset": args.dataset, "data_dir": _data_dir(args.data_dir), "seed": args.seed,
+        "dataset": args.dataset, "data_dir": _data_dir(args.data_dir),
+        "test_dir": _data_dir(getattr(args, "test_dir", None)), "seed": args.seed,
         "backend": args.backend, **runner.details, "framework": runner.framework,
         "device": runner.device, "threads": args.threads, "model": args.model,
         "groups": k, "batch_size": batch_size, "epochs": epochs, "lr": args.lr,
@@ -241,6 +249,7 @@ def run(args: argparse.Namespace) -> int:
     from . import report, training
     from .corruptions import corrupt
     from .datasets import load
+    from .uncertainty import summarize
 
     t_start = time.perf_counter()
     batch_size = args.batch_size or (PAPER_BATCH_SIZE if args.paper else DEFAULT_BATCH_SIZE)
@@ -248,10 +257,15 @@ def run(args: argparse.Namespace) -> int:
     noises = _expand_noises(args.noises)
     levels = parse_levels(args.levels, noises)
     conf_cell = confusion_cell(args.confusion, levels)
+    from .models import BACKEND_MODELS
+
+    if args.model not in BACKEND_MODELS[args.backend]:
+        raise _errors.model_not_in_backend(args.model, args.backend, BACKEND_MODELS[args.backend])
     runner = training.get_runner(args.backend, device=args.device, threads=args.threads)
     from tqdm.auto import tqdm
 
-    data = load(args.dataset, args.data_dir, seed=args.seed, image_size=args.image_size)
+    data = load(args.dataset, args.data_dir, seed=args.seed, image_size=args.image_size,
+                test_dir=getattr(args, "test_dir", None))
     data = data.subset(args.limit_train, args.limit_test)
     epochs = args.epochs if args.epochs is not None else DEFAULT_EPOCHS[args.dataset]
     if "localnorm" in args.methods:
@@ -313,7 +327,7 @@ def run(args: argparse.Namespace) -> int:
             data.x_test, noise, level, seed=_noise_seed(args.seed, noise, level))
         for e in todo:
             bar.set_postfix_str(f"{e.label} {noise} {level:g}")
-            labels, agreement = runner.evaluate(
+            labels, agreement, msp = runner.evaluate_scores(
                 nets[e.norm], e, x, batch_size=batch_size, num_groups=k, seed=args.seed,
                 vote=args.vote)
             record = {
@@ -322,6 +336,9 @@ def run(args: argparse.Namespace) -> int:
                 "seed": args.seed, "dataset": args.dataset, "backend": args.backend,
                 "agreement": None if agreement is None else float(np.mean(agreement)),
             }
+            signal = ("agreement", agreement) if agreement is not None else ("max_softmax", msp)
+            if signal[1] is not None:
+                record["uncertainty"] = summarize(signal[1], labels == data.y_test, signal[0])
             if noise == "none" or (noise, level) == conf_cell:
                 cm = np.zeros((data.num_classes, data.num_classes), dtype=np.int64)
                 np.add.at(cm, (data.y_test, labels), 1)
@@ -333,6 +350,7 @@ def run(args: argparse.Namespace) -> int:
     store.add_wall_time(time.perf_counter() - t_start)
     report.write_markdown(out / "results.md", store, noises)
     report.write_plots(out, store, noises)
+    report.write_uncertainty_plots(out, store)
     if conf_cell is not None:
         report.write_confusion(out, store, conf_cell[0], conf_cell[1], data.classes)
     print(f"results in {out}/results.json, {out}/results.md and {out}/*.png "
