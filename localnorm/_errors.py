@@ -642,3 +642,12 @@ def bad_group_list(groups: Any, batch_size: int, problem: str) -> LocalNormError
         f"Received: groups={groups}, batch_size={batch_size}. Fix: drop those K, or pass "
         "a --batch-size that is a multiple of twice the largest K."
     )
+
+
+def seed_runs_differ(key: str, values: list) -> LocalNormError:
+    return LocalNormError(
+        f"summarize-seeds averages runs that differ only in --seed, but the runs given differ "
+        f"in {key}, so their spread would not be the spread over seeds. Received: "
+        f"{key}={values} (one per run, in order). Fix: pass only the run folders made with "
+        "the same settings apart from --seed."
+    )
