@@ -27,6 +27,9 @@ __all__ = ["add_parser", "run", "main", "parse_levels", "confusion_cell"]
 DEFAULT_EPOCHS = {"digits": 30, "mnist": 8, "fashion-mnist": 8, "kmnist": 8, "cifar10": 30,
                   "folder": 20}
 
+#: ``--quick``: the subset and epochs of a smoke run (each unless given explicitly).
+QUICK = {"limit_train": 512, "limit_test": 256, "epochs": 2}
+
 #: Training batch and K without ``--paper`` (a small batch for small datasets).
 DEFAULT_BATCH_SIZE, DEFAULT_GROUPS = 64, 4
 
@@ -78,6 +81,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--image-size", type=int, default=32, help="--dataset folder: resize to this")
     g.add_argument("--limit-train", type=int, default=None, help="use only this many training images")
     g.add_argument("--limit-test", type=int, default=None, help="use only this many test images")
+    g.add_argument("--quick", action="store_true",
+                   help=f"a smoke run of seconds to a minute: --limit-train {QUICK['limit_train']} "
+                   f"--limit-test {QUICK['limit_test']} --epochs {QUICK['epochs']}, unless given "
+                   "explicitly")
     g = p.add_argument_group("training")
     g.add_argument("--model", default="mnistnet", choices=MODELS,
                    help="mnistnet: the paper's 16c-16c-32c-32c-512d-1024d network; resnet: ResNet-20; "
@@ -252,6 +259,9 @@ def run(args: argparse.Namespace) -> int:
     from .uncertainty import summarize
 
     t_start = time.perf_counter()
+    for name, value in QUICK.items():
+        if getattr(args, "quick", False) and getattr(args, name) is None:
+            setattr(args, name, value)
     batch_size = args.batch_size or (PAPER_BATCH_SIZE if args.paper else DEFAULT_BATCH_SIZE)
     k = _spec.check_num_groups(args.groups or (PAPER_GROUPS if args.paper else DEFAULT_GROUPS))
     noises = _expand_noises(args.noises)

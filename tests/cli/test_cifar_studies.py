@@ -140,11 +140,12 @@ def test_robustness_on_cifar10_jpegs_records_the_uncertainty(jpeg_dir, tmp_path)
 
     out = tmp_path / "run"
     assert _cli.main(["robustness", "--dataset", "cifar10", "--data-dir", str(jpeg_dir),
-                      "--model", "vgg19-narrow", "--epochs", "1", "--batch-size", "16",
+                      "--model", "vgg19-narrow", "--quick", "--batch-size", "16",
                       "--noises", "agn", "--levels", "1", "--threads", "1", "--no-progress",
                       "--out", str(out)]) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["config"]["model"] == "vgg19-narrow" and "JPEG" in res["data"]
+    assert res["config"]["epochs"] == 2 and res["config"]["limit_test"] == 256  # --quick
     for r in res["records"]:
         u = r["uncertainty"]
         voting = r["protocol"] in ("voting", "single-voting")
