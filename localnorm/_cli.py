@@ -20,6 +20,7 @@ from ._errors import LocalNormError, file_error
 #: Modules that provide a subcommand, in the order ``--help`` lists them.
 SUBCOMMANDS = (
     "localnorm.experiments.robustness",
+    "localnorm.experiments.studies",
     "localnorm.experiments.bench",
 )
 

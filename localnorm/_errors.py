@@ -734,3 +734,42 @@ def lazy_batchnorm(kind: str) -> LocalNormError:
         f"Received: an {kind} with uninitialized parameters. Fix: run one forward pass "
         "first (e.g. `model(example_batch)`), then call convert_batchnorm(model, ...)."
     )
+
+
+# -- experiments: CIFAR-10 networks, studies ------------------------------------------------
+
+def image_too_small(model: str, shape: tuple, minimum: int) -> LocalNormError:
+    return LocalNormError(
+        f"--model {model} halves the image size five times (a 2x2 max-pool after each of "
+        f"its five stages), so it needs images of at least {minimum}x{minimum} pixels. "
+        f"Received: model={model!r}, image shape (C, H, W)={tuple(shape)}. Fix: use "
+        "--model resnet or mnistnet for smaller images, or --dataset folder --image-size 32."
+    )
+
+
+def model_not_in_backend(model: str, backend: str, available: Iterable[str]) -> LocalNormError:
+    return LocalNormError(
+        f"The {backend} backend of the robustness experiment does not build --model {model}. "
+        f"Expected one of {_choices(available)}. Received: model={model!r}, "
+        f"backend={backend!r}. Fix: pass --backend torch for {model}, or choose one of "
+        "those models."
+    )
+
+
+def bad_group_list(groups: Any, batch_size: int, problem: str) -> LocalNormError:
+    return LocalNormError(
+        f"The groups ablation trains one network per K (groups along the batch axis, each "
+        f"of batch_size // K images), but {problem}. Expected distinct integers K >= 1 "
+        f"that divide the training batch {batch_size} into groups of at least 2 images. "
+        f"Received: groups={groups}, batch_size={batch_size}. Fix: drop those K, or pass "
+        "a --batch-size that is a multiple of twice the largest K."
+    )
+
+
+def seed_runs_differ(key: str, values: list) -> LocalNormError:
+    return LocalNormError(
+        f"summarize-seeds averages runs that differ only in --seed, but the runs given differ "
+        f"in {key}, so their spread would not be the spread over seeds. Received: "
+        f"{key}={values} (one per run, in order). Fix: pass only the run folders made with "
+        "the same settings apart from --seed."
+    )

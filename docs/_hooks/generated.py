@@ -123,7 +123,12 @@ def _title(path: Path) -> str:
 #: Run folders (``docs/results/<name>/``) shown first on the Results page, in this order;
 #: the others follow by name: the paper's dataset (our defaults, then the paper's batch and
 #: K), the default run, then the default run on the other backends.
-RUN_ORDER = ("mnist", "mnist-paper", "digits", "digits-keras", "digits-flax")
+RUN_ORDER = ("mnist", "mnist-paper", "cifar10-vgg", "cifar10-vgg-seed1", "cifar10-vgg-seed2",
+             "cifar10-resnet", "digits", "digits-keras", "digits-flax")
+
+#: Study folders of docs/results/ (``localnorm ablate-groups`` and ``localnorm
+#: summarize-seeds`` outputs): the Markdown and plots each holds, shown after the runs.
+STUDY_FILES = ("seeds.md", "ablation.md", "ablation.png")
 
 #: The run whose AGN plot heads the home page: the default run (the README's first command).
 HEADLINE_RUN = "digits"
@@ -213,7 +218,9 @@ def robustness(root: Path, docs: Path) -> str:
     for name, folder, _ in runs:
         md = folder / "results.md"
         parts.append(_include(md, docs) if md.is_file() else f"### {name}\n")
-        accuracy = sorted(folder.glob("acc_*.png")) + sorted(folder.glob("acc_*.svg"))
+        accuracy = sorted(folder.glob("acc_*.png")) + sorted(folder.glob("acc_*.svg")) \
+            + [p for p in (folder / "uncertainty_agn.png", folder / "risk_coverage.png")
+               if p.is_file()]
         others = sorted(folder.glob("confusion_*.png"))
         if accuracy:
             parts.append(f"#### Plots: {name}\n")
@@ -222,6 +229,10 @@ def robustness(root: Path, docs: Path) -> str:
             parts.append(f'??? note "Confusion matrices: {name} ({len(others)})"\n')
             parts += [_image(p, docs, "    ") for p in others]
         parts.append(f"*Data: `docs/results/{name}/results.json`*\n")
+    studies = [f for d in (sorted(p for p in results.iterdir() if p.is_dir()))
+               for f in (d / name for name in STUDY_FILES) if f.is_file()]
+    for path in studies:
+        parts.append(_include(path, docs) if path.suffix == ".md" else _image(path, docs))
     files = [p for p in sorted(results.iterdir())
              if p.is_file() and p.name not in BENCH_FILES and not p.name.startswith(("_", "."))]
     for path in files:

@@ -15,7 +15,12 @@ one-line ``note`` saying where the data came from and how it was split.
                    10k test split is present, it is split (seeded, stratified) into 80%
                    train and 20% test, and the note says so.
 ``cifar10``        the python pickle batches ``data_batch_1..5`` and ``test_batch`` in
-                   ``--data-dir`` or its ``cifar-10-batches-py`` sub-folder.
+                   ``--data-dir`` or its ``cifar-10-batches-py`` sub-folder; or, without
+                   them, a JPEG folder ``train/<class>/*.jpg`` (the project's
+                   ``cifar10-train-jpeg.tar.gz``, unpacked): with a ``test/<class>/``
+                   folder beside ``train/`` (or ``--test-dir``), that is the test split;
+                   without one, a seeded stratified 45,000/5,000 split of ``train/``
+                   (:data:`CIFAR10_VAL_FRACTION`, :data:`CIFAR10_SPLIT_SEED`).
 ``folder``         one sub-folder of images per class: ``root/train/<class>/*`` and
                    ``root/test/<class>/*``, or ``root/<class>/*`` (then a seeded stratified
                    80/20 split). Images are resized to ``image_size`` and kept grey when all
@@ -35,7 +40,8 @@ import numpy as np
 
 from .. import _errors
 
-__all__ = ["ImageData", "DATASETS", "CLASS_NAMES", "load", "stratified_split", "read_idx"]
+__all__ = ["ImageData", "DATASETS", "CLASS_NAMES", "load", "stratified_split", "read_idx",
+           "CIFAR10_VAL_FRACTION", "CIFAR10_SPLIT_SEED", "cifar10_jpeg_dir"]
 
 #: Dataset names accepted by :func:`load` (and ``--dataset``).
 DATASETS = ("digits", "mnist", "fashion-mnist", "kmnist", "cifar10", "folder")
@@ -305,6 +311,85 @@ def _load_cifar10(data_dir: Path, seed: int) -> ImageData:
     return ImageData(_to_nchw(xtr, 255.0), ytr, _to_nchw(xte, 255.0), yte, classes, "cifar10", note)
 
 
+#: The JPEG CIFAR-10 folder without a test folder: the fraction of ``train/`` held out as
+#: the validation split (stratified: 500 of each class's 5,000 images).
+CIFAR10_VAL_FRACTION = 0.1
+
+#: Seed of that split, fixed so that every training seed is measured on the same 5,000
+#: validation images (the training seed still shuffles the training images).
+CIFAR10_SPLIT_SEED = 0
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")
+
+
+def _decode_rgb(files: list[Path]) -> np.ndarray:
+    """(N, 32, 32, 3) uint8 from 32x32 image files, refusing any other size."""
+    from PIL import Image
+
+    out = np.empty((len(files), 32, 32, 3), np.uint8)
+    for i, f in enumerate(files):  # decoding is per file; it runs once, before training
+        with Image.open(f) as im:
+            if im.size != (32, 32):
+                raise _errors.bad_dataset_file(f, f"it is {im.size[0]}x{im.size[1]} pixels",
+                                               "a 32x32 CIFAR-10 image")
+            out[i] = np.asarray(im.convert("RGB"))
+    return out
+
+
+def _cifar10_files(root: Path) -> tuple[list[Path], np.ndarray]:
+    files, labels = [], []
+    for i, c in enumerate(CIFAR10_CLASSES):
+        found = sorted(p for p in (root / c).glob("*") if p.suffix.lower() in _IMAGE_SUFFIXES) \
+            if (root / c).is_dir() else []
+        files += found
+        labels += [i] * len(found)
+    return files, np.asarray(labels, np.int64)
+
+
+def cifar10_jpeg_dir(data_dir: Path) -> bool:
+    """Whether ``data_dir`` holds the JPEG layout ``train/<class>/*.jpg`` of CIFAR-10."""
+    return (Path(data_dir) / "train" / CIFAR10_CLASSES[0]).is_dir()
+
+
+def _load_cifar10_jpeg(data_dir: Path, seed: int, test_dir: Path | None = None) -> ImageData:
+    """CIFAR-10 as JPEG files: ``train/<class>/*``, and ``test/<class>/*`` beside it or
+    ``test_dir``; without a test folder, the seeded stratified validation split."""
+    files, labels = _cifar10_files(data_dir / "train")
+    if len(files) == 0:
+        raise _errors.dataset_files_missing(
+            "cifar10", data_dir, "train/<class>/*.jpg with the ten class folders "
+            f"({', '.join(CIFAR10_CLASSES)})")
+    test_root = test_dir if test_dir is not None else data_dir / "test"
+    if test_dir is not None and not Path(test_dir).is_dir():
+        raise _errors.dataset_files_missing("cifar10", test_dir, "test/<class>/*.jpg")
+    where = "JPEG re-encoding of the CIFAR-10 training images, not the official pickles"
+    if Path(test_root).is_dir():
+        test_files, yte = _cifar10_files(Path(test_root))
+        if len(test_files) == 0:
+            raise _errors.dataset_files_missing("cifar10", test_root, "<class>/*.jpg")
+        order = np.random.default_rng(seed).permutation(len(labels))
+        te_order = np.random.default_rng(seed + 1).permutation(len(yte))
+        xtr = _decode_rgb([files[i] for i in order])
+        ytr = labels[order]
+        xte = _decode_rgb([test_files[i] for i in te_order])
+        yte = yte[te_order]
+        note = (f"cifar10 ({where}): {len(ytr)} train images from {data_dir / 'train'}, "
+                f"{len(yte)} test images from {test_root}.")
+    else:
+        tr, te = stratified_split(labels, CIFAR10_VAL_FRACTION, CIFAR10_SPLIT_SEED)
+        tr = tr[np.random.default_rng(seed).permutation(len(tr))]
+        xtr, ytr = _decode_rgb([files[i] for i in tr]), labels[tr]
+        xte, yte = _decode_rgb([files[i] for i in te]), labels[te]
+        note = (f"cifar10 ({where}): no test folder, so the {len(labels)} images of "
+                f"{data_dir / 'train'} were split with a seeded stratified "
+                f"{1 - CIFAR10_VAL_FRACTION:.0%}/{CIFAR10_VAL_FRACTION:.0%} split (split seed "
+                f"{CIFAR10_SPLIT_SEED}, the same for every --seed) into {len(ytr)} train / "
+                f"{len(yte)} validation images, reported as the test split.")
+    return ImageData(_to_nchw(xtr, 255.0), ytr, _to_nchw(xte, 255.0), yte,
+                     list(CIFAR10_CLASSES), "cifar10", note)
+
+
 # -- image folder ------------------------------------------------------------------------
 
 def _read_folder(root: Path, image_size: int, classes: list[str] | None = None):
@@ -377,7 +462,7 @@ def _load_digits(seed: int) -> ImageData:
 
 
 def load(name: str, data_dir: str | Path | None = None, *, seed: int = 0,
-         image_size: int = 32) -> ImageData:
+         image_size: int = 32, test_dir: str | Path | None = None) -> ImageData:
     """Load dataset ``name`` (one of :data:`DATASETS`) from ``data_dir``.
 
     Parameters
@@ -390,6 +475,9 @@ def load(name: str, data_dir: str | Path | None = None, *, seed: int = 0,
         Seeds the shuffles and any stratified split.
     image_size : int
         ``"folder"`` only: images are resized to ``image_size x image_size``.
+    test_dir : path, optional
+        ``"cifar10"`` as JPEG files only: the test folder (``<class>/*.jpg``), instead of
+        ``test/`` beside ``train/`` or the seeded validation split.
     """
     from .. import _spec
 
@@ -400,6 +488,10 @@ def load(name: str, data_dir: str | Path | None = None, *, seed: int = 0,
         raise _errors.dataset_files_missing(name, None, "a --data-dir holding the dataset files")
     path = Path(data_dir).expanduser()
     if name == "cifar10":
+        if test_dir is not None or (cifar10_jpeg_dir(path) and not any(
+                (path / d).exists() for d in ("data_batch_1", "cifar-10-batches-py"))):
+            test = None if test_dir is None else Path(test_dir).expanduser()
+            return _load_cifar10_jpeg(path, seed, test)
         return _load_cifar10(path, seed)
     if name == "folder":
         return _load_folder(path, seed, image_size)

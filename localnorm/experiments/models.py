@@ -8,6 +8,12 @@ It scales to the input size: the flattened width is ``32 * (H // 4) * (W // 4)``
 64 channels, :data:`RESNET_BLOCKS` basic blocks each, ResNet-20) with the normalization
 after every convolution, projection shortcuts (1x1 convolution and normalization) where
 the shape changes, global average pooling and one dense layer.
+``vgg19`` is the paper's CIFAR-10 network, VGG-19 (Simonyan and Zisserman 2015,
+configuration E: 16 3x3 convolutions in five stages of 2, 2, 4, 4, 4 with 64, 128, 256,
+512, 512 channels, a 2x2 max-pool after each stage) with the normalization after every
+convolution, then, as usual for 32x32 inputs, one dense layer on the 1x1 feature map.
+``vgg19-narrow`` is the same 16-convolution network at a quarter of the width (16, 32,
+64, 128, 128 channels; :data:`VGG_NARROW_DIVISOR`), about 16x cheaper, for CPU runs.
 
 The normalizations, with the same settings in every backend (:data:`EPSILON`,
 :data:`BN_MOMENTUM`; each framework's own defaults differ, e.g. Keras' BatchNormalization
@@ -35,10 +41,14 @@ from __future__ import annotations
 from .. import _spec
 
 __all__ = ["MODELS", "NORMS", "EPSILON", "BN_MOMENTUM", "INIT_SCALE", "MNISTNET_CONVS", "MNISTNET_DENSE",
-           "RESNET_STAGES", "RESNET_BLOCKS", "groupnorm_groups", "check"]
+           "RESNET_STAGES", "RESNET_BLOCKS", "BACKEND_MODELS", "VGG19_STAGES", "VGG_NARROW_DIVISOR",
+           "vgg_stages", "groupnorm_groups", "check"]
 
 #: Architectures.
-MODELS = ("mnistnet", "resnet")
+MODELS = ("mnistnet", "resnet", "vgg19", "vgg19-narrow")
+
+#: The models each ``--backend`` builds (the VGGs are built by the PyTorch runner only).
+BACKEND_MODELS = {"torch": MODELS, "keras": ("mnistnet", "resnet"), "flax": ("mnistnet", "resnet")}
 
 #: Normalizations a model can be built with.
 NORMS = ("batchnorm", "groupnorm", "localnorm")
@@ -66,6 +76,19 @@ RESNET_STAGES = (16, 32, 64)
 
 #: ``resnet``: basic blocks per stage (3 is ResNet-20).
 RESNET_BLOCKS = 3
+
+
+#: ``vgg19``: (channels, convolutions) of the five stages, a 2x2 max-pool after each.
+VGG19_STAGES = ((64, 2), (128, 2), (256, 4), (512, 4), (512, 4))
+
+#: ``vgg19-narrow``: every width of :data:`VGG19_STAGES` divided by this.
+VGG_NARROW_DIVISOR = 4
+
+
+def vgg_stages(model: str) -> tuple[tuple[int, int], ...]:
+    """(channels, convolutions) per stage of ``"vgg19"`` or ``"vgg19-narrow"``."""
+    div = VGG_NARROW_DIVISOR if model == "vgg19-narrow" else 1
+    return tuple((c // div, n) for c, n in VGG19_STAGES)
 
 
 def groupnorm_groups(channels: int) -> int:

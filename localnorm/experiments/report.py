@@ -326,7 +326,54 @@ def write_markdown(path: Path, store: ResultStore, noises: list[str]) -> None:
             total = sum(ok) / len(ok) if ok else math.nan
             lines.append(f"| {_label(m, p)} | " + " | ".join(f"{100 * v:.2f}" for v in means)
                          + f" | {100 * total:.2f} |")
+    lines += uncertainty_lines(recs)
     atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _uncertain(records):
+    return [r for r in records if (r.get("uncertainty") or {}).get("auroc") is not None
+            or (r.get("uncertainty") or {}).get("selective_accuracy")]
+
+
+def _signal_label(record: dict) -> str:
+    sig = "agreement" if record["uncertainty"]["signal"] == "agreement" else "max softmax"
+    return f"{_label(record['method'], record['protocol'])}: {sig}"
+
+
+def uncertainty_lines(records: list[dict]) -> list[str]:
+    """The results.md section on confidence as an uncertainty signal (see
+    :mod:`~localnorm.experiments.uncertainty`): per cell of the clean set and the paper's
+    AGN, AUROC and selective accuracy at 50/80/90% coverage of each evaluation's signal."""
+    from .uncertainty import COVERAGES
+
+    recs = [r for r in _uncertain(records) if r["noise"] in ("none", "agn")]
+    if not recs:
+        return []
+    cols = _columns(recs)
+    lines = ["", "## Confidence as an uncertainty signal (clean and AGN)", "",
+             "How well each evaluation's confidence tells its right predictions from its "
+             "wrong ones: the voting protocols' agreement of the K groups (along the batch "
+             "axis) with the vote, and the maximum softmax probability (MSP) of the others. "
+             "AUROC: 0.5 is no signal, 1 a perfect ranking. Selective accuracy: accuracy % "
+             "on the 50/80/90% most confident test images (ties at the threshold count with "
+             "their mean accuracy); 100% coverage is the plain accuracy.", "",
+             "| noise | level | evaluation: signal | accuracy | AUROC | "
+             + " | ".join(f"sel. acc. @{100 * c:.0f}%" for c in COVERAGES) + " |",
+             "|---|---:|---|---:|---:|" + "---:|" * len(COVERAGES)]
+    cells = sorted({(r["noise"], float(r["level"])) for r in recs},
+                   key=lambda c: (c[0] != "none", c[1]))
+    for noise, lv in cells:
+        for m, p in cols:
+            r = next((r for r in recs if _key(r) == (m, p, noise, lv)), None)
+            if r is None:
+                continue
+            u = r["uncertainty"]
+            sel = [u["selective_accuracy"].get(f"{c:g}") for c in COVERAGES]
+            lines.append(
+                f"| {noise} | {_fmt_level(lv)} | {_signal_label(r)} | {100 * r['accuracy']:.2f} | "
+                + ("" if u["auroc"] is None else f"{u['auroc']:.3f}") + " | "
+                + " | ".join("" if v is None else f"{100 * v:.2f}" for v in sel) + " |")
+    return lines
 
 
 # -- figures -----------------------------------------------------------------------------
@@ -377,6 +424,57 @@ def write_plots(out: Path, store: ResultStore, noises: list[str]) -> list[Path]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         path = Path(out) / f"acc_{noise}.png"
+        _save(fig, path)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def write_uncertainty_plots(out: Path, store: ResultStore) -> list[Path]:
+    """``uncertainty_agn.png``: AUROC of each evaluation's confidence against the AGN sigma
+    (0 = clean); ``risk_coverage.png``: selective accuracy against coverage on the clean
+    set and at AGN sigma = 1 (when evaluated). Nothing when no record has a signal."""
+    plt = _pyplot()
+    recs = _uncertain(store.records)
+    paths: list[Path] = []
+    agn = [r for r in recs if r["noise"] in ("none", "agn") and r["uncertainty"]["auroc"] is not None]
+    if len({float(r["level"]) for r in agn}) > 1:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for m, p in _columns(agn):
+            pts = sorted((float(r["level"]), r) for r in agn if (r["method"], r["protocol"]) == (m, p))
+            style = "-" if pts[0][1]["uncertainty"]["signal"] == "agreement" else "--"
+            ax.plot([lv for lv, _ in pts], [r["uncertainty"]["auroc"] for _, r in pts], style,
+                    marker="o", ms=3, label=_signal_label(pts[0][1]))
+        ax.axhline(0.5, color="grey", lw=0.8)
+        ax.set_xlabel("AGN sigma (0 = clean)")
+        ax.set_ylabel("AUROC, right vs wrong predictions")
+        ax.set_title(f"{store.config.get('dataset')}: confidence as an uncertainty signal")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+        path = Path(out) / "uncertainty_agn.png"
+        _save(fig, path)
+        plt.close(fig)
+        paths.append(path)
+    cells = [c for c in (("none", 0.0), ("agn", 1.0))
+             if any((r["noise"], float(r["level"])) == c for r in recs)]
+    if cells:
+        fig, axes = plt.subplots(1, len(cells), figsize=(5.5 * len(cells), 4), squeeze=False)
+        for ax, (noise, lv) in zip(axes[0], cells):
+            for r in recs:
+                if (r["noise"], float(r["level"])) != (noise, lv):
+                    continue
+                pts = [(c, v) for c, v in r["uncertainty"]["curve"] if v is not None]
+                style = "-" if r["uncertainty"]["signal"] == "agreement" else "--"
+                ax.plot([100 * c for c, _ in pts], [100 * (1 - v) for _, v in pts], style,
+                        label=_signal_label(r))
+            ax.set_xlabel("coverage (% of test images kept, most confident first)")
+            ax.set_ylabel("risk (error % on the kept images)")
+            ax.set_title(f"{store.config.get('dataset')}: "
+                         + ("clean" if noise == "none" else f"{noise} sigma {_fmt_level(lv)}"))
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=6)
+        fig.tight_layout()
+        path = Path(out) / "risk_coverage.png"
         _save(fig, path)
         plt.close(fig)
         paths.append(path)

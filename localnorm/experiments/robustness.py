@@ -27,6 +27,9 @@ __all__ = ["add_parser", "run", "main", "parse_levels", "confusion_cell"]
 DEFAULT_EPOCHS = {"digits": 30, "mnist": 8, "fashion-mnist": 8, "kmnist": 8, "cifar10": 30,
                   "folder": 20}
 
+#: ``--quick``: the subset and epochs of a smoke run (each unless given explicitly).
+QUICK = {"limit_train": 512, "limit_test": 256, "epochs": 2}
+
 #: Training batch and K without ``--paper`` (a small batch for small datasets).
 DEFAULT_BATCH_SIZE, DEFAULT_GROUPS = 64, 4
 
@@ -95,15 +98,26 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--dataset", default="digits", choices=DATASETS,
                    help="digits is embedded in scikit-learn; the others read --data-dir")
     g.add_argument("--data-dir", default=None, help="folder with the dataset's files")
+    g.add_argument("--test-dir", default=None,
+                   help="cifar10 as JPEG files: the test folder (<class>/*.jpg); default "
+                   "test/ beside train/ in --data-dir, or without one a seeded stratified "
+                   "45,000/5,000 split of train/")
     g.add_argument("--image-size", default=32, type=_number(
         "--image-size", int, 8, "pass e.g. --image-size 32 (the networks need 8x8 images or more)"), help="--dataset folder: resize to this")
     g.add_argument("--limit-train", default=None, type=_number(
         "--limit-train", int, 1, "pass a positive number of images, or leave the option out for all"), help="use only this many training images")
     g.add_argument("--limit-test", default=None, type=_number(
         "--limit-test", int, 1, "pass a positive number of images, or leave the option out for all"), help="use only this many test images")
+    g.add_argument("--quick", action="store_true",
+                   help=f"a smoke run of seconds to a minute: --limit-train {QUICK['limit_train']} "
+                   f"--limit-test {QUICK['limit_test']} --epochs {QUICK['epochs']}, unless given "
+                   "explicitly")
     g = p.add_argument_group("training")
     g.add_argument("--model", default="mnistnet", choices=MODELS,
-                   help="mnistnet: the paper's 16c-16c-32c-32c-512d-1024d network; resnet: ResNet-20")
+                   help="mnistnet: the paper's 16c-16c-32c-32c-512d-1024d network; resnet: ResNet-20; "
+                   "vgg19: the paper's CIFAR-10 VGG-19 (16 convolutions, 64-512 channels, "
+                   "the normalization after each); vgg19-narrow: the same at a quarter of "
+                   "the width (torch only)")
     g.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, metavar="METHOD",
                    help=f"among {', '.join(METHODS)}")
     g.add_argument("--groups", default=None, type=_number(
@@ -246,7 +260,8 @@ def _config(args, runner, epochs: int, batch_size: int, k: int) -> dict:
     argv = getattr(args, "argv", None)
     env = "".join(f"{k.upper()}={v} " for k, v in runner.details.items() if k == "keras_backend")
     return {
-        "dataset": args.dataset, "data_dir": _data_dir(args.data_dir), "seed": args.seed,
+        "dataset": args.dataset, "data_dir": _data_dir(args.data_dir),
+        "test_dir": _data_dir(getattr(args, "test_dir", None)), "seed": args.seed,
         "backend": args.backend, **runner.details, "framework": runner.framework,
         "device": runner.device, "threads": args.threads, "model": args.model,
         "groups": k, "batch_size": batch_size, "epochs": epochs, "lr": args.lr,
@@ -280,6 +295,9 @@ def run(args: argparse.Namespace) -> int:
     from .datasets import load
 
     t_start = time.perf_counter()
+    for name, value in QUICK.items():
+        if getattr(args, "quick", False) and getattr(args, name) is None:
+            setattr(args, name, value)
     # None means "not given"; an explicit value (0 included) is never replaced by a default.
     batch_size = args.batch_size if args.batch_size is not None else (
         PAPER_BATCH_SIZE if args.paper else DEFAULT_BATCH_SIZE)
@@ -288,9 +306,14 @@ def run(args: argparse.Namespace) -> int:
     noises = _expand_noises(args.noises)
     levels = parse_levels(args.levels, noises)
     conf_cell = confusion_cell(args.confusion, levels)
+    from .models import BACKEND_MODELS
+
+    if args.model not in BACKEND_MODELS[args.backend]:
+        raise _errors.model_not_in_backend(args.model, args.backend, BACKEND_MODELS[args.backend])
     out = _writable_out(Path(args.out))
     runner = training.get_runner(args.backend, device=args.device, threads=args.threads)
-    data = load(args.dataset, args.data_dir, seed=args.seed, image_size=args.image_size)
+    data = load(args.dataset, args.data_dir, seed=args.seed, image_size=args.image_size,
+                test_dir=getattr(args, "test_dir", None))
     data = data.subset(args.limit_train, args.limit_test)
     epochs = args.epochs if args.epochs is not None else DEFAULT_EPOCHS[args.dataset]
     if "localnorm" in args.methods:
@@ -341,6 +364,8 @@ def _run_cells(args, runner, data, store, out, epochs, batch_size, k, noises, le
 
     import numpy as np
     from tqdm.auto import tqdm
+
+    from .uncertainty import summarize
 
     from .. import _errors
     from . import report, training
@@ -401,7 +426,7 @@ def _run_cells(args, runner, data, store, out, epochs, batch_size, k, noises, le
             data.x_test, noise, level, seed=_noise_seed(args.seed, noise, level))
         for e in todo:
             bar.set_postfix_str(f"{e.label} {noise} {level:g}")
-            labels, agreement = runner.evaluate(
+            labels, agreement, msp = runner.evaluate_scores(
                 nets[e.norm], e, x, batch_size=batch_size, num_groups=k, seed=args.seed,
                 vote=args.vote)
             record = {
@@ -410,6 +435,9 @@ def _run_cells(args, runner, data, store, out, epochs, batch_size, k, noises, le
                 "seed": args.seed, "dataset": args.dataset, "backend": args.backend,
                 "agreement": None if agreement is None else float(np.mean(agreement)),
             }
+            signal = ("agreement", agreement) if agreement is not None else ("max_softmax", msp)
+            if signal[1] is not None:
+                record["uncertainty"] = summarize(signal[1], labels == data.y_test, signal[0])
             if noise == "none" or (noise, level) == conf_cell:
                 cm = np.zeros((data.num_classes, data.num_classes), dtype=np.int64)
                 np.add.at(cm, (data.y_test, labels), 1)
@@ -421,6 +449,7 @@ def _run_cells(args, runner, data, store, out, epochs, batch_size, k, noises, le
     store.flush()
     report.write_markdown(out / "results.md", store, noises)
     report.write_plots(out, store, noises)
+    report.write_uncertainty_plots(out, store)
     if conf_cell is not None:
         report.write_confusion(out, store, conf_cell[0], conf_cell[1], data.classes)
     print(f"results in {out}/results.json, {out}/results.md and {out}/*.png "

@@ -91,13 +91,28 @@ def _resnet(norm, in_shape, num_classes, num_groups):
     return nn.Sequential(*layers)
 
 
+def _vgg(model, norm, in_shape, num_classes, num_groups):
+    layers, cin = [], in_shape[0]
+    for cout, convs in models.vgg_stages(model):
+        for _ in range(convs):
+            layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                       make_norm(norm, cout, num_groups), nn.ReLU(inplace=True)]
+            cin = cout
+        layers.append(nn.MaxPool2d(2))
+    h, w = in_shape[1] // 32, in_shape[2] // 32
+    if h < 1 or w < 1:
+        raise _errors.image_too_small(model, in_shape, 32)
+    layers += [nn.Flatten(), nn.Linear(cin * h * w, num_classes)]
+    return nn.Sequential(*layers)
+
+
 def build_model(model: str, norm: str, in_shape: tuple[int, int, int], num_classes: int,
                 num_groups: int = 4) -> nn.Module:
     """Build architecture ``model`` with normalization ``norm`` as a ``torch.nn`` module.
 
     Parameters
     ----------
-    model : {"mnistnet", "resnet"}
+    model : {"mnistnet", "resnet", "vgg19", "vgg19-narrow"}
     norm : {"batchnorm", "groupnorm", "localnorm"}
     in_shape : (C, H, W)
         Shape of one input image.
@@ -106,6 +121,8 @@ def build_model(model: str, norm: str, in_shape: tuple[int, int, int], num_class
         K, the number of groups along the batch axis (``"localnorm"`` only).
     """
     models.check(model, norm)
+    if model.startswith("vgg"):
+        return _vgg(model, norm, in_shape, num_classes, num_groups)
     build = _mnistnet if model == "mnistnet" else _resnet
     return build(norm, in_shape, num_classes, num_groups)
 
@@ -131,6 +148,11 @@ def _dynamic_copy(model: nn.Module) -> nn.Module:
             m.running_mean = None  # eval mode then uses batch statistics
             m.running_var = None
     return dyn
+
+
+def _max_softmax(logits: torch.Tensor):
+    """The maximum softmax probability of each row, as NumPy float32."""
+    return torch.softmax(logits.float(), dim=1).amax(dim=1).cpu().numpy()
 
 
 class TorchRunner(Runner):
@@ -193,6 +215,13 @@ class TorchRunner(Runner):
 
     def evaluate(self, net, evaluation, x, *, batch_size, num_groups, seed, vote="hard",
                  chunk=1024):
+        labels, agreement, _ = self.evaluate_scores(
+            net, evaluation, x, batch_size=batch_size, num_groups=num_groups, seed=seed,
+            vote=vote, chunk=chunk)
+        return labels, agreement
+
+    def evaluate_scores(self, net, evaluation, x, *, batch_size, num_groups, seed, vote="hard",
+                        chunk=1024):
         xt = torch.as_tensor(x, device=self._device)
         net.eval()
         if evaluation.method == "localnorm":
@@ -206,14 +235,15 @@ class TorchRunner(Runner):
                 set_size=max(batch_size // k, 1),
             )
             agreement = None if pred.agreement is None else pred.agreement.float().cpu().numpy()
-            return pred.labels.cpu().numpy(), agreement
+            msp = None if agreement is not None else _max_softmax(pred.scores)
+            return pred.labels.cpu().numpy(), agreement, msp
         if evaluation.method == "batchnorm-dynamic":
             out = self._forward(_dynamic_copy(net), xt,
                                 statistics_chunks(len(xt), batch_size, num_groups))
         else:
             out = self._forward(net, xt, [(s, min(s + chunk, len(xt)))
                                           for s in range(0, len(xt), chunk)])
-        return out.argmax(1).cpu().numpy(), None
+        return out.argmax(1).cpu().numpy(), None, _max_softmax(out)
 
     def save(self, net, path, log):
         path = Path(path)

@@ -173,6 +173,22 @@ class Runner(abc.ABC):
         images; ``seed`` draws SINGLE's random groups; ``chunk`` only bounds memory.
         """
 
+    def evaluate_scores(self, net: Any, evaluation: Evaluation, x: np.ndarray, *,
+                        batch_size: int, num_groups: int, seed: int, vote: str = "hard",
+                        chunk: int = 1024) -> tuple[np.ndarray, np.ndarray | None,
+                                                    np.ndarray | None]:
+        """:meth:`evaluate`, plus each image's maximum softmax probability (the
+        confidence baseline of :mod:`~localnorm.experiments.uncertainty`) where the
+        evaluation is not a vote: ``(labels, agreement, max_softmax)``.
+
+        The default returns None for ``max_softmax`` (a runner that does not compute it);
+        the PyTorch runner computes it.
+        """
+        labels, agreement = self.evaluate(net, evaluation, x, batch_size=batch_size,
+                                          num_groups=num_groups, seed=seed, vote=vote,
+                                          chunk=chunk)
+        return labels, agreement, None
+
     @abc.abstractmethod
     def save(self, net: Any, path: Path, log: TrainLog) -> None:
         """Checkpoint ``net`` and its training log to ``path`` (atomically)."""

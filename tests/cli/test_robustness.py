@@ -116,7 +116,7 @@ def test_resume_skips_finished_cells(tiny_run, tmp_path, monkeypatch):
     (out / "results.json").write_text(json.dumps(doc))  # as if interrupted before contrast
 
     calls = []
-    real_evaluate = TorchRunner.evaluate
+    real_evaluate = TorchRunner.evaluate_scores  # what run() calls (labels, agreement, confidence)
 
     def counting(self, net, evaluation, x, **kw):
         calls.append(evaluation)
@@ -125,7 +125,7 @@ def test_resume_skips_finished_cells(tiny_run, tmp_path, monkeypatch):
     def no_training(*a, **k):
         raise AssertionError("--resume retrained a network that has a checkpoint")
 
-    monkeypatch.setattr(TorchRunner, "evaluate", counting)
+    monkeypatch.setattr(TorchRunner, "evaluate_scores", counting)
     monkeypatch.setattr(TorchRunner, "train", no_training)
     assert _cli.main(["robustness", "--out", str(out), "--resume", *TINY]) == 0
     assert len(calls) == len(dropped) == len(training.EVALUATIONS)
