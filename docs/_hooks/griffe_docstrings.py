@@ -23,8 +23,8 @@ So that the reference states only what the code does, and in public names only:
   the Parameters entries, so griffe reads the signature (``reference_check.py`` fails the
   build where a docstring's own words, a ``{...}`` choice set or a multi-name line, would
   disagree);
-- a default written with a private name (``eps=_spec.DEFAULT_EPS``) is shown as its value
-  (``eps=1e-05``), in the signature and in the table;
+- a default or module constant written with a private name (``eps=_spec.DEFAULT_EPS``,
+  ``EVAL_MODES = _spec.MODES + ...``) is shown as its value (``eps=1e-05``);
 - the docstrings' ````docs/spec.md````-style mentions become links to those pages (every
   docstring is rendered on a page under ``api/``).
 """
@@ -165,11 +165,16 @@ def _signature_defaults(text: str) -> str:
 
 
 def _public_signatures(obj) -> None:
-    """Defaults written with private names, shown as their values, in every function."""
+    """Defaults and constants written with private names, shown as their values."""
     if obj.is_alias:
         return
     if obj.is_function:
         _public_defaults(obj)
+    if obj.is_attribute and obj.value is not None and _private(obj.value):
+        try:  # EVAL_MODES = _spec.MODES + (_spec.RUNNING,) -> its value
+            obj.value = repr(_runtime(obj))
+        except Exception:  # noqa: BLE001 - not importable: keep the source text
+            pass
     for member in obj.members.values():
         _public_signatures(member)
 

@@ -3,7 +3,7 @@
     python docs/screenshots/take.py            # build the site, then shoot
     python docs/screenshots/take.py --site DIR # shoot an already built site
 
-Writes ``<page>-desktop.png`` (1280 x 900) and ``<page>-phone.png`` (390 x 844) next to
+Writes ``<page>-desktop.png`` (1280 wide) and ``<page>-phone.png`` (390 wide) next to
 this file for the home page, one class page (``localnorm.torch``) and the specification,
 so that a rendering change shows in review as a changed image. The site is served from
 127.0.0.1 and no host name resolves for the browser (no CDN can load), so math
@@ -29,10 +29,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 
-#: (file stem, page path under the site).
-PAGES = (("home", ""), ("class-page", "api/torch/"), ("spec", "spec/#the-normalization"))
-#: (suffix, window size). Device scale 1 keeps the PNGs small.
-WIDTHS = (("desktop", "1280,900"), ("phone", "390,844"))
+#: (file stem, page path under the site, screens tall). The home and class pages show
+#: their first screen (what a reader sees first); the spec page is taken tall enough to
+#: hold its main display equation (headless Chromium draws a blank page for a URL with a
+#: #fragment, so it cannot be scrolled there).
+PAGES = (("home", "", 1), ("class-page", "api/torch/", 1), ("spec", "spec/", 2.6))
+#: (suffix, width, height of one screen). Device scale 1 keeps the PNGs small.
+WIDTHS = (("desktop", 1280, 900), ("phone", 390, 844))
 
 
 def chromium() -> str | None:
@@ -97,9 +100,10 @@ def main(argv=None) -> int:
             build(site)
         server, base = serve(site)
         try:
-            for stem, page in PAGES:
-                for suffix, size in WIDTHS:
+            for stem, page, screens in PAGES:
+                for suffix, width, height in WIDTHS:
                     out = args.out / f"{stem}-{suffix}.png"
+                    size = f"{width},{round(height * screens)}"
                     shoot(browser, base + page, out, size, Path(tmp) / "profile")
                     print(f"{out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}: "
                           f"{out.stat().st_size // 1024} KiB")
