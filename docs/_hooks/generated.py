@@ -234,12 +234,34 @@ def robustness(root: Path, docs: Path) -> str:
     """The index of the robustness job's runs in docs/results/ (settings, wall time, the
     expectations checked, the commands), each linked to its dataset's page."""
     results = docs / "results"
-    runs = _runs(results) if results.is_dir() else []
-    if not runs:
+    if not results.is_dir():
         return _missing("The robustness results", "Run `localnorm robustness` (see the guide).")
-    pages = dict.fromkeys(dataset_page(data) for _, _, data in runs)
-    links = ", ".join(f"[{dataset_name(p)}](results/{p})" for p in pages)
-    return f"One page per dataset: {links}.\n\n" + run_index(runs, docs)
+    runs = _runs(results)
+    parts = []
+    if runs:
+        pages = dict.fromkeys(dataset_page(data) for _, _, data in runs)
+        links = ", ".join(f"[{dataset_name(p)}](results/{p})" for p in pages)
+        parts.append(f"One page per dataset: {links}.\n\n" + run_index(runs, docs))
+    # Loose files of docs/results/ (not a run folder, not the benchmarks'): shown here.
+    files = [p for p in sorted(results.iterdir())
+             if p.is_file() and p.name not in BENCH_FILES and not p.name.startswith(("_", "."))]
+    for path in files:
+        rel = path.relative_to(docs).as_posix()
+        rows = None
+        if path.suffix == ".csv":
+            with path.open(newline="") as f:
+                rows = list(csv.DictReader(f))
+        elif path.suffix == ".json":
+            rows = records(json.loads(path.read_text(encoding="utf-8")))
+        elif path.suffix == ".md":
+            parts.append(scrub(_include(path, docs)))
+        elif path.suffix in (".png", ".svg") and "headline" not in path.stem:
+            parts.append(_image(path, docs))
+        if rows is not None:
+            parts.append(f"### {_title(path)}\n\n{table(rows)}\n*Source: `docs/{rel}`*\n")
+    if not parts:
+        return _missing("The robustness results", "Run `localnorm robustness` (see the guide).")
+    return "\n".join(parts)
 
 
 _ABSOLUTE = re.compile(r"(?<![\w.:/-])/(?:tmp|work|home|root|mnt|data|Users|var|srv|opt)/[^\s`'\")\],;]*")

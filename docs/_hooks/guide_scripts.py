@@ -32,6 +32,17 @@ def _blocks_module(root: Path):
     return sys.modules[name]
 
 
+def _heading(lines: list[str]) -> str:
+    """The last Markdown heading among ``lines`` (outside fenced code)."""
+    heading, fenced = "", False
+    for line in lines:
+        if line.lstrip().startswith(("```", "~~~")):
+            fenced = not fenced
+        elif not fenced and re.match(r"#{1,6} ", line):
+            heading = line.lstrip("#").strip()
+    return heading
+
+
 def script(page: Path, root: Path) -> str:
     """The guide ``page`` as one Python script: its executed blocks, in order."""
     docs_blocks = _blocks_module(root)
@@ -41,8 +52,7 @@ def script(page: Path, root: Path) -> str:
            "order (each builds on the ones before). Generated when the site is built; the",
            'docs tests run the same blocks."""', ""]
     for block in docs_blocks.executed_blocks(page):
-        heading = next((line.lstrip("# ").strip() for line in reversed(lines[: block.lineno])
-                        if re.match(r"#{1,3} ", line)), "")
+        heading = _heading(lines[: block.lineno - 1])
         out += [f"# --- {heading} ({rel}, line {block.lineno})", block.code.rstrip(), ""]
     return "\n".join(out) + "\n"
 

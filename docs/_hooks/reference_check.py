@@ -191,8 +191,8 @@ def _public_methods(cls: type) -> Iterable[tuple[str, Callable]]:
         if name.startswith("_"):
             continue
         owner = next((k for k in cls.__mro__ if name in vars(k)), None)
-        if owner is None or not owner.__module__.startswith("localnorm"):
-            continue
+        if owner is None or owner.__module__.split(".")[0] != cls.__module__.split(".")[0]:
+            continue  # a framework base class's method (torch.nn.Module.train): not ours
         attr = vars(owner)[name]
         if isinstance(attr, (staticmethod, classmethod)):
             attr = attr.__func__
@@ -244,7 +244,7 @@ def wrong_defaults(modules: Iterable[str] = PUBLIC_MODULES) -> list[str]:
 
 
 def on_post_build(config):
-    problems = wrong_defaults()
+    problems = wrong_defaults(PUBLIC_MODULES)
     if problems:
         raise PluginError(
             "API reference check: the docstrings below disagree with the code, so the "
