@@ -33,7 +33,7 @@ ROOT = HERE.parents[1]
 #: their first screen (what a reader sees first); the spec page is taken tall enough to
 #: hold its main display equation (headless Chromium draws a blank page for a URL with a
 #: #fragment, so it cannot be scrolled there).
-PAGES = (("home", "", 1), ("class-page", "api/torch/", 1), ("spec", "spec/", 2.6))
+PAGES = (("home", "", 1), ("class-page", "api/torch/", 1), ("spec", "spec/", 3.2))
 #: (suffix, width, height of one screen). Device scale 1 keeps the PNGs small.
 WIDTHS = (("desktop", 1280, 900), ("phone", 390, 844))
 
