@@ -8,12 +8,21 @@ are therefore never copied by hand:
   ``conformance.matrix.support_matrix()`` (what each subject runs, skips and why);
 - ``headline``: the headline robustness plot of the home page, from the default run's
   folder ``docs/results/digits/`` (see :data:`HEADLINE_RUN`);
-- ``robustness``: the main job's runs, one folder each under ``docs/results/``, written
-  verbatim by ``localnorm robustness --out docs/results/<name>`` (results.json,
-  results.md, plots): an index with the commands and wall times, then each run;
+- ``robustness``: the index of the main job's runs (one folder each under
+  ``docs/results/``, written verbatim by ``localnorm robustness --out
+  docs/results/<name>``): settings, wall time, the expectations checked, a link to the
+  run on its dataset's page;
 - ``benchmarks``: the benchmark tables, rendered from ``docs/results/bench.json`` by the
   benchmarks' own page builder (``benchmarks._report.markdown``), else
   ``docs/results/bench.md``.
+
+The Results section is split into pages generated from the committed runs, so that a new
+run or dataset appears without a hand edit: ``results/robustness-<dataset>.md``, one per
+dataset of the runs (each run plots first, then its tables collapsed), and
+``results/benchmarks.md``; ``on_config`` puts them in the nav under Results, after
+``results.md`` (the overview), and ``on_files`` adds them to the build. Machine paths in
+the runs' texts and commands (the data folder, a scratch output folder) and "do not edit
+by hand" notes are not shown to readers (:func:`scrub`).
 
 An unknown marker, or a support matrix that cannot be computed, fails the build.
 Results that have not been produced yet are reported on the page, not invented.
@@ -113,7 +122,30 @@ def support_matrix(root: Path, docs: Path) -> str:
             "The conformance support matrix could not be generated "
             f"(conformance.matrix.support_matrix()): {type(exc).__name__}: {exc}"
         ) from exc
-    return render(data)
+    return _matrix_for_readers(render(data))
+
+
+def _matrix_for_readers(text: str) -> str:
+    """The support matrix as the site shows it: the gradients column second (the last
+    column of a wide table is the one a narrow screen cuts off), and subjects that cannot
+    load said in terms of what they need, not of the machine that built the page."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("|"):
+            cells = line.strip().strip("|").split("|")
+            if len(cells) > 2 and (cells[-1].strip() in ("gradients", "yes", "no")
+                                   or set(cells[-1].strip()) <= {"-"}):
+                cells = [cells[0], cells[-1], *cells[1:-1]]
+                lines[i] = "|" + "|".join(cells) + "|"
+    text = "\n".join(lines) + "\n"
+
+    def needs(match: re.Match) -> str:
+        reason = re.sub(r"^[\w-]+: ", "", match.group(2))
+        need = re.sub(r"^no ", "a ", reason)
+        return (f"- `{match.group(1)}` is not in the table: it needs {need}; the suite runs it "
+                "wherever that is present and skips it elsewhere, with that reason.")
+
+    return re.sub(r"^- `([^`]+)`: not available here \((.*)\)$", needs, text, flags=re.M)
 
 
 def _title(path: Path) -> str:
@@ -182,7 +214,7 @@ def run_index(runs: Sequence[tuple[str, Path, dict]], docs: Path) -> str:
         cfg = _config(data)
         checked = {c["claim"].split(":")[0]: c for c in _claims(data) if c["met"] is not None}
         row = {
-            "run": f"`docs/results/{name}/`",
+            "run": f"[{run_title(name, data)}](results/{dataset_page(data)}#{anchor(name)})",
             "dataset": cfg.get("dataset"),
             "backend": cfg.get("framework") or cfg.get("backend"),
             "settings": f"{cfg.get('model')}, {cfg.get('epochs')} epochs, batch "
@@ -195,7 +227,7 @@ def run_index(runs: Sequence[tuple[str, Path, dict]], docs: Path) -> str:
             row[title] = "" if c is None else f"{c['measured']}: {verdict[c['met']]}"
         rows.append(row)
         if cfg.get("command"):
-            commands.append(cfg["command"])
+            commands.append(scrub(cfg["command"], cfg))
     text = table(rows)
     if commands:
         text += ("\nThe exact commands (from each run's `config.command`; run from the "
@@ -204,35 +236,24 @@ def run_index(runs: Sequence[tuple[str, Path, dict]], docs: Path) -> str:
 
 
 def robustness(root: Path, docs: Path) -> str:
-    """The robustness job's runs in docs/results/, each a folder written verbatim by
-    ``localnorm robustness --out docs/results/<name>``: an index of the runs (settings,
-    wall time, the expectations checked, the commands), then per run its ``results.md``
-    (tables), its accuracy plots (``acc_*.png``) and its confusion matrices collapsed;
-    then any other file of docs/results/ (CSV or record-list JSON as tables, Markdown,
-    plots)."""
+    """The index of the robustness job's runs in docs/results/ (settings, wall time, the
+    expectations checked, the commands), each linked to its dataset's page."""
     results = docs / "results"
     if not results.is_dir():
         return _missing("The robustness results", "Run `localnorm robustness` (see the guide).")
     runs = _runs(results)
-    parts = [run_index(runs, docs)] if runs else []
-    for name, folder, _ in runs:
-        md = folder / "results.md"
-        parts.append(_include(md, docs) if md.is_file() else f"### {name}\n")
-        accuracy = sorted(folder.glob("acc_*.png")) + sorted(folder.glob("acc_*.svg")) \
-            + [p for p in (folder / "uncertainty_agn.png", folder / "risk_coverage.png")
-               if p.is_file()]
-        others = sorted(folder.glob("confusion_*.png"))
-        if accuracy:
-            parts.append(f"#### Plots: {name}\n")
-            parts += [_image(p, docs) for p in accuracy]
-        if others:
-            parts.append(f'??? note "Confusion matrices: {name} ({len(others)})"\n')
-            parts += [_image(p, docs, "    ") for p in others]
-        parts.append(f"*Data: `docs/results/{name}/results.json`*\n")
+    parts = []
+    if runs:
+        pages = dict.fromkeys(dataset_page(data) for _, _, data in runs)
+        links = ", ".join(f"[{dataset_name(p)}](results/{p})" for p in pages)
+        parts.append(f"One page per dataset: {links}.\n\n" + run_index(runs, docs))
+    # Studies over several runs (seeds, the groups ablation), each in its own folder.
     studies = [f for d in (sorted(p for p in results.iterdir() if p.is_dir()))
                for f in (d / name for name in STUDY_FILES) if f.is_file()]
     for path in studies:
-        parts.append(_include(path, docs) if path.suffix == ".md" else _image(path, docs))
+        parts.append(scrub(_include(path, docs)) if path.suffix == ".md"
+                     else _image(path, docs))
+    # Loose files of docs/results/ (not a run folder, not the benchmarks'): shown here.
     files = [p for p in sorted(results.iterdir())
              if p.is_file() and p.name not in BENCH_FILES and not p.name.startswith(("_", "."))]
     for path in files:
@@ -244,7 +265,7 @@ def robustness(root: Path, docs: Path) -> str:
         elif path.suffix == ".json":
             rows = records(json.loads(path.read_text(encoding="utf-8")))
         elif path.suffix == ".md":
-            parts.append(_include(path, docs))
+            parts.append(scrub(_include(path, docs)))
         elif path.suffix in (".png", ".svg") and "headline" not in path.stem:
             parts.append(_image(path, docs))
         if rows is not None:
@@ -252,6 +273,129 @@ def robustness(root: Path, docs: Path) -> str:
     if not parts:
         return _missing("The robustness results", "Run `localnorm robustness` (see the guide).")
     return "\n".join(parts)
+
+
+_ABSOLUTE = re.compile(r"(?<![\w.:/-])/(?:tmp|work|home|root|mnt|data|Users|var|srv|opt)/[^\s`'\")\],;]*")
+
+
+def scrub(text: str, config: Mapping | None = None) -> str:
+    """A run's text without the machine's paths: ``--data-dir <path>`` and ``--out-dir
+    <path>`` become ``DATA_DIR`` and ``OUT_DIR``, the data folder of the config and any
+    other absolute path become "the data folder"; lines saying "do not edit by hand" (a
+    note for maintainers) are dropped."""
+    text = re.sub(r"(--data-dir[ =])\S+", r"\1DATA_DIR", text)
+    text = re.sub(r"(--out-dir[ =])/\S+", r"\1OUT_DIR", text)
+    data_dir = (config or {}).get("data_dir")
+    if isinstance(data_dir, str) and data_dir.startswith("/"):
+        text = text.replace(data_dir, "the data folder (`--data-dir`)")
+    text = _ABSOLUTE.sub("the data folder", text)
+    return "\n".join(line for line in text.splitlines()
+                     if "do not edit by hand" not in line.lower()) + "\n"
+
+
+def dataset_page(data: Mapping) -> str:
+    """The page of a run's dataset: ``robustness-<dataset>.md``."""
+    dataset = str(_config(data).get("dataset") or "other")
+    return f"robustness-{re.sub(r'[^a-z0-9-]+', '-', dataset.lower())}.md"
+
+
+#: How dataset names read in the nav and headings (others: the name capitalized).
+DATASET_NAMES = {"digits": "Digits (8x8)", "mnist": "MNIST", "cifar10": "CIFAR-10",
+                 "cifar-10": "CIFAR-10", "fashion_mnist": "Fashion-MNIST"}
+
+
+def dataset_name(page: str) -> str:
+    key = page.removeprefix("robustness-").removesuffix(".md")
+    return DATASET_NAMES.get(key, DATASET_NAMES.get(key.replace("-", ""), key.capitalize()))
+
+
+def anchor(name: str) -> str:
+    return "run-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def run_title(name: str, data: Mapping) -> str:
+    """A distinct title per run: dataset, backend, settings, and its folder."""
+    cfg = _config(data)
+    backend = str(cfg.get("backend") or cfg.get("framework") or "").split(" ")[0]
+    return (f"{dataset_name(dataset_page(data))}, {backend}, batch {cfg.get('batch_size')}, "
+            f"K={cfg.get('groups')} ({name})")
+
+
+def _tables(md: Path, docs: Path, config: Mapping) -> str:
+    """A run's results.md as the body of a collapsed block: its title dropped (the page
+    gives one), its headings as bold lines (so the page's table of contents lists runs,
+    not tables), links rebased, machine paths scrubbed, indented into the block."""
+    text = scrub(_include(md, docs), config)
+    lines, fenced = [], False
+    for line in text.splitlines():
+        if line.lstrip().startswith(("```", "~~~")):
+            fenced = not fenced
+        elif not fenced and (m := re.match(r"#{1,6} (.*)$", line)):
+            line = f"**{m.group(1).strip()}**"
+        lines.append(line)
+    while lines and (not lines[0].strip() or lines[0].startswith("**LocalNorm robustness")):
+        lines.pop(0)
+    return "\n".join(("    " + line) if line.strip() else "" for line in lines) + "\n"
+
+
+def dataset_pages(docs: Path) -> dict[str, str]:
+    """``{page: markdown}``: one robustness page per dataset of the committed runs. Per
+    run: a heading with its distinct title, its settings and command, its accuracy plots
+    (additive Gaussian noise first), then its tables and confusion matrices collapsed."""
+    results = docs / "results"
+    runs = _runs(results) if results.is_dir() else []
+    pages: dict[str, list[str]] = {}
+    for name, folder, data in runs:
+        page = dataset_page(data)
+        cfg = _config(data)
+        parts = pages.setdefault(page, [
+            f"# Robustness: {dataset_name(page)}\n",
+            f"Generated at build time from the committed runs on {dataset_name(page)} "
+            "(one folder each under `docs/results/`, written by `localnorm robustness`); "
+            "what the experiment does and how to read it is on the "
+            "[Results overview](../results.md) and in the "
+            "[robustness guide](../guides/robustness.md).\n"])
+        parts.append(f'## {run_title(name, data)} {{ #{anchor(name)} }}\n')
+        if data.get("data"):
+            parts.append(scrub(str(data["data"]), cfg))
+        parts.append(f"{cfg.get('model')} network, {cfg.get('epochs')} epochs, batch "
+                     f"{cfg.get('batch_size')}, K={cfg.get('groups')} groups along the batch "
+                     f"axis, seed {cfg.get('seed')}, {cfg.get('framework') or cfg.get('backend')}"
+                     f" on {cfg.get('device')}"
+                     + (f", {_minutes(cfg)} wall time" if cfg.get("wall_seconds") else "")
+                     + ".\n")
+        if cfg.get("command"):
+            parts.append(f"```bash\n{scrub(cfg['command'], cfg).strip()}\n```\n")
+        accuracy = sorted(folder.glob("acc_*.png")) + sorted(folder.glob("acc_*.svg"))
+        accuracy.sort(key=lambda p: (p.stem != "acc_agn", p.stem))
+        for plot in accuracy:
+            noise = plot.stem.removeprefix("acc_")
+            parts.append(f"![Accuracy under {noise}, {run_title(name, data)}]"
+                         f"({plot.relative_to(results).as_posix()})\n")
+        for plot in (folder / "uncertainty_agn.png", folder / "risk_coverage.png"):
+            if plot.is_file():
+                parts.append(f"![{_title(plot)}, {run_title(name, data)}]"
+                             f"({plot.relative_to(results).as_posix()})\n")
+        md = folder / "results.md"
+        if md.is_file():
+            parts.append(f'??? abstract "Tables: {run_title(name, data)}"\n\n'
+                         + _tables(md, docs, cfg).replace("](results/", "]("))
+        confusion = sorted(folder.glob("confusion_*.png"))
+        if confusion:
+            parts.append(f'??? note "Confusion matrices: {run_title(name, data)} '
+                         f'({len(confusion)})"\n')
+            parts += [f"    ![{_title(p)}]({p.relative_to(results).as_posix()})\n"
+                      for p in confusion]
+        parts.append(f"*Data: [`results.json`]({folder.name}/results.json)*\n")
+    return {page: "\n".join(parts) for page, parts in pages.items()}
+
+
+def benchmarks_page(root: Path, docs: Path) -> str:
+    return ("# Benchmarks\n\nThe cost of LocalNorm against each framework's native "
+            "BatchNorm, measured by the benchmarks in `benchmarks/` (ratios from "
+            "interleaved repetitions in one run, on the machine named below), generated at "
+            "build time from `docs/results/bench.json`.\n\n"
+            + benchmarks(root, docs, levels=0))
 
 
 def headline(root: Path, docs: Path) -> str:
@@ -273,10 +417,11 @@ def headline(root: Path, docs: Path) -> str:
             continue
         cfg = _config(data)
         what = "the default run" if name == HEADLINE_RUN else "the run"
-        command = f", `{cfg['command']}`" if cfg.get("command") else ""
+        command = f", `{scrub(cfg['command'], cfg).strip()}`" if cfg.get("command") else ""
         backend = cfg.get("framework") or cfg.get("backend")
         wall = f", {_minutes(cfg)} wall time" if cfg.get("wall_seconds") is not None else ""
-        caption = (f"From {what} in `docs/results/{name}/`{command} ({backend} on "
+        caption = (f"From {what}, [{run_title(name, data)}](results/{dataset_page(data)}"
+                   f"#{anchor(name)}){command} ({backend} on "
                    f"{cfg.get('device')}{wall}).")
         return (f"![{alt}]({plot.relative_to(docs).as_posix()})\n\n{caption}\n\n"
                 + headline_table(folder / "results.json", data, docs=docs))
@@ -299,7 +444,7 @@ def headline_table(path: Path, data: Mapping, noise: str = "agn", docs: Path | N
         elif r.get("noise") == noise and float(r["level"]) in shown:
             rows.setdefault(key, {})[f"{noise} sigma={float(r['level']):g}"] = (
                 f"{100 * r['accuracy']:.1f}")
-    note = data.get("data", "")
+    note = scrub(data.get("data", ""), _config(data)).strip()
     where = path.relative_to(docs).as_posix() if docs is not None else path.name
     columns = ["method (protocol)", "clean", *(f"{noise} sigma={lv:g}" for lv in shown)]
     body = [{"method (protocol)": key, **vals} for key, vals in rows.items()]
@@ -307,7 +452,7 @@ def headline_table(path: Path, data: Mapping, noise: str = "agn", docs: Path | N
             "\n\n" + table(body, columns))
 
 
-def benchmarks(root: Path, docs: Path) -> str:
+def benchmarks(root: Path, docs: Path, levels: int = 2) -> str:
     results = docs / "results"
     parts = []
     md, js = results / "bench.md", results / "bench.json"
@@ -320,9 +465,11 @@ def benchmarks(root: Path, docs: Path) -> str:
             builder = importlib.import_module("benchmarks._report").markdown
         except (ImportError, AttributeError) as exc:
             raise PluginError(f"Cannot render docs/results/bench.json: {exc}") from exc
-        parts.append(_demote(builder(json.loads(js.read_text(encoding="utf-8")))))
+        text = builder(json.loads(js.read_text(encoding="utf-8")))
+        text = re.sub(r"\A# [^\n]*\n", "", text) if levels == 0 else text  # the page has one
+        parts.append(scrub(_demote(text, levels)))
     elif md.is_file():
-        parts.append(_include(md, docs))
+        parts.append(scrub(_include(md, docs)))
     if not parts:
         return _missing("The benchmark tables", "Run the benchmarks: `localnorm bench --out-dir "
                         "docs/results` (see benchmarks/README.md).")
@@ -365,6 +512,34 @@ GENERATORS: dict[str, Callable[[Path, Path], str]] = {
     "robustness": robustness,
     "benchmarks": benchmarks,
 }
+
+
+def _results_nav(pages: Sequence[str]) -> list:
+    return ([{"Overview": "results.md"}]
+            + [{f"Robustness: {dataset_name(p)}": f"results/{p}"} for p in pages]
+            + [{"Benchmarks": "results/benchmarks.md"}])
+
+
+def on_config(config):
+    """Results in the nav: the overview, a robustness page per dataset, the benchmarks."""
+    docs = Path(config.docs_dir)
+    pages = list(dataset_pages(docs))
+    for i, entry in enumerate(config.nav or []):
+        if isinstance(entry, Mapping) and "Results" in entry:
+            config.nav[i] = {"Results": _results_nav(pages)}
+    return config
+
+
+def on_files(files, config):
+    """The generated Results pages, as files of the build."""
+    from mkdocs.structure.files import File
+
+    root = Path(config.config_file_path).resolve().parent
+    docs = Path(config.docs_dir)
+    generated = {**dataset_pages(docs), "benchmarks.md": benchmarks_page(root, docs)}
+    for page, text in generated.items():
+        files.append(File.generated(config, f"results/{page}", content=text))
+    return files
 
 
 def on_page_markdown(markdown, page, config, files):

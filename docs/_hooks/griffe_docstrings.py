@@ -14,7 +14,19 @@ Only objects without a static docstring are touched. The extension also turns Sp
 cross-reference roles (``:func:`localnorm.local_norm```, ``:class:`Vote```, ...), which
 the docstrings use and mkdocstrings would print literally, into optional autorefs: a link
 where the target is rendered on the site, plain code otherwise (no build warning); and reST
-math (``:math:`` roles, ``.. math::`` blocks) into the site's MathJax notation.
+math (``:math:`` roles, ``.. math::`` blocks) into the site's math notation (rendered by
+the bundled KaTeX, see ``docs/javascripts/katex.js``).
+
+So that the reference states only what the code does, and in public names only:
+
+- every parameter's rendered "Default" is the signature's: ``, default X`` is dropped from
+  the Parameters entries, so griffe reads the signature (``reference_check.py`` fails the
+  build where a docstring's own words, a ``{...}`` choice set or a multi-name line, would
+  disagree);
+- a default or module constant written with a private name (``eps=_spec.DEFAULT_EPS``,
+  ``EVAL_MODES = _spec.MODES + ...``) is shown as its value (``eps=1e-05``);
+- the docstrings' ````docs/spec.md````-style mentions become links to those pages (every
+  docstring is rendered on a page under ``api/``).
 """
 
 from __future__ import annotations
@@ -68,7 +80,7 @@ _MATH_DIRECTIVE = re.compile(r"^(?P<indent>[ \t]*)\.\. math::[ \t]*\n(?P<body>(?
 
 def _math(text: str) -> str:
     """reST math (``:math:`x``` and ``.. math::`` blocks) as arithmatex's ``$x$`` and
-    ``$$ ... $$``, which the site renders with MathJax."""
+    ``$$ ... $$``, which the site renders with the bundled KaTeX."""
     def block(match: re.Match) -> str:
         body = textwrap.dedent(match.group("body")).strip("\n")
         indent = match.group("indent")
@@ -100,7 +112,76 @@ def _target(text: str, obj, collection) -> tuple[str, str]:
     return title, name
 
 
+#: ``docs/<page>.md`` (with an optional ``#anchor``) in double backquotes.
+_DOCS_PATH = re.compile(r"``docs/([\w/-]+)\.md(#[\w-]+)?``")
+
+
+def _docs_links(text: str) -> str:
+    """``docs/spec.md`` as a link to that page, relative to an API page (``api/<name>/``)."""
+    return _DOCS_PATH.sub(lambda m: f'<a href="../../{m.group(1)}/{m.group(2) or ""}">'
+                                    f"<code>docs/{m.group(1)}.md</code></a>", text)
+
+
+def _private(expr) -> bool:
+    """Whether an expression's text names something private (``_spec.DEFAULT_EPS``)."""
+    return re.search(r"(?:^|[.\s(\[,])_[A-Za-z]", str(expr)) is not None
+
+
+def _runtime(obj):
+    value = importlib.import_module(obj.module.path)
+    for part in obj.path[len(obj.module.path) + 1 :].split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _public_defaults(func) -> None:
+    """Show defaults written with private names as their values."""
+    if not any(p.default is not None and _private(p.default) for p in func.parameters):
+        return
+    try:
+        signature = inspect.signature(_runtime(func))
+    except Exception:  # noqa: BLE001 - not importable: keep the source text
+        return
+    for param in func.parameters:
+        real = signature.parameters.get(param.name)
+        if param.default is not None and _private(param.default) and real is not None \
+                and real.default is not inspect.Parameter.empty:
+            param.default = repr(real.default)
+
+
+_ENTRY_DEFAULT = re.compile(r"^(\s*\*{0,2}\w+ : .+?),\s+default(?: |: |=).+$")
+
+
+def _signature_defaults(text: str) -> str:
+    """Drop ``, default X`` from the Parameters entries, so that the rendered default is
+    the signature's (griffe falls back to it when the docstring states none)."""
+    lines, section = text.splitlines(), None
+    for i, line in enumerate(lines):
+        if i + 1 < len(lines) and re.fullmatch(r"\s*-{3,}\s*", lines[i + 1]) and line.strip():
+            section = line.strip()
+        elif section in ("Parameters", "Other Parameters"):
+            lines[i] = _ENTRY_DEFAULT.sub(r"\1", line)
+    return "\n".join(lines)
+
+
+def _public_signatures(obj) -> None:
+    """Defaults and constants written with private names, shown as their values."""
+    if obj.is_alias:
+        return
+    if obj.is_function:
+        _public_defaults(obj)
+    if obj.is_attribute and obj.value is not None and _private(obj.value):
+        try:  # EVAL_MODES = _spec.MODES + (_spec.RUNNING,) -> its value
+            obj.value = repr(_runtime(obj))
+        except Exception:  # noqa: BLE001 - not importable: keep the source text
+            pass
+    for member in obj.members.values():
+        _public_signatures(member)
+
+
 def _link_roles(obj, collection) -> None:
+    if obj.docstring is not None:
+        obj.docstring.value = _signature_defaults(_docs_links(obj.docstring.value))
     if obj.docstring is not None and ":" in obj.docstring.value:
         obj.docstring.value = _math(obj.docstring.value)
 
@@ -117,6 +198,7 @@ def _link_roles(obj, collection) -> None:
 class StaticlessDocstrings(Extension):
     def on_package(self, *, pkg, **kwargs):
         _link_roles(pkg, pkg.modules_collection)
+        _public_signatures(pkg)
 
     def on_attribute_instance(self, *, node, attr, agent, **kwargs):
         if attr.docstring is None and attr.lineno and attr.filepath:

@@ -73,6 +73,84 @@ def test_the_spec_page_holds_the_formula_and_the_framework_table(site):
         assert name in spec
 
 
+def _row(page: str, name: str) -> str:
+    """The parameters-table row of ``name`` (the first one on the page)."""
+    match = re.search(rf"<tr[^>]*>\s*<td>\s*<code>{name}</code>.*?</tr>", page, flags=re.S)
+    assert match, f"no table row for {name}"
+    return match.group(0)
+
+
+def test_api_reference_shows_true_defaults_and_public_names_only(site):
+    keras_page = _text(site / "api" / "keras" / "index.html")
+    assert "ones" in _row(keras_page, "gamma_initializer")
+    assert "zeros" not in _row(keras_page, "gamma_initializer")
+    for name in ("beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint"):
+        assert "None" in _row(keras_page, name) and "zeros" not in _row(keras_page, name)
+    flax_page = _text(site / "api" / "flax" / "index.html")
+    assert "ones_init" in _row(flax_page, "scale_init")
+    protocols = _text(site / "api" / "protocols" / "index.html")
+    assert "required" in _row(protocols, "protocol")
+    for page in ("torch", "keras", "flax"):
+        html = _text(site / "api" / page / "index.html")
+        set_eval_mode = html[html.index(f'id="localnorm.{page}.set_eval_mode"'):]
+        assert "required" in _row(set_eval_mode, "mode"), page
+        assert "_spec." not in html and "_LocalNorm" not in html, page  # public names only
+        assert "&lt;autoref" not in html and "<autoref" not in html, page
+        assert "docs/spec.md</code></a>" in html or page == "keras", page  # linked, not plain
+        assert "Shape" in html and "github.com/localnorm/localnorm/blob/main/backends" in html
+    torch_page = _text(site / "api" / "torch" / "index.html")
+    # Methods are listed once, under LocalNorm2d, not repeated under every class.
+    assert torch_page.count('id="localnorm.torch.LocalNorm2d.set_mode"') == 1
+    assert 'id="localnorm.torch.LocalNorm1d.set_mode"' not in torch_page
+
+
+def test_math_needs_no_network(site):
+    for page in site.rglob("*.html"):
+        html = _text(page)
+        assert not re.search(r"<script[^>]+src=\"https?://", html), page  # no CDN script
+        assert "mathjax" not in html.lower(), page
+    assert (site / "javascripts" / "katex" / "katex.min.js").is_file()
+    assert list((site / "javascripts" / "katex" / "fonts").glob("*.woff2"))
+
+
+def test_math_renders_offline_in_a_browser(site):
+    """Headless Chromium, every host name unresolvable: KaTeX typesets the spec page."""
+    spec = importlib.util.spec_from_file_location("take", ROOT / "docs" / "screenshots" / "take.py")
+    take = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(take)
+    browser = take.chromium()
+    if browser is None:
+        pytest.skip("no Chromium here (apt-get install chromium)")
+    server, base = take.serve(site)
+    try:
+        dom = take.dump_dom(browser, base + "spec/", site.parent / "chromium-profile")
+    finally:
+        server.shutdown()
+    assert dom.count('class="katex"') > 10  # inline and display math typeset
+    assert "katex-error" not in dom
+
+
+def test_results_are_split_and_show_no_machine_paths(site):
+    results = site / "results"
+    for page in ("robustness-mnist", "robustness-digits", "benchmarks"):
+        assert (results / page / "index.html").is_file(), page
+    mnist = _text(results / "robustness-mnist" / "index.html")
+    assert mnist.index("acc_agn.png") < mnist.index("Tables:")  # plots first
+    for page in [site / "index.html", *results.rglob("*.html")]:
+        html = _text(page)
+        assert "/work/" not in html and "/tmp/" not in html, page
+        assert "do not edit by hand" not in html, page
+
+
+def test_each_guide_is_offered_as_one_script(site):
+    import ast
+
+    for guide in ("torch", "keras", "flax"):
+        script = site / "guides" / f"{guide}.py"
+        ast.parse(_text(script))  # valid Python
+        assert f'href="../{guide}.py"' in _text(site / "guides" / guide / "index.html")
+
+
 # -- the hooks, without a build ------------------------------------------------------------
 
 
@@ -250,26 +328,49 @@ def test_headline_comes_from_the_default_run_folder(tmp_path):
     assert "| batchnorm (running) | 90.0 | 50.0 | 12.5 |" in out
 
 
-def test_robustness_section_reads_each_run_folder_verbatim(tmp_path):
+def test_robustness_runs_get_an_index_and_a_page_per_dataset(tmp_path):
     generated = _hook("generated")
     results = tmp_path / "results"
-    cfg = {"command": "localnorm robustness --dataset mnist --out docs/results/mnist",
-           "dataset": "mnist", "framework": "torch 2.13.0", "model": "mnistnet", "epochs": 8,
-           "batch_size": 64, "groups": 4, "wall_seconds": 600.0}
+    cfg = {"command": "localnorm robustness --dataset mnist --data-dir /work/data/mnist "
+                      "--out docs/results/mnist", "data_dir": "/work/data/mnist",
+           "dataset": "mnist", "framework": "torch 2.13.0", "backend": "torch",
+           "model": "mnistnet", "epochs": 8, "batch_size": 64, "groups": 4,
+           "wall_seconds": 600.0}
     folder = _write_run(results, "mnist", _RECS, cfg)
-    (folder / "results.md").write_text("# LocalNorm robustness: mnist\n\n## Clean\n\n![x](acc_agn.png)\n")
-    for name in ("acc_agn.png", "acc_mbn.png", "confusion_agn_1.png"):
+    (folder / "results.md").write_text(
+        "# LocalNorm robustness: mnist\n\nOnly t10k is in /work/data/mnist.\n\n"
+        "## Clean\n\n![x](acc_agn.png)\n")
+    for name in ("acc_mbn.png", "acc_agn.png", "confusion_agn_1.png"):
         (folder / name).write_bytes(b"")
-    (folder / "checkpoints").mkdir()
+    _write_run(results, "mnist-paper", _RECS, {**cfg, "batch_size": 100, "groups": 10})
+    _write_run(results, "digits", _RECS, {**cfg, "dataset": "digits"})
     (results / "bench.json").write_text("{}")  # the benchmarks' file is not a run
-    out = generated.robustness(ROOT, tmp_path)
-    assert "| `docs/results/mnist/` | mnist | torch 2.13.0 | mnistnet, 8 epochs, batch 64, K=4 | 10.0 min |" in out
-    assert "89.50 vs 90.00 (-0.50 points): met" in out and "(1.20x): **not met**" in out
-    assert "```bash\nlocalnorm robustness --dataset mnist --out docs/results/mnist\n```" in out
-    assert "### LocalNorm robustness: mnist" in out and "#### Clean" in out
-    assert "![x](results/mnist/acc_agn.png)" in out  # the run's own links, rebased
-    assert "(results/mnist/acc_mbn.png)" in out and "    ![Confusion agn 1](results/mnist/confusion_agn_1.png)" in out
-    assert "bench" not in out and "*Data: `docs/results/mnist/results.json`*" in out
+    index = generated.robustness(ROOT, tmp_path)
+    assert "[MNIST](results/robustness-mnist.md)" in index and "robustness-digits.md" in index
+    assert "| mnistnet, 8 epochs, batch 64, K=4 | 10.0 min |" in index
+    assert "89.50 vs 90.00 (-0.50 points): met" in index and "(1.20x): **not met**" in index
+    assert "--data-dir DATA_DIR" in index and "/work/" not in index  # no machine paths
+    pages = generated.dataset_pages(tmp_path)
+    assert sorted(pages) == ["robustness-digits.md", "robustness-mnist.md"]
+    page = pages["robustness-mnist.md"]
+    titles = re.findall(r"^## (.*) \{ #", page, flags=re.M)
+    assert len(titles) == 2 and len(set(titles)) == 2  # one distinct title per run
+    # Plots first (AGN first), then the run's tables collapsed, their links rebased.
+    assert page.index("(mnist/acc_agn.png)") < page.index("(mnist/acc_mbn.png)") \
+        < page.index('??? abstract "Tables')
+    assert "    ![x](mnist/acc_agn.png)" in page and "    **Clean**" in page
+    assert "    ![Confusion agn 1](mnist/confusion_agn_1.png)" in page
+    assert "/work/" not in page and "LocalNorm robustness: mnist" not in page
+
+
+def test_scrub_drops_machine_paths_and_maintainer_notes():
+    generated = _hook("generated")
+    text = ("Generated by x; do not edit by hand.\n"
+            "- command: `localnorm bench --out-dir /tmp/bench_out`, 17 minutes\n"
+            "data in /srv/data/mnist (10000 images)\n")
+    out = generated.scrub(text)
+    assert "edit by hand" not in out and "/tmp/" not in out and "/srv/" not in out
+    assert "--out-dir OUT_DIR" in out and "17 minutes" in out and "10000 images" in out
 
 
 def test_benchmarks_are_rendered_from_bench_json(tmp_path):
