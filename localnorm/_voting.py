@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 import array_api_compat
 
 from . import _errors, _spec
+from ._core import _is_concrete
 
 __all__ = ["Vote", "vote", "softmax"]
 
@@ -62,11 +63,6 @@ def _as_array(scores):
         raise _errors.bad_scores_type(scores, f"dtype {out.dtype}")
     return out
 
-
-def _is_concrete(xp, a) -> bool:
-    from ._core import _is_concrete as concrete
-
-    return concrete(a)
 
 
 def vote(scores, method: str = "hard", *, from_logits: bool = False) -> Vote:
@@ -126,7 +122,7 @@ def vote(scores, method: str = "hard", *, from_logits: bool = False) -> Vote:
         raise _errors.bad_scores(tuple(scores.shape))
     if not _spec.is_real_floating(xp, scores.dtype):
         scores = xp.astype(scores, xp.float64)
-    if _is_concrete(xp, scores) and scores.shape[1] > 0:
+    if _is_concrete(scores) and scores.shape[1] > 0:
         nan = xp.isnan(scores) if from_logits else xp.logical_not(xp.isfinite(scores))
         if bool(xp.any(nan)):
             raise _errors.scores_not_finite(int(xp.count_nonzero(nan)), from_logits)
