@@ -203,7 +203,7 @@ def normalize(
     else:
         across = axis_name is not None and mode == "set"
         y = _agnostic.eval_forward(jnp, x, scale, bias, axis=ax, mode=mode, group=group,
-                                   eps=epsilon, reduce_batch=_mesh_mean(
+                                   eps=epsilon, fusing=True, reduce_batch=_mesh_mean(
                                        axis_name, x.shape[0] * devices) if across else None)
     return y if dtype is None else y.astype(dtype)
 
@@ -255,13 +255,14 @@ def batch_norm_groups(x, scale, bias, k: int, partition: str, ax: int, epsilon: 
     non-negative; (K, C) ``scale``/``bias``), in x's dtype, with the closed-form
     derivative of ``_agnostic.batch_jvp`` as its ``jax.custom_jvp`` rule."""
     return _agnostic.batch_forward(jnp, x, scale, bias, axis=ax, num_groups=k,
-                                   partition=partition, eps=epsilon)[0]
+                                   partition=partition, eps=epsilon, fusing=True)[0]
 
 
 @batch_norm_groups.defjvp
 def _batch_norm_groups_jvp(k, partition, ax, epsilon, primals, tangents):
     x, scale, _ = primals
     layout = dict(axis=ax, num_groups=k, partition=partition)
-    y, mean, _, rstd = _agnostic.batch_forward(jnp, *primals, eps=epsilon, **layout)
+    y, mean, _, rstd = _agnostic.batch_forward(jnp, *primals, eps=epsilon, fusing=True,
+                                               **layout)
     dy = _agnostic.batch_jvp(jnp, x, scale, mean, rstd, *tangents, **layout)
     return y, dy.astype(y.dtype)
