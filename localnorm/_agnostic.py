@@ -199,28 +199,36 @@ def _mean(xp, a, axes: tuple[int, ...], count: float):
     return xp.sum(a, axis=axes, keepdims=True) / count
 
 
-def sample_moments(xp, xc, axis: int):
+def sample_moments(xp, xc, axis: int, *, fusing: bool = False):
     """Each sample's mean and biased variance over the spatial axes (keepdims, shape
     broadcastable against ``xc``), by the corrected two-pass (module docstring). The
     deviations are written ``xc + (-mean0)``: the same values bit for bit as
     ``xc - mean0``, while the output's own ``xc - mean`` stays another expression, which
     XLA fuses into its consumer instead of writing a centered activation out and reading
     it back. Without spatial axes a sample is one value per channel: its own mean,
-    variance 0."""
+    variance 0.
+
+    ``fusing``: for a compiler that fuses elementwise work into the reductions that read
+    it (XLA), the correction's deviations are a third expression, ``xc - mean0``, so that
+    no centered array has two consumers (which XLA on CPU writes out and reads back by
+    each); the same values bit for bit, one more elementwise pass where nothing fuses."""
     spatial = tuple(a for a in range(1, xc.ndim) if a != axis)
     if not spatial:
         return xc, xp.zeros_like(xc)
     count = float(math.prod(xc.shape[a] for a in spatial))
     mean0 = _mean(xp, xc, spatial, count)
     d = xc + (-mean0)
-    return mean0 + _mean(xp, d, spatial, count), _mean(xp, d * d, spatial, count)
+    correction = _mean(xp, xc - mean0 if fusing else d, spatial, count)
+    return mean0 + correction, _mean(xp, d * d, spatial, count)
 
 
-def group_moments(xp, xc, groups: Groups):
+def group_moments(xp, xc, groups: Groups, *, fusing: bool = False):
     """Per-group mean and biased variance, each (K, C), from the per-sample moments by
-    the law of total variance (``xc`` already in the compute dtype)."""
+    the law of total variance (``xc`` already in the compute dtype; ``fusing``: see
+    :func:`sample_moments`)."""
     n, c = -1 if groups.n is None else groups.n, groups.c
-    m_s, v_s = (xp.reshape(v, (n, c)) for v in sample_moments(xp, xc, groups.axis))
+    m_s, v_s = (xp.reshape(v, (n, c))
+                for v in sample_moments(xp, xc, groups.axis, fusing=fusing))
     mean = groups.group_sum(m_s) / groups.members_or_1
     dev = m_s - groups.to_samples(mean)
     var = groups.group_sum(v_s + dev * dev) / groups.members_or_1
@@ -232,10 +240,11 @@ def _as(xp, a, dtype):
 
 
 def batch_forward(xp, x, gamma, beta, *, axis: int, num_groups: int, partition: str,
-                  eps: float):
+                  eps: float, fusing: bool = False):
     """``"batch"`` mode: K groups along the batch axis, each its own statistics and
     gamma_k/beta_k ((K, C)). Returns ``(y, mean, var, rstd)``: y in x's dtype, the group
     means, biased variances and inverse standard deviations (K, C) in the compute dtype.
+    ``fusing``: see :func:`sample_moments`.
 
     ``(x - mean) * (gamma * rstd) + beta``, the subtraction first: near-constant groups
     with a large offset stay accurate in float32. gamma and beta may also be one (1, C)
@@ -243,7 +252,7 @@ def batch_forward(xp, x, gamma, beta, *, axis: int, num_groups: int, partition: 
     cdt = compute_dtype(xp, x.dtype, gamma.dtype, beta.dtype)
     xc = _as(xp, x, cdt)
     groups = Groups(xp, x, axis, num_groups, partition, cdt)
-    mean, var = group_moments(xp, xc, groups)
+    mean, var = group_moments(xp, xc, groups, fusing=fusing)
     rstd = 1.0 / xp.sqrt(var + eps)
     shift = _as(xp, beta, cdt)
     if shift.shape[0] != num_groups:  # one row shared by the groups (Ghost BatchNorm)
@@ -323,14 +332,15 @@ def batch_mean(xp, v):
 
 
 def eval_forward(xp, x, gamma, beta, *, axis: int, mode: str, group: Any, eps: float,
-                 reduce_batch: Callable | None = None):
+                 reduce_batch: Callable | None = None, fusing: bool = False):
     """``"single"`` (each sample its own statistics) or ``"set"`` (the whole batch's)
     mode, with the gamma/beta of ``group`` (an int, or in ``"single"`` mode an (N,)
     integer array). ``reduce_batch(xp, v)`` is the mean over the batch axis used for the
-    set's moments (the Flax adapter passes one that also sums over a device mesh)."""
+    set's moments (the Flax adapter passes one that also sums over a device mesh);
+    ``fusing``: see :func:`sample_moments`."""
     cdt = compute_dtype(xp, x.dtype, gamma.dtype, beta.dtype)
     xc = _as(xp, x, cdt)
-    mean, var = sample_moments(xp, xc, axis)
+    mean, var = sample_moments(xp, xc, axis, fusing=fusing)
     if mode == "set":  # the batch's moments from its samples': law of total variance
         reduce_batch = reduce_batch or batch_mean
         set_mean = reduce_batch(xp, mean)

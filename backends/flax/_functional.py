@@ -1,46 +1,25 @@
-"""The one normalization function behind both Flax layers (NNX and Linen), the checks
-they share, and the layers' native JAX paths.
+"""The one normalization function behind both Flax layers (NNX and Linen): the checks they
+share, the sharding rules, and the autodiff glue around the core's math.
 
 It adapts the layers' options (Flax's ``dtype``, ``use_scale``/``use_bias``, a
 group-per-device ``axis_name``) to the math of :func:`localnorm.local_norm`
 (``docs/spec.md``). Every input error is raised here first, in Flax's words
 (``_errors.FLAX``: ``epsilon=``, ``x.astype``), from static shapes only, so nothing here
-stalls a jitted program. Nothing here loops over samples or groups.
+stalls a jitted program.
 
-The math runs as native JAX code written for XLA, not through the array-API core: a
-native fast path, like the torch adapter's fused ``batch_norm``, held equal to
-:func:`localnorm.reference.local_norm` and its gradients by the conformance suite
-(subjects ``flax`` and ``flax-linen``: every dtype, both partitions, ragged batches, each
-mode) and to the core by ``tests/flax``:
+The math itself is the core's (``localnorm/_agnostic.py``), run with ``jax.numpy`` as the
+array namespace (what ``array_api_compat.array_namespace`` returns for JAX arrays and
+tracers; it works under ``jit``, ``vmap`` and ``shard_map``):
 
-Every mode's statistics start from each sample's moments over the spatial axes
-(:func:`_sample_moments`): a two-pass, the mean then the mean of squared deviations from
-it, with the centering written so that XLA fuses it into the reduction rather than
-writing the centered activation out and reading it back (what costs most under XLA on
-CPU, see ``benchmarks/discussion.md``). A set of several samples (a group along the batch
-axis, or the whole batch) combines its samples' moments by the law of total variance: the
-mean of the per-sample variances plus the variance of the per-sample means, a tensor of
-N*C values. The per-set vectors are broadcast to one row per sample before they meet the
-activation in ``(x - mean) * (rstd * gamma) + beta``. The law of total variance is as
-accurate as a two-pass over the whole set (E[x^2] - E[x]^2, what ``nnx.BatchNorm``
-computes, is not): ``tests/flax/test_native.py`` holds it within a quarter of the
-conformance tolerance on float32 input offset by up to 10^4 standard deviations (measured:
-below a twentieth), where E[x^2] - E[x]^2 is outside the tolerance on the same input.
-
-- ``"batch"`` mode (training), :func:`batch_norm_groups`: the groups' moments as above,
-  with the closed-form BatchNorm derivative per group in a ``jax.custom_jvp``. JAX
-  transposes that rule into the closed-form backward (two sums per group, of dy and of
-  dy * xhat, then one elementwise pass for dx) instead of differentiating the forward's
-  passes one by one; the rule is ordinary JAX code, so ``jax.jvp``, ``jax.grad`` of
+- ``"batch"`` mode (training), :func:`batch_norm_groups`: ``_agnostic.batch_forward``
+  in a ``jax.custom_jvp`` whose rule is ``_agnostic.batch_jvp``, the closed-form
+  BatchNorm derivative per group along the batch axis. JAX transposes it into the
+  closed-form backward (two sums per group, of dy and of dy * xhat, then one elementwise
+  pass for dx); the rule is ordinary JAX code, so ``jax.jvp``, ``jax.grad`` of
   ``jax.grad``, ``jax.hessian``, ``vmap`` and ``shard_map`` all work.
-- ``"single"`` and ``"set"`` (evaluation), :func:`eval_norm`: each sample's moments, or
-  the whole batch's from them; differentiated by JAX.
-- ``"set"`` inside ``jax.shard_map`` (:func:`_set_mode_across`): the set is the global
-  batch, so the batch-axis sums of the law of total variance are summed over the mesh
-  axis.
-
-Statistics and the affine step are computed in at least float32 (float64 when x, scale
-or bias is float64); the result has x's dtype.
+- ``"single"`` and ``"set"`` (evaluation): ``_agnostic.eval_forward``, differentiated by
+  JAX; ``"set"`` inside ``jax.shard_map`` passes a ``reduce_batch`` that sums over the
+  mesh axis, so the set is the global batch.
 """
 
 from __future__ import annotations
@@ -221,10 +200,11 @@ def normalize(
         x = x.astype(jnp.promote_types(x.dtype, dtype))
     if mode == "batch":
         y = batch_norm_groups(x, scale, bias, scale.shape[0], partition, ax, float(epsilon))
-    elif axis_name is not None and mode == "set":
-        y = _set_mode_across(x, scale, bias, int(group), ax, epsilon, axis_name, devices)
     else:
-        y = eval_norm(x, scale, bias, mode=mode, group=group, axis=ax, epsilon=epsilon)
+        across = axis_name is not None and mode == "set"
+        y = _agnostic.eval_forward(jnp, x, scale, bias, axis=ax, mode=mode, group=group,
+                                   eps=epsilon, fusing=True, reduce_batch=_mesh_mean(
+                                       axis_name, x.shape[0] * devices) if across else None)
     return y if dtype is None else y.astype(dtype)
 
 
@@ -257,256 +237,32 @@ def _local_groups(group, local_batch: int, devices: int, axis_name: str | None):
     return jax.lax.dynamic_slice_in_dim(group, start, local_batch, axis=0)
 
 
-def _set_mode_across(x, scale, bias, group: int, ax: int, epsilon: float, axis_name: str,
-                     devices: int):
-    """``"set"`` mode over the global batch sharded on ``axis_name``: :func:`eval_norm`'s
-    moments (each sample's two-pass over the spatial axes, in at least float32), the
-    batch's from its samples' by the law of total variance with each batch-axis sum
-    taken over the devices, then the same ``(x - mean) * (rstd * gamma) + beta``. Two
-    all-reduce rounds of (C,) vectors."""
-    cdt = _compute_dtype(x, scale, bias)
-    xc = x.astype(cdt)
-    count = x.shape[0] * devices
-    mean, var = _sample_moments(xc, _spatial_axes(x.ndim, ax))
-
-    def batch_mean(a):  # over the global batch: the local sum, summed over the devices
-        return jax.lax.psum(jnp.sum(a, axis=0, keepdims=True), axis_name) / count
-
-    set_mean = batch_mean(mean)
-    set_var = batch_mean(var + jnp.square(mean - set_mean))
-    g, b = _rows(scale, group, x.ndim, ax, cdt), _rows(bias, group, x.ndim, ax, cdt)
-    y = (xc - set_mean) * (jax.lax.rsqrt(set_var + epsilon) * g) + b
-    return y.astype(x.dtype)
 
 
-# ----------------------------------------------------------------------------- native paths
-#
-# Shapes: x is (N, ..., C, ...) with C on axis ``ax``; "spatial" are the other non-batch
-# axes. Per-sample values are (N, C), per-group values (K, C); ``_expand`` makes an (N, C)
-# array broadcastable against x, ``_group_sum`` and ``_to_samples`` go between (N, C)
-# and (K, C) along the batch axis with reshapes (a ragged batch: the core's two blocks,
-# and a gather of K rows), never a matrix product.
+def _mesh_mean(axis_name: str, global_batch: int):
+    """``"set"`` mode's ``reduce_batch`` over the global batch sharded on ``axis_name``:
+    the local sum over the batch axis, summed over the devices (one all-reduce of a
+    (1, C) vector per moment)."""
+    def mean(xp, v):
+        return jax.lax.psum(xp.sum(v, axis=0, keepdims=True), axis_name) / global_batch
 
-
-def _compute_dtype(*arrays):
-    """At least float32; float64 when any of the arrays is (the spec's dtype policy)."""
-    if any(a.dtype == jnp.float64 for a in arrays):
-        return jnp.float64
-    return jnp.float32
-
-
-def _spatial_axes(ndim: int, ax: int) -> tuple[int, ...]:
-    return tuple(a for a in range(1, ndim) if a != ax)
-
-
-def _expand(v, ndim: int, ax: int):
-    """(N, C) -> (N, 1.., C, 1..), broadcastable against x."""
-    shape = [1] * ndim
-    shape[0], shape[ax] = v.shape
-    return jnp.reshape(v, shape)
-
-
-def _group_sum(v, k: int, partition: str):
-    """(N, C) per-sample values -> (K, C) sums over each group's samples."""
-    n, c = v.shape
-    if n % k == 0:
-        m = n // k
-        if partition == "contiguous":
-            return jnp.sum(jnp.reshape(v, (k, m, c)), axis=1)
-        return jnp.sum(jnp.reshape(v, (m, k, c)), axis=0)
-    sums = [jnp.sum(block, axis=member)
-            for block, member in _agnostic.group_blocks(jnp, v, k, partition)]
-    return jnp.concatenate(sums, axis=0)
-
-
-def _to_samples(v, n: int, partition: str):
-    """(K, C) per-group values -> (N, C), each sample's group's row."""
-    k, c = v.shape
-    if n % k == 0:
-        m = n // k
-        if partition == "contiguous":
-            return jnp.reshape(jnp.broadcast_to(v[:, None, :], (k, m, c)), (n, c))
-        return jnp.reshape(jnp.broadcast_to(v[None, :, :], (m, k, c)), (n, c))
-    return jnp.take(v, jnp.asarray(_spec.group_index(n, k, partition)), axis=0)
-
-
-class _Groups:
-    """The K groups along the batch axis of an input shape: their sizes, per-group sums
-    (over the spatial axes, then each group's samples), and per-group values broadcast
-    back to x's shape, one row per sample."""
-
-    def __init__(self, shape: tuple[int, ...], k: int, partition: str, ax: int, cdt):
-        self.n, self.k, self.partition, self.ax, self.ndim = shape[0], k, partition, ax, \
-            len(shape)
-        self.spatial = _spatial_axes(len(shape), ax)
-        sizes = _spec.group_sizes(shape[0], k).astype(np.float64)[:, None]
-        self.members = jnp.asarray(sizes, cdt)  # (K, 1): samples per group
-        self.values = jnp.asarray(sizes * math.prod(shape[a] for a in self.spatial), cdt)
-
-    def sum(self, a):
-        """sum over the spatial axes, then over each group's samples: (K, C)."""
-        inner = jnp.sum(a, axis=self.spatial) if self.spatial else a
-        return _group_sum(inner, self.k, self.partition)
-
-    def full(self, v):
-        """(K, C) -> broadcastable against x."""
-        return _expand(_to_samples(v, self.n, self.partition), self.ndim, self.ax)
-
-
-def _sample_moments(xc, spatial: tuple[int, ...]):
-    """Each sample's mean and biased variance over the spatial axes (keepdims), a
-    two-pass: the mean, then the mean of squared deviations from it. The centering is
-    written ``xc + (-mean)``, the same values bit for bit as ``xc - mean``: the output's
-    ``xc - mean`` is then another expression, which XLA fuses into its own consumer
-    instead of writing the centered activation out once and reading it back (what it does
-    on CPU for one expression with two consumers). Without spatial axes a sample is one
-    value per channel: its mean is itself, its variance 0."""
-    if not spatial:
-        return xc, jnp.zeros_like(xc)
-    mean = jnp.mean(xc, axis=spatial, keepdims=True)
-    var = jnp.mean(jnp.square(xc + (-mean)), axis=spatial, keepdims=True)
-    return mean, var
-
-
-def _batch_forward(x, scale, bias, k: int, partition: str, ax: int, epsilon: float):
-    """``"batch"`` mode: the output, and the per-group mean and inverse standard deviation
-    (K, C).
-
-    Per-sample moments come first (:func:`_sample_moments`, the only two passes over the
-    activation), then each group's from its samples' by the law of total variance: the
-    mean of the per-sample variances plus the variance of the per-sample means, a tensor
-    of N*C values. Every per-group vector is broadcast to one row per sample, (N, C),
-    before it meets the activation in ``(x - mean) * (gamma * rstd) + beta``."""
-    cdt = _compute_dtype(x, scale, bias)
-    xc = x.astype(cdt)
-    n, c = x.shape[0], x.shape[ax]
-    groups = _Groups(x.shape, k, partition, ax, cdt)
-    m_s, v_s = (jnp.reshape(v, (n, c)) for v in _sample_moments(xc, groups.spatial))
-    mean = _group_sum(m_s, k, partition) / groups.members
-    dev = m_s - _to_samples(mean, n, partition)
-    rstd = jax.lax.rsqrt(_group_sum(v_s + dev * dev, k, partition) / groups.members
-                         + epsilon)
-    y = (xc - groups.full(mean)) * groups.full(scale.astype(cdt) * rstd) \
-        + groups.full(bias.astype(cdt))
-    return y.astype(x.dtype), mean, rstd
+    return mean
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4, 5, 6))
-def _batch_norm_groups(x, scale, bias, k, partition, ax, epsilon):
-    return _batch_forward(x, scale, bias, k, partition, ax, epsilon)[0]
-
-
 def batch_norm_groups(x, scale, bias, k: int, partition: str, ax: int, epsilon: float):
-    """LocalNorm in ``"batch"`` mode with its closed-form derivative.
-
-    Parameters
-    ----------
-    x : jax.Array
-        Input, batch on axis 0, channels on ``ax``; at least K samples (validated by the
-        caller).
-    scale, bias : jax.Array
-        (K, C) gamma and beta.
-    k : int
-        K, the number of groups along the batch axis.
-    partition : {"contiguous", "strided"}
-        How samples are assigned to groups (see :func:`localnorm.group_index`).
-    ax : int
-        The (non-negative) channel axis.
-    epsilon : float
-        Added to the variance inside the square root.
-
-    Returns
-    -------
-    jax.Array
-        The normalized x, in x's dtype.
-
-    Notes
-    -----
-    The derivative is the closed-form BatchNorm derivative per group (with xhat the
-    normalized x, A = gamma * rstd, and the means over a group's values)::
-
-        dy = A (dx - mean(dx) - xhat mean(dx xhat)) + dgamma xhat + dbeta
-
-    a ``jax.custom_jvp`` rule, linear in the tangents, whose transpose JAX derives for
-    reverse mode: dbeta = sum(ct), dgamma = sum(ct xhat), dx = A (ct - dbeta / m - xhat
-    dgamma / m). Its primal quantities are ordinary JAX code, so every order of
-    differentiation works, forward and reverse.
-    """
-    return _batch_norm_groups(x, scale, bias, k, partition, ax, epsilon)
+    """LocalNorm in ``"batch"`` mode on validated input (at least K samples; ``ax``
+    non-negative; (K, C) ``scale``/``bias``), in x's dtype, with the closed-form
+    derivative of ``_agnostic.batch_jvp`` as its ``jax.custom_jvp`` rule."""
+    return _agnostic.batch_forward(jnp, x, scale, bias, axis=ax, num_groups=k,
+                                   partition=partition, eps=epsilon, fusing=True)[0]
 
 
-@_batch_norm_groups.defjvp
+@batch_norm_groups.defjvp
 def _batch_norm_groups_jvp(k, partition, ax, epsilon, primals, tangents):
-    x, scale, bias = primals
-    dx, dscale, dbias = tangents
-    y, mean, rstd = _batch_forward(x, scale, bias, k, partition, ax, epsilon)
-    cdt = mean.dtype
-    groups = _Groups(x.shape, k, partition, ax, cdt)
-    xhat = (x.astype(cdt) - groups.full(mean)) * groups.full(rstd)
-    a = scale.astype(cdt) * rstd  # (K, C)
-    dxc = dx.astype(cdt)
-    # The per-group terms are multiplied by A before they are broadcast, so that their
-    # transposes are the sums of ct and ct * xhat that dbias and dscale need anyway.
-    mean_dx = groups.sum(dxc) / groups.values
-    mean_dx_xhat = groups.sum(dxc * xhat) / groups.values
-    dy = (groups.full(a) * dxc
-          + groups.full(dbias.astype(cdt) - a * mean_dx)
-          + xhat * groups.full(dscale.astype(cdt) - a * mean_dx_xhat))
+    x, scale, _ = primals
+    layout = dict(axis=ax, num_groups=k, partition=partition)
+    y, mean, _, rstd = _agnostic.batch_forward(jnp, *primals, eps=epsilon, fusing=True,
+                                               **layout)
+    dy = _agnostic.batch_jvp(jnp, x, scale, mean, rstd, *tangents, **layout)
     return y, dy.astype(y.dtype)
-
-
-def _rows(p, group, ndim: int, ax: int, cdt):
-    """The scale/bias row(s) of ``group`` (an int, or an (N,) array: one per sample),
-    broadcastable against x."""
-    p = p.astype(cdt)
-    if isinstance(group, (int, np.integer)):
-        shape = [1] * ndim
-        shape[ax] = p.shape[1]
-        return jnp.reshape(p[int(group)], shape)
-    return _expand(jnp.take(p, group, axis=0), ndim, ax)
-
-
-def eval_norm(x, scale, bias, *, mode: str, group: Any, axis: int, epsilon: float):
-    """LocalNorm in ``"single"`` or ``"set"`` mode: each sample's (``"single"``) or the
-    whole batch's (``"set"``) statistics, with the scale/bias of ``group``.
-
-    Parameters
-    ----------
-    x : jax.Array
-        Input, batch on axis 0, channels on ``axis`` (non-negative), validated.
-    scale, bias : jax.Array
-        (K, C) gamma and beta.
-    mode : {"single", "set"}
-        The statistics sets: one per sample, or the whole batch.
-    group : int or jax.Array
-        The group (row of scale/bias) of every sample, or in ``"single"`` mode an int
-        array with one group per sample.
-    axis : int
-        The channel axis.
-    epsilon : float
-        Added to the variance inside the square root.
-
-    Returns
-    -------
-    jax.Array
-        The normalized x, in x's dtype.
-
-    Notes
-    -----
-    Each sample's two-pass moments over the spatial axes (:func:`_sample_moments`: the
-    mean, then the mean of squared deviations from it), in at least float32; in
-    ``"set"`` mode the batch's from its samples' by the law of total variance (the mean
-    of the per-sample variances plus the variance of the per-sample means). Then
-    ``(x - mean) * (rstd * gamma) + beta``. Differentiated by JAX.
-    """
-    cdt = _compute_dtype(x, scale, bias)
-    xc = x.astype(cdt)
-    mean, var = _sample_moments(xc, _spatial_axes(x.ndim, axis))
-    if mode == "set":  # the batch's moments from its samples': law of total variance
-        batch_mean = jnp.mean(mean, axis=0, keepdims=True)
-        var = jnp.mean(var + jnp.square(mean - batch_mean), axis=0, keepdims=True)
-        mean = batch_mean
-    rstd = jax.lax.rsqrt(var + epsilon)
-    y = (xc - mean) * (rstd * _rows(scale, group, x.ndim, axis, cdt)) \
-        + _rows(bias, group, x.ndim, axis, cdt)
-    return y.astype(x.dtype)

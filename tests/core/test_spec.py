@@ -202,3 +202,29 @@ def test_groups_without_samples_are_finite_and_get_zero_gradient(partition, n):
     dx, dgamma, dbeta = _agnostic.batch_vjp(xp, x, gamma, mean, rstd, dy, **kw)
     empty = np.setdiff1d(np.arange(k), gi)
     assert np.all(np.isfinite(dx)) and np.all(dgamma[empty] == 0) and np.all(dbeta[empty] == 0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fusing_moments_are_the_same_values(dtype):
+    """``fusing=True`` (a third expression for the correction's deviations, for XLA) is
+    the same algorithm: bit for bit the default's moments where nothing fuses (NumPy),
+    in each mode."""
+    import array_api_compat.numpy as xp
+
+    from localnorm import _agnostic
+
+    rng = np.random.default_rng(7)
+    x = (rng.normal(size=(10, 3, 4, 5)) * 1e-2 + 300).astype(dtype)
+    gamma, beta = rng.normal(size=(4, 5)), rng.normal(size=(4, 5))
+    for g, w in zip(_agnostic.sample_moments(xp, x, 3, fusing=True),
+                    _agnostic.sample_moments(xp, x, 3)):
+        np.testing.assert_array_equal(g, w)
+    kw = dict(axis=3, num_groups=4, partition="strided", eps=1e-5)
+    for a, b in zip(_agnostic.batch_forward(xp, x, gamma, beta, fusing=True, **kw),
+                    _agnostic.batch_forward(xp, x, gamma, beta, **kw)):
+        np.testing.assert_array_equal(a, b)
+    for mode in ("single", "set"):
+        np.testing.assert_array_equal(
+            _agnostic.eval_forward(xp, x, gamma, beta, axis=3, mode=mode, group=1, eps=1e-5,
+                                   fusing=True),
+            _agnostic.eval_forward(xp, x, gamma, beta, axis=3, mode=mode, group=1, eps=1e-5))
