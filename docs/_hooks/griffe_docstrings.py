@@ -116,10 +116,17 @@ def _target(text: str, obj, collection) -> tuple[str, str]:
 _DOCS_PATH = re.compile(r"``docs/([\w/-]+)\.md(#[\w-]+)?``")
 
 
+#: ``docs/<page>.md`` written without backquotes.
+_BARE_DOCS_PATH = re.compile(r"(?<![`/\w>])docs/([\w/-]+)\.md\b")
+
+
 def _docs_links(text: str) -> str:
-    """``docs/spec.md`` as a link to that page, relative to an API page (``api/<name>/``)."""
-    return _DOCS_PATH.sub(lambda m: f'<a href="../../{m.group(1)}/{m.group(2) or ""}">'
+    """``docs/spec.md`` (quoted or bare) as a link to that page, relative to an API page
+    (``api/<name>/``)."""
+    text = _DOCS_PATH.sub(lambda m: f'<a href="../../{m.group(1)}/{m.group(2) or ""}">'
                                     f"<code>docs/{m.group(1)}.md</code></a>", text)
+    return _BARE_DOCS_PATH.sub(lambda m: f'<a href="../../{m.group(1)}/">docs/{m.group(1)}.md</a>',
+                               text)
 
 
 def _private(expr) -> bool:
