@@ -29,7 +29,6 @@ __all__ = [
     "LocalNorm3d",
     "convert_batchnorm",
     "eval_mode",
-    "local_norm_layers",
     "localnorm_layers",
     "predict",
     "set_eval_mode",

@@ -90,7 +90,20 @@ _TORCH = _Torch()
 
 
 def localnorm_layers(model: nn.Module) -> list[_LocalNorm]:
-    """Every LocalNorm layer of ``model`` (itself included), in module order."""
+    """Every LocalNorm layer of ``model`` (itself included), in module order.
+
+    ``local_norm_layers`` is the same function under its earlier name.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model to search.
+
+    Returns
+    -------
+    list of LocalNorm layers
+        In ``model.modules()`` order.
+    """
     return _model.localnorm_layers(_TORCH, model)
 
 
