@@ -94,8 +94,8 @@ def set_eval_mode(model: keras.layers.Layer, mode: str, group: Any = 0) -> keras
     ----------
     model : keras.Model or keras.layers.Layer
         A model (nested models included) or a single layer.
-    mode : {"batch", "single", "set"}
-        ``"batch"``: per-group statistics along the batch axis on the test batch (the
+    mode : str
+        One of ``"batch"``, ``"single"``, ``"set"``. ``"batch"``: per-group statistics along the batch axis on the test batch (the
         paper's BATCH). ``"single"``: each sample its own statistics. ``"set"``: one set
         of statistics over the whole batch. See :func:`localnorm.local_norm`.
     group : int or sequence of int, default 0

@@ -143,7 +143,11 @@ def ablate_groups(args: argparse.Namespace) -> int:
     summary = _ablation_summary(runs, levels)
     summary["command"] = (None if getattr(args, "argv", None) is None
                           else f"localnorm {shlex.join(args.argv)}")
-    summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    # The K runs' own wall times (each summed over its --resume passes), so a resumed
+    # ablation reports the time it took in all, not that of its last pass.
+    walls = [run["config"].get("wall_seconds") for run in runs.values()]
+    summary["wall_seconds"] = (round(sum(walls), 1) if all(w is not None for w in walls)
+                               else round(time.perf_counter() - t0, 1))
     atomic_write_text(out / "ablation.json", json.dumps(summary, indent=1) + "\n")
     atomic_write_text(out / "ablation.md", _ablation_markdown(summary))
     _ablation_plot(out / "ablation.png", summary)
@@ -185,7 +189,8 @@ def _ablation_markdown(s: dict) -> str:
     if s.get("command"):
         lines += ["Command:", "", "```bash", s["command"], "```", ""]
     if s.get("wall_seconds") is not None:
-        lines += [f"Wall time: {s['wall_seconds']:.0f} s ({s['wall_seconds'] / 60:.1f} min).", ""]
+        lines += [f"Wall time: {s['wall_seconds']:.0f} s ({s['wall_seconds'] / 60:.1f} min), the "
+                  "sum of the K runs' wall times (runs may have overlapped).", ""]
     lines += ["| K | group size | protocol | " + " | ".join(cols) + " | train s |",
               "|---:|---:|---|" + "---:|" * (len(cols) + 1)]
     for r in s["rows"]:
