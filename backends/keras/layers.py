@@ -343,15 +343,13 @@ class LocalNormalization(keras.layers.Layer):
             bad = _ops.count_non_finite(inputs)
             if bad:
                 raise _errors.not_finite("x", bad, int(np.prod(shape)), dialect=DIALECT)
-        poison = None
         if not all(isinstance(d, int) for d in shape):
-            inputs, poison = _ops.run_time_batch_check(
-                inputs, self._axis, mode, self.num_groups, DIALECT)
+            inputs = _ops.run_time_batch_check(inputs, self._axis, mode, self.num_groups, DIALECT)
         if isinstance(group, np.ndarray):
             group = ops.convert_to_tensor(group, "int32")
         return _ops.local_norm(
             inputs, self.gamma, self.beta, num_groups=self.num_groups, axis=self._axis, mode=mode,
-            group=group, partition=self.partition, eps=self.epsilon, poison=poison,
+            group=group, partition=self.partition, eps=self.epsilon,
         )
 
     def compute_output_shape(self, input_shape):
