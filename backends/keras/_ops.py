@@ -2,7 +2,7 @@
 backend's array namespace, with the closed-form derivative of ``"batch"`` mode.
 
 The namespace is array-api-compat's on the JAX and PyTorch backends (Keras tensors are
-jax arrays and torch tensors there) and :class:`KerasOps`, a small ``keras.ops`` shim,
+jax arrays and torch tensors there) and ``KERAS_OPS``, a small ``keras.ops`` shim,
 on TensorFlow, which has no array-API namespace. A size known only at run time (a
 ``tf.function`` trace with a ``None`` batch axis, as ``model.fit`` makes for a ragged
 last batch; a SavedModel; a JAX export with a symbolic batch size) takes the core's
@@ -16,6 +16,7 @@ Inputs here are validated already (see ``layers.LocalNormalization``).
 from __future__ import annotations
 
 import functools
+import types
 from typing import Any
 
 import keras
@@ -24,62 +25,21 @@ from keras import ops
 from localnorm import _agnostic, _errors
 
 
-class KerasOps:
-    """The array-API functions the core calls, in ``keras.ops`` (for TensorFlow)."""
-
-    float32, float64, int32 = "float32", "float64", "int32"
-    reshape = staticmethod(ops.reshape)
-    sqrt = staticmethod(ops.sqrt)
-    broadcast_to = staticmethod(ops.broadcast_to)
-    zeros_like = staticmethod(ops.zeros_like)
-    ones_like = staticmethod(ops.ones_like)
-    maximum = staticmethod(ops.maximum)
-    where = staticmethod(ops.where)
-    astype = staticmethod(ops.cast)
-
-    @staticmethod
-    def sum(x, axis=None, keepdims=False):
-        return ops.sum(x, axis=axis, keepdims=keepdims)
-
-    @staticmethod
-    def mean(x, axis=None, keepdims=False):
-        return ops.mean(x, axis=axis, keepdims=keepdims)
-
-    @staticmethod
-    def take(x, indices, axis=None):
-        return ops.take(x, indices, axis=axis)
-
-    @staticmethod
-    def concat(arrays, axis=0):
-        return ops.concatenate(arrays, axis=axis)
-
-    @staticmethod
-    def asarray(a, dtype=None, device=None):
-        return ops.convert_to_tensor(a, None if dtype is None else keras.backend.standardize_dtype(dtype))
-
-    @staticmethod
-    def ones(shape, dtype=None, device=None):
-        return ops.ones(shape, dtype)
-
-    @staticmethod
-    def zeros(shape, dtype=None, device=None):
-        return ops.zeros(shape, dtype)
-
-    @staticmethod
-    def arange(start, stop, dtype=None):
-        return ops.arange(start, stop, dtype=dtype)
-
-    @staticmethod
-    def batch_size(x):
-        return ops.shape(x)[0]
-
-    @staticmethod
-    def dim_size(x, axis):
-        return ops.shape(x)[axis]
-
-    @staticmethod
-    def device_of(x):
-        return None
+#: The array-API functions the core calls, in ``keras.ops`` (TensorFlow's namespace).
+KERAS_OPS = types.SimpleNamespace(
+    float32="float32", float64="float64", int32="int32",
+    reshape=ops.reshape, sqrt=ops.sqrt, broadcast_to=ops.broadcast_to, sum=ops.sum,
+    mean=ops.mean, take=ops.take, zeros_like=ops.zeros_like, ones_like=ops.ones_like,
+    maximum=ops.maximum, where=ops.where, astype=ops.cast, arange=ops.arange,
+    concat=lambda arrays, axis=0: ops.concatenate(arrays, axis=axis),
+    asarray=lambda a, dtype=None, device=None: ops.convert_to_tensor(
+        a, None if dtype is None else keras.backend.standardize_dtype(dtype)),
+    ones=lambda shape, dtype=None, device=None: ops.ones(shape, dtype),
+    zeros=lambda shape, dtype=None, device=None: ops.zeros(shape, dtype),
+    batch_size=lambda x: ops.shape(x)[0],
+    dim_size=lambda x, axis: ops.shape(x)[axis],
+    device_of=lambda x: None,
+)
 
 
 class NativeOps:
@@ -107,7 +67,7 @@ class NativeOps:
 @functools.lru_cache(maxsize=None)
 def _namespace(backend: str):
     if backend == "tensorflow":
-        return KerasOps()
+        return KERAS_OPS
     import array_api_compat
 
     return NativeOps(array_api_compat.array_namespace(ops.zeros(())), backend)

@@ -100,8 +100,8 @@ class LocalNormalization(keras.layers.Layer):
     as ``GroupNormalization`` does); each group is normalized with its own statistics and
     scaled with its own row of ``gamma``/``beta``, both of shape ``(K, C)``. Statistics
     are always recomputed from the input, also at test time. The math is that of
-    :func:`localnorm.local_norm`, specified in ``docs/spec.md``; this layer computes it
-    with ``keras.ops``, so it runs on the TensorFlow, JAX and PyTorch backends.
+    :func:`localnorm.local_norm`, specified in ``docs/spec.md``; this layer runs the
+    core's one implementation of it on the TensorFlow, JAX and PyTorch backends.
 
     In training (``training=True``, as in ``model.fit``) the layer uses ``"batch"`` mode.
     Otherwise it uses its evaluation ``mode``, normally set model-wide with
@@ -157,9 +157,11 @@ class LocalNormalization(keras.layers.Layer):
     Input must be floating point (an integer input raises a ``TypeError``: cast it
     first). Where the batch size is unknown until run time (TensorFlow's retrace of
     ``model.fit``'s ragged last batch, exported models), a batch too small for the groups
-    raises in a TensorFlow graph and gives NaN outputs under XLA (``jit_compile=True``)
-    and in exported JAX/ONNX programs, which cannot raise (see the Keras guide,
-    "Compiling and exporting").
+    raises in a TensorFlow graph; under XLA (``jit_compile=True``) and in exported
+    JAX/ONNX programs, which cannot raise, it has the spec's defined finite result: a
+    group without samples reaches no output and its gamma/beta rows get a zero gradient,
+    a group with one value per channel outputs its beta (``docs/spec.md``, "Where a
+    program cannot raise"; the Keras guide, "Compiling and exporting").
 
     Examples
     --------
