@@ -410,3 +410,42 @@ def test_xla_gradients_of_a_batch_smaller_than_k(rng):
         np.testing.assert_allclose(dbeta, want_dbeta, atol=1e-4)
         np.testing.assert_array_equal(dgamma[3], 0.0)
         np.testing.assert_array_equal(dbeta[3], 0.0)
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="jax.export is JAX-only")
+def test_jax_export_with_a_symbolic_batch_smaller_than_k(rng):
+    """A training step exported with a symbolic batch size cannot raise at run time: 3
+    samples with K=4 give the core's defined result, finite, with a zero gradient for the
+    empty group's gamma/beta row (both partitions: the empty group is the last one). An
+    eager call on such a batch raises."""
+    import jax
+    import jax.numpy as jnp
+    from jax import export
+
+    x = rng.normal(size=(3, 3, 3, 2)).astype("float32")
+    w = rng.normal(size=x.shape).astype("float32")
+    layer = _layer((8, 3, 3, 2), num_groups=4)
+    params = [v.value for v in layer.trainable_variables]
+    (b,) = export.symbolic_shape("b")
+    spec = jax.ShapeDtypeStruct((b, 3, 3, 2), jnp.float32)
+    for partition in localnorm.PARTITIONS:
+        layer.partition = partition
+
+        def step(p, t, w):
+            def loss(p):
+                return jnp.sum(layer.stateless_call(p, [], t, training=True)[0] * w)
+
+            return layer.stateless_call(p, [], t, training=True)[0], jax.grad(loss)(p)
+
+        exported = export.export(jax.jit(step))(params, spec, spec)
+        y, (dgamma, dbeta) = exported.call(params, x, w)
+        y, dgamma, dbeta = (np.asarray(t) for t in (y, dgamma, dbeta))
+        assert all(np.isfinite(t).all() for t in (y, dgamma, dbeta))
+        want_y, want_dgamma, want_dbeta = _defined(layer, x, w)
+        np.testing.assert_allclose(y, want_y, atol=2e-5)
+        np.testing.assert_allclose(dgamma, want_dgamma, atol=1e-4)
+        np.testing.assert_allclose(dbeta, want_dbeta, atol=1e-4)
+        np.testing.assert_array_equal(dgamma[3], 0.0)
+        np.testing.assert_array_equal(dbeta[3], 0.0)
+    with pytest.raises(localnorm.LocalNormError, match="at least 4 samples"):
+        layer(x, training=True)
