@@ -317,6 +317,18 @@ def _defined(layer, x, w=None, mode="batch", group=0):
     return y, dgamma, dbeta
 
 
+def _assert_defined_step(layer, x, w, y, dgamma, dbeta):
+    """A compiled training step on 3 samples with K=4: finite, the core's defined values,
+    and a zero gradient for the empty group's (the last one's) gamma/beta row."""
+    assert all(np.isfinite(t).all() for t in (y, dgamma, dbeta))
+    want_y, want_dgamma, want_dbeta = _defined(layer, x, w)
+    np.testing.assert_allclose(y, want_y, atol=2e-5)
+    np.testing.assert_allclose(dgamma, want_dgamma, atol=1e-4)
+    np.testing.assert_allclose(dbeta, want_dbeta, atol=1e-4)
+    np.testing.assert_array_equal(dgamma[3], 0.0)
+    np.testing.assert_array_equal(dbeta[3], 0.0)
+
+
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="XLA drops TensorFlow's run-time asserts")
 def test_xla_fit_with_a_batch_smaller_than_k_keeps_the_weights_finite(rng):
     """issue 16: fit on 10 samples with batch_size=8 and K=4 ends with a batch of 2 < K.
@@ -403,13 +415,8 @@ def test_xla_gradients_of_a_batch_smaller_than_k(rng):
             return (y, *tape.gradient(loss, [t, layer.gamma.value, layer.beta.value]))
 
         y, dx, dgamma, dbeta = (t.numpy() for t in step(x))
-        assert all(np.isfinite(t).all() for t in (y, dx, dgamma, dbeta))
-        want_y, want_dgamma, want_dbeta = _defined(layer, x, w)
-        np.testing.assert_allclose(y, want_y, atol=2e-5)
-        np.testing.assert_allclose(dgamma, want_dgamma, atol=1e-4)
-        np.testing.assert_allclose(dbeta, want_dbeta, atol=1e-4)
-        np.testing.assert_array_equal(dgamma[3], 0.0)
-        np.testing.assert_array_equal(dbeta[3], 0.0)
+        assert np.isfinite(dx).all()
+        _assert_defined_step(layer, x, w, y, dgamma, dbeta)
 
 
 @pytest.mark.skipif(BACKEND != "jax", reason="jax.export is JAX-only")
@@ -439,13 +446,6 @@ def test_jax_export_with_a_symbolic_batch_smaller_than_k(rng):
 
         exported = export.export(jax.jit(step))(params, spec, spec)
         y, (dgamma, dbeta) = exported.call(params, x, w)
-        y, dgamma, dbeta = (np.asarray(t) for t in (y, dgamma, dbeta))
-        assert all(np.isfinite(t).all() for t in (y, dgamma, dbeta))
-        want_y, want_dgamma, want_dbeta = _defined(layer, x, w)
-        np.testing.assert_allclose(y, want_y, atol=2e-5)
-        np.testing.assert_allclose(dgamma, want_dgamma, atol=1e-4)
-        np.testing.assert_allclose(dbeta, want_dbeta, atol=1e-4)
-        np.testing.assert_array_equal(dgamma[3], 0.0)
-        np.testing.assert_array_equal(dbeta[3], 0.0)
+        _assert_defined_step(layer, x, w, *(np.asarray(t) for t in (y, dgamma, dbeta)))
     with pytest.raises(localnorm.LocalNormError, match="at least 4 samples"):
         layer(x, training=True)
