@@ -101,6 +101,20 @@ def group_blocks(xp, x, num_groups: int, partition: str) -> list[tuple[Any, int]
     return [(xp.concat([head[:, :r, ...], rest], axis=0), 0), (head[:, r:, ...], 0)]
 
 
+def value_count(xp, x, axes: tuple[int, ...], dtype):
+    """How many values the ``axes`` of ``x`` hold: a Python float, or, where a size is
+    known only at run time (not a Python int in ``x.shape``: None in a TensorFlow graph),
+    a 0-d array of ``dtype`` built from the namespace's ``dim_size(x, axis)``."""
+    count, dynamic = 1.0, None
+    for a in axes:
+        if isinstance(x.shape[a], int):
+            count *= x.shape[a]
+        else:
+            size = xp.astype(xp.dim_size(x, a), dtype)
+            dynamic = size if dynamic is None else dynamic * size
+    return count if dynamic is None else dynamic * count
+
+
 def _dynamic_group_index(xp, n, k: int, partition: str):
     """Each sample's group for a batch size ``n`` known only at run time (a scalar of the
     namespace), with the rule of :func:`localnorm.group_index`."""
@@ -119,14 +133,16 @@ class Groups:
 
     ``x`` fixes the layout (shape, channel ``axis``, device); its batch size may be
     unknown until run time (``x.shape[0]`` None), when the namespace must provide
-    ``batch_size(x)`` (the Keras adapter's does).
+    ``batch_size(x)``, and so may its spatial sizes (``dim_size(x, axis)``, see
+    :func:`value_count`); the Keras adapter's namespaces provide both.
     """
 
     def __init__(self, xp, x, axis: int, num_groups: int, partition: str, cdt):
         self.xp, self.k, self.partition, self.axis, self.cdt = xp, num_groups, partition, axis, cdt
         self.ndim, self.c = x.ndim, x.shape[axis]
         self.spatial = tuple(a for a in range(1, x.ndim) if a != axis)
-        self.spatial_size = math.prod(x.shape[a] for a in self.spatial)
+        count = value_count(xp, x, self.spatial, cdt)
+        self.spatial_size = int(count) if isinstance(count, float) else None
         self.n = x.shape[0] if isinstance(x.shape[0], int) else None
         device = _device(xp, x)
         if self.n is not None:
@@ -145,7 +161,7 @@ class Groups:
         # Groups without samples (N < K) divide by 1: their sums are 0, so their
         # statistics are 0 and reach no output (see the module docstring).
         self.members_or_1 = xp.maximum(self.members, xp.ones_like(self.members))
-        self.values_or_1 = self.members_or_1 * float(self.spatial_size)
+        self.values_or_1 = self.members_or_1 * count
 
     def group_sum(self, v):
         """(N, C) per-sample values -> (K, C) sums over each group's samples."""
@@ -215,7 +231,7 @@ def sample_moments(xp, xc, axis: int, *, fusing: bool = False):
     spatial = tuple(a for a in range(1, xc.ndim) if a != axis)
     if not spatial:
         return xc, xp.zeros_like(xc)
-    count = float(math.prod(xc.shape[a] for a in spatial))
+    count = value_count(xp, xc, spatial, xc.dtype)
     mean0 = _mean(xp, xc, spatial, count)
     d = xc + (-mean0)
     correction = _mean(xp, xc - mean0 if fusing else d, spatial, count)

@@ -95,8 +95,8 @@ class LocalNormalization(keras.layers.Layer):
     as ``GroupNormalization`` does); each group is normalized with its own statistics and
     scaled with its own row of ``gamma``/``beta``, both of shape ``(K, C)``. Statistics
     are always recomputed from the input, also at test time. The math is that of
-    :func:`localnorm.local_norm`, specified in ``docs/spec.md``; this layer computes it
-    with ``keras.ops``, so it runs on the TensorFlow, JAX and PyTorch backends.
+    :func:`localnorm.local_norm`, specified in ``docs/spec.md``; this layer runs the
+    core's one implementation of it on the TensorFlow, JAX and PyTorch backends.
 
     In training (``training=True``, as in ``model.fit``) the layer uses ``"batch"`` mode.
     Otherwise it uses its evaluation ``mode``, normally set model-wide with
@@ -170,9 +170,11 @@ class LocalNormalization(keras.layers.Layer):
     Input must be floating point (an integer input raises a ``TypeError``: cast it
     first). Where the batch size is unknown until run time (TensorFlow's retrace of
     ``model.fit``'s ragged last batch, exported models), a batch too small for the groups
-    raises in a TensorFlow graph and gives NaN outputs under XLA (``jit_compile=True``)
-    and in exported JAX/ONNX programs, which cannot raise (see the Keras guide,
-    "Compiling and exporting").
+    raises in a TensorFlow graph; under XLA (``jit_compile=True``) and in exported
+    JAX/ONNX programs, which cannot raise, it has the spec's defined finite result: a
+    group without samples reaches no output and its gamma/beta rows get a zero gradient,
+    a group with one value per channel outputs its beta (``docs/spec.md``, "Where a
+    program cannot raise"; the Keras guide, "Compiling and exporting").
 
     Examples
     --------
@@ -356,15 +358,13 @@ class LocalNormalization(keras.layers.Layer):
             bad = _ops.count_non_finite(inputs)
             if bad:
                 raise _errors.not_finite("x", bad, int(np.prod(shape)), dialect=DIALECT)
-        poison = None
         if not all(isinstance(d, int) for d in shape):
-            inputs, poison = _ops.run_time_batch_check(
-                inputs, self._axis, mode, self.num_groups, DIALECT)
+            inputs = _ops.run_time_batch_check(inputs, self._axis, mode, self.num_groups, DIALECT)
         if isinstance(group, np.ndarray):
             group = ops.convert_to_tensor(group, "int32")
         return _ops.local_norm(
             inputs, self.gamma, self.beta, num_groups=self.num_groups, axis=self._axis, mode=mode,
-            group=group, partition=self.partition, eps=self.epsilon, poison=poison,
+            group=group, partition=self.partition, eps=self.epsilon,
         )
 
     def compute_output_shape(self, input_shape):

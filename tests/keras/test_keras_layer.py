@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 
+import array_api_compat.numpy
 import numpy as np
 import pytest
 
@@ -16,7 +17,7 @@ keras = pytest.importorskip("keras")
 
 import localnorm  # noqa: E402
 from keras_helpers import BACKEND, to_numpy  # noqa: E402
-from localnorm import reference  # noqa: E402
+from localnorm import _agnostic, reference  # noqa: E402
 from localnorm.keras import LocalNormalization  # noqa: E402
 
 
@@ -298,29 +299,67 @@ def _tf_model(num_groups=4):
     ])
 
 
+def _defined(layer, x, w=None, mode="batch", group=0):
+    """The core's defined result for any batch size (groups without samples reach no
+    output, their gamma/beta get a zero gradient), in float64: the output and, with an
+    output weighting ``w``, the gradients of ``sum(y * w)`` with respect to gamma, beta."""
+    xp = array_api_compat.numpy
+    g, b = to_numpy(layer.gamma).astype(np.float64), to_numpy(layer.beta).astype(np.float64)
+    x = x.astype(np.float64)
+    if mode != "batch":
+        return _agnostic.eval_forward(xp, x, g, b, axis=layer._axis, mode=mode, group=group,
+                                      eps=layer.epsilon)
+    kw = dict(axis=layer._axis, num_groups=layer.num_groups, partition=layer.partition)
+    y, mean, _, rstd = _agnostic.batch_forward(xp, x, g, b, eps=layer.epsilon, **kw)
+    if w is None:
+        return y
+    _, dgamma, dbeta = _agnostic.batch_vjp(xp, x, g, mean, rstd, w, **kw)
+    return y, dgamma, dbeta
+
+
+def _assert_defined_step(layer, x, w, y, dgamma, dbeta):
+    """A compiled training step on 3 samples with K=4: finite, the core's defined values,
+    and a zero gradient for the empty group's (the last one's) gamma/beta row."""
+    assert all(np.isfinite(t).all() for t in (y, dgamma, dbeta))
+    want_y, want_dgamma, want_dbeta = _defined(layer, x, w)
+    np.testing.assert_allclose(y, want_y, atol=2e-5)
+    np.testing.assert_allclose(dgamma, want_dgamma, atol=1e-4)
+    np.testing.assert_allclose(dbeta, want_dbeta, atol=1e-4)
+    np.testing.assert_array_equal(dgamma[3], 0.0)
+    np.testing.assert_array_equal(dbeta[3], 0.0)
+
+
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="XLA drops TensorFlow's run-time asserts")
-def test_xla_fit_with_a_too_small_ragged_batch_gives_nan_not_plausible_numbers(rng):
-    x = rng.normal(size=(12, 6, 6, 2)).astype("float32")
-    y = rng.integers(0, 3, size=12)
+def test_xla_fit_with_a_batch_smaller_than_k_keeps_the_weights_finite(rng):
+    """issue 16: fit on 10 samples with batch_size=8 and K=4 ends with a batch of 2 < K.
+    XLA cannot raise, so that step has the core's defined result (groups without samples
+    contribute nothing, their gamma/beta rows get a zero gradient): finite loss and
+    weights, never NaN. Without XLA the same fit raises the message with the fix."""
+    x = rng.normal(size=(10, 6, 6, 2)).astype("float32")
+    y = rng.integers(0, 3, size=10)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    # Batches of 8 then 4 (= K): the retraced step has an unknown batch size; valid.
     model = _tf_model()
     model.compile("sgd", loss, jit_compile=True)
     history = model.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)
     assert np.all(np.isfinite(history.history["loss"]))
-    # Batches of 5, 5, then 2 < K: XLA cannot raise, so the step gives NaN (loss and
-    # weights), not numbers computed from empty groups.
-    model = _tf_model()
-    model.compile("sgd", loss, jit_compile=True)
-    history = model.fit(x, y, batch_size=5, epochs=1, verbose=0, shuffle=False)
-    assert np.isnan(history.history["loss"][-1])
-    assert np.isnan(to_numpy(model.get_layer("ln").gamma)).all()
+    assert all(np.isfinite(to_numpy(w)).all() for w in model.weights)
+    # The last step (samples 8, 9: groups 0 and 1) changed no row of the empty groups:
+    # one more epoch of only that batch leaves gamma/beta rows 2 and 3 as they were.
+    ln = model.get_layer("ln")
+    before = [to_numpy(w).copy() for w in (ln.gamma, ln.beta)]
+    model.fit(x[8:], y[8:], batch_size=8, epochs=1, verbose=0, shuffle=False)
+    for old, w in zip(before, (ln.gamma, ln.beta)):
+        np.testing.assert_array_equal(to_numpy(w)[2:], old[2:])
+        assert np.isfinite(to_numpy(w)).all()
     # Without XLA the same fit raises the message with the fix.
     model = _tf_model()
     model.compile("sgd", loss, jit_compile=False)
     with pytest.raises(Exception, match="at least 4 samples") as info:
-        model.fit(x, y, batch_size=5, epochs=1, verbose=0, shuffle=False)
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
     assert "drop_remainder=True" in str(info.value)
+    # And so does an eager call on such a batch.
+    with pytest.raises(localnorm.LocalNormError, match="at least 4 samples"):
+        model.get_layer("ln")(rng.normal(size=(2, 4, 4, 4)).astype("float32"), training=True)
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.function(jit_compile=True) is TF-only")
@@ -332,14 +371,81 @@ def test_xla_function_with_unknown_batch_size(rng):
                      input_signature=[tf.TensorSpec([None, 3, 3, 2], tf.float32)])
     x = rng.normal(size=(10, 3, 3, 2)).astype("float32")
     np.testing.assert_allclose(fn(x).numpy(), _ref(layer, x), atol=2e-5)
-    assert np.isnan(fn(x[:3]).numpy()).all()  # 3 < K samples
+    # 3 < K samples: the defined result, the same for both partitions.
+    for partition in localnorm.PARTITIONS:
+        layer.partition = partition
+        fn = tf.function(lambda t: layer(t, training=True), jit_compile=True,
+                         input_signature=[tf.TensorSpec([None, 3, 3, 2], tf.float32)])
+        np.testing.assert_allclose(fn(x[:3]).numpy(), _defined(layer, x[:3]), atol=2e-5)
+    # Groups of 2, 2, 1, 1 dense samples: one value per channel in the last two, whose
+    # variance is 0 (their output is beta), never NaN.
     dense = _layer((8, 2), num_groups=4)
     fn = tf.function(lambda t: dense(t, training=True), jit_compile=True,
                      input_signature=[tf.TensorSpec([None, 2], tf.float32)])
-    assert np.isnan(fn(x[:6, 0, 0]).numpy()).all()  # groups of 2, 2, 1, 1 samples
+    got = fn(x[:6, 0, 0]).numpy()
+    np.testing.assert_allclose(got, _defined(dense, x[:6, 0, 0]), atol=2e-5)
+    np.testing.assert_allclose(got[4:], to_numpy(dense.beta)[2:], atol=1e-6)
     dense.set_eval_mode("set", 1)
     fn = tf.function(lambda t: dense(t), jit_compile=True,
                      input_signature=[tf.TensorSpec([None, 2], tf.float32)])
-    assert np.isnan(fn(x[:1, 0, 0]).numpy()).all()  # one sample: one value per channel
+    np.testing.assert_allclose(fn(x[:1, 0, 0]).numpy(), to_numpy(dense.beta)[1:2], atol=1e-6)
     np.testing.assert_allclose(fn(x[:5, 0, 0]).numpy(),
                                _ref(dense, x[:5, 0, 0], mode="set", group=1), atol=2e-5)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.function(jit_compile=True) is TF-only")
+def test_xla_gradients_of_a_batch_smaller_than_k(rng):
+    """Under XLA with an unknown batch size, 3 samples and K=4: finite output and
+    gradients, the core's defined values, and a zero gradient for the empty group's
+    gamma/beta row (both partitions: the empty group is the last one)."""
+    import tensorflow as tf
+
+    x = rng.normal(size=(3, 3, 3, 2)).astype("float32")
+    w = rng.normal(size=x.shape).astype("float32")
+    layer = _layer((8, 3, 3, 2), num_groups=4)
+    for partition in localnorm.PARTITIONS:
+        layer.partition = partition
+
+        @tf.function(jit_compile=True, input_signature=[tf.TensorSpec([None, 3, 3, 2], tf.float32)])
+        def step(t):
+            with tf.GradientTape() as tape:
+                tape.watch(t)
+                y = layer(t, training=True)
+                loss = tf.reduce_sum(y * w)
+            return (y, *tape.gradient(loss, [t, layer.gamma.value, layer.beta.value]))
+
+        y, dx, dgamma, dbeta = (t.numpy() for t in step(x))
+        assert np.isfinite(dx).all()
+        _assert_defined_step(layer, x, w, y, dgamma, dbeta)
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="jax.export is JAX-only")
+def test_jax_export_with_a_symbolic_batch_smaller_than_k(rng):
+    """A training step exported with a symbolic batch size cannot raise at run time: 3
+    samples with K=4 give the core's defined result, finite, with a zero gradient for the
+    empty group's gamma/beta row (both partitions: the empty group is the last one). An
+    eager call on such a batch raises."""
+    import jax
+    import jax.numpy as jnp
+    from jax import export
+
+    x = rng.normal(size=(3, 3, 3, 2)).astype("float32")
+    w = rng.normal(size=x.shape).astype("float32")
+    layer = _layer((8, 3, 3, 2), num_groups=4)
+    params = [v.value for v in layer.trainable_variables]
+    (b,) = export.symbolic_shape("b")
+    spec = jax.ShapeDtypeStruct((b, 3, 3, 2), jnp.float32)
+    for partition in localnorm.PARTITIONS:
+        layer.partition = partition
+
+        def step(p, t, w):
+            def loss(p):
+                return jnp.sum(layer.stateless_call(p, [], t, training=True)[0] * w)
+
+            return layer.stateless_call(p, [], t, training=True)[0], jax.grad(loss)(p)
+
+        exported = export.export(jax.jit(step))(params, spec, spec)
+        y, (dgamma, dbeta) = exported.call(params, x, w)
+        _assert_defined_step(layer, x, w, *(np.asarray(t) for t in (y, dgamma, dbeta)))
+    with pytest.raises(localnorm.LocalNormError, match="at least 4 samples"):
+        layer(x, training=True)
