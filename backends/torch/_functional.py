@@ -15,16 +15,16 @@ how to run it fast with PyTorch kernels, and the conformance harness
   ragged batches N % K != 0): per-sample sums over the spatial axes, then per-group sums
   over free views of the batch axis; a two-pass (centered) variance; the closed-form
   BatchNorm backward in :class:`_BatchGroups`, whose ``sum((x - mean) * dy)`` is one
-  fused kernel (ATen's elementwise ``mse_loss_backward``, ``2 (x - mean) dy``) and a sum.
+  buffer (``(x - mean) * dy``, a subtraction and an in-place product) and a sum.
   No layout copy, one activation-sized buffer in the forward pass and one in the
   backward pass (as ``F.batch_norm``), and only the input is saved for backward. A
   channels_last batch that is a multiple of K is read
   through a view of its memory that separates the groups ((K, M*S, C) for contiguous
   groups, (M, K, S, C) for strided ones, :func:`_cl_groups`): the group sums are
   reductions over its outer axes, which vectorize over the channels, and the squared
-  deviations (forward) and ``(x - mean) * dy`` (backward) are one fused kernel each
-  (ATen's ``mse_loss`` and ``mse_loss_backward`` elementwise forms). Under graph tracers
-  the same math runs as plain differentiable operations (:func:`_batch_groups_plain`).
+  deviations (forward) and ``(x - mean) * dy`` (backward) are written into one buffer
+  each (a subtraction, then an in-place square or product). Under graph tracers the same
+  math runs as plain differentiable operations (:func:`_batch_groups_plain`).
 - ``"single"``: per-sample reductions over the spatial axes (plain reductions, so ONNX
   export has no training-mode BatchNormalization node).
 - ``"set"``: one fused ``F.batch_norm`` with group ``g``'s scale and shift.
@@ -222,9 +222,9 @@ def group_moments(x: torch.Tensor, k: int, partition: str, cdt: torch.dtype,
     mean_n = _per_sample(mean, n, partition)
     if inplace and dims and _channels_last(x):
         # vector_norm over the outer (spatial) axes of a channels_last tensor is slow on
-        # CPU: (x - mean)^2 in one kernel (ATen's elementwise mse_loss), then a sum.
+        # CPU: (x - mean)^2 into one buffer, then a sum.
         centered = torch.empty_like(x, dtype=cdt)
-        torch.ops.aten.mse_loss.out(x, mean_n.view(_bshape(x)).expand_as(x), 0, out=centered)
+        torch.sub(x, mean_n.view(_bshape(x)), out=centered).square_()
         var = _group_sum(centered.sum(dims), k, partition) / count
         return mean, var, mean_n, centered, count
     centered = x - mean_n.view(_bshape(x))
@@ -301,11 +301,10 @@ class _BatchGroups(torch.autograd.Function):
         dims = tuple(range(2, x.ndim))
         bs = _bshape(x)
         buf = torch.empty_like(x, dtype=cdt)  # the one activation-sized buffer
-        # 2 * (x - mean) * dy in one kernel (ATen's elementwise mse_loss_backward)
-        torch.ops.aten.mse_loss_backward.grad_input(
-            dy, x, mean_n.view(bs).expand_as(x), 0, grad_input=buf
-        )
-        s_dyc = _group_sum(buf.sum(dims) if dims else buf, k, partition) * 0.5
+        # (x - mean) * dy, written into the buffer (mixed dtypes: x and dy may be
+        # float16/bfloat16, the buffer and the means float32)
+        torch.sub(x, mean_n.view(bs), out=buf).mul_(dy)
+        s_dyc = _group_sum(buf.sum(dims) if dims else buf, k, partition)
         s_dy = _group_sum(dy.sum(dims, dtype=cdt) if dims else dy.to(cdt), k, partition)
         a = rstd if weight is None else rstd * weight
         # dx = a * (dy - mean(dy) - xhat * mean(dy * xhat)), xhat = (x - mean) * rstd,
@@ -367,8 +366,8 @@ def _cl_forward(ctx, x, weight, bias, k, partition, eps, cdt):
     mean = _outer_sum(xv, dims, c, cdt) / count
     buf = torch.empty_like(x, dtype=cdt)  # channels_last, as x
     bv = _cl_groups(buf, k, partition)[0]
-    # (x - mean)^2 in one kernel (ATen's elementwise mse_loss; computed in cdt)
-    torch.ops.aten.mse_loss.out(xv, mean.view(rows).expand_as(xv), 0, out=bv)
+    # (x - mean)^2 into the buffer (computed in cdt)
+    torch.sub(xv, mean.view(rows), out=bv).square_()
     var = _outer_sum(bv, dims, c) / count
     rstd = torch.rsqrt(var + eps)
     scale = rstd if weight is None else rstd * weight
@@ -391,11 +390,9 @@ def _cl_backward(ctx, x, weight, bias, mean, rstd, dy):
     dyv = dy.movedim(1, -1).reshape(xv.shape)  # a view when dy is channels_last, as x
     buf = torch.empty_like(x, dtype=cdt)
     bv = _cl_groups(buf, k, partition)[0]
-    # 2 * (x - mean) * dy in one kernel (ATen's elementwise mse_loss_backward)
-    torch.ops.aten.mse_loss_backward.grad_input(
-        dyv, xv, mean.view(rows).expand_as(xv), 0, grad_input=bv
-    )
-    s_dyc = _outer_sum(bv, dims, c) * 0.5
+    # (x - mean) * dy, written into the buffer (as in _BatchGroups.backward)
+    torch.sub(xv, mean.view(rows), out=bv).mul_(dyv)
+    s_dyc = _outer_sum(bv, dims, c)
     s_dy = _outer_sum(dyv, dims, c, cdt)
     a = rstd if weight is None else rstd * weight
     # dx = a * dy + b1 * x + b0, as in _BatchGroups.backward
@@ -530,10 +527,10 @@ def single(x: torch.Tensor, weight, bias, *, group, eps: float, cdt: torch.dtype
     mean = x.mean(dims, keepdim=True, dtype=cdt)
     if cl and inplace:
         # vector_norm over the outer (spatial) axes of a channels_last tensor is slow on
-        # CPU: (x - mean)^2 in one kernel (ATen's elementwise mse_loss) into the buffer
+        # CPU: (x - mean)^2 into the buffer
         # the output is written to, averaged; then x itself is normalized.
         centered = torch.empty_like(x, dtype=cdt)
-        torch.ops.aten.mse_loss.out(x, mean.expand_as(x), 0, out=centered)
+        torch.sub(x, mean, out=centered).square_()
         var = centered.mean(dims, keepdim=True)
     elif cl:
         var = (x - mean).square().mean(dims, keepdim=True)
