@@ -107,7 +107,7 @@ class ResultStore:
     def add_wall_time(self, seconds: float) -> None:
         """Record the run's total wall time in ``config.wall_seconds`` (on ``--resume``,
         the earlier attempts' time plus this one's) and write the file."""
-        self.config["wall_seconds"] = round(self._earlier_seconds + seconds, 1)
+        self.config["wall_seconds"] = round(self._earlier_seconds + seconds, 3)
         self._write()
 
     def done(self, method: str, protocol: str, noise: str, level: float) -> bool:
@@ -123,8 +123,9 @@ class ResultStore:
         """Write the file, with the wall time of all attempts up to now."""
         import time
 
+        # Milliseconds: an attempt interrupted early still records a time above 0.
         self.config["wall_seconds"] = round(
-            self._earlier_seconds + time.perf_counter() - self._started, 1)
+            self._earlier_seconds + time.perf_counter() - self._started, 3)
         self._write()
 
     def _write(self) -> None:
