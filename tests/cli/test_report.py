@@ -61,11 +61,11 @@ def test_resume_reads_done_cells_and_refuses_other_settings(store, tmp_path):
 
 
 def test_wall_time_adds_up_over_resumed_runs(store, tmp_path):
-    store.add_wall_time(100.04)
-    assert json.loads((tmp_path / "results.json").read_text())["config"]["wall_seconds"] == 100.0
+    store.add_wall_time(100.0404)  # kept to the millisecond
+    assert json.loads((tmp_path / "results.json").read_text())["config"]["wall_seconds"] == 100.04
     again = report.ResultStore(tmp_path, CONFIG, "note", resume=True)
     again.add_wall_time(20)
-    assert json.loads((tmp_path / "results.json").read_text())["config"]["wall_seconds"] == 120.0
+    assert json.loads((tmp_path / "results.json").read_text())["config"]["wall_seconds"] == 120.04
     fresh = report.ResultStore(tmp_path, CONFIG, "note", resume=False)
     fresh.add_wall_time(5)
     assert fresh.config["wall_seconds"] == 5.0
