@@ -65,9 +65,7 @@ class _Flax(_model.Adapter):
         return jnp.asarray(x)
 
     def count_non_finite(self, x):
-        if not jnp.issubdtype(x.dtype, jnp.floating) or bool(jnp.all(jnp.isfinite(x))):
-            return 0
-        return int(jnp.sum(~jnp.isfinite(x)))
+        return fn.count_non_finite(x)
 
     def group_array(self, groups, x):
         return jnp.asarray(groups, jnp.int32)

@@ -131,10 +131,17 @@ def _is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
+def count_non_finite(x) -> int:
+    """How many NaN/Inf values x holds (0 for integer x): one device-to-host transfer; the
+    count is only computed when something is bad."""
+    if not jnp.issubdtype(x.dtype, jnp.floating) or bool(jnp.all(jnp.isfinite(x))):
+        return 0
+    return int(jnp.sum(~jnp.isfinite(x)))
+
+
 def refuse_non_finite(x) -> None:
-    """One device-to-host transfer; the count is only computed when something is bad."""
-    if jnp.issubdtype(x.dtype, jnp.floating) and not bool(jnp.all(jnp.isfinite(x))):
-        bad = int(jnp.sum(~jnp.isfinite(x)))
+    bad = count_non_finite(x)
+    if bad:
         raise _errors.not_finite("x", bad, math.prod(x.shape), dialect=DIALECT)
 
 

@@ -15,7 +15,7 @@ from localnorm import _errors, _model, _spec
 from localnorm.protocols import Prediction
 
 from ._layers import _DIALECT, EVAL_MODES, GroupDraw, LocalNorm, LocalNorm1d, LocalNorm2d
-from ._layers import LocalNorm3d, _check_finite, _check_group, _LocalNorm
+from ._layers import LocalNorm3d, _check_group, _count_non_finite, _LocalNorm
 
 __all__ = [
     "convert_batchnorm",
@@ -65,13 +65,7 @@ class _Torch(_model.Adapter):
         return torch.as_tensor(x)
 
     def count_non_finite(self, x):
-        if not x.is_floating_point():
-            return 0
-        try:
-            _check_finite(x)
-        except _errors.LocalNormError:
-            return int((~torch.isfinite(x)).sum())
-        return 0
+        return _count_non_finite(x)
 
     def group_array(self, groups, x):
         return torch.as_tensor(groups, dtype=torch.long, device=x.device)

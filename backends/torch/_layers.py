@@ -57,14 +57,22 @@ class GroupDraw:
         return self.drawn[key]
 
 
-def _check_finite(x: torch.Tensor) -> None:
-    """Refuse NaN/Inf in ``x`` (one read of x and one host sync when it is clean)."""
+def _count_non_finite(x: torch.Tensor) -> int:
+    """How many NaN/Inf values ``x`` holds (0 for integer x): one read of x and one host
+    sync when it is clean."""
+    if not x.is_floating_point():
+        return 0
     # Any NaN or Inf makes the sum non-finite, so a finite sum proves x finite; a
     # non-finite sum (or a sum of huge finite values that overflowed) is counted exactly.
     total = x.sum(dtype=torch.promote_types(x.dtype, torch.float32))
     if bool(torch.isfinite(total)):
-        return
-    count = int((~torch.isfinite(x)).sum())
+        return 0
+    return int((~torch.isfinite(x)).sum())
+
+
+def _check_finite(x: torch.Tensor) -> None:
+    """Refuse NaN/Inf in ``x``."""
+    count = _count_non_finite(x)
     if count:
         raise _errors.not_finite("x", count, x.numel(), dialect=_DIALECT)
 
