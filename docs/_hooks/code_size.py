@@ -1,9 +1,9 @@
 """Lines of code of each adapter: lines that are not docstrings, comments or blank.
 
-    python docs/_hooks/code_size.py     # a Markdown table (docs/adding-a-backend.md)
+    python docs/_hooks/code_size.py     # a Markdown table
 
-Issue 13 measures the adapters' size this way; ``tests/docs`` checks that the table in
-``docs/adding-a-backend.md`` is this script's current output.
+Issue 13 measures the adapters' size this way; the "Adding a backend" page shows this
+table, filled in at build time by the ``code-size`` generator of ``docs/_hooks/generated.py``.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ are therefore never copied by hand:
   ``docs/results/``, written verbatim by ``localnorm robustness --out
   docs/results/<name>``): settings, wall time, the expectations checked, a link to the
   run on its dataset's page;
+- ``code-size``: the adapters' lines of code (``docs/_hooks/code_size.py``), so the
+  "Adding a backend" page follows every change of an adapter without a hand edit;
 - ``benchmarks``: the benchmark tables, rendered from ``docs/results/bench.json`` by the
   benchmarks' own page builder (``benchmarks._report.markdown``), else
   ``docs/results/bench.md``.
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import importlib.util
 import json
 import re
 import sys
@@ -506,8 +509,16 @@ def _demote(text: str, levels: int = 2) -> str:
     return "\n".join(out) + "\n"
 
 
+def code_size(root: Path, docs: Path) -> str:
+    spec = importlib.util.spec_from_file_location("code_size", docs / "_hooks" / "code_size.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.table()
+
+
 GENERATORS: dict[str, Callable[[Path, Path], str]] = {
     "support-matrix": support_matrix,
+    "code-size": code_size,
     "headline": headline,
     "robustness": robustness,
     "benchmarks": benchmarks,
