@@ -196,10 +196,15 @@ class Groups:
         """(K, C) -> broadcastable against x, one row per sample."""
         return self.expand(self.to_samples(v))
 
-    def sum(self, a):
+    def sum(self, a, dtype=None):
         """Sum of an activation-shaped ``a`` over the spatial axes, then over each
-        group's samples: (K, C)."""
-        return self.group_sum(self.per_sample(self.xp.sum, a))
+        group's samples: (K, C); ``dtype``: the accumulation dtype, when not a's."""
+        if dtype is None:
+            return self.group_sum(self.per_sample(self.xp.sum, a))
+        if not self.spatial:
+            return self.group_sum(_as(self.xp, a, dtype))
+        return self.group_sum(self.per_sample(
+            lambda v, axis: self.xp.sum(v, axis=axis, dtype=dtype), a))
 
     def per_sample(self, reduce: Callable, a):
         """``reduce`` over the spatial axes, as (N, C)."""
@@ -238,13 +243,34 @@ def sample_moments(xp, xc, axis: int, *, fusing: bool = False):
     return mean0 + correction, _mean(xp, d * d, spatial, count)
 
 
-def group_moments(xp, xc, groups: Groups, *, fusing: bool = False):
+def _sum_squares(xp, d, axes: tuple[int, ...]):
+    """``sum(d * d)`` over ``axes`` (keepdims). A namespace may offer ``sum_of_squares(d,
+    axes)``, one native reduction that writes no squared copy of ``d`` (the torch adapter's
+    namespace does, for eager PyTorch, where nothing fuses the product into the sum)."""
+    own = getattr(xp, "sum_of_squares", None)
+    return own(d, axes) if own is not None else xp.sum(d * d, axis=axes, keepdims=True)
+
+
+def _centered(xp, x, spatial: tuple[int, ...], cdt):
+    """The in-place variant of :func:`sample_moments` (the same corrected two-pass):
+    ``(mean0, mean, var, d)`` with ``d = x - mean0`` a new array in ``cdt``, which the
+    caller may overwrite. x is read in its own dtype (float16/bfloat16: the sums accumulate
+    in ``cdt`` and the subtraction promotes), so no ``cdt`` copy of x is made."""
+    count = value_count(xp, x, spatial, cdt)
+    mean0 = xp.sum(x, axis=spatial, keepdims=True, dtype=cdt) / count
+    d = x - mean0
+    mean = mean0 + xp.sum(d, axis=spatial, keepdims=True) / count
+    return mean0, mean, _sum_squares(xp, d, spatial) / count, d
+
+
+def group_moments(xp, xc, groups: Groups, *, fusing: bool = False, sample=None):
     """Per-group mean and biased variance, each (K, C), from the per-sample moments by
     the law of total variance (``xc`` already in the compute dtype; ``fusing``: see
-    :func:`sample_moments`)."""
+    :func:`sample_moments`; ``sample``: the per-sample moments when already computed)."""
     n, c = -1 if groups.n is None else groups.n, groups.c
-    m_s, v_s = (xp.reshape(v, (n, c))
-                for v in sample_moments(xp, xc, groups.axis, fusing=fusing))
+    if sample is None:
+        sample = sample_moments(xp, xc, groups.axis, fusing=fusing)
+    m_s, v_s = (xp.reshape(v, (n, c)) for v in sample)
     mean = groups.group_sum(m_s) / groups.members_or_1
     dev = m_s - groups.to_samples(mean)
     var = groups.group_sum(v_s + dev * dev) / groups.members_or_1
@@ -256,7 +282,7 @@ def _as(xp, a, dtype):
 
 
 def batch_forward(xp, x, gamma, beta, *, axis: int, num_groups: int, partition: str,
-                  eps: float, fusing: bool = False):
+                  eps: float, fusing: bool = False, inplace: bool = False):
     """``"batch"`` mode: K groups along the batch axis, each its own statistics and
     gamma_k/beta_k ((K, C)). Returns ``(y, mean, var, rstd)``: y in x's dtype, the group
     means, biased variances and inverse standard deviations (K, C) in the compute dtype.
@@ -264,21 +290,39 @@ def batch_forward(xp, x, gamma, beta, *, axis: int, num_groups: int, partition: 
 
     ``(x - mean) * (gamma * rstd) + beta``, the subtraction first: near-constant groups
     with a large offset stay accurate in float32. gamma and beta may also be one (1, C)
-    row shared by the K groups (Ghost BatchNorm)."""
+    row shared by the K groups (Ghost BatchNorm).
+
+    ``inplace``: for a caller that records no derivative of this call (an autograd
+    function's forward, inference) on a library with mutable arrays (NumPy, eager
+    PyTorch). The same arithmetic, evaluated as ``d * scale + offset`` with ``d = x -
+    mean0`` the per-sample centered values (:func:`_centered`) and ``offset = (mean0 -
+    mean) * scale + beta`` per sample: the one activation-sized temporary becomes the
+    output in place (``*=``, ``+=``), where the plain expression writes five."""
     cdt = compute_dtype(xp, x.dtype, gamma.dtype, beta.dtype)
-    xc = _as(xp, x, cdt)
     groups = Groups(xp, x, axis, num_groups, partition, cdt)
-    mean, var = group_moments(xp, xc, groups, fusing=fusing)
+    if inplace and groups.spatial:
+        mean0, m_s, v_s, y = _centered(xp, x, groups.spatial, cdt)
+        mean, var = group_moments(xp, None, groups, sample=(m_s, v_s))
+    else:
+        xc = _as(xp, x, cdt)
+        mean, var = group_moments(xp, xc, groups, fusing=fusing)
     rstd = 1.0 / xp.sqrt(var + eps)
     shift = _as(xp, beta, cdt)
     if shift.shape[0] != num_groups:  # one row shared by the groups (Ghost BatchNorm)
         shift = xp.broadcast_to(shift, (num_groups, shift.shape[1]))
-    y = (xc - groups.full(mean)) * groups.full(_as(xp, gamma, cdt) * rstd) \
-        + groups.full(shift)
+    scale = _as(xp, gamma, cdt) * rstd
+    if inplace and groups.spatial:
+        scale_s = groups.to_samples(scale)
+        y *= groups.expand(scale_s)
+        y += groups.expand((xp.reshape(mean0, scale_s.shape) - groups.to_samples(mean))
+                           * scale_s + groups.to_samples(shift))
+    else:
+        y = (xc - groups.full(mean)) * groups.full(scale) + groups.full(shift)
     return _as(xp, y, x.dtype), mean, var, rstd
 
 
-def batch_vjp(xp, x, gamma, mean, rstd, dy, *, axis: int, num_groups: int, partition: str):
+def batch_vjp(xp, x, gamma, mean, rstd, dy, *, axis: int, num_groups: int, partition: str,
+              inplace: bool = False):
     """The closed-form reverse-mode derivative of :func:`batch_forward` per group along
     the batch axis: with ``a = gamma * rstd``, ``d = x - mean`` and m values per channel
     in the group,
@@ -289,17 +333,30 @@ def batch_vjp(xp, x, gamma, mean, rstd, dy, *, axis: int, num_groups: int, parti
     Returns ``(dx, dgamma, dbeta)``: dx in x's dtype, dgamma and dbeta in the compute
     dtype with gamma's shape ((K, C), or (1, C) for a scale and shift shared by the
     groups: the sum over the groups). Written in ``xp`` operations, so a framework can
-    differentiate it again."""
+    differentiate it again; ``inplace`` (nothing differentiates it: see
+    :func:`batch_forward`) builds dx in ``d``'s array and reads x and dy in their own
+    dtypes."""
     cdt = mean.dtype
     groups = Groups(xp, x, axis, num_groups, partition, cdt)
-    d = _as(xp, x, cdt) - groups.full(mean)
-    dyc = _as(xp, dy, cdt)
-    s_dy = groups.sum(dyc)
+    if inplace:
+        d = x - groups.full(mean)
+        dyc = dy
+        s_dy = groups.sum(dy, dtype=cdt)
+    else:
+        d = _as(xp, x, cdt) - groups.full(mean)
+        dyc = _as(xp, dy, cdt)
+        s_dy = groups.sum(dyc)
     s_dyd = groups.sum(dyc * d)
     a = _as(xp, gamma, cdt) * rstd
     b1 = -a * rstd * rstd * s_dyd / groups.values_or_1
     b0 = -a * s_dy / groups.values_or_1
-    dx = dyc * groups.full(a) + (d * groups.full(b1) + groups.full(b0))
+    if inplace:
+        dx = d
+        dx *= groups.full(b1)
+        dx += groups.full(b0)
+        dx += dyc * groups.full(a)
+    else:
+        dx = dyc * groups.full(a) + (d * groups.full(b1) + groups.full(b0))
     dgamma, dbeta = s_dyd * rstd, s_dy
     if gamma.shape[0] == 1 and num_groups > 1:  # shared by the groups (Ghost BatchNorm)
         dgamma = xp.sum(dgamma, axis=0, keepdims=True)

@@ -140,10 +140,10 @@ def run_time_batch_check(x, axis: int, mode: str, num_groups: int, dialect: _err
         return tf.identity(x)
 
 
-def _vjp(xp, x, gamma, beta, mean, rstd, dy, kw):
+def _vjp(xp, x, gamma, beta, mean, rstd, dy, kw, inplace: bool = False):
     dx, dgamma, dbeta = _agnostic.batch_vjp(
         xp, x, gamma, mean, rstd, dy, axis=kw["axis"], num_groups=kw["num_groups"],
-        partition=kw["partition"])
+        partition=kw["partition"], inplace=inplace)
     return dx, xp.astype(dgamma, gamma.dtype), xp.astype(dbeta, beta.dtype)
 
 
@@ -171,11 +171,13 @@ def _torch_batch_function():
         """``"batch"`` mode with the core's closed-form derivative. Keras's own
         ``custom_gradient`` on PyTorch runs the forward without autograd, so its
         backward could not be differentiated again; here a backward that is being
-        differentiated (``create_graph=True``) recomputes the statistics from x."""
+        differentiated (``create_graph=True``) recomputes the statistics from x. Nothing
+        records the forward, nor a backward that is not differentiated: the core runs
+        them in place (``inplace``: fewer activation-sized temporaries)."""
 
         @staticmethod
         def forward(ctx, x, gamma, beta, xp, kw):
-            y, mean, _, rstd = _agnostic.batch_forward(xp, x, gamma, beta, **kw)
+            y, mean, _, rstd = _agnostic.batch_forward(xp, x, gamma, beta, inplace=True, **kw)
             ctx.save_for_backward(x, gamma, beta, mean, rstd)
             ctx.xp, ctx.kw = xp, kw
             return y
@@ -183,9 +185,11 @@ def _torch_batch_function():
         @staticmethod
         def backward(ctx, dy):
             x, gamma, beta, mean, rstd = ctx.saved_tensors
-            if torch.is_grad_enabled():
+            again = torch.is_grad_enabled()
+            if again:
                 _, mean, _, rstd = _agnostic.batch_forward(ctx.xp, x, gamma, beta, **ctx.kw)
-            return _vjp(ctx.xp, x, gamma, beta, mean, rstd, dy, ctx.kw) + (None, None)
+            return _vjp(ctx.xp, x, gamma, beta, mean, rstd, dy, ctx.kw,
+                        inplace=not again) + (None, None)
 
     return Batch
 

@@ -174,7 +174,8 @@ def test_onnx_single_mode_runs_in_onnxruntime(tmp_path, dynamo):
         torch.onnx.export(net, (x,), path, dynamo=dynamo, input_names=["x"],
                           output_names=["y"], **kwargs)
     ops = {node.op_type for node in onnx.load(path).graph.node}
-    assert "BatchNormalization" not in ops and "ReduceMean" in ops
+    # plain reductions (the core's sums), not a training-mode BatchNormalization node
+    assert "BatchNormalization" not in ops and ops & {"ReduceMean", "ReduceSum"}
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     for batch in (x, torch.randn(1, 3, 6, 6), torch.randn(5, 3, 6, 6)):
         (y,) = session.run(None, {"x": batch.numpy()})

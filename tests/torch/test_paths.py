@@ -1,8 +1,9 @@
-"""The native paths of ``localnorm.torch._functional`` held equal to each other and to the
-reference, including the paths the eager conformance harness does not reach: the plain
-differentiable form of the reduction path (what ``torch.compile``, export and
-``torch.func`` trace), the fused path with layout copies (CUDA and tracers), and double
-backward through the closed-form backward."""
+"""The paths of ``localnorm.torch._functional`` held equal to each other and to the
+reference, including those the eager conformance harness does not reach: the core's plain
+differentiable forward (what ``torch.compile``, export and ``torch.func`` trace), the
+autograd Function around the core's in-place forward and closed-form VJP on either
+layout, the native ``F.batch_norm`` path with layout copies (CUDA), and double backward
+through the closed-form backward."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import torch.nn.functional as F  # noqa: E402
+
+from localnorm import _agnostic as core  # noqa: E402
 from localnorm import reference  # noqa: E402
 from localnorm.torch import _functional as fn  # noqa: E402
 
@@ -47,15 +51,24 @@ def _grads(y, inputs, dy):
 
 
 def _function(x, w, b, partition):
-    return fn._BatchGroups.apply(x, w, b, K, partition, 1e-5, F64)[0]
+    """The autograd Function on x's own (N, C, *S) axes, whatever its memory format."""
+    return fn._Batch.apply(x, w, b, K, partition, 1e-5, 1)[0]
+
+
+def _layer_path(x, w, b, partition):
+    """What the layers call (channels_last batches as their (N, *S, C) view)."""
+    return fn.batch_groups(x, w, b, num_groups=K, partition=partition, eps=1e-5, cdt=F64)
 
 
 def _plain(x, w, b, partition):
-    return fn._batch_groups_plain(x, w, b, K, partition, 1e-5, F64)[0]
+    return core.batch_forward(fn.xp, x, w, b, axis=1, num_groups=K, partition=partition,
+                              eps=1e-5)[0]
 
 
-def _fused(x, w, b, partition):
-    return fn._fused(x, w, b, K, partition, 1e-5, None, None, 0.0)
+def _native(x, w, b, partition):
+    """One F.batch_norm, with the layout copies that only CUDA batches take."""
+    xv, back = fn._native(x, K, partition, copies=True)
+    return back(F.batch_norm(xv, None, None, w.reshape(-1), b.reshape(-1), True, 0.0, 1e-5))
 
 
 @pytest.mark.parametrize("shape, cl", SHAPES, ids=[f"{s}{'-cl' if c else ''}" for s, c in SHAPES])
@@ -64,9 +77,9 @@ def test_reduction_paths_equal_reference_and_each_other(shape, cl, partition):
     x, w, b, dy = _data(shape, cl)
     ref = reference.local_norm(x.numpy(), w.numpy(), b.numpy(), axis=1, partition=partition)
     results = {}
-    paths = {"function": _function, "plain": _plain}
-    if shape[0] % K == 0:
-        paths["fused"] = _fused
+    paths = {"function": _function, "layer path": _layer_path, "plain": _plain}
+    if shape[0] % K == 0 and not cl:
+        paths["native"] = _native
     for name, path in paths.items():
         xs, ws, bs = (t.detach().clone().requires_grad_(True) for t in (x, w, b))  # same format
         y = path(xs, ws, bs, partition)
@@ -83,10 +96,11 @@ def test_reduction_paths_equal_reference_and_each_other(shape, cl, partition):
 def test_no_affine_and_input_only_gradients(partition):
     x, _, _, dy = _data((10, 3, 4), False)
     xs = x.clone().requires_grad_(True)
-    y = fn._BatchGroups.apply(xs, None, None, K, partition, 1e-5, F64)[0]
+    y = fn.batch_groups(xs, None, None, num_groups=K, partition=partition, eps=1e-5, cdt=F64)
     (dx,) = torch.autograd.grad(y, xs, dy)
     xp = x.clone().requires_grad_(True)
-    yp = fn._batch_groups_plain(xp, None, None, K, partition, 1e-5, F64)[0]
+    ones = torch.ones(K, x.shape[1], dtype=F64)
+    yp = _plain(xp, ones, 0 * ones, partition)
     (dxp,) = torch.autograd.grad(yp, xp, dy)
     torch.testing.assert_close(y, yp, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(dx, dxp, rtol=1e-11, atol=1e-11)
@@ -97,7 +111,7 @@ def test_double_backward():
     inputs = tuple(t[:, :2].contiguous() if t.ndim == 2 else t for t in (x, w, b))
     inputs = tuple(t.clone().requires_grad_(True) for t in inputs)
     assert torch.autograd.gradgradcheck(
-        lambda a, c, d: fn._BatchGroups.apply(a, c, d, K, "contiguous", 1e-5, F64)[0], inputs
+        lambda a, c, d: fn._Batch.apply(a, c, d, K, "contiguous", 1e-5, 1)[0], inputs
     )
 
 
@@ -107,7 +121,7 @@ def test_double_backward():
 def test_low_precision_reads_activations_as_they_are(dtype, cl, n, partition):
     """float16/bfloat16 input, float32 statistics: equal to the float32 computation on the
     same (rounded) values, and nothing saved for backward is a float32 activation (ragged
-    and divisible batches: channels_last ones take the grouped view of the memory)."""
+    and divisible batches, both memory formats)."""
     x, w, b, dy = _data((n, 3, 4, 4), cl)
     xl = x.to(dtype)
     wf, bf = w.float().requires_grad_(True), b.float().requires_grad_(True)
@@ -124,7 +138,8 @@ def test_low_precision_reads_activations_as_they_are(dtype, cl, n, partition):
     assert y.dtype == dtype
     assert not [s for s in saved if s == (torch.float32, x.numel())], saved
     xf = xl.float().requires_grad_(True)
-    yf = fn._batch_groups_plain(xf, wf, bf, K, partition, 1e-5, torch.float32)[0]
+    yf = core.batch_forward(fn.xp, xf, wf, bf, axis=1, num_groups=K, partition=partition,
+                            eps=1e-5)[0]
     torch.testing.assert_close(y, yf.to(dtype))
     dx, dw, db = _grads(y, (xs, wf, bf), dy.to(dtype))
     dxf, dwf, dbf = _grads(yf, (xf, wf, bf), dy.to(dtype).float())
@@ -136,20 +151,18 @@ def test_low_precision_reads_activations_as_they_are(dtype, cl, n, partition):
 
 @pytest.mark.parametrize("partition", ["contiguous", "strided"])
 @pytest.mark.parametrize("ndim", [4, 5])
-def test_channels_last_grouped_view(partition, ndim):
-    """A channels_last batch that is a multiple of K is read through a view of its memory
-    that separates the groups along the batch axis; its gradients do not depend on the
-    layout of dy, and a large offset (small spread) keeps the reference's accuracy."""
+def test_channels_last_runs_on_its_memory_order(partition, ndim):
+    """A channels_last batch runs as the (N, *S, C) view of its memory: the output keeps
+    the format, its gradients do not depend on the layout of dy, and a large offset
+    (small spread) keeps the reference's accuracy."""
     shape = (8, 3, 4, 5) if ndim == 4 else (8, 2, 2, 3, 2)
     x, w, b, dy = _data(shape, True, seed=3)
     x = x * 1e-3 + 1e4  # spread 3e-3 around 1e4
-    assert fn._cl_groups(x, K, partition) is not None
-    assert fn._cl_groups(x[:7], K, partition) is None  # ragged: the per-sample path
     ref = reference.local_norm(x.numpy(), w.numpy(), b.numpy(), axis=1, partition=partition)
     grads = []
     for dy_ in (dy.contiguous(memory_format=_fmt(ndim)), dy.contiguous()):
         xs, ws, bs = (t.detach().clone().requires_grad_(True) for t in (x, w, b))
-        y = _function(xs, ws, bs, partition)
+        y = _layer_path(xs, ws, bs, partition)
         assert y.is_contiguous(memory_format=_fmt(ndim))
         np.testing.assert_allclose(y.detach().numpy(), ref, rtol=1e-9, atol=1e-9)
         grads.append(_grads(y, (xs, ws, bs), dy_))
@@ -167,8 +180,9 @@ def test_running_statistics_same_on_every_path(n, partition):
     for force_plain in (False, True):
         rm, rv = torch.zeros(K, 3, dtype=F64), torch.ones(K, 3, dtype=F64)
         if force_plain:
-            y, mean, var = fn._batch_groups_plain(x, w, b, K, partition, 1e-5, F64)
-            fn.update_running(rm, rv, mean, var, fn._counts(x, K, F64), 0.3)
+            y, mean, var, _ = core.batch_forward(fn.xp, x, w, b, axis=1, num_groups=K,
+                                                 partition=partition, eps=1e-5)
+            fn.update_running(rm, rv, mean, var, fn._counts(x, K, partition, F64), 0.3)
         else:
             y = fn.batch_groups(x, w, b, num_groups=K, partition=partition, eps=1e-5, cdt=F64,
                                 running_mean=rm, running_var=rv, momentum=0.3)
