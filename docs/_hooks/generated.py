@@ -37,7 +37,6 @@ import importlib
 import importlib.util
 import json
 import re
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -115,10 +114,8 @@ def _missing(what: str, how: str) -> str:
 
 
 def support_matrix(root: Path, docs: Path) -> str:
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
     try:
-        matrix = importlib.import_module("conformance.matrix")
+        matrix = importlib.import_module("localnorm.conformance.matrix")
         data = matrix.support_matrix()
     except Exception as exc:  # noqa: BLE001 - any failure must fail the build
         raise PluginError(
@@ -462,10 +459,8 @@ def benchmarks(root: Path, docs: Path, levels: int = 2) -> str:
     if js.is_file():
         # Rendered from the data with the benchmarks' own page builder, so the page can
         # never disagree with bench.json (bench.md is that same page, written by the run).
-        if str(root) not in sys.path:
-            sys.path.insert(0, str(root))
         try:
-            builder = importlib.import_module("benchmarks._report").markdown
+            builder = importlib.import_module("localnorm.benchmarks._report").markdown
         except (ImportError, AttributeError) as exc:
             raise PluginError(f"Cannot render docs/results/bench.json: {exc}") from exc
         text = builder(json.loads(js.read_text(encoding="utf-8")))

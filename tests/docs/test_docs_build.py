@@ -377,7 +377,7 @@ def test_benchmarks_are_rendered_from_bench_json(tmp_path):
     import json
 
     generated = _hook("generated")
-    report = pytest.importorskip("benchmarks._report")
+    report = pytest.importorskip("localnorm.benchmarks._report")
     (tmp_path / "results").mkdir()
     doc = {"schema": report.SCHEMA, "created": "2026-01-01", "quick": True, "settings": {},
            "machine": {}, "sections": []}
