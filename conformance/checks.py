@@ -19,6 +19,9 @@ from .harness import Case, Harness
 
 #: Where failing cases are saved (git-ignored).
 FAILURES = Path(os.environ.get("LOCALNORM_CONFORMANCE_FAILURES", ".conformance-failures"))
+#: When set, :func:`run` appends one JSON line per checked case (subject, check, mode,
+#: partition, dtype, outcome): ``localnorm conformance`` builds its matrix from them.
+CELLS = os.environ.get("LOCALNORM_CONFORMANCE_CELLS")
 
 CHECKS: dict[str, Callable[..., None]] = {}
 
@@ -247,6 +250,7 @@ def run(check_name: str, h: Harness, case: Case, test_id: str = "", **extra) -> 
     try:
         CHECKS[check_name](h, case, **extra)
     except Exception as exc:
+        _record(check_name, h, case, test_id, "fail")
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", test_id or f"{check_name}-{h.name}").strip("_")
         path = save(FAILURES / f"{stem}.npz", check_name, h.name, case, extra)
         msg = (f"Reproduce: python -m {__package__}.repro {path} --subject {h.name}\n"
@@ -255,3 +259,14 @@ def run(check_name: str, h: Harness, case: Case, test_id: str = "", **extra) -> 
                f"K={case.num_groups} eps={case.eps}")
         exc.add_note(msg)
         raise
+    _record(check_name, h, case, test_id, "pass")
+
+
+def _record(check_name: str, h: Harness, case: Case, test_id: str, outcome: str) -> None:
+    if CELLS:
+        import json
+
+        with open(CELLS, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"subject": h.name, "check": check_name, "test": test_id,
+                                "mode": case.mode, "partition": case.partition,
+                                "dtype": case.dtype, "outcome": outcome}) + "\n")

@@ -22,6 +22,7 @@ SUBCOMMANDS = (
     "localnorm.experiments.robustness",
     "localnorm.experiments.studies",
     "localnorm.experiments.bench",
+    "localnorm.experiments.conformance",
 )
 
 
