@@ -116,7 +116,8 @@ def matrix(names: list[str], unavailable: dict, declared: dict, cells: list[dict
 
 def markdown(doc: dict) -> str:
     """The results page: one table per subject (rows mode/partition, columns dtype), the
-    test counts, and each failure with its reproduction command."""
+    test counts, the skipped tests by reason, and each failure with its reproduction
+    command."""
     lines = ["# localnorm conformance", "",
              f"`{doc['command']}`: localnorm {doc['version']}, hypothesis profile "
              f"`{doc['profile']}`, {doc['seconds']} s, {doc['created']}.", "",
@@ -134,6 +135,15 @@ def markdown(doc: dict) -> str:
                 cells = [row["cells"][f"{mode}/{partition}/{d}"] for d in row["dtypes"]]
                 lines.append(f"| {mode} | {partition} | " + " | ".join(
                     f"**{c}**" if c == FAIL else c for c in cells) + " |")
+        lines.append("")
+    reasons: dict = {}
+    for t in doc["tests"]:
+        if t["outcome"] == "skipped":
+            reasons[t.get("reason", "")] = reasons.get(t.get("reason", ""), 0) + 1
+    if reasons:
+        lines += ["## Skipped tests", "", "| tests | reason |", "|---|---|"]
+        lines += [f"| {n} | {r or 'no reason given'} |" for r, n in
+                  sorted(reasons.items(), key=lambda kv: -kv[1])]
         lines.append("")
     failed = [t for t in doc["tests"] if t["outcome"] == "failed"]
     if failed:

@@ -5,7 +5,7 @@ marker is replaced by the Markdown that ``GENERATORS[NAME]`` returns. Numbers on
 are therefore never copied by hand:
 
 - ``support-matrix``: the conformance support matrix, from
-  ``conformance.matrix.support_matrix()`` (what each subject runs, skips and why);
+  ``localnorm.conformance.matrix.support_matrix()`` (what each subject runs, skips and why);
 - ``headline``: the headline robustness plot of the home page, from the default run's
   folder ``docs/results/digits/`` (see :data:`HEADLINE_RUN`);
 - ``robustness``: the index of the main job's runs (one folder each under
@@ -15,7 +15,7 @@ are therefore never copied by hand:
 - ``code-size``: the adapters' lines of code (``docs/_hooks/code_size.py``), so the
   "Adding a backend" page follows every change of an adapter without a hand edit;
 - ``benchmarks``: the benchmark tables, rendered from ``docs/results/bench.json`` by the
-  benchmarks' own page builder (``benchmarks._report.markdown``), else
+  benchmarks' own page builder (``localnorm.benchmarks._report.markdown``), else
   ``docs/results/bench.md``.
 
 The Results section is split into pages generated from the committed runs, so that a new
@@ -120,7 +120,7 @@ def support_matrix(root: Path, docs: Path) -> str:
     except Exception as exc:  # noqa: BLE001 - any failure must fail the build
         raise PluginError(
             "The conformance support matrix could not be generated "
-            f"(conformance.matrix.support_matrix()): {type(exc).__name__}: {exc}"
+            f"(localnorm.conformance.matrix.support_matrix()): {type(exc).__name__}: {exc}"
         ) from exc
     return _matrix_for_readers(render(data))
 

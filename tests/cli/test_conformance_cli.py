@@ -43,12 +43,15 @@ def test_page_shows_the_matrix_the_skipped_subject_and_each_failure_with_its_rep
            "tests": [{"nodeid": "conformance/test_conformance.py::test_forward[s]",
                       "outcome": "failed",
                       "reproduce": ["Reproduce: python -m localnorm.conformance.repro "
-                                    "f.npz --subject s"]}]}
+                                    "f.npz --subject s"]},
+                     {"nodeid": "a[gone]", "outcome": "skipped", "reason": "no CUDA"},
+                     {"nodeid": "b[gone]", "outcome": "skipped", "reason": "no CUDA"}]}
     md = cc.markdown(doc)
     assert "| batch | strided | **fail** |" in md
     assert "Skipped: no CUDA" in md
     assert "python -m localnorm.conformance.repro f.npz --subject s" in md
     assert "3 passed, 1 failed" in md
+    assert "| 2 | no CUDA |" in md  # skipped tests, counted by reason
 
 
 def test_collector_keeps_the_reproduction_command_of_a_failure():
