@@ -21,6 +21,15 @@ import argparse
 PROFILES = {"ci": "200 examples, derandomized (what CI runs)",
             "dev": "25 examples, randomized (a quick check)",
             "thorough": "1000 examples, randomized (a longer search)"}
+#: What a user installs for each subject's framework (the [keras] extra is Keras alone).
+INSTALL = {"strict": "pip install array-api-strict",
+           "torch-array": 'pip install "localnorm[torch]"',
+           "jax-array": 'pip install "localnorm[flax]" (or jax alone)',
+           "torch": 'pip install "localnorm[torch]"',
+           "torch-cuda": 'pip install "localnorm[torch]" (a CUDA build of torch)',
+           "keras": 'pip install "localnorm[keras]" and a backend (tensorflow, jax or torch)',
+           "flax": 'pip install "localnorm[flax]"',
+           "flax-linen": 'pip install "localnorm[flax]"'}
 #: Cell outcomes, in the order a cell's cases decide it.
 FAIL, PASS, NOT_DRAWN = "fail", "pass", "not drawn"
 
@@ -55,6 +64,13 @@ def extra_missing(module: str) -> Exception:
         'pip install "localnorm[conformance]" (add the extra of each framework to test, '
         'e.g. "localnorm[torch,conformance]"), then run the command again.'
     )
+
+
+def with_install_hint(name: str, reason: str | None) -> str | None:
+    """A subject's reason for not running, with the install line when a module is missing."""
+    if reason and name in INSTALL and ("not installed" in reason or "cannot import" in reason):
+        return f"{reason}; install it with {INSTALL[name]}"
+    return reason
 
 
 def bad_subjects(problem: str, spec: str) -> Exception:
@@ -94,6 +110,10 @@ def matrix(names: list[str], unavailable: dict, declared: dict, cells: list[dict
     and none failed, and is "not drawn" when no test drew a case in it (hypothesis draws
     the cells at random; ``--profile ci`` or ``thorough`` draws more).
     """
+    seen: dict = {}
+    for c in cells:
+        seen.setdefault((c["subject"], c["mode"], c["partition"], c["dtype"]), set()).add(
+            c["outcome"])
     rows = []
     for name in names:
         if unavailable.get(name):
@@ -104,11 +124,9 @@ def matrix(names: list[str], unavailable: dict, declared: dict, cells: list[dict
         for mode in modes:
             for partition in partitions:
                 for dtype in dtypes:
-                    seen = {c["outcome"] for c in cells if c["subject"] == name
-                            and (c["mode"], c["partition"], c["dtype"]) == (mode, partition,
-                                                                             dtype)}
-                    out[f"{mode}/{partition}/{dtype}"] = (FAIL if FAIL in seen else
-                                                          PASS if seen else NOT_DRAWN)
+                    outcomes = seen.get((name, mode, partition, dtype), set())
+                    out[f"{mode}/{partition}/{dtype}"] = (FAIL if FAIL in outcomes else
+                                                          PASS if outcomes else NOT_DRAWN)
         rows.append({"subject": name, "status": "ran", "modes": list(modes),
                      "partitions": list(partitions), "dtypes": list(dtypes), "cells": out})
     return {"subjects": rows}
@@ -119,11 +137,12 @@ def markdown(doc: dict) -> str:
     test counts, the skipped tests by reason, and each failure with its reproduction
     command."""
     lines = ["# localnorm conformance", "",
-             f"`{doc['command']}`: localnorm {doc['version']}, hypothesis profile "
-             f"`{doc['profile']}`, {doc['seconds']} s, {doc['created']}.", "",
+             (f"`{doc['command']}`: localnorm {doc['version']}, hypothesis profile "
+              f"`{doc['profile']}`, {doc['seconds']} s, {doc['created']}."), "",
              "Tests: " + ", ".join(f"{n} {k}" for k, n in doc["counts"].items()) + ".", ""]
     for row in doc["matrix"]["subjects"]:
-        lines.append(f"## {row['subject']}")
+        backend = doc.get("keras_backend") if row["subject"] == "keras" else None
+        lines.append(f"## {row['subject']}" + (f" (backend {backend})" if backend else ""))
         lines.append("")
         if row["status"] == "skipped":
             lines += [f"Skipped: {row['reason']}", ""]
@@ -160,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
     ``conformance.md``; returns pytest's exit status (0 all passed or skipped, 1 a test
     failed)."""
     import datetime
+    import importlib.util
     import json
     import os
     import shlex
@@ -167,15 +187,13 @@ def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    import importlib.util
-
     for module in ("pytest", "hypothesis"):  # found, not imported: pytest imports them
         if importlib.util.find_spec(module) is None:
             raise extra_missing(module)
     import pytest
+    from localnorm.conformance import subjects
 
     import localnorm
-    from localnorm.conformance import subjects
 
     try:
         names = subjects.parse(args.subjects)
@@ -185,10 +203,10 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     cells_file = out / "conformance-cells.jsonl"
     cells_file.unlink(missing_ok=True)
-    unavailable = subjects.available(names)
+    unavailable = {n: with_install_hint(n, r) for n, r in subjects.available(names).items()}
     declared = {n: (subjects.load(n).modes, subjects.load(n).partitions,
                     subjects.load(n).dtypes) for n in names if not unavailable[n]}
-    for name, reason in unavailable.items():
+    for reason in unavailable.values():
         if reason:
             print(f"conformance: skipping {reason}", file=sys.stderr)
     # The suite reads these when pytest imports it, below.
@@ -216,6 +234,8 @@ def run(args: argparse.Namespace) -> int:
         "exit_status": int(code), "seconds": seconds, "counts": counts,
         "matrix": matrix(names, unavailable, declared, cells), "tests": collector.tests,
     }
+    if "keras" in declared:  # Keras fixes its backend per process: say which one ran
+        doc["keras_backend"] = os.environ.get("KERAS_BACKEND", "tensorflow")
     (out / "conformance.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     page = markdown(doc)
     (out / "conformance.md").write_text(page, encoding="utf-8")

@@ -42,8 +42,8 @@ def test_page_shows_the_matrix_the_skipped_subject_and_each_failure_with_its_rep
                                _cells("s", ("batch", "strided", "float32", "fail"))),
            "tests": [{"nodeid": "conformance/test_conformance.py::test_forward[s]",
                       "outcome": "failed",
-                      "reproduce": ["Reproduce: python -m localnorm.conformance.repro "
-                                    "f.npz --subject s"]},
+                      "reproduce": [("Reproduce: python -m localnorm.conformance.repro "
+                                     "f.npz --subject s")]},
                      {"nodeid": "a[gone]", "outcome": "skipped", "reason": "no CUDA"},
                      {"nodeid": "b[gone]", "outcome": "skipped", "reason": "no CUDA"}]}
     md = cc.markdown(doc)
@@ -97,3 +97,48 @@ def test_profiles_are_the_suites():
 
     source = Path(importlib.util.find_spec("localnorm.conformance.profiles").origin).read_text()
     assert set(re.findall(r'register_profile\(\s*"(\w+)"', source)) == set(cc.PROFILES)
+
+
+def test_unavailable_subjects_get_their_install_line():
+    assert cc.with_install_hint("torch", "torch not installed") == (
+        'torch not installed; install it with pip install "localnorm[torch]"')
+    assert cc.with_install_hint("torch-cuda", "no CUDA device") == "no CUDA device"
+    assert set(cc.INSTALL) <= set(__import__("localnorm.conformance.subjects",
+                                             fromlist=["x"]).SUBJECTS)
+
+
+#: Run in a fresh interpreter: hide the frameworks and the [experiments] extra, as on a
+#: machine with only the [conformance] extra installed, then run the command.
+_BLOCKED = """
+import importlib.abc, sys
+BLOCK = {"torch", "tensorflow", "keras", "jax", "flax", "matplotlib", "scipy", "sklearn",
+         "tqdm", "PIL"}
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCK:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Block())
+import importlib.util
+_find = importlib.util.find_spec
+importlib.util.find_spec = lambda n, *a: None if n.split(".")[0] in BLOCK else _find(n, *a)
+from localnorm.experiments._cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def test_runs_with_the_conformance_extra_alone(tmp_path):
+    """NumPy's subject runs without any framework or the [experiments] extra; torch's is
+    skipped with the line that installs it."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _BLOCKED, "conformance", "--subjects",
+                           "numpy,torch", "--out", str(tmp_path)], check=False,
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "conformance.json").read_text())
+    numpy_row, torch_row = doc["matrix"]["subjects"]
+    assert numpy_row["status"] == "ran" and "pass" in numpy_row["cells"].values()
+    assert torch_row["status"] == "skipped"
+    assert 'pip install "localnorm[torch]"' in torch_row["reason"]
