@@ -1,6 +1,6 @@
 """``localnorm conformance``: the conformance battery against the installed library.
 
-Runs the suite CI runs (:mod:`localnorm.conformance`, the same files, through
+Runs the suite CI runs (the installed ``localnorm.conformance``, the same files, through
 ``pytest.main``) on the subjects asked for, skips those that cannot run on this machine with
 the reason (a missing framework, no CUDA device), and ends with a matrix, subject x mode x
 partition x dtype, each cell pass / fail / not drawn, printed and written as
