@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from . import _report
 from ._cases import ISSUE_CASE, LayerCase
