@@ -1,4 +1,4 @@
-"""Run one benchmark section in this process: ``python -m benchmarks SECTION --out FILE``.
+"""Run one benchmark section in this process: ``python -m localnorm.benchmarks SECTION --out FILE``.
 
 ``localnorm bench`` starts one such process per section, so that Keras can fix its backend
 per process and frameworks do not share thread pools or allocators. The section's JSON
@@ -20,19 +20,26 @@ from ._cases import KINDS, Context, section
 
 #: Section name -> (module, framework, keras backend or None).
 SECTIONS = {
-    "torch": ("benchmarks.torch_bench", "torch", None),
-    "keras-tensorflow": ("benchmarks.keras_bench", "keras", "tensorflow"),
-    "keras-jax": ("benchmarks.keras_bench", "keras", "jax"),
-    "keras-torch": ("benchmarks.keras_bench", "keras", "torch"),
-    "flax": ("benchmarks.flax_bench", "flax", None),
+    "torch": (".torch_bench", "torch", None),
+    "keras-tensorflow": (".keras_bench", "keras", "tensorflow"),
+    "keras-jax": (".keras_bench", "keras", "jax"),
+    "keras-torch": (".keras_bench", "keras", "torch"),
+    "flax": (".flax_bench", "flax", None),
 }
+
+#: What a user installs for each section (the [keras] extra is Keras alone).
+_INSTALL = {"torch": 'pip install "localnorm[torch]"',
+            "keras-tensorflow": 'pip install "localnorm[keras]" tensorflow',
+            "keras-jax": 'pip install "localnorm[keras,flax]"',
+            "keras-torch": 'pip install "localnorm[keras,torch]"',
+            "flax": 'pip install "localnorm[flax]"'}
 
 #: The module each section needs installed.
 _NEEDS = {"torch": "torch", "keras": "keras", "flax": "flax"}
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks")
+    p = argparse.ArgumentParser(prog=f"python -m {__package__}")
     p.add_argument("section", choices=sorted(SECTIONS))
     p.add_argument("--out", required=True)
     p.add_argument("--quick", action="store_true")
@@ -53,10 +60,11 @@ def main(argv=None) -> int:
             importlib.import_module(backend if backend != "tensorflow" else "tensorflow")
     except ImportError as exc:
         sec = section(args.section, framework, backend=backend, device=args.device)
-        sec.update(status="skipped", reason=f"not installed: {exc}")
+        sec.update(status="skipped", reason=f"not installed: {exc}; install it with "
+                   f"{_INSTALL[args.section]}")
     else:
         try:
-            mod = importlib.import_module(module)
+            mod = importlib.import_module(module, __package__)
             sec = mod.run(ctx, backend) if backend is not None else mod.run(ctx)
         except Exception as exc:  # reported in bench.json, not hidden
             traceback.print_exc()

@@ -13,7 +13,7 @@ and :func:`markdown` turns it into the results page (``docs/results/bench.md``),
 discussion of ``benchmarks/discussion.md`` at its end. The discussion types no figure:
 its ``{{ ... }}`` templates (:func:`render_discussion`) are filled from the document being
 rendered, or from ``benchmarks/profiles.json`` (the profiling run of
-``python -m benchmarks.profile``), so the prose cannot contradict the data it sits under.
+``python -m localnorm.benchmarks.profiling``), so the prose cannot contradict the data it sits under.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ accesses. Results go to ``benchmarks/profiles.json`` (``bench.json``'s layout: o
 "section" per experiment), which the discussion cites by template, with the run's date,
 load and source state::
 
-    python -m benchmarks.profiling all                 # every experiment, one process each
-    python -m benchmarks.profiling keras-tensorflow    # one experiment (prints its tables)
+    python -m localnorm.benchmarks.profiling all                 # every experiment, one process each
+    python -m localnorm.benchmarks.profiling keras-tensorflow    # one experiment (prints its tables)
 
 Experiments: ``torch`` (evaluation "single" and its NaN/Inf check, the contiguous
 partition's layout copy), ``keras-tensorflow`` (strided groups: reductions over
@@ -30,12 +30,9 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks import _report as R  # noqa: E402
-from benchmarks._cases import LayerCase, machine  # noqa: E402
-from benchmarks._timing import Settings, compare  # noqa: E402
+from . import _report as R
+from ._cases import LayerCase, machine
+from ._timing import Settings, compare
 
 #: The settings of every experiment: more rounds than the benchmarks, since profiles are
 #: often run on a loaded machine.
@@ -529,7 +526,7 @@ def run_all(out: Path, names=EXPERIMENTS, timeout: float = 1800.0) -> dict:
     load = [_load()]
     doc = {"schema": R.SCHEMA, "created": datetime.datetime.now(datetime.timezone.utc)
            .isoformat(timespec="seconds"), "quick": False,
-           "command": "python -m benchmarks.profiling all", "settings": SETTINGS.as_dict(),
+           "command": "python -m localnorm.benchmarks.profiling all", "settings": SETTINGS.as_dict(),
            "machine": machine(), "source": _source_state(root), "sections": []}
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
                PYTHONPATH=os.pathsep.join([str(root)] + [p for p in [os.environ.get(
@@ -537,7 +534,7 @@ def run_all(out: Path, names=EXPERIMENTS, timeout: float = 1800.0) -> dict:
     for name in names:
         with _tmp_json() as path:
             t0 = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-m", "benchmarks.profiling", name,
+            proc = subprocess.run([sys.executable, "-m", f"{__package__}.profiling", name,
                                    "--out", str(path)], cwd=root, env=env, capture_output=True,
                                   text=True, timeout=timeout)
             if proc.returncode == 0:
@@ -569,7 +566,7 @@ class _tmp_json:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.profiling",
+    p = argparse.ArgumentParser(prog="python -m localnorm.benchmarks.profiling",
                                 description=__doc__.splitlines()[0])
     p.add_argument("experiment", choices=EXPERIMENTS + ("all",))
     p.add_argument("--out", help="JSON output (default: print tables; with 'all': "

@@ -398,6 +398,10 @@ def run(ctx: Context) -> dict:
         "allocator keeps no peak counter; transient buffers (the contiguous partition's "
         "layout copies) are not in this figure. On CUDA: torch.cuda.max_memory_allocated.",
     ]
+    if device.type != "cuda":
+        sec["notes"].append(
+            "Achieved memory bandwidth (a fraction of the device's peak, from its memory clock "
+            "and bus width) is reported on CUDA only: torch gives no CPU's peak bandwidth.")
     parts = {"layer": _layer_records, "network": _network_records,
              "protocol": _protocol_records, "memory": _memory_records}
     for kind, fn in parts.items():

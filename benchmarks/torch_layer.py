@@ -7,9 +7,9 @@ and ops asked for, printed as the results page's tables. In each layout the base
 ``nn.BatchNorm2d`` on the same input in that layout; the ragged row (N-1 samples) is
 compared with BatchNorm2d on the same N-1 samples. Nothing is asserted::
 
-    python benchmarks/torch_layer.py                      # N=128 C=64 16x16 K=4, 2 threads
-    python benchmarks/torch_layer.py --ops forward+backward --layouts NCHW
-    python benchmarks/torch_layer.py --device cuda --n 256 --c 128 --hw 32 --k 8
+    python -m localnorm.benchmarks.torch_layer                      # N=128 C=64 16x16 K=4, 2 threads
+    python -m localnorm.benchmarks.torch_layer --ops forward+backward --layouts NCHW
+    python -m localnorm.benchmarks.torch_layer --device cuda --n 256 --c 128 --hw 32 --k 8
 """
 
 from __future__ import annotations
@@ -17,14 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks import _report  # noqa: E402
-from benchmarks._cases import ISSUE_CASE, LayerCase  # noqa: E402
-from benchmarks._timing import FULL, Settings  # noqa: E402
+from . import _report
+from ._cases import ISSUE_CASE, LayerCase
+from ._timing import FULL, Settings
 
 
 def measure(case: LayerCase = ISSUE_CASE, *, device: str = "cpu", layouts=("NCHW", "channels_last"),
@@ -51,7 +47,7 @@ def measure(case: LayerCase = ISSUE_CASE, *, device: str = "cpu", layouts=("NCHW
     """
     import torch
 
-    from benchmarks import torch_bench
+    from . import torch_bench
 
     records = []
     for layout in layouts:
@@ -62,7 +58,7 @@ def measure(case: LayerCase = ISSUE_CASE, *, device: str = "cpu", layouts=("NCHW
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks import torch_bench
+    from . import torch_bench
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=ISSUE_CASE.n, help="batch size N")

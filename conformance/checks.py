@@ -14,11 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from localnorm import reference
-from conformance import tolerances as tol
-from conformance.harness import Case, Harness
+from . import tolerances as tol
+from .harness import Case, Harness
 
 #: Where failing cases are saved (git-ignored).
 FAILURES = Path(os.environ.get("LOCALNORM_CONFORMANCE_FAILURES", ".conformance-failures"))
+#: When set, :func:`run` appends one JSON line per checked case (subject, check, mode,
+#: partition, dtype, outcome): ``localnorm conformance`` builds its matrix from them.
+CELLS = os.environ.get("LOCALNORM_CONFORMANCE_CELLS")
 
 CHECKS: dict[str, Callable[..., None]] = {}
 
@@ -142,7 +145,7 @@ def affine(h: Harness, case: Case, *, scale: float, shift: np.ndarray) -> None:
     shape[0], shape[axis] = case.x.shape[0], case.num_features
     per_sample = shift[_set_of_sample(case)].reshape(shape)
     x2 = scale * tol.x64(case.x) + per_sample
-    from conformance.strategies import as_dtype
+    from .strategies import as_dtype
 
     case2 = replace(case, x=as_dtype(x2, case.dtype), eps=case.eps * scale**2)
     y1, y2 = h.forward(case), h.forward(case2)
@@ -224,7 +227,7 @@ def save(path: Path, check_name: str, subject: str, case: Case, extra: dict) -> 
 
 def load(path: str | Path) -> tuple[str, str, Case, dict]:
     """Inverse of :func:`save`: ``(check_name, subject, case, extra)``."""
-    from conformance.strategies import as_dtype
+    from .strategies import as_dtype
 
     d = np.load(path, allow_pickle=False)
     group = int(d["group"]) if bool(d["group_is_int"]) else d["group"].astype(np.int64)
@@ -247,11 +250,23 @@ def run(check_name: str, h: Harness, case: Case, test_id: str = "", **extra) -> 
     try:
         CHECKS[check_name](h, case, **extra)
     except Exception as exc:
+        _record(check_name, h, case, test_id, "fail")
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", test_id or f"{check_name}-{h.name}").strip("_")
         path = save(FAILURES / f"{stem}.npz", check_name, h.name, case, extra)
-        msg = (f"Reproduce: python -m conformance.repro {path} --subject {h.name}\n"
+        msg = (f"Reproduce: python -m {__package__}.repro {path} --subject {h.name}\n"
                f"  case: dtype={case.dtype} shape={case.x.shape} axis={case.axis} "
                f"mode={case.mode!r} group={case.group!r} partition={case.partition!r} "
                f"K={case.num_groups} eps={case.eps}")
         exc.add_note(msg)
         raise
+    _record(check_name, h, case, test_id, "pass")
+
+
+def _record(check_name: str, h: Harness, case: Case, test_id: str, outcome: str) -> None:
+    if CELLS:
+        import json
+
+        with open(CELLS, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"subject": h.name, "check": check_name, "test": test_id,
+                                "mode": case.mode, "partition": case.partition,
+                                "dtype": case.dtype, "outcome": outcome}) + "\n")

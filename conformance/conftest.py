@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conformance import profiles, subjects
+from . import profiles, subjects
 
 SKIPS_FILE = Path(__file__).with_name("skips.txt")
 ARRAY_API_SUBJECTS = ("numpy", "strict", "torch-array", "jax-array")

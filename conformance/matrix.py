@@ -6,8 +6,8 @@ cannot be imported here is listed with the reason (its declarations are unknown)
 
 from __future__ import annotations
 
-from conformance import subjects
-from conformance.harness import Harness
+from . import subjects
+from .harness import Harness
 
 
 def _axes(h: Harness) -> str:

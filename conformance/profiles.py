@@ -3,7 +3,9 @@
 
 - ``ci``: derandomized (the same examples on every run), 200 examples per property, no
   deadline (2-core CI machines are noisy), no too_slow health check, no example database;
-- ``dev``: 25 examples, randomized, for quick local runs.
+- ``dev``: 25 examples, randomized, for quick local runs;
+- ``thorough``: 1000 examples, randomized, for a longer search on a user's machine or GPU
+  (``localnorm conformance --profile thorough``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,13 @@ settings.register_profile(
 settings.register_profile(
     "dev",
     max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+)
+settings.register_profile(
+    "thorough",
+    max_examples=1000,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
     print_blob=True,

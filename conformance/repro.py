@@ -15,11 +15,11 @@ import argparse
 import sys
 import traceback
 
-from conformance import checks, subjects
+from . import checks, subjects
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m conformance.repro", description=__doc__.split("\n")[1])
+    parser = argparse.ArgumentParser(prog=f"python -m {__package__}.repro", description=__doc__.split("\n")[1])
     parser.add_argument("path", help="the .npz file the failing test saved")
     parser.add_argument("--subject", help="subject to run (default: the one that failed)")
     args = parser.parse_args(argv)

@@ -34,8 +34,8 @@ from hypothesis import assume
 from hypothesis.extra import numpy as hnp
 
 from localnorm import MODES, PARTITIONS
-from conformance import tolerances
-from conformance.harness import Case
+from . import tolerances
+from .harness import Case
 
 #: Cases of the "well" family whose amplification (tolerances.amplification) exceeds
 #: this are rejected: a set whose values nearly coincide is not well-conditioned.

@@ -16,24 +16,24 @@ import functools
 import importlib
 import os
 
-from conformance.harness import Harness
+from .harness import Harness
 
 #: Registered subjects, in the order they are reported.
 SUBJECTS: dict[str, str] = {
-    "numpy": "conformance.harnesses.arrayapi:NumpyHarness",
-    "strict": "conformance.harnesses.arrayapi:StrictHarness",
-    "torch-array": "conformance.harnesses.arrayapi:TorchArrayHarness",
-    "jax-array": "conformance.harnesses.arrayapi:JaxArrayHarness",
-    "torch": "conformance.harnesses.torch_layers:TorchLayerHarness",
-    "torch-cuda": "conformance.harnesses.torch_layers:TorchLayerCudaHarness",
-    "keras": "conformance.harnesses.keras_layer:KerasHarness",
-    "flax": "conformance.harnesses.flax_nnx:FlaxNNXHarness",
-    "flax-linen": "conformance.harnesses.flax_nnx:FlaxLinenHarness",
+    "numpy": ".harnesses.arrayapi:NumpyHarness",
+    "strict": ".harnesses.arrayapi:StrictHarness",
+    "torch-array": ".harnesses.arrayapi:TorchArrayHarness",
+    "jax-array": ".harnesses.arrayapi:JaxArrayHarness",
+    "torch": ".harnesses.torch_layers:TorchLayerHarness",
+    "torch-cuda": ".harnesses.torch_layers:TorchLayerCudaHarness",
+    "keras": ".harnesses.keras_layer:KerasHarness",
+    "flax": ".harnesses.flax_nnx:FlaxNNXHarness",
+    "flax-linen": ".harnesses.flax_nnx:FlaxLinenHarness",
 }
 
 #: Loadable by :func:`load` (e.g. for repro) but never selected: the oracle itself.
 INTERNAL: dict[str, str] = {
-    "reference": "conformance.harnesses.reference:ReferenceHarness",
+    "reference": ".harnesses.reference:ReferenceHarness",
 }
 
 #: Environment variable selecting subjects (comma-separated), like ``--subjects``.
@@ -82,7 +82,7 @@ def load(name: str) -> Harness:
     target = SUBJECTS[name] if name in SUBJECTS else INTERNAL[name]
     module_name, _, class_name = target.partition(":")
     try:
-        module = importlib.import_module(module_name)
+        module = importlib.import_module(module_name, __package__)
     except ImportError as exc:
         raise SubjectUnavailable(f"{name}: cannot import {module_name} ({exc})") from exc
     try:

@@ -24,9 +24,9 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from conformance import checks, strategies
-from conformance import tolerances as tol
-from conformance.harness import Case
+from . import checks, strategies
+from . import tolerances as tol
+from .harness import Case
 
 
 @dataclasses.dataclass(frozen=True)

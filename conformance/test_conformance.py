@@ -12,8 +12,8 @@ from hypothesis import given, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from localnorm import reference
-from conformance import checks, strategies
-from conformance.harness import Case
+from . import checks, strategies
+from .harness import Case
 
 
 def _id(request) -> str:

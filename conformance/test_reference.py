@@ -10,7 +10,7 @@ from hypothesis import given, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from localnorm import reference
-from conformance import checks, strategies, subjects
+from . import checks, strategies, subjects
 
 pytestmark = pytest.mark.usefixtures("core_session")
 

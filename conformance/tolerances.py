@@ -38,7 +38,7 @@ import dataclasses
 import numpy as np
 
 from localnorm import reference
-from conformance.harness import Case
+from .harness import Case
 
 
 @dataclasses.dataclass(frozen=True)

@@ -529,15 +529,6 @@ def cannot_convert(kind: str) -> LocalNormError:
     )
 
 
-def bench_suite_missing(path: str) -> LocalNormError:
-    return LocalNormError(
-        "`localnorm bench` runs the benchmark suite of a source checkout, which is not part "
-        f"of the installed package. Received: no benchmarks suite at {path}. Fix: clone the "
-        "localnorm repository and install it editable (`pip install -e .`), then run "
-        "`localnorm bench` again."
-    )
-
-
 def bad_generator(generator: Any) -> LocalNormError:
     return LocalNormError(
         "generator is the seedable source of the random groups (along the batch axis) "

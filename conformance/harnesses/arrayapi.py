@@ -16,7 +16,7 @@ import importlib.util
 import numpy as np
 
 import localnorm
-from conformance.harness import Case, Harness
+from ..harness import Case, Harness
 
 _LOW = ("float16", "bfloat16")
 

@@ -34,7 +34,7 @@ import zlib
 
 import numpy as np
 
-from conformance.harness import Case, Harness
+from ..harness import Case, Harness
 
 _POLICY = {"float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 

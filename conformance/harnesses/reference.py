@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from localnorm import reference
-from conformance import tolerances
-from conformance.harness import Case, Harness
-from conformance.strategies import as_dtype
+from .. import tolerances
+from ..harness import Case, Harness
+from ..strategies import as_dtype
 
 
 class ReferenceHarness(Harness):

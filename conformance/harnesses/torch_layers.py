@@ -23,7 +23,7 @@ import importlib.util
 
 import numpy as np
 
-from conformance.harness import Case, Harness
+from ..harness import Case, Harness
 
 _LOW = ("float16", "bfloat16")
 

@@ -5,7 +5,7 @@ marker is replaced by the Markdown that ``GENERATORS[NAME]`` returns. Numbers on
 are therefore never copied by hand:
 
 - ``support-matrix``: the conformance support matrix, from
-  ``conformance.matrix.support_matrix()`` (what each subject runs, skips and why);
+  ``localnorm.conformance.matrix.support_matrix()`` (what each subject runs, skips and why);
 - ``headline``: the headline robustness plot of the home page, from the default run's
   folder ``docs/results/digits/`` (see :data:`HEADLINE_RUN`);
 - ``robustness``: the index of the main job's runs (one folder each under
@@ -15,7 +15,7 @@ are therefore never copied by hand:
 - ``code-size``: the adapters' lines of code (``docs/_hooks/code_size.py``), so the
   "Adding a backend" page follows every change of an adapter without a hand edit;
 - ``benchmarks``: the benchmark tables, rendered from ``docs/results/bench.json`` by the
-  benchmarks' own page builder (``benchmarks._report.markdown``), else
+  benchmarks' own page builder (``localnorm.benchmarks._report.markdown``), else
   ``docs/results/bench.md``.
 
 The Results section is split into pages generated from the committed runs, so that a new
@@ -37,7 +37,6 @@ import importlib
 import importlib.util
 import json
 import re
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -115,15 +114,13 @@ def _missing(what: str, how: str) -> str:
 
 
 def support_matrix(root: Path, docs: Path) -> str:
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
     try:
-        matrix = importlib.import_module("conformance.matrix")
+        matrix = importlib.import_module("localnorm.conformance.matrix")
         data = matrix.support_matrix()
     except Exception as exc:  # noqa: BLE001 - any failure must fail the build
         raise PluginError(
             "The conformance support matrix could not be generated "
-            f"(conformance.matrix.support_matrix()): {type(exc).__name__}: {exc}"
+            f"(localnorm.conformance.matrix.support_matrix()): {type(exc).__name__}: {exc}"
         ) from exc
     return _matrix_for_readers(render(data))
 
@@ -462,10 +459,8 @@ def benchmarks(root: Path, docs: Path, levels: int = 2) -> str:
     if js.is_file():
         # Rendered from the data with the benchmarks' own page builder, so the page can
         # never disagree with bench.json (bench.md is that same page, written by the run).
-        if str(root) not in sys.path:
-            sys.path.insert(0, str(root))
         try:
-            builder = importlib.import_module("benchmarks._report").markdown
+            builder = importlib.import_module("localnorm.benchmarks._report").markdown
         except (ImportError, AttributeError) as exc:
             raise PluginError(f"Cannot render docs/results/bench.json: {exc}") from exc
         text = builder(json.loads(js.read_text(encoding="utf-8")))

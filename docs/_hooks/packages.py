@@ -1,6 +1,8 @@
-"""mkdocs hook: let mkdocstrings find ``localnorm.torch``, ``localnorm.keras``, ``localnorm.flax``.
+"""mkdocs hook: let mkdocstrings find ``localnorm.torch``, ``localnorm.keras``, ``localnorm.flax``
+(and the rooms above them: ``localnorm.experiments``, ``.benchmarks``, ``.conformance``).
 
-The adapters live under ``backends/`` and import as ``localnorm.<framework>`` through the
+The adapters live under ``backends/`` (the rooms above in ``experiments/``,
+``benchmarks/``, ``conformance/``) and import as ``localnorm.<framework>`` through the
 setuptools ``package-dir`` mapping of pyproject.toml. Griffe (mkdocstrings' loader) reads
 sources statically and does not follow that mapping, so this hook builds, in a temporary
 directory, a symlink tree with the import layout (``localnorm/`` with ``torch`` ->

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import _report
-from benchmarks._timing import Timing
+from localnorm.benchmarks import _report
+from localnorm.benchmarks._timing import Timing
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,7 +6,7 @@ import pytest
 jax = pytest.importorskip("jax")
 jnp = jax.numpy
 
-from benchmarks import profiling  # noqa: E402
+from localnorm.benchmarks import profiling  # noqa: E402
 
 
 def test_closed_form_backward_equals_autodiff_of_the_plain_two_pass():

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from benchmarks import _report as R
-from benchmarks._timing import Timing
+from localnorm.benchmarks import _report as R
+from localnorm.benchmarks._timing import Timing
 
 
 def _timing():

@@ -2,8 +2,8 @@
 
 import pytest
 
-from benchmarks import _timing
-from benchmarks._timing import Settings, compare
+from localnorm.benchmarks import _timing
+from localnorm.benchmarks._timing import Settings, compare
 
 
 class FakeClock:

@@ -4,7 +4,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from benchmarks import torch_bench as tb  # noqa: E402
+from localnorm.benchmarks import torch_bench as tb  # noqa: E402
 
 
 def test_cuda_rows_get_achieved_bandwidth_and_fraction_of_peak(monkeypatch):
@@ -37,7 +37,7 @@ def test_saved_activation_bytes_counts_each_storage_once_without_parameters():
 def _fake_compare(seen):
     """A stand-in for ``_timing.compare``: calls every candidate once, records which
     candidates there were, and returns equal timings (no clock involved)."""
-    from benchmarks._timing import Timing
+    from localnorm.benchmarks._timing import Timing
 
     def compare(candidates, *, baseline, settings, sync):
         seen.append(list(candidates))
@@ -52,7 +52,7 @@ def _fake_compare(seen):
 def test_layer_baseline_runs_on_the_candidates_input_in_each_layout(monkeypatch):
     """BatchNorm2d, the baseline, sees the same layout as the LocalNorm rows; the ragged
     row is compared with BatchNorm2d on the same N-1 samples."""
-    from benchmarks._cases import LayerCase
+    from localnorm.benchmarks._cases import LayerCase
 
     seen_inputs = []
     hook = torch.nn.modules.module.register_module_forward_pre_hook(
@@ -86,7 +86,7 @@ def test_layer_baseline_runs_on_the_candidates_input_in_each_layout(monkeypatch)
 
 
 def test_evaluation_compares_both_modes_with_batchnorm_in_one_run(monkeypatch):
-    from benchmarks._cases import LayerCase
+    from localnorm.benchmarks._cases import LayerCase
 
     calls: list = []
     monkeypatch.setattr(tb, "compare", _fake_compare(calls))
@@ -99,7 +99,7 @@ def test_evaluation_compares_both_modes_with_batchnorm_in_one_run(monkeypatch):
 
 
 def test_torch_section_measures_the_issue_case_and_every_paper_shape(monkeypatch):
-    from benchmarks._cases import ISSUE_CASE, LAYER_CASES, Context
+    from localnorm.benchmarks._cases import ISSUE_CASE, LAYER_CASES, Context
 
     measured = []
     monkeypatch.setattr(tb, "layer_comparisons",
@@ -112,17 +112,15 @@ def test_torch_section_measures_the_issue_case_and_every_paper_shape(monkeypatch
 
 
 def test_torch_layer_script_runs_on_a_tiny_shape():
-    """``python benchmarks/torch_layer.py`` (as the torch guide runs it) prints the page's
-    tables for one shape."""
+    """``python -m localnorm.benchmarks.torch_layer`` (as the torch guide runs it) prints the
+    page's tables for one shape."""
     import json
     import subprocess
     import sys
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[2]
     args = ["--n", "8", "--c", "4", "--hw", "4", "--k", "2", "--rounds", "2",
             "--ops", "forward+backward", "--threads", "1", "--quick"]
-    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "torch_layer.py"), *args,
+    proc = subprocess.run([sys.executable, "-m", "localnorm.benchmarks.torch_layer", *args,
                            "--json"], capture_output=True, text=True, timeout=300, cwd="/")
     assert proc.returncode == 0, proc.stderr[-2000:]
     records = json.loads(proc.stdout)

@@ -95,7 +95,7 @@ def test_vgg19_has_sixteen_convolutions_each_followed_by_the_normalization():
 
 
 def test_vgg_on_a_backend_without_it_is_refused_before_any_work(tmp_path):
-    from localnorm import _cli
+    from localnorm.experiments import _cli
 
     assert _cli.main(["robustness", "--model", "vgg19", "--backend", "keras",
                       "--out", str(tmp_path / "o")]) == 2
@@ -136,7 +136,7 @@ def test_selective_accuracy_counts_ties_at_their_mean():
 def test_robustness_on_cifar10_jpegs_records_the_uncertainty(jpeg_dir, tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("matplotlib")
-    from localnorm import _cli
+    from localnorm.experiments import _cli
 
     out = tmp_path / "run"
     assert _cli.main(["robustness", "--dataset", "cifar10", "--data-dir", str(jpeg_dir),
@@ -162,7 +162,7 @@ def test_robustness_on_cifar10_jpegs_records_the_uncertainty(jpeg_dir, tmp_path)
 def test_ablate_groups_quick_writes_one_table_and_one_plot(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("matplotlib")
-    from localnorm import _cli
+    from localnorm.experiments import _cli
 
     out = tmp_path / "abl"
     assert _cli.main(["ablate-groups", "--quick", "--groups", "1", "4", "--levels", "1",
@@ -181,7 +181,7 @@ def test_ablate_groups_quick_writes_one_table_and_one_plot(tmp_path):
 @pytest.mark.parametrize("groups, problem", [(["4", "4"], "twice"), (["3"], "equal groups"),
                                              (["64"], "equal groups")])
 def test_ablate_groups_refuses_bad_k(tmp_path, groups, problem, capsys):
-    from localnorm import _cli
+    from localnorm.experiments import _cli
 
     assert _cli.main(["ablate-groups", "--groups", *groups, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
@@ -190,7 +190,7 @@ def test_ablate_groups_refuses_bad_k(tmp_path, groups, problem, capsys):
 
 def test_summarize_seeds_gives_mean_spread_and_ratios(tmp_path, capsys):
     pytest.importorskip("torch")
-    from localnorm import _cli
+    from localnorm.experiments import _cli
 
     common = ["--limit-train", "128", "--limit-test", "48", "--epochs", "1", "--batch-size", "16",
               "--noises", "agn", "--levels", "1", "--methods", "batchnorm", "localnorm",

@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from localnorm import _cli
+from localnorm.experiments import _cli
 
 
 def test_subcommands_registered():
@@ -52,7 +52,7 @@ def test_no_command_prints_help(capsys):
 
 def test_python_m_help_is_light():
     # --help must not import torch or matplotlib (they load only when a run starts).
-    code = ("import sys; from localnorm import _cli\n"
+    code = ("import sys; from localnorm.experiments import _cli\n"
             "try:\n    _cli.main(['robustness', '--help'])\nexcept SystemExit:\n    pass\n"
             "print(sorted(m for m in ('torch', 'matplotlib', 'sklearn', 'tqdm') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -21,7 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from localnorm import LocalNormError, _cli
+from localnorm import LocalNormError
+from localnorm.experiments import _cli
 from localnorm.experiments import datasets, report
 
 ROOT = Path(__file__).resolve().parents[2]

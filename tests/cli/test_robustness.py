@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("matplotlib")
 
-from localnorm import _cli  # noqa: E402
+from localnorm.experiments import _cli  # noqa: E402
 from localnorm.experiments import training  # noqa: E402
 from localnorm.experiments.torch_runner import TorchRunner  # noqa: E402
 
@@ -190,7 +190,7 @@ def test_baselines_only_and_resnet(tmp_path):
 _BACKEND_SCRIPT = r"""
 import json, sys
 from pathlib import Path
-from localnorm import _cli
+from localnorm.experiments import _cli
 out, args = Path(sys.argv[1]), sys.argv[2:]
 assert _cli.main(["robustness", "--out", str(out), *args]) == 0
 doc = json.loads((out / "results.json").read_text())

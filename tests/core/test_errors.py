@@ -284,7 +284,6 @@ def _sample_args():
         "sharded_groups": [(3, 4, "data")],
         "unknown_channels": [(-1, (None, None))],
         "cannot_convert": [("MyModel",)],
-        "bench_suite_missing": [("/site-packages/benchmarks",)],
         "bad_generator": [("abc",)],
         "bad_protocol_size": [("batch_size", 0), ("set_size", -1), ("chunk", 0)],
         "bad_seed": [("abc",)],

@@ -162,6 +162,11 @@ def test_package_tree_follows_pyproject_package_dir(tmp_path):
     assert (tmp_path / "localnorm" / "_core.py").resolve() == ROOT / "localnorm" / "_core.py"
     assert (tmp_path / "localnorm" / "torch" / "__init__.py").resolve() == (
         ROOT / "backends" / "torch" / "__init__.py")
+    # the rooms above the adapters, a nested mapped package included
+    assert (tmp_path / "localnorm" / "experiments" / "_cli.py").resolve() == (
+        ROOT / "experiments" / "_cli.py")
+    harness = Path("conformance", "harnesses", "torch_layers.py")
+    assert (tmp_path / "localnorm" / harness).resolve() == ROOT / harness
 
 
 def test_api_coverage_names_what_is_missing():
@@ -377,7 +382,7 @@ def test_benchmarks_are_rendered_from_bench_json(tmp_path):
     import json
 
     generated = _hook("generated")
-    report = pytest.importorskip("benchmarks._report")
+    report = pytest.importorskip("localnorm.benchmarks._report")
     (tmp_path / "results").mkdir()
     doc = {"schema": report.SCHEMA, "created": "2026-01-01", "quick": True, "settings": {},
            "machine": {}, "sections": []}

@@ -17,8 +17,8 @@ nnx = pytest.importorskip("flax.nnx")
 import jax.numpy as jnp  # noqa: E402
 
 import localnorm  # noqa: E402
-from conformance import tolerances  # noqa: E402
-from conformance.harness import Case  # noqa: E402
+from localnorm.conformance import tolerances  # noqa: E402
+from localnorm.conformance.harness import Case  # noqa: E402
 from localnorm.flax import LocalNorm  # noqa: E402
 from localnorm.flax import _functional as fn  # noqa: E402
 

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import _errors
+from localnorm import _errors
 
 __all__ = ["ImageData", "DATASETS", "CLASS_NAMES", "load", "stratified_split", "read_idx",
            "CIFAR10_VAL_FRACTION", "CIFAR10_SPLIT_SEED", "cifar10_jpeg_dir"]
@@ -479,7 +479,7 @@ def load(name: str, data_dir: str | Path | None = None, *, seed: int = 0,
         ``"cifar10"`` as JPEG files only: the test folder (``<class>/*.jpg``), instead of
         ``test/`` beside ``train/`` or the seeded validation split.
     """
-    from .. import _spec
+    from localnorm import _spec
 
     _spec.check_choice("dataset", name, DATASETS)
     if name == "digits":

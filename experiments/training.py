@@ -41,8 +41,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .. import _errors, _spec
-from ..protocols import chunks
+from localnorm import _errors, _spec
+from localnorm.protocols import chunks
 
 __all__ = ["Evaluation", "EVALUATIONS", "METHODS", "TrainLog", "Runner", "RUNNERS",
            "get_runner", "statistics_chunks", "epoch_batches"]

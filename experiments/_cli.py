@@ -1,4 +1,4 @@
-"""The ``localnorm`` command line (also ``python -m localnorm``).
+"""The ``localnorm`` command line (also ``python -m localnorm``, a launcher in the core).
 
 Subcommands live in their own modules and register themselves: a module listed in
 :data:`SUBCOMMANDS` exposes ``add_parser(subparsers)``, which adds its parser with
@@ -15,13 +15,14 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from ._errors import LocalNormError, file_error
+from localnorm._errors import LocalNormError, file_error
 
 #: Modules that provide a subcommand, in the order ``--help`` lists them.
 SUBCOMMANDS = (
     "localnorm.experiments.robustness",
     "localnorm.experiments.studies",
     "localnorm.experiments.bench",
+    "localnorm.experiments.conformance",
 )
 
 
@@ -37,7 +38,7 @@ def _load(name: str):
 def build_parser(modules: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The top-level parser with the subcommands of ``modules`` (default
     :data:`SUBCOMMANDS`) registered."""
-    from . import __version__
+    from localnorm import __version__
 
     parser = argparse.ArgumentParser(
         prog="localnorm",

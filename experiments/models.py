@@ -38,7 +38,7 @@ kind, not to the last digit.
 
 from __future__ import annotations
 
-from .. import _spec
+from localnorm import _spec
 
 __all__ = ["MODELS", "NORMS", "EPSILON", "BN_MOMENTUM", "INIT_SCALE", "MNISTNET_CONVS", "MNISTNET_DENSE",
            "RESNET_STAGES", "RESNET_BLOCKS", "BACKEND_MODELS", "VGG19_STAGES", "VGG_NARROW_DIVISOR",

@@ -55,8 +55,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import _errors, _spec
-from .. import noise as _noise
+from localnorm import _errors, _spec
+from localnorm import noise as _noise
 
 __all__ = ["PAPER_NOISES", "CORRUPTIONS", "CODE_NOISES", "NOISES", "DEFAULT_LEVELS", "corrupt", "check_level"]
 

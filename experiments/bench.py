@@ -1,11 +1,11 @@
 """``localnorm bench``: LocalNorm against each framework's native BatchNorm.
 
-Runs the benchmark suite of the source checkout's ``benchmarks/`` folder, one process per
+Runs the installed benchmark suite (:mod:`localnorm.benchmarks`), one process per
 section (``torch``, ``keras-tensorflow``, ``keras-jax``, ``keras-torch``, ``flax``: Keras
 fixes its backend per process), each within its own time budget, merges their results
 into ``bench.json`` and writes the results page ``bench.md`` from it. Every figure is a
 ratio measured in one run (interleaved repetitions, medians of paired ratios; see
-``benchmarks/_timing.py``), so the figures hold on a noisy machine. One command measures
+``localnorm.benchmarks._timing``), so the figures hold on a noisy machine. One command measures
 everything (every shape, layout, network, protocol and memory figure in every section);
 the results page of the docs is reproduced with ``localnorm bench --out-dir docs/results``
 (see ``benchmarks/README.md`` for its duration). ``--quick`` runs tiny shapes with few
@@ -65,20 +65,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def benchmarks_root():
-    """The source checkout holding ``benchmarks/`` (the suite is not part of the wheel)."""
-    from pathlib import Path
-
-    from .. import _errors
-
-    root = Path(__file__).resolve().parents[2]
-    if not (root / "benchmarks" / "__main__.py").is_file():
-        raise _errors.bench_suite_missing(str(root / "benchmarks"))
-    return root
-
-
 def _parse_list(name: str, text: str, choices: tuple) -> list[str]:
-    from .. import _spec
+    from localnorm import _spec
 
     items = [s.strip() for s in text.split(",") if s.strip()]
     for item in items:
@@ -86,7 +74,7 @@ def _parse_list(name: str, text: str, choices: tuple) -> list[str]:
     return items
 
 
-def run_section(root, name: str, out_file, *, quick: bool, device: str, kinds: list[str],
+def run_section(name: str, out_file, *, quick: bool, device: str, kinds: list[str],
                 timeout: float) -> dict:
     """Run one section in a fresh process and return its JSON (an "error" section when the
     process fails or times out)."""
@@ -96,15 +84,14 @@ def run_section(root, name: str, out_file, *, quick: bool, device: str, kinds: l
     import sys
 
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(root)] + [p for p in [env.get("PYTHONPATH")] if p])
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if name.startswith("keras-"):
         env["KERAS_BACKEND"] = name.split("-", 1)[1]
-    cmd = [sys.executable, "-m", "benchmarks", name, "--out", str(out_file),
+    cmd = [sys.executable, "-m", "localnorm.benchmarks", name, "--out", str(out_file),
            "--device", device, "--kinds", ",".join(kinds)] + (["--quick"] if quick else [])
     fail = None
     try:
-        proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True,
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
                               timeout=timeout)
         if proc.returncode != 0:
             fail = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
@@ -152,12 +139,9 @@ def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    root = benchmarks_root()
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    from benchmarks import _report
-    from benchmarks._cases import machine
-    from benchmarks._timing import FULL, NETWORK, QUICK
+    from localnorm.benchmarks import _report
+    from localnorm.benchmarks._cases import machine
+    from localnorm.benchmarks._timing import FULL, NETWORK, QUICK
 
     if args.markdown_only:
         src = Path(args.markdown_only)
@@ -212,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
             t0 = time.perf_counter()
             budget = args.timeout or (QUICK_BUDGET if args.quick else BUDGETS[name])
             print(f"bench: {name} (budget {budget:g} s) ...", file=sys.stderr, flush=True)
-            sec = run_section(root, name, Path(tmp) / f"{name}.json", quick=args.quick,
+            sec = run_section(name, Path(tmp) / f"{name}.json", quick=args.quick,
                               device=args.device, kinds=kinds, timeout=budget)
             sec["seconds"] = round(time.perf_counter() - t0, 1)
             sec["budget_s"] = budget

@@ -89,7 +89,7 @@ def add_parser(subparsers) -> None:
 
 
 def _check_groups(groups, batch_size: int) -> list[int]:
-    from .. import _errors
+    from localnorm import _errors
 
     ks = list(groups)
     if len(set(ks)) != len(ks):
@@ -109,7 +109,7 @@ def ablate_groups(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from .._cli import main as cli_main
+    from ._cli import main as cli_main
     from .corruptions import check_level
     from .report import atomic_write_text
 
@@ -157,7 +157,7 @@ def ablate_groups(args: argparse.Namespace) -> int:
 
 
 def _ablation_summary(runs: dict, levels: list[float]) -> dict:
-    from .. import _spec
+    from localnorm import _spec
 
     first = next(iter(runs.values()))
     cfg = first["config"]
@@ -202,7 +202,7 @@ def _ablation_markdown(s: dict) -> str:
 
 
 def _ablation_plot(path, s: dict) -> None:
-    from .. import _spec
+    from localnorm import _spec
     from .report import _pyplot, _save
 
     plt = _pyplot()
@@ -243,7 +243,7 @@ def summarize_seeds(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from .. import _errors
+    from localnorm import _errors
     from .report import atomic_write_text
 
     runs = []
@@ -270,7 +270,7 @@ _SAME = ("dataset", "model", "groups", "batch_size", "epochs", "lr", "vote", "li
 def seed_summary(runs: list[dict]) -> dict:
     """Mean, sample std and range over the runs (one per seed) of each evaluation's accuracy
     and AUROC, clean and under AGN, and of the LocalNorm/BatchNorm accuracy ratios."""
-    from .. import _errors
+    from localnorm import _errors
 
     cfgs = [r["config"] for r in runs]
     for key in _SAME:

@@ -1,4 +1,6 @@
-"""The robustness experiment behind ``localnorm robustness`` (paper, section 5.2).
+"""The robustness experiment behind ``localnorm robustness`` (paper, section 5.2), and the
+``localnorm`` command line (:mod:`~localnorm.experiments._cli`): the application room,
+above the core, the adapters, the benchmarks and the conformance suite.
 
 Modules: :mod:`~localnorm.experiments.datasets` (local image datasets, nothing downloaded),
 :mod:`~localnorm.experiments.corruptions` (the paper's noises and the standard ImageNet-C /

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import _errors
+from localnorm import _errors
 from . import models
 from .training import Runner, TrainLog, statistics_chunks
 

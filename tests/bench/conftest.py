@@ -1,8 +1,0 @@
-"""The benchmark suite lives in the checkout's ``benchmarks/`` folder, not in the package."""
-
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
