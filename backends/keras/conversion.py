@@ -5,8 +5,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from localnorm import _errors, _spec
+from localnorm import _spec
 
+from . import _errors as _keras_errors
 from .layers import LocalNormalization
 
 __all__ = ["convert_batchnorm"]
@@ -98,7 +99,7 @@ def convert_batchnorm(model, num_groups: int = 4, partition: str = "contiguous")
     if isinstance(model, keras.layers.BatchNormalization):
         return _from_batchnorm(model, num_groups, partition)
     if not (isinstance(model, keras.Sequential) or _is_functional(model)):
-        raise _errors.cannot_convert(type(model).__name__)
+        raise _keras_errors.cannot_convert(type(model).__name__)
 
     def clone(layer):
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -106,7 +107,7 @@ def convert_batchnorm(model, num_groups: int = 4, partition: str = "contiguous")
         if isinstance(layer, keras.Model) and not (
             isinstance(layer, keras.Sequential) or _is_functional(layer)
         ):
-            raise _errors.cannot_convert(type(layer).__name__)
+            raise _keras_errors.cannot_convert(type(layer).__name__)
         return _copy(layer)
 
     return keras.models.clone_model(model, clone_function=clone, recursive=True)

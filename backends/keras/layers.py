@@ -12,6 +12,7 @@ from keras import constraints, initializers, ops, regularizers
 
 from localnorm import _errors, _model, _spec
 
+from . import _errors as _keras_errors
 from . import _ops
 
 __all__ = ["LocalNormalization", "EVAL_MODES"]
@@ -20,7 +21,7 @@ __all__ = ["LocalNormalization", "EVAL_MODES"]
 #: running statistics, so the adapters' "running" mode is not among them.
 EVAL_MODES = _spec.MODES
 
-DIALECT = _errors.KERAS
+DIALECT = _keras_errors.KERAS
 
 #: For each layer, the models whose compiled step functions traced it. A layer's
 #: evaluation setting and partition are Python values baked into those traces, so a
@@ -300,7 +301,7 @@ class LocalNormalization(keras.layers.Layer):
         self._ndim = ndim
         channels = input_shape[self._axis]
         if channels is None:
-            raise _errors.unknown_channels(self.axis, tuple(input_shape))
+            raise _keras_errors.unknown_channels(self.axis, tuple(input_shape))
         shape = (self.num_groups, int(channels))
         if self.scale:
             self.gamma = self.add_weight(
@@ -347,7 +348,7 @@ class LocalNormalization(keras.layers.Layer):
 
     def call(self, inputs, training=None, mask=None):
         if mask is not None:
-            raise _errors.mask_unsupported(type(self).__name__)
+            raise _keras_errors.mask_unsupported(type(self).__name__)
         mode, group = ("batch", 0) if training else self._eval
         shape = tuple(inputs.shape)
         self._check_input(shape, inputs.dtype, mode)

@@ -69,7 +69,7 @@ def benchmarks_root():
     """The source checkout holding ``benchmarks/`` (the suite is not part of the wheel)."""
     from pathlib import Path
 
-    from .. import _errors
+    from . import _errors
 
     root = Path(__file__).resolve().parents[2]
     if not (root / "benchmarks" / "__main__.py").is_file():

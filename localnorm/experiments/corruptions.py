@@ -55,8 +55,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import _errors, _spec
+from .. import _spec
 from .. import noise as _noise
+from . import _errors
 
 __all__ = ["PAPER_NOISES", "CORRUPTIONS", "CODE_NOISES", "NOISES", "DEFAULT_LEVELS", "corrupt", "check_level"]
 
