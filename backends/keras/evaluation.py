@@ -12,7 +12,7 @@ import numpy as np
 from localnorm import _model
 from localnorm.protocols import Prediction
 
-from .layers import DIALECT, LocalNormalization, check_eval_setting
+from .layers import DIALECT, LocalNormalization, check_eval_setting, note_models
 from .layers import _EVAL_FUNCTIONS, _reset_functions
 
 __all__ = ["set_eval_mode", "eval_mode", "predict", "localnorm_layers"]
@@ -27,7 +27,16 @@ class _Keras(_model.Adapter):
     def modules(self, model):
         if not isinstance(model, keras.layers.Layer):
             return []
-        return list(model._flatten_layers(include_self=True, recursive=True))
+        found = list(model._flatten_layers(include_self=True, recursive=True))
+        # Keras's layer tracking names, for each model here, the LocalNorm layers it
+        # contains: a later change made through a layer itself (layer.set_eval_mode,
+        # layer.partition) then reaches these models' compiled functions too.
+        for sub in found:
+            if isinstance(sub, keras.Model):
+                for layer in sub._flatten_layers(include_self=False, recursive=True):
+                    if isinstance(layer, LocalNormalization):
+                        note_models(layer, [sub])
+        return found
 
     def setting(self, layer):
         return layer._eval
