@@ -14,7 +14,7 @@ from keras.src.backend.common import global_state
 from localnorm import _errors, _model, _spec
 
 from . import _errors as _keras_errors
-from . import _ops
+from . import _functional as fn
 
 __all__ = ["LocalNormalization", "EVAL_MODES"]
 
@@ -392,18 +392,18 @@ class LocalNormalization(keras.layers.Layer):
         shape = tuple(inputs.shape)
         self._check_input(shape, inputs.dtype, mode)
         note_models(self, _enclosing_models())
-        traced = _ops.is_traced(inputs)
+        traced = fn.is_traced(inputs)
         if traced:
             _note_stateless_trace(self)
         elif not training and self.check_finite and _model.layer_checks_enabled():
-            bad = _ops.count_non_finite(inputs)
+            bad = fn.count_non_finite(inputs)
             if bad:
                 raise _errors.not_finite("x", bad, int(np.prod(shape)), dialect=DIALECT)
         if not all(isinstance(d, int) for d in shape):
-            inputs = _ops.run_time_batch_check(inputs, self._axis, mode, self.num_groups, DIALECT)
+            inputs = fn.run_time_batch_check(inputs, self._axis, mode, self.num_groups, DIALECT)
         if isinstance(group, np.ndarray):
             group = ops.convert_to_tensor(group, "int32")
-        return _ops.local_norm(
+        return fn.local_norm(
             inputs, self.gamma, self.beta, num_groups=self.num_groups, axis=self._axis, mode=mode,
             group=group, partition=self.partition, eps=self.epsilon,
         )
