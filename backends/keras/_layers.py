@@ -73,8 +73,8 @@ def _note_stateless_trace(layer: keras.layers.Layer) -> None:
     scope = get_stateless_scope()
     ids = frozenset(scope.state_mapping) if scope is not None else frozenset()
     own = [w for w in (layer.gamma, layer.beta) if w is not None]
-    if not own or not all(id(w) in ids for w in own):
-        return  # not a model's stateless call (e.g. Keras's shape inference)
+    if not ids or not all(id(w) in ids for w in own):
+        return  # not a model's stateless call (e.g. Keras's shape inference: no variables)
     if any(_model_variable_ids(m) == ids for m in _MODELS_OF.get(layer, ())):
         return
     _UNKNOWN_TRACES.setdefault(layer, set()).add(ids)
