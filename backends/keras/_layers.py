@@ -200,9 +200,11 @@ class LocalNormalization(keras.layers.Layer):
     The evaluation setting and ``partition`` are Python values, baked into the functions
     that Keras traces and compiles (``model.predict``, ``evaluate``, ``fit``). Changing
     them through this layer or :func:`localnorm.keras.set_eval_mode` drops the compiled
-    functions of every model that traced the layer, so the next call re-traces. Functions
-    you compile yourself (``tf.function``, ``jax.jit``, ``model.export``) keep the
-    setting they were traced with.
+    functions of every model that traced the layer, so the next call re-traces (on JAX,
+    for a model never given to :mod:`localnorm.keras` and compiled by Keras alone, by
+    clearing JAX's caches of traced functions). Functions you compile yourself
+    (``tf.function``, ``jax.jit``, ``model.export``) keep the setting they were traced
+    with, unless that cache clearing makes a ``jax.jit`` re-trace.
 
     Input must be floating point (an integer input raises a ``TypeError``: cast it
     first). Where the batch size is unknown until run time (TensorFlow's retrace of
