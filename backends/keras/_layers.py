@@ -72,9 +72,11 @@ def _note_stateless_trace(layer: keras.layers.Layer) -> None:
         return  # the other backends' trainers call the model, which names it
     scope = get_stateless_scope()
     ids = frozenset(scope.state_mapping) if scope is not None else frozenset()
-    own = [w for w in (layer.gamma, layer.beta) if w is not None]
-    if not ids or not all(id(w) in ids for w in own):
+    own = frozenset(id(w) for w in (layer.gamma, layer.beta) if w is not None)
+    if not ids or not own <= ids:
         return  # not a model's stateless call (e.g. Keras's shape inference: no variables)
+    if ids == own:
+        return  # the layer's own stateless_call, compiled by hand (no Keras trainer)
     if any(_model_variable_ids(m) == ids for m in _MODELS_OF.get(layer, ())):
         return
     _UNKNOWN_TRACES.setdefault(layer, set()).add(ids)
