@@ -4,7 +4,6 @@ functional and the NumPy reference share the checks and are both held to them.""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
