@@ -15,7 +15,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from localnorm._errors import LocalNormError, file_error
+from localnorm._errors import LocalNormError
 
 #: Modules that provide a subcommand, in the order ``--help`` lists them.
 SUBCOMMANDS = (
@@ -89,6 +89,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"localnorm {args.command}: interrupted. {_resume_hint(args, argv)}",
               file=sys.stderr)
         return 130
+
+
+def file_error(exc: OSError) -> LocalNormError:
+    path = exc.filename if exc.filename is not None else "?"
+    reason = exc.strerror or type(exc).__name__
+    return LocalNormError(
+        f"Cannot access {str(path)!r}: {reason} ({type(exc).__name__}). Expected a path this "
+        f"user can read (data) or write (--out). Received: path={str(path)!r}. Fix: check "
+        "the path, its permissions and the free disk space, then run again (with --resume "
+        "to keep the cells already computed)."
+    )
 
 
 def _resume_hint(args: argparse.Namespace, argv: list[str]) -> str:

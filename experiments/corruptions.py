@@ -55,8 +55,9 @@ from typing import Any
 
 import numpy as np
 
-from localnorm import _errors, _spec
+from localnorm import _spec
 from localnorm import noise as _noise
+from . import _errors
 
 __all__ = ["PAPER_NOISES", "CORRUPTIONS", "CODE_NOISES", "NOISES", "DEFAULT_LEVELS", "corrupt", "check_level"]
 

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from localnorm import _errors
+from . import _errors
 
 __all__ = ["ImageData", "DATASETS", "CLASS_NAMES", "load", "stratified_split", "read_idx",
            "CIFAR10_VAL_FRACTION", "CIFAR10_SPLIT_SEED", "cifar10_jpeg_dir"]

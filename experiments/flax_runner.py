@@ -20,8 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from localnorm import _errors
-from . import models
+from . import _errors, models
 from .report import atomic_write_bytes
 from .training import Runner, TrainLog, epoch_batches, statistics_chunks
 

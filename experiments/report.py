@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from localnorm import _errors
+from . import _errors
 
 __all__ = ["ResultStore", "atomic_write_text", "atomic_write_bytes", "claims", "write_markdown",
            "write_plots", "write_confusion"]

@@ -63,7 +63,7 @@ def _number(option: str, kind: type, minimum: float, fix: str, *, strict: bool =
     option; nothing is ever replaced by a default."""
 
     def parse(text: str):
-        from localnorm import _errors
+        from . import _errors
 
         bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
         expected = f"{'an int' if kind is int else 'a finite number'} {bound}"
@@ -194,7 +194,7 @@ def parse_levels(spec: Sequence[str] | None, noises: Sequence[str]) -> dict[str,
 
     Level 0 (the clean images) is dropped: it is evaluated once, as noise ``"none"``.
     """
-    from localnorm import _errors
+    from . import _errors
     from .corruptions import DEFAULT_LEVELS, check_level
 
     levels = {n: list(DEFAULT_LEVELS[n]) for n in noises}
@@ -225,7 +225,7 @@ def parse_levels(spec: Sequence[str] | None, noises: Sequence[str]) -> dict[str,
 def confusion_cell(spec: str | None, levels: dict[str, list[float]]) -> tuple[str, float] | None:
     """The (noise, level) of the confusion-matrix figure from ``--confusion`` (see its
     help), checked against the noises and levels of this run; None for ``none``."""
-    from localnorm import _errors
+    from . import _errors
 
     if spec is None:
         if 1.0 in levels.get("agn", []):
@@ -290,7 +290,8 @@ def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from localnorm import _errors, _spec
+    from localnorm import _spec
+    from . import _errors
     from . import report, training
     from .datasets import load
 
@@ -339,7 +340,7 @@ def _writable_out(out):
     import os
     import tempfile
 
-    from localnorm import _errors
+    from . import _errors
 
     if out.exists() and not out.is_dir():
         raise _errors.out_not_writable(out, "it is an existing file, not a folder")
@@ -367,7 +368,7 @@ def _run_cells(args, runner, data, store, out, epochs, batch_size, k, noises, le
 
     from .uncertainty import summarize
 
-    from localnorm import _errors
+    from . import _errors
     from . import report, training
     from .corruptions import corrupt
 

@@ -89,7 +89,7 @@ def add_parser(subparsers) -> None:
 
 
 def _check_groups(groups, batch_size: int) -> list[int]:
-    from localnorm import _errors
+    from . import _errors
 
     ks = list(groups)
     if len(set(ks)) != len(ks):
@@ -243,7 +243,7 @@ def summarize_seeds(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from localnorm import _errors
+    from . import _errors
     from .report import atomic_write_text
 
     runs = []
@@ -270,7 +270,7 @@ _SAME = ("dataset", "model", "groups", "batch_size", "epochs", "lr", "vote", "li
 def seed_summary(runs: list[dict]) -> dict:
     """Mean, sample std and range over the runs (one per seed) of each evaluation's accuracy
     and AUROC, clean and under AGN, and of the LocalNorm/BatchNorm accuracy ratios."""
-    from localnorm import _errors
+    from . import _errors
 
     cfgs = [r["config"] for r in runs]
     for key in _SAME:

@@ -18,8 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from localnorm import _errors
-from . import models
+from . import _errors, models
 from .training import Runner, TrainLog, statistics_chunks
 
 __all__ = ["TorchRunner", "make_norm", "build_model"]

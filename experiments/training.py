@@ -41,8 +41,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from localnorm import _errors, _spec
+from localnorm import _spec
 from localnorm.protocols import chunks
+from . import _errors
 
 __all__ = ["Evaluation", "EVALUATIONS", "METHODS", "TrainLog", "Runner", "RUNNERS",
            "get_runner", "statistics_chunks", "epoch_batches"]

@@ -1,23 +1,32 @@
-"""Every error message localnorm raises, in one place.
+"""The shared template of localnorm's error messages, and the messages of the core's rules.
 
-Each builder returns an exception (the caller raises it) whose text says what is wrong,
-what was expected, ``Received: name=value``, and how to fix it. The core and all
-adapters (torch, keras, flax) raise through these builders, so one input error reads the
-same in every framework. Tests check the meaning (the values named, the remedy), not the
-exact wording.
+Every message localnorm raises says what is wrong, what was expected,
+``Received: name=value``, and how to fix it (``Fix: ...``); where it speaks of groups it
+says they are taken along the batch axis. Each message is built by a function that returns
+the exception (the caller raises it); :func:`template_problems` is the template as a check,
+run by the tests of every room over its builders. Tests check the meaning (the values
+named, the remedy), not the exact wording.
+
+Here live the messages of the core's own rules (groups, partitions, modes, eps, shapes,
+protocols, voting, noise) and of the model-level machinery all adapters share
+(:mod:`localnorm._model`). A :class:`Dialect` lets one core message speak the words of the
+framework that raised it. Each adapter keeps its dialect and its own messages in its
+``_errors`` module (``localnorm.torch._errors``, ...), and the robustness application keeps
+the CLI's in ``localnorm.experiments._errors``; nothing here knows an adapter.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import inspect
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 __all__ = [
     "LocalNormError",
 ]
-
-_GROUPS_ARE = "groups are taken along the batch axis (axis 0), not over channels as in GroupNorm"
 
 
 class LocalNormError(ValueError):
@@ -62,48 +71,38 @@ CORE = Dialect(
     finite_off="pass check_finite=False",
 )
 
-TORCH = Dialect(
-    eps="eps",
-    channels_fix="build the layer with num_features={received}",
-    rank_fix="add the missing batch/channel axes (a single image still needs a batch axis "
-    "of size 1), or use the class that matches the rank: LocalNorm1d for (N, C) and "
-    "(N, C, L), LocalNorm2d for (N, C, H, W), LocalNorm3d for (N, C, D, H, W), or LocalNorm "
-    "for any rank >= 2",
-    cast="`x.float()`",
-    batch_fix="`DataLoader(..., drop_last=True)`",
-    has_running=True,
-    finite_off="set `layer.check_finite = False` (or pass check_finite=False to predict)",
-)
 
-KERAS = Dialect(
-    eps="epsilon",
-    channels_fix="use a new LocalNormalization layer for inputs with {received} channels "
-    "(a layer fixes C when it is built), or pass the axis that holds the channels",
-    rank_fix="add the missing batch/channel axes (a single image still needs a batch axis "
-    "of size 1)",
-    cast="`keras.ops.cast(x, \"float32\")`",
-    batch_fix="`dataset.batch(batch_size, drop_remainder=True)`, or a batch_size that "
-    "divides the number of samples",
-    has_running=False,
-    finite_off="build the layer with check_finite=False (or pass check_finite=False to "
-    "predict)",
-)
-
-FLAX = Dialect(
-    eps="epsilon",
-    channels_fix="build the layer with num_features={received}",
-    rank_fix="add the missing batch/channel axes (a single image still needs a batch axis "
-    "of size 1)",
-    cast="`x.astype(jnp.float32)`",
-    batch_fix="drop the last, short batch of each epoch",
-    has_running=False,
-    finite_off="build the layer with check_finite=False (or pass check_finite=False to "
-    "predict)",
-)
-
-
-def _choices(values: Iterable[Any]) -> str:
+def listing(values: Iterable[Any]) -> str:
+    """``values`` as a message lists them: ``'a', 'b', 'c'``."""
     return ", ".join(repr(v) for v in values)
+
+
+def template_problems(message: str) -> list[str]:
+    """What ``message`` lacks of the template (an empty list when it follows it): the
+    values received, a remedy, no unformatted ``{placeholder}`` (a missing ``f``), and,
+    where it speaks of groups, which groups (along the batch axis, not GroupNorm's)."""
+    problems = []
+    if "Received:" not in message:
+        problems.append("no 'Received: name=value'")
+    if "Fix" not in message:
+        problems.append("no remedy ('Fix: ...')")
+    if re.search(r"\{[a-z_]", message):
+        problems.append("an unformatted {placeholder}")
+    if re.search(r"\bgroups?\b", message, re.IGNORECASE) and "batch axis" not in message:
+        problems.append("speaks of groups without saying they are along the batch axis")
+    return problems
+
+
+def builders(module: ModuleType) -> dict[str, Callable[..., Exception]]:
+    """The message builders defined in ``module`` (its public functions annotated to
+    return an exception, ``-> LocalNormError`` or ``-> TypeError``), by name: what a room's
+    tests run through :func:`template_problems`."""
+    return {
+        name: fn for name, fn in vars(module).items()
+        if inspect.isfunction(fn) and not name.startswith("_")
+        and fn.__module__ == module.__name__
+        and str(inspect.signature(fn).return_annotation).endswith("Error")
+    }
 
 
 def not_floating(dtype: Any, dialect: Dialect = CORE) -> TypeError:
@@ -133,7 +132,7 @@ def bad_axis(axis: int, ndim: int) -> LocalNormError:
 
 
 def bad_channels(received: int, expected: int, name: str = "num_features",
-                 dialect: Dialect = TORCH) -> LocalNormError:
+                 dialect: Dialect = CORE) -> LocalNormError:
     return LocalNormError(
         f"The channel axis of x has {received} channels but the layer's (K, C) parameters "
         f"(one row per group along the batch axis) were built for C={expected}. "
@@ -195,7 +194,7 @@ def bad_choice(name: str, value: Any, choices: Iterable[Any]) -> LocalNormError:
     meaning = _CHOICE_MEANING.get(name)
     what = f"{name} ({meaning})" if meaning else name
     return LocalNormError(
-        f"Unknown {what}. Expected one of {_choices(choices)}. Received: {name}={value!r}. "
+        f"Unknown {what}. Expected one of {listing(choices)}. Received: {name}={value!r}. "
         f"Fix: pass one of the listed values for {name}."
     )
 
@@ -358,15 +357,6 @@ def bad_protocol_inputs(protocol: str, batch: int, needed: int, what: str) -> Lo
     )
 
 
-def running_not_tracked() -> LocalNormError:
-    return LocalNormError(
-        "'running' evaluation uses running statistics per group along the batch axis, but "
-        "this layer does not track them. Received: mode='running', track_running_stats=False. Fix: build the "
-        "layer with track_running_stats=True and train it, or evaluate with 'batch', "
-        "'single' or 'set' mode."
-    )
-
-
 def bad_noise_level(name: str, value: Any, valid: str,
                     problem: str = "it is out of range") -> LocalNormError:
     return LocalNormError(
@@ -396,78 +386,8 @@ def inconsistent_layers(attribute: str, values: Iterable[Any]) -> LocalNormError
     return LocalNormError(
         f"The model's LocalNorm layers disagree on {attribute}, so a test-time protocol "
         f"cannot tile or vote over the groups along the batch axis consistently. Received: "
-        f"{attribute} in {{{_choices(sorted(set(values), key=repr))}}}. Fix: build every "
+        f"{attribute} in {{{listing(sorted(set(values), key=repr))}}}. Fix: build every "
         f"LocalNorm layer of the model with the same {attribute}."
-    )
-
-
-def not_distributed(where: str) -> LocalNormError:
-    return LocalNormError(
-        f"{where} needs the rank of this process, but torch.distributed is not initialized "
-        "and no rank was given. Received: rank=None. Fix: call "
-        "`torch.distributed.init_process_group(...)` first (torchrun does this setup for "
-        "you), or pass rank=... explicitly."
-    )
-
-
-# -- the robustness experiment (localnorm.experiments, `localnorm robustness`) ----------
-
-def dataset_files_missing(dataset: str, data_dir: Any, expected: str) -> LocalNormError:
-    return LocalNormError(
-        f"Could not find the files of dataset {dataset!r}; nothing is ever downloaded. "
-        f"Expected {expected}. Received: dataset={dataset!r}, "
-        f"data_dir={None if data_dir is None else str(data_dir)!r}. "
-        "Fix: pass --data-dir pointing at a folder with those files, or use "
-        "--dataset digits (embedded in scikit-learn, needs no files)."
-    )
-
-
-def bad_dataset_file(path: Any, problem: str, expected: str) -> LocalNormError:
-    return LocalNormError(
-        f"Cannot read {str(path)!r}: {problem}. Expected {expected}. "
-        f"Received: path={str(path)!r}. Fix: replace the file with an intact copy "
-        "(re-extract or re-copy it), or remove it from --data-dir."
-    )
-
-
-def bad_corruption_severity(name: str, severity: Any) -> LocalNormError:
-    return LocalNormError(
-        f"Corruption {name!r} has severities 1 to 5 (the ImageNet-C/CIFAR-10-C scale). "
-        f"Received: severity={severity!r}. Fix: pass an int in [1, 5] (--levels {name}=1,2,3)."
-    )
-
-
-def bad_levels(spec: Any, problem: str) -> LocalNormError:
-    return LocalNormError(
-        f"Cannot parse --levels: {problem}. Expected numbers applied to every selected noise "
-        f"(e.g. `--levels 0.5 1 2`) or per-noise lists (e.g. `--levels agn=0.5,1,2 "
-        f"gaussian_noise=1,3,5`). Received: levels={spec!r}. Fix: use one of those forms."
-    )
-
-
-def adapter_missing(method: str, backend: str, module: str) -> LocalNormError:
-    return LocalNormError(
-        f"Method {method!r} needs the LocalNorm layers of {module}, which this installation "
-        f"does not provide. Received: method={method!r}, backend={backend!r}. Fix: install "
-        f"localnorm with the [{backend}] extra, or leave {method!r} out of --methods."
-    )
-
-
-def resume_mismatch(path: Any, key: str, saved: Any, requested: Any) -> LocalNormError:
-    return LocalNormError(
-        f"--resume found results in {str(path)!r} from a run with other settings, so its cells "
-        f"are not comparable. Received: {key}={requested!r} (the saved run used "
-        f"{key}={saved!r}). Fix: resume with the same settings, or write to another --out "
-        "(or drop --resume to overwrite)."
-    )
-
-
-def too_few_for_groups(what: str, count: int, needed: int, num_groups: int) -> LocalNormError:
-    return LocalNormError(
-        f"The {what} holds {count} images but LocalNorm with {num_groups} groups along the "
-        f"batch axis needs at least {needed}. Received: {what}={count}, "
-        f"num_groups={num_groups}. Fix: use more images (--limit-train/--limit-test), a "
-        "larger --batch-size, or fewer --groups."
     )
 
 
@@ -489,46 +409,6 @@ def running_unsupported(where: str) -> LocalNormError:
     )
 
 
-def sharded_partition(partition: str) -> LocalNormError:
-    return LocalNormError(
-        "Group-per-device sharding (axis_name set) needs partition='contiguous': each "
-        "device's shard of the batch must hold whole groups along the batch axis, which "
-        f"only contiguous groups give. Received: partition={partition!r}. Fix: build the "
-        "layer with partition='contiguous', or run it unsharded."
-    )
-
-
-def sharded_groups(num_groups: int, devices: int, axis_name: str) -> LocalNormError:
-    return LocalNormError(
-        f"Group-per-device sharding over mesh axis {axis_name!r} gives each of its {devices} "
-        f"devices num_groups / {devices} whole groups along the batch axis, so num_groups "
-        f"must be a multiple of the axis size. Received: num_groups={num_groups}, "
-        f"axis_size={devices}. Fix: use num_groups = {devices} (one group per device) or a "
-        "multiple of it, or a mesh axis with fewer devices."
-    )
-
-
-def unknown_channels(axis: Any, shape: tuple) -> LocalNormError:
-    return LocalNormError(
-        "The channel axis of the input has an unknown size, so the (K, C) gamma/beta (one row "
-        "per group along the batch axis) cannot be created. "
-        f"Received: axis={axis!r}, input_shape={tuple(shape)}. "
-        "Fix: give the model an input shape whose channel axis is known, e.g. "
-        "`keras.Input(shape=(32, 32, 3))`, or pass the axis that holds the channels."
-    )
-
-
-def cannot_convert(kind: str) -> LocalNormError:
-    return LocalNormError(
-        "convert_batchnorm() rebuilds a model layer by layer, which needs a Sequential or "
-        f"functional model (nested ones included) or a single BatchNormalization layer. "
-        "(Each converted layer gets K groups along the batch axis.) "
-        f"Received: type(model)={kind}. Fix: for a subclassed model, build it with "
-        "LocalNormalization layers directly, or wrap its BatchNorm-using parts in a "
-        "functional model and convert that."
-    )
-
-
 def bad_generator(generator: Any) -> LocalNormError:
     return LocalNormError(
         "generator is the seedable source of the random groups (along the batch axis) "
@@ -537,93 +417,6 @@ def bad_generator(generator: Any) -> LocalNormError:
         "Fix: pass e.g. generator=0 or generator=jax.random.key(0)."
     )
 
-
-def mask_unsupported(where: str) -> LocalNormError:
-    return LocalNormError(
-        f"{where} computes its statistics over every element of each group along the batch "
-        "axis and cannot leave masked entries out. Received: a non-None mask. Fix: drop "
-        "the mask before this layer, or normalize masked sequences with another layer."
-    )
-
-
-# -- the robustness CLI: backends, --confusion, --device (localnorm.experiments) ---------
-
-def backend_not_installed(backend: str, module: str, extra: str) -> LocalNormError:
-    return LocalNormError(
-        f"--backend {backend} trains and evaluates the networks with {module}, which is not "
-        f"installed. Received: backend={backend!r}. Fix: pip install \"localnorm[{extra},"
-        "experiments]\", or choose an installed backend (--backend torch, keras or flax)."
-    )
-
-
-def bad_confusion(spec: Any, problem: str) -> LocalNormError:
-    return LocalNormError(
-        f"--confusion names the noise cell of the confusion-matrix figure, which must be "
-        f"evaluated in this run: {problem}. Received: confusion={spec!r}. Fix: pass "
-        "NOISE=LEVEL with a NOISE of --noises and a LEVEL of its --levels (e.g. "
-        "--confusion agn=1), or --confusion none for no figure."
-    )
-
-
-def device_unavailable(device: str, backend: str, available: Iterable[str]) -> LocalNormError:
-    return LocalNormError(
-        f"--backend {backend} has no device {device!r} here. Expected one of "
-        f"{_choices(available)}. Received: device={device!r}. Fix: pass --device auto (the "
-        f"framework's default device) or one of those; for a GPU, install the CUDA build of "
-        f"{backend}."
-    )
-
-
-# -- the CLI's hostile input: options, files, output folders (issue 16) ------------------
-
-def bad_option(option: str, value: Any, expected: str, fix: str) -> LocalNormError:
-    return LocalNormError(
-        f"{option} is not valid: it must be {expected}. Received: {option}={value!r}. "
-        f"Fix: {fix}."
-    )
-
-
-def out_not_writable(path: Any, problem: str) -> LocalNormError:
-    return LocalNormError(
-        f"--out {str(path)!r} cannot hold the results: {problem}. It was checked before any "
-        "training, so nothing was lost. Expected a folder this user can create and write. "
-        f"Received: out={str(path)!r}. Fix: pass --out naming a new or writable folder "
-        "(not an existing file)."
-    )
-
-
-def bad_results_file(path: Any, problem: str) -> LocalNormError:
-    return LocalNormError(
-        f"--resume cannot read the earlier results {str(path)!r}: {problem}. Expected the "
-        "results.json written by `localnorm robustness` (it is written atomically, so this "
-        f"file was changed by something else). Received: path={str(path)!r}. Fix: restore "
-        "the file, or move it away and run again (without --resume every cell is "
-        "recomputed), or write to another --out."
-    )
-
-
-def bad_checkpoint(path: Any, problem: str) -> LocalNormError:
-    return LocalNormError(
-        f"--resume cannot load the trained network {str(path)!r}: {problem}. Expected a "
-        "checkpoint written by `localnorm robustness` for the same settings (checkpoints "
-        f"are written atomically, so this file was damaged afterwards). Received: "
-        f"path={str(path)!r}. Fix: delete this checkpoint (the network is then retrained "
-        "from the same seed) and run again with --resume."
-    )
-
-
-def file_error(exc: OSError) -> LocalNormError:
-    path = exc.filename if exc.filename is not None else "?"
-    reason = exc.strerror or type(exc).__name__
-    return LocalNormError(
-        f"Cannot access {str(path)!r}: {reason} ({type(exc).__name__}). Expected a path this "
-        f"user can read (data) or write (--out). Received: path={str(path)!r}. Fix: check "
-        "the path, its permissions and the free disk space, then run again (with --resume "
-        "to keep the cells already computed)."
-    )
-
-
-# -- core: protocols and noise (localnorm.protocols, localnorm.noise) ----------------------
 
 _SIZE_MEANING = {
     "batch_size": "how many images one pass of a test-time protocol holds; for BATCH, the "
@@ -648,119 +441,4 @@ def bad_seed(seed: Any) -> LocalNormError:
         "numpy.random.SeedSequence or a numpy.random.Generator. "
         f"Received: seed={seed!r} (type {type(seed).__name__}). "
         "Fix: pass e.g. seed=0 or seed=np.random.default_rng(0)."
-    )
-
-
-# -- flax adapter (localnorm.flax) -------------------------------------------------------
-
-#: Linen layers infer C from the input when their variables are created, so a channel
-#: mismatch is fixed by new variables, not by a constructor argument.
-FLAX_LINEN = Dialect(
-    eps=FLAX.eps,
-    channels_fix="initialize variables for inputs with {received} channels "
-    "(`variables = layer.init(key, x)`; a Linen layer fixes C when its variables are "
-    "created)",
-    rank_fix=FLAX.rank_fix,
-    cast=FLAX.cast,
-    batch_fix=FLAX.batch_fix,
-    has_running=FLAX.has_running,
-    finite_off=FLAX.finite_off,
-)
-
-
-def bad_channel_axis(axis: Any) -> LocalNormError:
-    return LocalNormError(
-        "axis is the one channel axis of the input: a single int other than 0 (axis 0 is "
-        "the batch axis, along which the groups are taken); negative values count from the "
-        f"end. Received: axis={axis!r}. Fix: pass one int, e.g. axis=-1 for channels-last "
-        "input (Flax's layout) or axis=1 for channels-first."
-    )
-
-
-def unbound_axis_name(axis_name: str, where: str) -> LocalNormError:
-    return LocalNormError(
-        f"{where} was built with axis_name={axis_name!r} for group-per-device data "
-        "parallelism (each device's shard of the batch holds whole groups along the batch "
-        f"axis), but it is called where no mesh axis {axis_name!r} is bound, i.e. outside "
-        f"`jax.shard_map`. Received: axis_name={axis_name!r} with no bound mesh axis. Fix: "
-        "call the model inside `jax.shard_map(..., mesh=mesh, in_specs=..., out_specs=...)` "
-        f"over a mesh with axis {axis_name!r}; or, for single-device use, set "
-        "`layer.axis_name = None` (the same result on the whole batch) or evaluate with "
-        "`localnorm.flax.predict(model, x)`, which runs such layers on one device."
-    )
-
-
-def sharded_ragged(local_batch: int, local_groups: int, devices: int,
-                   axis_name: str) -> LocalNormError:
-    return LocalNormError(
-        f"Group-per-device sharding over mesh axis {axis_name!r} gives each of its {devices} "
-        f"devices {local_groups} whole group(s) along the batch axis, so each device's shard "
-        f"of the batch must split into {local_groups} equal groups; otherwise the groups "
-        "would differ from the single-device layer's on the whole batch. Received: local "
-        f"x.shape[0]={local_batch} (global batch {local_batch * devices}), "
-        f"{local_groups} group(s) per device. Fix: use a global batch that is a multiple "
-        f"of num_groups={local_groups * devices} (drop the last, short batch of each epoch)."
-    )
-
-
-def sharded_group_array(length: int, local_batch: int, devices: int,
-                        axis_name: str) -> LocalNormError:
-    return LocalNormError(
-        "A per-sample group array (one group along the batch axis per sample) used inside "
-        f"`jax.shard_map` over mesh axis {axis_name!r} must have one entry per sample of "
-        f"the local shard ({local_batch}) or of the global batch ({local_batch * devices}, "
-        f"sliced per device). Received: len(group)={length}, local x.shape[0]={local_batch}, "
-        f"axis_size={devices}. Fix: pass a group array of length {local_batch * devices} "
-        "for the global batch, or an int group."
-    )
-
-
-# -- torch adapter (localnorm.torch) -------------------------------------------------------
-
-def lazy_batchnorm(kind: str) -> LocalNormError:
-    return LocalNormError(
-        f"convert_batchnorm() found an uninitialized {kind}: its number of channels is only "
-        "known after its first forward pass, so the (K, C) weight/bias of the LocalNorm "
-        "that replaces it (one row per group along the batch axis) cannot be built yet. "
-        f"Received: an {kind} with uninitialized parameters. Fix: run one forward pass "
-        "first (e.g. `model(example_batch)`), then call convert_batchnorm(model, ...)."
-    )
-
-
-# -- experiments: CIFAR-10 networks, studies ------------------------------------------------
-
-def image_too_small(model: str, shape: tuple, minimum: int) -> LocalNormError:
-    return LocalNormError(
-        f"--model {model} halves the image size five times (a 2x2 max-pool after each of "
-        f"its five stages), so it needs images of at least {minimum}x{minimum} pixels. "
-        f"Received: model={model!r}, image shape (C, H, W)={tuple(shape)}. Fix: use "
-        "--model resnet or mnistnet for smaller images, or --dataset folder --image-size 32."
-    )
-
-
-def model_not_in_backend(model: str, backend: str, available: Iterable[str]) -> LocalNormError:
-    return LocalNormError(
-        f"The {backend} backend of the robustness experiment does not build --model {model}. "
-        f"Expected one of {_choices(available)}. Received: model={model!r}, "
-        f"backend={backend!r}. Fix: pass --backend torch for {model}, or choose one of "
-        "those models."
-    )
-
-
-def bad_group_list(groups: Any, batch_size: int, problem: str) -> LocalNormError:
-    return LocalNormError(
-        f"The groups ablation trains one network per K (groups along the batch axis, each "
-        f"of batch_size // K images), but {problem}. Expected distinct integers K >= 1 "
-        f"that divide the training batch {batch_size} into groups of at least 2 images. "
-        f"Received: groups={groups}, batch_size={batch_size}. Fix: drop those K, or pass "
-        "a --batch-size that is a multiple of twice the largest K."
-    )
-
-
-def seed_runs_differ(key: str, values: list) -> LocalNormError:
-    return LocalNormError(
-        f"summarize-seeds averages runs that differ only in --seed, but the runs given differ "
-        f"in {key}, so their spread would not be the spread over seeds. Received: "
-        f"{key}={values} (one per run, in order). Fix: pass only the run folders made with "
-        "the same settings apart from --seed."
     )

@@ -9,12 +9,12 @@ evaluation: :func:`set_eval_mode`, :func:`eval_mode`, :func:`predict`;
 """
 
 from . import linen as linen
-from ._eval import convert_batchnorm as convert_batchnorm
-from ._eval import eval_mode as eval_mode
-from ._eval import localnorm_layers as localnorm_layers
-from ._eval import predict as predict
-from ._eval import set_eval_mode as set_eval_mode
-from ._nnx import LocalNorm as LocalNorm
+from ._layers import LocalNorm as LocalNorm
+from ._model import convert_batchnorm as convert_batchnorm
+from ._model import eval_mode as eval_mode
+from ._model import localnorm_layers as localnorm_layers
+from ._model import predict as predict
+from ._model import set_eval_mode as set_eval_mode
 
 __all__ = [
     "LocalNorm",

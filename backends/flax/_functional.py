@@ -4,8 +4,8 @@ share, the sharding rules, and the autodiff glue around the core's math.
 It adapts the layers' options (Flax's ``dtype``, ``use_scale``/``use_bias``, a
 group-per-device ``axis_name``) to the math of :func:`localnorm.local_norm`
 (``docs/spec.md``). Every input error is raised here first, in Flax's words
-(``_errors.FLAX``: ``epsilon=``, ``x.astype``), from static shapes only, so nothing here
-stalls a jitted program.
+(the dialect ``FLAX`` of this adapter's ``_errors``: ``epsilon=``, ``x.astype``), from
+static shapes only, so nothing here stalls a jitted program.
 
 The math itself is the core's (``localnorm/_agnostic.py``), run with ``jax.numpy`` as the
 array namespace (what ``array_api_compat.array_namespace`` returns for JAX arrays and
@@ -35,12 +35,14 @@ import numpy as np
 
 from localnorm import _agnostic, _errors, _spec
 
+from . import _errors as _flax_errors
+
 #: Layer modes of the Flax layers: the core's modes. There is no "running" mode, since
 #: the layers keep no running statistics.
 MODES = _spec.MODES
 
 #: How the Flax layers word their errors (argument names, casts, remedies).
-DIALECT = _errors.FLAX
+DIALECT = _flax_errors.FLAX
 
 
 def check_mode(mode: Any, where: str) -> str:
@@ -65,13 +67,13 @@ def check_axis(axis: Any) -> int:
     if isinstance(axis, (tuple, list)) and len(axis) == 1:
         axis = axis[0]
     if isinstance(axis, bool):
-        raise _errors.bad_channel_axis(axis)
+        raise _flax_errors.bad_channel_axis(axis)
     try:
         value = operator.index(axis)
     except TypeError:
-        raise _errors.bad_channel_axis(axis) from None
+        raise _flax_errors.bad_channel_axis(axis) from None
     if value == 0:
-        raise _errors.bad_channel_axis(axis)
+        raise _flax_errors.bad_channel_axis(axis)
     return value
 
 
@@ -115,7 +117,7 @@ def check_params(params: dict[str, Any], num_groups: int, num_features: int, *,
             raise _errors.bad_param_shape(name, shape, str(expected))
         if channels_name is not None and shape[1] != num_features:
             raise _errors.bad_channels(num_features, shape[1], channels_name.format(name=name),
-                                       dialect=_errors.FLAX_LINEN)
+                                       dialect=_flax_errors.FLAX_LINEN)
         if shape != expected:
             raise _errors.checkpoint_mismatch(name, shape, expected)
 
@@ -124,7 +126,7 @@ def _axis_size(axis_name: str, where: str) -> int:
     try:
         return int(jax.lax.axis_size(axis_name))
     except NameError:
-        raise _errors.unbound_axis_name(axis_name, where) from None
+        raise _flax_errors.unbound_axis_name(axis_name, where) from None
 
 
 def _is_concrete(x) -> bool:
@@ -221,12 +223,12 @@ def _shard_rows(scale, bias, local_batch: int, num_groups: int, devices: int,
     after checking (at trace time, from static shapes) that the shard holds whole groups
     laid out as on one device."""
     if partition != "contiguous":
-        raise _errors.sharded_partition(partition)
+        raise _flax_errors.sharded_partition(partition)
     if num_groups % devices:
-        raise _errors.sharded_groups(num_groups, devices, axis_name)
+        raise _flax_errors.sharded_groups(num_groups, devices, axis_name)
     local = num_groups // devices
     if local_batch % local:
-        raise _errors.sharded_ragged(local_batch, local, devices, axis_name)
+        raise _flax_errors.sharded_ragged(local_batch, local, devices, axis_name)
     start = jax.lax.axis_index(axis_name) * local
     return (jax.lax.dynamic_slice_in_dim(scale, start, local, axis=0),
             jax.lax.dynamic_slice_in_dim(bias, start, local, axis=0))
@@ -239,7 +241,7 @@ def _local_groups(group, local_batch: int, devices: int, axis_name: str | None):
     if axis_name is None or length == local_batch:
         return group  # the core checks the length against x
     if length != local_batch * devices:
-        raise _errors.sharded_group_array(length, local_batch, devices, axis_name)
+        raise _flax_errors.sharded_group_array(length, local_batch, devices, axis_name)
     start = jax.lax.axis_index(axis_name) * local_batch
     return jax.lax.dynamic_slice_in_dim(group, start, local_batch, axis=0)
 

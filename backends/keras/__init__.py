@@ -7,12 +7,12 @@
 BatchNormalization model into a LocalNorm one. Guide: ``docs/guides/keras.md``.
 """
 
-from .conversion import convert_batchnorm as convert_batchnorm
-from .evaluation import eval_mode as eval_mode
-from .evaluation import localnorm_layers as localnorm_layers
-from .evaluation import predict as predict
-from .evaluation import set_eval_mode as set_eval_mode
-from .layers import LocalNormalization as LocalNormalization
+from ._layers import LocalNormalization as LocalNormalization
+from ._model import convert_batchnorm as convert_batchnorm
+from ._model import eval_mode as eval_mode
+from ._model import localnorm_layers as localnorm_layers
+from ._model import predict as predict
+from ._model import set_eval_mode as set_eval_mode
 
 __all__ = [
     "LocalNormalization",

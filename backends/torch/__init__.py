@@ -8,13 +8,13 @@ conversion (:func:`convert_batchnorm`) and group-per-rank distributed training
 (:func:`set_group_per_rank`). Guide: ``docs/guides/torch.md``.
 """
 
-from ._api import convert_batchnorm as convert_batchnorm
-from ._api import eval_mode as eval_mode
-from ._api import local_norm_layers as local_norm_layers
-from ._api import localnorm_layers as localnorm_layers
-from ._api import predict as predict
-from ._api import set_eval_mode as set_eval_mode
-from ._api import set_group_per_rank as set_group_per_rank
+from ._model import convert_batchnorm as convert_batchnorm
+from ._model import eval_mode as eval_mode
+from ._model import local_norm_layers as local_norm_layers
+from ._model import localnorm_layers as localnorm_layers
+from ._model import predict as predict
+from ._model import set_eval_mode as set_eval_mode
+from ._model import set_group_per_rank as set_group_per_rank
 from ._layers import EVAL_MODES as EVAL_MODES
 from ._layers import LocalNorm as LocalNorm
 from ._layers import LocalNorm1d as LocalNorm1d

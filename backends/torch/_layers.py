@@ -14,6 +14,7 @@ from torch import nn
 
 from localnorm import _errors, _model, _spec
 
+from . import _errors as _torch_errors
 from . import _functional as fn
 
 __all__ = ["LocalNorm", "LocalNorm1d", "LocalNorm2d", "LocalNorm3d", "EVAL_MODES"]
@@ -21,7 +22,7 @@ __all__ = ["LocalNorm", "LocalNorm1d", "LocalNorm2d", "LocalNorm3d", "EVAL_MODES
 #: Layer modes accepted in evaluation ("running" only where running statistics are tracked).
 EVAL_MODES = _spec.MODES + (_spec.RUNNING,)
 
-_DIALECT = _errors.TORCH
+_DIALECT = _torch_errors.TORCH
 
 
 def draw_groups(num_groups: int, size: tuple, device: torch.device,
@@ -233,7 +234,7 @@ class _LocalNorm(nn.Module):
         """
         _spec.check_choice("mode", mode, EVAL_MODES)
         if mode == _spec.RUNNING and not self.track_running_stats:
-            raise _errors.running_not_tracked()
+            raise _torch_errors.running_not_tracked()
         group = _check_group(group, self.num_groups, mode)
         self.mode = mode
         self.group = group

@@ -373,7 +373,7 @@ def test_nnx_state_round_trip_with_the_same_shape():
 def test_docstring_examples_run():
     import doctest
 
-    from localnorm.flax import _nnx
+    from localnorm.flax import _layers as _nnx
 
     for module in (_nnx, ll):
         result = doctest.testmod(module)

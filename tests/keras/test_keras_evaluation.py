@@ -233,3 +233,43 @@ def test_errors_name_the_problem(rng):
     with pytest.raises(localnorm.LocalNormError, match="group=3"):
         set_eval_mode(mixed, "set", 3)  # valid for the second layer, not the first
     assert [ln.mode for ln in localnorm_layers(mixed)] == ["batch", "batch"]
+
+
+def _functional_nested():
+    """The same network as :func:`_nested` with a functional outer model, built from the
+    symbolic outputs of the already built inner model (no Sequential build around it)."""
+    outer, inner, ln = _nested()
+    x = keras.Input((3, 3, 2))
+    y = keras.layers.Dense(5, name="head2")(keras.layers.Flatten()(inner(x)))
+    return keras.Model(x, y, name="functional_outer"), inner, ln
+
+
+@pytest.mark.parametrize("build", [_nested, _functional_nested])
+def test_a_layer_change_reaches_a_compiled_predict_of_a_model_passed_before(build, rng):
+    """A model given to any localnorm.keras function is known to hold its layers: a
+    later change through the layer itself drops its compiled functions (on every
+    backend, also where Keras's trainer names no model while it traces)."""
+    outer, inner, ln = build()
+    localnorm_layers(outer)
+    x = rng.normal(size=(8, 3, 3, 2)).astype("float32")
+    before = outer.predict(x, verbose=0)
+    ln.set_eval_mode("set", 2)
+    after = outer.predict(x, verbose=0)
+    assert not np.allclose(after, before, atol=1e-3)
+    np.testing.assert_allclose(after, _eager(outer, x), atol=1e-5)
+
+
+def test_a_layer_change_reaches_a_functional_model_compiled_by_keras_alone(rng):
+    """A functional model that localnorm.keras never saw, compiled by ``predict`` alone
+    (on JAX, Keras's trainer names no model while it traces), after a change made on the
+    inner model and then on the layer itself."""
+    outer, inner, ln = _functional_nested()
+    x = rng.normal(size=(8, 3, 3, 2)).astype("float32")
+    before = outer.predict(x, verbose=0)
+    set_eval_mode(inner, "set", 2)
+    after = outer.predict(x, verbose=0)
+    assert not np.allclose(after, before, atol=1e-3)
+    ln.set_eval_mode("single", 1)
+    again = outer.predict(x, verbose=0)
+    assert not np.allclose(again, after, atol=1e-3)
+    np.testing.assert_allclose(again, _eager(outer, x), atol=1e-5)

@@ -1,6 +1,6 @@
 """The layer's closed-form derivative against the backend's own autodiff.
 
-``_ops.local_norm`` (what the layer calls) gives ``"batch"`` mode the core's closed-form
+``_functional.local_norm`` (what the layer calls) gives ``"batch"`` mode the core's closed-form
 derivative per group along the batch axis (``keras.ops.custom_gradient`` on TensorFlow
 and JAX, a ``torch.autograd.Function`` on eager PyTorch). ``plain`` is the core's same
 forward pass on the same namespace, differentiated by the backend. Both must agree on the
@@ -19,7 +19,7 @@ keras = pytest.importorskip("keras")
 
 from keras_helpers import BACKEND  # noqa: E402
 from localnorm import _agnostic  # noqa: E402
-from localnorm.keras import _ops  # noqa: E402
+from localnorm.keras import _functional  # noqa: E402
 
 #: (x shape, channel axis, K): channels_last and channels_first images, sequences,
 #: volumes, dense features, a channel axis in the middle.
@@ -39,13 +39,13 @@ def _kwargs(axis, k, partition, mode="batch", group=0):
 
 
 def fast(x, g, b, **kw):
-    return _ops.local_norm(x, g, b, **kw)
+    return _functional.local_norm(x, g, b, **kw)
 
 
 def plain(x, g, b, *, mode, group, **kw):
     assert mode == "batch"
     t = keras.ops.convert_to_tensor
-    return _agnostic.batch_forward(_ops.namespace(), t(x), t(g), t(b), **kw)[0]
+    return _agnostic.batch_forward(_functional.namespace(), t(x), t(g), t(b), **kw)[0]
 
 
 def _derivatives(fn, x, g, b, w):
@@ -109,7 +109,7 @@ def test_batch_mode_fast_path_matches_plain_autodiff(shape, axis, k, partition):
         import torch
 
         xt = torch.tensor(x)
-        assert not _ops.is_traced(xt)
+        assert not _functional.is_traced(xt)
         assert fast(xt, torch.tensor(g), torch.tensor(b), **kw).is_contiguous()
     got = _derivatives(lambda *a: fast(*a, **kw), x, g, b, w)
     want = _derivatives(lambda *a: plain(*a, **kw), x, g, b, w)

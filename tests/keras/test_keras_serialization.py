@@ -162,3 +162,14 @@ def test_export_keeps_the_batch_size_open_and_refuses_a_too_small_batch(tmp_path
         var = one.var(axis=(0, 1, 2), keepdims=True)
         want = (one - mean) / np.sqrt(var + 1e-5)  # gamma 1, beta 0 (the initializers)
         np.testing.assert_allclose(serve(x[:1]), want, atol=1e-4)
+
+
+def test_a_file_saved_before_the_modules_were_renamed_still_loads():
+    """Files saved by earlier versions name the layer's module ``localnorm.keras.layers``
+    (now ``localnorm.keras._layers``); Keras finds the class by its registered name."""
+    config = keras.saving.serialize_keras_object(LocalNormalization(num_groups=3, mode="set"))
+    assert config["registered_name"] == "localnorm>LocalNormalization"
+    config["module"] = "localnorm.keras.layers"
+    layer = keras.saving.deserialize_keras_object(config)
+    assert isinstance(layer, LocalNormalization)
+    assert (layer.num_groups, layer.mode) == (3, "set")

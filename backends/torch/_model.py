@@ -14,6 +14,7 @@ from torch import nn
 from localnorm import _errors, _model, _spec
 from localnorm.protocols import Prediction
 
+from . import _errors as _torch_errors
 from ._layers import _DIALECT, EVAL_MODES, GroupDraw, LocalNorm, LocalNorm1d, LocalNorm2d
 from ._layers import LocalNorm3d, _check_group, _count_non_finite, _LocalNorm
 
@@ -43,7 +44,7 @@ class _Torch(_model.Adapter):
     def check(self, layer, mode, group):
         _spec.check_choice("mode", mode, EVAL_MODES)
         if mode == _spec.RUNNING and not layer.track_running_stats:
-            raise _errors.running_not_tracked()
+            raise _torch_errors.running_not_tracked()
         return mode, _check_group(group, layer.num_groups, mode), None, None
 
     def assign(self, layer, setting, temporary=False):
@@ -296,7 +297,7 @@ _CONVERSIONS = (
 
 def _local_norm_class(bn: nn.Module) -> type[_LocalNorm] | None:
     if isinstance(bn, nn.modules.batchnorm._LazyNormBase) and bn.has_uninitialized_params():
-        raise _errors.lazy_batchnorm(type(bn).__name__)
+        raise _torch_errors.lazy_batchnorm(type(bn).__name__)
     for bn_cls, ln_cls in _CONVERSIONS:
         if isinstance(bn, bn_cls):
             return ln_cls
@@ -399,7 +400,7 @@ def set_group_per_rank(
     layers = _layers_or_raise(model, "set_group_per_rank")
     if enabled and rank is None:
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-            raise _errors.not_distributed("set_group_per_rank")
+            raise _torch_errors.not_distributed("set_group_per_rank")
         rank = torch.distributed.get_rank()
     for layer in layers:
         layer.rank_group = int(rank) % layer.num_groups if enabled else None

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import sys
 import weakref
 from typing import Any
 
 import keras
 import numpy as np
 from keras import constraints, initializers, ops, regularizers
+from keras.src.backend import get_stateless_scope
+from keras.src.backend.common import global_state
 
 from localnorm import _errors, _model, _spec
 
-from . import _ops
+from . import _errors as _keras_errors
+from . import _functional as fn
 
 __all__ = ["LocalNormalization", "EVAL_MODES"]
 
@@ -20,38 +22,75 @@ __all__ = ["LocalNormalization", "EVAL_MODES"]
 #: running statistics, so the adapters' "running" mode is not among them.
 EVAL_MODES = _spec.MODES
 
-DIALECT = _errors.KERAS
+DIALECT = _keras_errors.KERAS
 
-#: For each layer, the models whose compiled step functions traced it. A layer's
-#: evaluation setting and partition are Python values baked into those traces, so a
-#: change must drop them (see ``_invalidate_traces``). Weak on both sides: neither the
+#: For each layer, the Keras models known to contain it, whose compiled step functions
+#: (``predict_function``, ``test_function``, ``train_function``) may have traced it. A
+#: layer's evaluation setting and partition are Python values baked into those traces, so
+#: a change must drop them (see ``_invalidate_traces``). Weak on both sides: neither the
 #: layer nor the models are kept alive by the registry.
-_TRACED_BY: "weakref.WeakKeyDictionary[keras.layers.Layer, weakref.WeakSet]" = (
+_MODELS_OF: "weakref.WeakKeyDictionary[keras.layers.Layer, weakref.WeakSet]" = (
     weakref.WeakKeyDictionary())
 
 _EVAL_FUNCTIONS = ("predict_function", "test_function")
 _ALL_FUNCTIONS = _EVAL_FUNCTIONS + ("train_function",)
 
 
-def _models_on_the_stack() -> list:
-    """The ``keras.Model`` objects whose methods are running now (the caller's frames).
+def _enclosing_models() -> list:
+    """The ``keras.Model`` objects whose call or build is running now, outermost first,
+    as Keras itself records them: every ``Layer.__call__`` and ``build`` opens a Keras name
+    scope whose ``caller`` is that layer (``keras.src.backend.common.name_scope``).
 
-    Called while a layer is traced, this names the models whose compiled function is
-    being built: Keras's trainers trace ``model.predict_step``/``test_step``/
-    ``train_step`` and, through them, ``model.__call__`` or (on JAX)
-    ``model.stateless_call``, and nested models' ``call``. Keras gives a layer no link to
-    the models that contain it, and on JAX the trainer calls ``Model.call`` directly, so
-    Keras's own call context does not name the outer model either; the stack does, on
-    every backend. Only done at trace time, never on an eager call.
+    On the TensorFlow and PyTorch backends Keras's trainers call the model
+    (``model(x)``), so while a compiled function traces the layer this names every model
+    around it. On JAX the trainers call ``model.stateless_call``, which opens no scope:
+    there a model is known once it is built around the layer, called, fitted or given to
+    a function of :mod:`localnorm.keras` (``note_models``), and the traces of models
+    not known are handled through JAX's caches (``_note_stateless_trace``).
     """
-    found = []
-    frame = sys._getframe(2)
-    while frame is not None:
-        obj = frame.f_locals.get("self")
-        if isinstance(obj, keras.Model) and obj not in found:
-            found.append(obj)
-        frame = frame.f_back
-    return found
+    stack = global_state.get_global_attribute("name_scope_stack") or ()
+    return [scope.caller for scope in stack if isinstance(scope.caller, keras.Model)]
+
+
+#: For each layer, the variables (as a frozenset of ids) of each model that traced it on
+#: JAX without being known to hold it (see ``_note_stateless_trace``).
+_UNKNOWN_TRACES: "weakref.WeakKeyDictionary[keras.layers.Layer, set]" = (
+    weakref.WeakKeyDictionary())
+
+
+def _model_variable_ids(model) -> frozenset:
+    return frozenset(id(v) for v in model.trainable_variables + model.non_trainable_variables)
+
+
+def _note_stateless_trace(layer: keras.layers.Layer) -> None:
+    """On JAX, Keras's trainers trace a model through ``model.stateless_call``: inside a
+    ``keras.StatelessScope`` that holds exactly that model's variables, and naming no
+    model. Remember those variables unless a model known to hold the layer has them: a
+    later change then clears JAX's caches of traced functions (see
+    ``_invalidate_traces``)."""
+    if keras.backend.backend() != "jax":
+        return  # the other backends' trainers call the model, which names it
+    scope = get_stateless_scope()
+    ids = frozenset(scope.state_mapping) if scope is not None else frozenset()
+    own = frozenset(id(w) for w in (layer.gamma, layer.beta) if w is not None)
+    if not ids or not own <= ids:
+        return  # not a model's stateless call (e.g. Keras's shape inference: no variables)
+    if ids == own:
+        return  # the layer's own stateless_call, compiled by hand (no Keras trainer)
+    if any(_model_variable_ids(m) == ids for m in _MODELS_OF.get(layer, ())):
+        return
+    _UNKNOWN_TRACES.setdefault(layer, set()).add(ids)
+
+
+def note_models(layer: keras.layers.Layer, models) -> None:
+    """Record that ``models`` contain ``layer``: a later change of its setting drops their
+    compiled functions."""
+    models = [m for m in models if m is not layer]
+    if models:
+        known = _MODELS_OF.get(layer)
+        if known is None:
+            known = _MODELS_OF[layer] = weakref.WeakSet()
+        known.update(models)
 
 
 def _same_setting(a: tuple[str, Any], b: tuple[str, Any]) -> bool:
@@ -163,9 +202,11 @@ class LocalNormalization(keras.layers.Layer):
     The evaluation setting and ``partition`` are Python values, baked into the functions
     that Keras traces and compiles (``model.predict``, ``evaluate``, ``fit``). Changing
     them through this layer or :func:`localnorm.keras.set_eval_mode` drops the compiled
-    functions of every model that traced the layer, so the next call re-traces. Functions
-    you compile yourself (``tf.function``, ``jax.jit``, ``model.export``) keep the
-    setting they were traced with.
+    functions of every model that traced the layer, so the next call re-traces (on JAX,
+    for a model never given to :mod:`localnorm.keras` and compiled by Keras alone, by
+    clearing JAX's caches of traced functions). Functions you compile yourself
+    (``tf.function``, ``jax.jit``, ``model.export``) keep the setting they were traced
+    with, unless that cache clearing makes a ``jax.jit`` re-trace.
 
     Input must be floating point (an integer input raises a ``TypeError``: cast it
     first). Where the batch size is unknown until run time (TensorFlow's retrace of
@@ -276,23 +317,26 @@ class LocalNormalization(keras.layers.Layer):
         if invalidate and not _same_setting(old, setting):
             self._invalidate_traces(_EVAL_FUNCTIONS)
 
-    def _register_trace(self) -> None:
-        models = _models_on_the_stack()
-        if models:
-            traced = _TRACED_BY.get(self)
-            if traced is None:
-                traced = _TRACED_BY[self] = weakref.WeakSet()
-            traced.update(models)
-
     def _invalidate_traces(self, names: tuple[str, ...]) -> None:
         # The models stay registered: a partition change later must still reach a
         # train_function that an evaluation change left in place.
-        for model in list(_TRACED_BY.get(self, ())):
+        known = list(_MODELS_OF.get(self, ()))
+        for model in known:
             _reset_functions(model, names)
+        unknown = _UNKNOWN_TRACES.pop(self, set())
+        unknown -= {_model_variable_ids(m) for m in known}  # models made known since
+        if unknown:
+            # A model not known to hold the layer traced it on JAX, where Keras's trainers
+            # name no model (``_note_stateless_trace``). JAX's own API drops its traces:
+            # every jitted function, that model's included, re-traces at its next call.
+            import jax
+
+            jax.clear_caches()
 
     # -- Keras layer API -----------------------------------------------------------------
 
     def build(self, input_shape):
+        note_models(self, _enclosing_models())  # e.g. a Sequential built around the layer
         ndim = len(input_shape)
         if ndim < 2:
             raise _errors.bad_rank(ndim, ">= 2", where=type(self).__name__, dialect=DIALECT)
@@ -300,7 +344,7 @@ class LocalNormalization(keras.layers.Layer):
         self._ndim = ndim
         channels = input_shape[self._axis]
         if channels is None:
-            raise _errors.unknown_channels(self.axis, tuple(input_shape))
+            raise _keras_errors.unknown_channels(self.axis, tuple(input_shape))
         shape = (self.num_groups, int(channels))
         if self.scale:
             self.gamma = self.add_weight(
@@ -347,22 +391,23 @@ class LocalNormalization(keras.layers.Layer):
 
     def call(self, inputs, training=None, mask=None):
         if mask is not None:
-            raise _errors.mask_unsupported(type(self).__name__)
+            raise _keras_errors.mask_unsupported(type(self).__name__)
         mode, group = ("batch", 0) if training else self._eval
         shape = tuple(inputs.shape)
         self._check_input(shape, inputs.dtype, mode)
-        traced = _ops.is_traced(inputs)
+        note_models(self, _enclosing_models())
+        traced = fn.is_traced(inputs)
         if traced:
-            self._register_trace()
+            _note_stateless_trace(self)
         elif not training and self.check_finite and _model.layer_checks_enabled():
-            bad = _ops.count_non_finite(inputs)
+            bad = fn.count_non_finite(inputs)
             if bad:
                 raise _errors.not_finite("x", bad, int(np.prod(shape)), dialect=DIALECT)
         if not all(isinstance(d, int) for d in shape):
-            inputs = _ops.run_time_batch_check(inputs, self._axis, mode, self.num_groups, DIALECT)
+            inputs = fn.run_time_batch_check(inputs, self._axis, mode, self.num_groups, DIALECT)
         if isinstance(group, np.ndarray):
             group = ops.convert_to_tensor(group, "int32")
-        return _ops.local_norm(
+        return fn.local_norm(
             inputs, self.gamma, self.beta, num_groups=self.num_groups, axis=self._axis, mode=mode,
             group=group, partition=self.partition, eps=self.epsilon,
         )
@@ -374,6 +419,7 @@ class LocalNormalization(keras.layers.Layer):
         """The output spec of a symbolic call (the functional API, which never runs
         ``call``): refuses a non-floating ``keras.Input`` when the model is built rather
         than when data first arrives."""
+        note_models(self, _enclosing_models())  # e.g. a Sequential built around a model
         dtype = keras.backend.standardize_dtype(inputs.dtype)
         if not keras.backend.is_float_dtype(dtype):
             raise _errors.not_floating(dtype, DIALECT)

@@ -1,4 +1,5 @@
-"""Model-wide evaluation settings and the paper's test-time protocols for Keras models."""
+"""Model-level functions for Keras models: the evaluation-mode switch, ``predict`` with the
+paper's test-time protocols (both over :mod:`localnorm._model`), and ``convert_batchnorm``."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ from typing import Any
 import keras
 import numpy as np
 
-from localnorm import _model
+from localnorm import _model, _spec
 from localnorm.protocols import Prediction
 
-from .layers import DIALECT, LocalNormalization, check_eval_setting
-from .layers import _EVAL_FUNCTIONS, _reset_functions
+from . import _errors as _keras_errors
+from ._layers import DIALECT, LocalNormalization, check_eval_setting, note_models
+from ._layers import _EVAL_FUNCTIONS, _reset_functions
 
-__all__ = ["set_eval_mode", "eval_mode", "predict", "localnorm_layers"]
+__all__ = ["set_eval_mode", "eval_mode", "predict", "localnorm_layers", "convert_batchnorm"]
 
 
 class _Keras(_model.Adapter):
@@ -27,7 +29,16 @@ class _Keras(_model.Adapter):
     def modules(self, model):
         if not isinstance(model, keras.layers.Layer):
             return []
-        return list(model._flatten_layers(include_self=True, recursive=True))
+        found = list(model._flatten_layers(include_self=True, recursive=True))
+        # Keras's layer tracking names, for each model here, the LocalNorm layers it
+        # contains: a later change made through a layer itself (layer.set_eval_mode,
+        # layer.partition) then reaches these models' compiled functions too.
+        for sub in found:
+            if isinstance(sub, keras.Model):
+                for layer in sub._flatten_layers(include_self=False, recursive=True):
+                    if isinstance(layer, LocalNormalization):
+                        note_models(layer, [sub])
+        return found
 
     def setting(self, layer):
         return layer._eval
@@ -205,3 +216,105 @@ def predict(
         batch_size=batch_size, set_size=set_size, from_logits=from_logits,
         check_finite=check_finite,
     )
+
+
+# -- BatchNorm conversion -------------------------------------------------------------
+
+def _from_batchnorm(bn: keras.layers.BatchNormalization, num_groups: int,
+                    partition: str) -> LocalNormalization:
+    config = bn.get_config()
+    layer = LocalNormalization(
+        num_groups=num_groups,
+        axis=bn.axis,
+        epsilon=bn.epsilon,
+        center=bn.center,
+        scale=bn.scale,
+        beta_initializer=config["beta_initializer"],
+        gamma_initializer=config["gamma_initializer"],
+        beta_regularizer=config["beta_regularizer"],
+        gamma_regularizer=config["gamma_regularizer"],
+        beta_constraint=config["beta_constraint"],
+        gamma_constraint=config["gamma_constraint"],
+        partition=partition,
+        name=bn.name,
+        dtype=bn.dtype_policy,
+        trainable=bn.trainable,
+    )
+    build_config = bn.get_build_config()
+    if bn.built and build_config is not None:
+        layer.build_from_config(build_config)
+        for ours, theirs in ((layer.gamma, bn.gamma), (layer.beta, bn.beta)):
+            if ours is not None:
+                row = keras.ops.convert_to_numpy(theirs)
+                ours.assign(np.tile(row[None, :], (num_groups, 1)))
+    return layer
+
+
+def _copy(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """A new layer with ``layer``'s config and, when it is built, its weights."""
+    clone = layer.__class__.from_config(layer.get_config())
+    build_config = layer.get_build_config()
+    if layer.built and layer.weights and build_config is not None:
+        clone.build_from_config(build_config)
+        clone.set_weights(layer.get_weights())
+    return clone
+
+
+def _is_functional(model) -> bool:
+    """A model built with the functional API. Keras exports no name for its Functional
+    class, but every functional model is also a public ``keras.Function`` (the graph of
+    operations it is built on); a subclassed model is not."""
+    return isinstance(model, keras.Model) and isinstance(model, keras.Function)
+
+
+def convert_batchnorm(model, num_groups: int = 4, partition: str = "contiguous"):
+    """A new model with every ``BatchNormalization`` replaced by a :class:`LocalNormalization`.
+
+    Each BatchNormalization's gamma and beta are copied into every one of the
+    ``num_groups`` groups along the batch axis (so ``gamma`` of shape (C,) becomes
+    ``(num_groups, C)``), and its axis, epsilon, center/scale, initializers,
+    regularizers, constraints, name and dtype policy are kept. Every other layer is
+    rebuilt from its config with its weights copied, so the original model is left
+    untouched and shares no weights with the result. The moving mean and variance are
+    dropped: LocalNorm recomputes its statistics, also at test time. With
+    ``num_groups=1`` the converted model equals the original called with
+    ``training=True`` (batch statistics).
+
+    Parameters
+    ----------
+    model : keras.Sequential, functional keras.Model, or keras.layers.BatchNormalization
+        Nested Sequential/functional models are converted too. A single
+        BatchNormalization layer gives a single LocalNormalization layer.
+    num_groups : int, default 4
+        K, the number of groups along the batch axis.
+    partition : {"contiguous", "strided"}, default "contiguous"
+        How training batches are split into groups (see :class:`LocalNormalization`).
+
+    Returns
+    -------
+    keras.Model or LocalNormalization
+        The converted model (not compiled: compile it before ``fit``).
+
+    Raises
+    ------
+    ValueError
+        For a subclassed model (its layer graph is not known), a bad ``num_groups`` or an
+        unknown ``partition``.
+    """
+    num_groups = _spec.check_num_groups(num_groups)
+    partition = _spec.check_choice("partition", partition, _spec.PARTITIONS)
+    if isinstance(model, keras.layers.BatchNormalization):
+        return _from_batchnorm(model, num_groups, partition)
+    if not (isinstance(model, keras.Sequential) or _is_functional(model)):
+        raise _keras_errors.cannot_convert(type(model).__name__)
+
+    def clone(layer):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            return _from_batchnorm(layer, num_groups, partition)
+        if isinstance(layer, keras.Model) and not (
+            isinstance(layer, keras.Sequential) or _is_functional(layer)
+        ):
+            raise _keras_errors.cannot_convert(type(layer).__name__)
+        return _copy(layer)
+
+    return keras.models.clone_model(model, clone_function=clone, recursive=True)

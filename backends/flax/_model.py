@@ -15,7 +15,7 @@ from localnorm import _model, _spec
 from localnorm.protocols import Prediction
 
 from . import _functional as fn
-from ._nnx import LocalNorm
+from ._layers import LocalNorm
 
 __all__ = ["set_eval_mode", "eval_mode", "predict", "convert_batchnorm", "localnorm_layers"]
 

@@ -1,0 +1,103 @@
+"""The Flax adapter's error messages: its dialects (how the core's messages name Flax's
+arguments and remedies, for NNX and for Linen) and the messages of its own features (the
+channel axis, group-per-device sharding over a mesh axis). The template and the core's
+messages are in :mod:`localnorm._errors`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from localnorm._errors import Dialect, LocalNormError
+
+FLAX = Dialect(
+    eps="epsilon",
+    channels_fix="build the layer with num_features={received}",
+    rank_fix="add the missing batch/channel axes (a single image still needs a batch axis "
+    "of size 1)",
+    cast="`x.astype(jnp.float32)`",
+    batch_fix="drop the last, short batch of each epoch",
+    has_running=False,
+    finite_off="build the layer with check_finite=False (or pass check_finite=False to "
+    "predict)",
+)
+
+
+#: Linen layers infer C from the input when their variables are created, so a channel
+#: mismatch is fixed by new variables, not by a constructor argument.
+FLAX_LINEN = Dialect(
+    eps=FLAX.eps,
+    channels_fix="initialize variables for inputs with {received} channels "
+    "(`variables = layer.init(key, x)`; a Linen layer fixes C when its variables are "
+    "created)",
+    rank_fix=FLAX.rank_fix,
+    cast=FLAX.cast,
+    batch_fix=FLAX.batch_fix,
+    has_running=FLAX.has_running,
+    finite_off=FLAX.finite_off,
+)
+
+
+def bad_channel_axis(axis: Any) -> LocalNormError:
+    return LocalNormError(
+        "axis is the one channel axis of the input: a single int other than 0 (axis 0 is "
+        "the batch axis, along which the groups are taken); negative values count from the "
+        f"end. Received: axis={axis!r}. Fix: pass one int, e.g. axis=-1 for channels-last "
+        "input (Flax's layout) or axis=1 for channels-first."
+    )
+
+
+def unbound_axis_name(axis_name: str, where: str) -> LocalNormError:
+    return LocalNormError(
+        f"{where} was built with axis_name={axis_name!r} for group-per-device data "
+        "parallelism (each device's shard of the batch holds whole groups along the batch "
+        f"axis), but it is called where no mesh axis {axis_name!r} is bound, i.e. outside "
+        f"`jax.shard_map`. Received: axis_name={axis_name!r} with no bound mesh axis. Fix: "
+        "call the model inside `jax.shard_map(..., mesh=mesh, in_specs=..., out_specs=...)` "
+        f"over a mesh with axis {axis_name!r}; or, for single-device use, set "
+        "`layer.axis_name = None` (the same result on the whole batch) or evaluate with "
+        "`localnorm.flax.predict(model, x)`, which runs such layers on one device."
+    )
+
+
+def sharded_partition(partition: str) -> LocalNormError:
+    return LocalNormError(
+        "Group-per-device sharding (axis_name set) needs partition='contiguous': each "
+        "device's shard of the batch must hold whole groups along the batch axis, which "
+        f"only contiguous groups give. Received: partition={partition!r}. Fix: build the "
+        "layer with partition='contiguous', or run it unsharded."
+    )
+
+
+def sharded_groups(num_groups: int, devices: int, axis_name: str) -> LocalNormError:
+    return LocalNormError(
+        f"Group-per-device sharding over mesh axis {axis_name!r} gives each of its {devices} "
+        f"devices num_groups / {devices} whole groups along the batch axis, so num_groups "
+        f"must be a multiple of the axis size. Received: num_groups={num_groups}, "
+        f"axis_size={devices}. Fix: use num_groups = {devices} (one group per device) or a "
+        "multiple of it, or a mesh axis with fewer devices."
+    )
+
+
+def sharded_ragged(local_batch: int, local_groups: int, devices: int,
+                   axis_name: str) -> LocalNormError:
+    return LocalNormError(
+        f"Group-per-device sharding over mesh axis {axis_name!r} gives each of its {devices} "
+        f"devices {local_groups} whole group(s) along the batch axis, so each device's shard "
+        f"of the batch must split into {local_groups} equal groups; otherwise the groups "
+        "would differ from the single-device layer's on the whole batch. Received: local "
+        f"x.shape[0]={local_batch} (global batch {local_batch * devices}), "
+        f"{local_groups} group(s) per device. Fix: use a global batch that is a multiple "
+        f"of num_groups={local_groups * devices} (drop the last, short batch of each epoch)."
+    )
+
+
+def sharded_group_array(length: int, local_batch: int, devices: int,
+                        axis_name: str) -> LocalNormError:
+    return LocalNormError(
+        "A per-sample group array (one group along the batch axis per sample) used inside "
+        f"`jax.shard_map` over mesh axis {axis_name!r} must have one entry per sample of "
+        f"the local shard ({local_batch}) or of the global batch ({local_batch * devices}, "
+        f"sliced per device). Received: len(group)={length}, local x.shape[0]={local_batch}, "
+        f"axis_size={devices}. Fix: pass a group array of length {local_batch * devices} "
+        "for the global batch, or an int group."
+    )

@@ -1,0 +1,53 @@
+"""The Keras adapter's error messages: its dialect (how the core's messages name Keras's
+arguments and remedies) and the messages of its own features (building from an input
+spec, masks, model conversion). The template and the core's messages are in
+:mod:`localnorm._errors`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from localnorm._errors import Dialect, LocalNormError
+
+KERAS = Dialect(
+    eps="epsilon",
+    channels_fix="use a new LocalNormalization layer for inputs with {received} channels "
+    "(a layer fixes C when it is built), or pass the axis that holds the channels",
+    rank_fix="add the missing batch/channel axes (a single image still needs a batch axis "
+    "of size 1)",
+    cast="`keras.ops.cast(x, \"float32\")`",
+    batch_fix="`dataset.batch(batch_size, drop_remainder=True)`, or a batch_size that "
+    "divides the number of samples",
+    has_running=False,
+    finite_off="build the layer with check_finite=False (or pass check_finite=False to "
+    "predict)",
+)
+
+
+def unknown_channels(axis: Any, shape: tuple) -> LocalNormError:
+    return LocalNormError(
+        "The channel axis of the input has an unknown size, so the (K, C) gamma/beta (one row "
+        "per group along the batch axis) cannot be created. "
+        f"Received: axis={axis!r}, input_shape={tuple(shape)}. "
+        "Fix: give the model an input shape whose channel axis is known, e.g. "
+        "`keras.Input(shape=(32, 32, 3))`, or pass the axis that holds the channels."
+    )
+
+
+def cannot_convert(kind: str) -> LocalNormError:
+    return LocalNormError(
+        "convert_batchnorm() rebuilds a model layer by layer, which needs a Sequential or "
+        f"functional model (nested ones included) or a single BatchNormalization layer. "
+        "(Each converted layer gets K groups along the batch axis.) "
+        f"Received: type(model)={kind}. Fix: for a subclassed model, build it with "
+        "LocalNormalization layers directly, or wrap its BatchNorm-using parts in a "
+        "functional model and convert that."
+    )
+
+
+def mask_unsupported(where: str) -> LocalNormError:
+    return LocalNormError(
+        f"{where} computes its statistics over every element of each group along the batch "
+        "axis and cannot leave masked entries out. Received: a non-None mask. Fix: drop "
+        "the mask before this layer, or normalize masked sequences with another layer."
+    )

@@ -1,0 +1,49 @@
+"""The PyTorch adapter's error messages: its dialect (how the core's messages name
+PyTorch's arguments and remedies) and the messages of its own features (running
+statistics, BatchNorm conversion, group-per-rank training). The template and the core's
+messages are in :mod:`localnorm._errors`."""
+
+from __future__ import annotations
+
+from localnorm._errors import Dialect, LocalNormError
+
+TORCH = Dialect(
+    eps="eps",
+    channels_fix="build the layer with num_features={received}",
+    rank_fix="add the missing batch/channel axes (a single image still needs a batch axis "
+    "of size 1), or use the class that matches the rank: LocalNorm1d for (N, C) and "
+    "(N, C, L), LocalNorm2d for (N, C, H, W), LocalNorm3d for (N, C, D, H, W), or LocalNorm "
+    "for any rank >= 2",
+    cast="`x.float()`",
+    batch_fix="`DataLoader(..., drop_last=True)`",
+    has_running=True,
+    finite_off="set `layer.check_finite = False` (or pass check_finite=False to predict)",
+)
+
+
+def running_not_tracked() -> LocalNormError:
+    return LocalNormError(
+        "'running' evaluation uses running statistics per group along the batch axis, but "
+        "this layer does not track them. Received: mode='running', track_running_stats=False. Fix: build the "
+        "layer with track_running_stats=True and train it, or evaluate with 'batch', "
+        "'single' or 'set' mode."
+    )
+
+
+def not_distributed(where: str) -> LocalNormError:
+    return LocalNormError(
+        f"{where} needs the rank of this process, but torch.distributed is not initialized "
+        "and no rank was given. Received: rank=None. Fix: call "
+        "`torch.distributed.init_process_group(...)` first (torchrun does this setup for "
+        "you), or pass rank=... explicitly."
+    )
+
+
+def lazy_batchnorm(kind: str) -> LocalNormError:
+    return LocalNormError(
+        f"convert_batchnorm() found an uninitialized {kind}: its number of channels is only "
+        "known after its first forward pass, so the (K, C) weight/bias of the LocalNorm "
+        "that replaces it (one row per group along the batch axis) cannot be built yet. "
+        f"Received: an {kind} with uninitialized parameters. Fix: run one forward pass "
+        "first (e.g. `model(example_batch)`), then call convert_batchnorm(model, ...)."
+    )
