@@ -26,6 +26,7 @@ SUBJECTS: dict[str, str] = {
     "jax-array": "conformance.harnesses.arrayapi:JaxArrayHarness",
     "torch": "conformance.harnesses.torch_layers:TorchLayerHarness",
     "torch-cuda": "conformance.harnesses.torch_layers:TorchLayerCudaHarness",
+    "torch-triton": "conformance.harnesses.torch_layers:TorchTritonHarness",
     "keras": "conformance.harnesses.keras_layer:KerasHarness",
     "flax": "conformance.harnesses.flax_nnx:FlaxNNXHarness",
     "flax-linen": "conformance.harnesses.flax_nnx:FlaxLinenHarness",
