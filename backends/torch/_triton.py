@@ -37,13 +37,12 @@ input needs a gradient); with autograd the native path of :mod:`._functional` ru
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import os
 
 import torch
 
-__all__ = ["available", "enabled", "batch", "eval_forward", "launches"]
+__all__ = ["AVAILABLE", "enabled", "batch", "eval_forward", "launches"]
 
 #: Activation dtypes the kernels take (statistics and the affine step in float32).
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -53,11 +52,9 @@ DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 launches = {"batch": 0, "batch_backward": 0, "eval": 0}
 
 
-@functools.cache
-def available() -> bool:
-    """Whether Triton imports here (it ships with PyTorch's CUDA builds; CPU machines
-    install the wheel for the interpreter)."""
-    return importlib.util.find_spec("triton") is not None
+#: Whether Triton imports here (it ships with PyTorch's CUDA builds; CPU machines install
+#: the wheel for the interpreter).
+AVAILABLE = importlib.util.find_spec("triton") is not None
 
 
 def _interpreting() -> bool:
@@ -68,14 +65,14 @@ def enabled(x: torch.Tensor, cdt: torch.dtype) -> bool:
     """Whether the kernels run for ``x`` (statistics in ``cdt``): see the module
     docstring. ``LOCALNORM_TRITON=0`` turns them off, ``=1`` with ``TRITON_INTERPRET=1``
     runs them on CPU tensors through Triton's interpreter."""
-    if cdt != torch.float32 or x.dtype not in DTYPES or x.ndim < 2 or not available():
+    if cdt != torch.float32 or x.dtype not in DTYPES or x.ndim < 2 or not AVAILABLE:
         return False
     if x.is_cuda:
         return os.environ.get("LOCALNORM_TRITON") != "0"
     return x.device.type == "cpu" and _interpreting()
 
 
-if available():
+if AVAILABLE:
     import triton
     import triton.language as tl
 
