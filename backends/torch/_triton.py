@@ -37,15 +37,19 @@ input needs a gradient); with autograd the native path of :mod:`._functional` ru
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 
 import torch
 
-__all__ = ["AVAILABLE", "enabled", "batch", "eval_forward", "launches"]
+__all__ = ["AVAILABLE", "enabled", "batch", "eval_forward", "launches", "switched_off"]
 
 #: Activation dtypes the kernels take (statistics and the affine step in float32).
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+#: Set by :func:`switched_off` (benchmarks: the same layers without the kernels).
+_off = False
 
 #: How many times the kernels' custom ops ran in this process (tests read it to prove that
 #: the dispatch chose them).
@@ -67,9 +71,23 @@ def enabled(x: torch.Tensor, cdt: torch.dtype) -> bool:
     runs them on CPU tensors through Triton's interpreter."""
     if cdt != torch.float32 or x.dtype not in DTYPES or x.ndim < 2 or not AVAILABLE:
         return False
+    if _off:
+        return False
     if x.is_cuda:
         return os.environ.get("LOCALNORM_TRITON") != "0"
     return x.device.type == "cpu" and _interpreting()
+
+
+@contextlib.contextmanager
+def switched_off():
+    """The layers run without the kernels (the core's and the native paths) inside the
+    block: the benchmarks' "Triton off" rows, in the same process as the kernels' rows."""
+    global _off
+    before, _off = _off, True
+    try:
+        yield
+    finally:
+        _off = before
 
 
 if AVAILABLE:
