@@ -187,7 +187,7 @@ def batch_groups(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tenso
                                      eps=eps)
         if running_mean is not None:
             update_running(running_mean, running_var, mean, var,
-                           _counts(x, k, partition, cdt), momentum)
+                           kernels.group_counts(x, k), momentum)
         return y
     buffers_ok = running_mean is None or running_mean.dtype == cdt
     shared = weight is not None and weight.shape[0] != k

@@ -43,7 +43,8 @@ import os
 
 import torch
 
-__all__ = ["AVAILABLE", "enabled", "batch", "eval_forward", "launches", "switched_off"]
+__all__ = ["AVAILABLE", "enabled", "batch", "eval_forward", "group_counts", "launches",
+           "switched_off"]
 
 #: Activation dtypes the kernels take (statistics and the affine step in float32).
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -177,8 +178,9 @@ if AVAILABLE:
                           STAT_ROWS: tl.constexpr, PARAM_ROWS: tl.constexpr,
                           STRIDED: tl.constexpr, BLOCK_S: tl.constexpr,
                           BLOCK_C: tl.constexpr):
-        """STAT_ROWS / PARAM_ROWS: 0 the group along the batch axis, 1 the sample, 2
-        ``row_ptr[n * srow]`` (one row for srow=0, else a row per sample)."""
+        """Rows per sample n: STAT_ROWS 0 the group of n along the batch axis, 1 n itself
+        ("single"); PARAM_ROWS 0 the group of n, else ``row_ptr[n * srow]`` (one row for
+        srow=0, else a row per sample)."""
         n = tl.program_id(0)
         cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
         ss = tl.program_id(2) * BLOCK_S + tl.arange(0, BLOCK_S)
@@ -187,10 +189,8 @@ if AVAILABLE:
         g = _group_of(n, num_groups, q, r, STRIDED)
         if STAT_ROWS == 0:
             srow_i = g
-        elif STAT_ROWS == 1:
-            srow_i = n
         else:
-            srow_i = tl.load(row_ptr + n * srow)
+            srow_i = n
         if PARAM_ROWS == 0:
             prow = g
         else:
@@ -487,6 +487,17 @@ def batch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *, num_grou
     float32, (K, C) or one (1, C) row shared by the K groups along the batch axis."""
     y, mean, var, _ = _batch_op(x, weight, bias, num_groups, partition == "strided", eps)
     return y, mean, var
+
+
+def group_counts(x: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """The (K, 1) float32 number of values per channel in each group along the batch axis
+    (:func:`localnorm.group_sizes` times the spatial size), made on x's device without a
+    host-to-device copy (which would block a CUDA step and break graph capture)."""
+    n = x.shape[0]
+    q, r = divmod(n, num_groups)
+    spatial = x.numel() // max(n * x.shape[1], 1)
+    ks = torch.arange(num_groups, device=x.device)[:, None]
+    return (q + (ks < r).to(torch.float32)) * spatial
 
 
 def eval_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *, mode: str,

@@ -187,3 +187,22 @@ def test_double_backward():
     (dx64,) = torch.autograd.grad(y64.pow(3).sum(), x64, create_graph=True)
     (ddx64,) = torch.autograd.grad(dx64.square().sum(), x64)
     _close(ddx, ddx64, torch.float32, "second derivative")
+
+
+def test_no_affine_and_strided_views():
+    """affine=False (a scale of one, a shift of zero), and inputs whose spatial axes do
+    not collapse to one stride (a strided view: copied once, the result in x's shape)."""
+    layer = lt.LocalNorm2d(3, num_groups=2, affine=False, device=DEVICE).train()
+    base = _input((6, 3, 4, 10), torch.float32, False)
+    x = base[:, :, :, ::2].requires_grad_(True)
+    assert _triton._ncs(x) is None
+    dy = _input((6, 3, 4, 5), torch.float32, False, offset=0.0, seed=2)
+    y = layer(x)
+    (dx,) = torch.autograd.grad(y, x, dy)
+    x64 = x.detach().double().requires_grad_(True)
+    ones = torch.ones(1, 3, dtype=torch.float64, device=DEVICE)
+    y64 = core.batch_forward(fn.xp, x64, ones, 0 * ones, axis=1, num_groups=2,
+                             partition="contiguous", eps=layer.eps)[0]
+    (dx64,) = torch.autograd.grad(y64, x64, dy.double())
+    _close(y, y64, torch.float32, "y")
+    _close(dx, dx64, torch.float32, "dx")
