@@ -194,7 +194,7 @@ def test_no_affine_and_strided_views():
     not collapse to one stride (a strided view: copied once, the result in x's shape)."""
     layer = lt.LocalNorm2d(3, num_groups=2, affine=False, device=DEVICE).train()
     base = _input((6, 3, 4, 10), torch.float32, False)
-    x = base[:, :, :, ::2].requires_grad_(True)
+    x = base[:, :, :, :5].requires_grad_(True)
     assert _triton._ncs(x) is None
     dy = _input((6, 3, 4, 5), torch.float32, False, offset=0.0, seed=2)
     y = layer(x)
