@@ -39,11 +39,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import itertools
 import os
 
 import torch
 
-__all__ = ["AVAILABLE", "enabled", "batch", "eval_forward", "group_counts", "launches",
+__all__ = ["AVAILABLE", "batch", "enabled", "eval_forward", "group_counts", "launches",
            "switched_off"]
 
 #: Activation dtypes the kernels take (statistics and the affine step in float32).
@@ -274,7 +275,7 @@ def _ncs(t: torch.Tensor):
     stride (NCHW and channels_last do), else None."""
     shape, stride = t.shape, t.stride()
     sizes = [(shape[i], stride[i]) for i in range(2, t.ndim) if shape[i] != 1]
-    for (_, outer), (size, inner) in zip(sizes, sizes[1:]):
+    for (_, outer), (size, inner) in itertools.pairwise(sizes):
         if outer != inner * size:
             return None
     return stride[0], stride[1], (sizes[-1][1] if sizes else 1)

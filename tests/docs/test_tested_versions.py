@@ -25,7 +25,7 @@ def _release(text: str) -> tuple[int, ...]:
 def _table() -> dict[str, str]:
     text = (ROOT / "docs" / "index.md").read_text()
     section = text.split("### Tested versions", 1)[1].split("\n## ", 1)[0]
-    rows = re.findall(r"^\| ([\w.-]+) \| ([\d.]+) \|$", section, flags=re.M)
+    rows = re.findall(r"^\| ([\w.-]+) \| ([\d.]+) \|$", section, flags=re.MULTILINE)
     return {name.lower(): version for name, version in rows}
 
 

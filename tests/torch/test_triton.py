@@ -18,10 +18,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton", reason="triton not installed (.ci/install installs it)")
 
-import localnorm.torch as lt  # noqa: E402
-from localnorm import _agnostic as core  # noqa: E402
-from localnorm.torch import _functional as fn  # noqa: E402
-from localnorm.torch import _triton  # noqa: E402
+import localnorm.torch as lt
+from localnorm.torch import _functional as fn
+from localnorm.torch import _triton
+
+from localnorm import _agnostic as core
 
 INTERPRETING = (os.environ.get("TRITON_INTERPRET") == "1"
                 and os.environ.get("LOCALNORM_TRITON") == "1")
@@ -109,7 +110,7 @@ def test_shared_rows_and_running_statistics():
     y = fn.batch_groups(x, w, b, num_groups=k, partition="contiguous", eps=1e-5,
                         cdt=torch.float32, running_mean=rm, running_var=rv, momentum=0.5)
     dy = _input(shape, torch.float32, False, offset=0.0, seed=1)
-    dx, dw, db = torch.autograd.grad(y, (x, w, b), dy)
+    _, dw, db = torch.autograd.grad(y, (x, w, b), dy)
     x64 = x.detach().double()
     w64, b64 = w.detach().double().requires_grad_(True), b.detach().double().requires_grad_(True)
     y64 = core.batch_forward(fn.xp, x64, w64, b64, axis=1, num_groups=k,
