@@ -161,7 +161,7 @@ inference, and with autograd the native path runs (the "torch" subject's)."""
 
     name = "torch-triton"
     dtypes = ("float32", "float16", "bfloat16")
-    max_examples = 10
+    max_examples = 8
 
     @staticmethod
     def _interpreting() -> bool:
