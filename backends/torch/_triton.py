@@ -92,180 +92,210 @@ def switched_off():
         _off = before
 
 
-if AVAILABLE:
-    import triton
-    import triton.language as tl
+# -- the kernels ----------------------------------------------------------------------
 
-    @triton.jit
-    def _group_of(n, num_groups, q, r, STRIDED: tl.constexpr):
-        """The group along the batch axis of sample n (localnorm.group_index)."""
-        if STRIDED:
-            return n % num_groups
-        big = r * (q + 1)
-        return tl.where(n < big, n // (q + 1), r + (n - big) // tl.maximum(q, 1))
+#: ``triton.language``, set by :func:`_compile`.
+tl = None
 
-    @triton.jit
-    def _stats_kernel(x_ptr, cnt_ptr, mean_ptr, m2_ptr, C, S, num_groups, q, r,
-                      sxn, sxc, sxs, SPLIT: tl.constexpr, STRIDED: tl.constexpr,
-                      BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr):
-        k = tl.program_id(0)
-        cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-        split = tl.program_id(2)
-        cmask = cs < C
-        size = q + (k < r).to(tl.int32)
-        if STRIDED:
-            first, step = k, num_groups
-        else:
-            first, step = k * q + tl.minimum(k, r), 1
-        cnt = tl.zeros([BLOCK_C], tl.float32)
-        mean = tl.zeros([BLOCK_C], tl.float32)
-        m2 = tl.zeros([BLOCK_C], tl.float32)
-        for j in range(split, size, SPLIT):
-            base = x_ptr + (first + j * step).to(tl.int64) * sxn
-            for s0 in range(0, S, BLOCK_S):
-                ss = s0 + tl.arange(0, BLOCK_S)
-                smask = ss < S
-                mask = smask[:, None] & cmask[None, :]
-                v = tl.load(base + ss[:, None].to(tl.int64) * sxs + cs[None, :] * sxc,
-                            mask=mask, other=0.0).to(tl.float32)
-                bc = tl.sum(smask.to(tl.float32), axis=0)
-                # the tile's moments by the corrected two-pass
-                m0 = tl.sum(v, axis=0) / bc
-                d = tl.where(mask, v - m0[None, :], 0.0)
-                sd = tl.sum(d, axis=0)
-                bmean = m0 + sd / bc
-                bm2 = tl.sum(d * d, axis=0) - sd * sd / bc
-                # merged into the running moments (Chan, Golub and LeVeque)
-                tot = cnt + bc
-                delta = bmean - mean
-                mean = mean + delta * (bc / tot)
-                m2 = m2 + bm2 + delta * delta * (cnt * bc / tot)
-                cnt = tot
-        out = (split * num_groups + k) * C + cs
-        tl.store(cnt_ptr + out, cnt, mask=cmask)
-        tl.store(mean_ptr + out, mean, mask=cmask)
-        tl.store(m2_ptr + out, m2, mask=cmask)
+# Plain functions until :func:`_compile` turns them into Triton JIT functions on first use:
+# importing this module imports no Triton (whose LLVM must not load after TensorFlow's in
+# one process: the docs build and the Keras suites import both), and the interpreter
+# switch (TRITON_INTERPRET, read by ``triton.jit``) is read when the kernels first run.
 
-    @triton.jit
-    def _merge_kernel(cnt_ptr, mean_ptr, m2_ptr, gmean_ptr, gvar_ptr, rstd_ptr, C,
-                      num_groups, eps, SPLIT: tl.constexpr, BLOCK_C: tl.constexpr):
-        k = tl.program_id(0)
-        cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-        cmask = cs < C
-        cnt = tl.zeros([BLOCK_C], tl.float32)
-        mean = tl.zeros([BLOCK_C], tl.float32)
-        m2 = tl.zeros([BLOCK_C], tl.float32)
-        for split in range(SPLIT):
-            at = (split * num_groups + k) * C + cs
-            bc = tl.load(cnt_ptr + at, mask=cmask, other=0.0)
-            bmean = tl.load(mean_ptr + at, mask=cmask, other=0.0)
-            bm2 = tl.load(m2_ptr + at, mask=cmask, other=0.0)
+
+def _group_of(n, num_groups, q, r, STRIDED: tl.constexpr):
+    """The group along the batch axis of sample n (localnorm.group_index)."""
+    if STRIDED:
+        return n % num_groups
+    big = r * (q + 1)
+    return tl.where(n < big, n // (q + 1), r + (n - big) // tl.maximum(q, 1))
+
+def _stats_kernel(x_ptr, cnt_ptr, mean_ptr, m2_ptr, C, S, num_groups, q, r,
+                  sxn, sxc, sxs, SPLIT: tl.constexpr, STRIDED: tl.constexpr,
+                  BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr):
+    k = tl.program_id(0)
+    cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    split = tl.program_id(2)
+    cmask = cs < C
+    size = q + (k < r).to(tl.int32)
+    if STRIDED:
+        first, step = k, num_groups
+    else:
+        first, step = k * q + tl.minimum(k, r), 1
+    cnt = tl.zeros([BLOCK_C], tl.float32)
+    mean = tl.zeros([BLOCK_C], tl.float32)
+    m2 = tl.zeros([BLOCK_C], tl.float32)
+    for j in range(split, size, SPLIT):
+        base = x_ptr + (first + j * step).to(tl.int64) * sxn
+        for s0 in range(0, S, BLOCK_S):
+            ss = s0 + tl.arange(0, BLOCK_S)
+            smask = ss < S
+            mask = smask[:, None] & cmask[None, :]
+            v = tl.load(base + ss[:, None].to(tl.int64) * sxs + cs[None, :] * sxc,
+                        mask=mask, other=0.0).to(tl.float32)
+            bc = tl.sum(smask.to(tl.float32), axis=0)
+            # the tile's moments by the corrected two-pass
+            m0 = tl.sum(v, axis=0) / bc
+            d = tl.where(mask, v - m0[None, :], 0.0)
+            sd = tl.sum(d, axis=0)
+            bmean = m0 + sd / bc
+            bm2 = tl.sum(d * d, axis=0) - sd * sd / bc
+            # merged into the running moments (Chan, Golub and LeVeque)
             tot = cnt + bc
-            # an empty split (or group: N < K) adds nothing; its mean and variance are 0
-            safe = tl.where(tot > 0, tot, 1.0)
             delta = bmean - mean
-            mean = mean + delta * (bc / safe)
-            m2 = m2 + bm2 + delta * delta * (cnt * bc / safe)
+            mean = mean + delta * (bc / tot)
+            m2 = m2 + bm2 + delta * delta * (cnt * bc / tot)
             cnt = tot
-        var = tl.maximum(m2, 0.0) / tl.where(cnt > 0, cnt, 1.0)
-        out = k * C + cs
-        tl.store(gmean_ptr + out, mean, mask=cmask)
-        tl.store(gvar_ptr + out, var, mask=cmask)
-        tl.store(rstd_ptr + out, 1.0 / tl.sqrt_rn(var + eps), mask=cmask)
+    out = (split * num_groups + k) * C + cs
+    tl.store(cnt_ptr + out, cnt, mask=cmask)
+    tl.store(mean_ptr + out, mean, mask=cmask)
+    tl.store(m2_ptr + out, m2, mask=cmask)
 
-    @triton.jit
-    def _normalize_kernel(x_ptr, y_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, row_ptr, C, S,
-                          num_groups, q, r, sxn, sxc, sxs, syn, syc, sys, sw, srow,
-                          STAT_ROWS: tl.constexpr, PARAM_ROWS: tl.constexpr,
-                          STRIDED: tl.constexpr, BLOCK_S: tl.constexpr,
-                          BLOCK_C: tl.constexpr):
-        """Rows per sample n: STAT_ROWS 0 the group of n along the batch axis, 1 n itself
-        ("single"); PARAM_ROWS 0 the group of n, else ``row_ptr[n * srow]`` (one row for
-        srow=0, else a row per sample)."""
-        n = tl.program_id(0)
-        cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-        ss = tl.program_id(2) * BLOCK_S + tl.arange(0, BLOCK_S)
-        cmask = cs < C
-        mask = (ss < S)[:, None] & cmask[None, :]
-        g = _group_of(n, num_groups, q, r, STRIDED)
-        if STAT_ROWS == 0:
-            srow_i = g
-        else:
-            srow_i = n
-        if PARAM_ROWS == 0:
-            prow = g
-        else:
-            prow = tl.load(row_ptr + n * srow)
-        mean = tl.load(mean_ptr + srow_i * C + cs, mask=cmask, other=0.0)
-        rstd = tl.load(rstd_ptr + srow_i * C + cs, mask=cmask, other=0.0)
-        w = tl.load(w_ptr + prow * sw + cs, mask=cmask, other=0.0)
-        b = tl.load(b_ptr + prow * sw + cs, mask=cmask, other=0.0)
-        scale = w * rstd
-        offs = ss[:, None].to(tl.int64)
-        v = tl.load(x_ptr + n.to(tl.int64) * sxn + offs * sxs + cs[None, :] * sxc,
-                    mask=mask, other=0.0).to(tl.float32)
-        y = (v - mean[None, :]) * scale[None, :] + b[None, :]
-        tl.store(y_ptr + n.to(tl.int64) * syn + offs * sys + cs[None, :] * syc,
-                 y.to(y_ptr.dtype.element_ty), mask=mask)
+def _merge_kernel(cnt_ptr, mean_ptr, m2_ptr, gmean_ptr, gvar_ptr, rstd_ptr, C,
+                  num_groups, eps, SPLIT: tl.constexpr, BLOCK_C: tl.constexpr):
+    k = tl.program_id(0)
+    cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cmask = cs < C
+    cnt = tl.zeros([BLOCK_C], tl.float32)
+    mean = tl.zeros([BLOCK_C], tl.float32)
+    m2 = tl.zeros([BLOCK_C], tl.float32)
+    for split in range(SPLIT):
+        at = (split * num_groups + k) * C + cs
+        bc = tl.load(cnt_ptr + at, mask=cmask, other=0.0)
+        bmean = tl.load(mean_ptr + at, mask=cmask, other=0.0)
+        bm2 = tl.load(m2_ptr + at, mask=cmask, other=0.0)
+        tot = cnt + bc
+        # an empty split (or group: N < K) adds nothing; its mean and variance are 0
+        safe = tl.where(tot > 0, tot, 1.0)
+        delta = bmean - mean
+        mean = mean + delta * (bc / safe)
+        m2 = m2 + bm2 + delta * delta * (cnt * bc / safe)
+        cnt = tot
+    var = tl.maximum(m2, 0.0) / tl.where(cnt > 0, cnt, 1.0)
+    out = k * C + cs
+    tl.store(gmean_ptr + out, mean, mask=cmask)
+    tl.store(gvar_ptr + out, var, mask=cmask)
+    tl.store(rstd_ptr + out, 1.0 / tl.sqrt_rn(var + eps), mask=cmask)
 
-    @triton.jit
-    def _grad_sums_kernel(x_ptr, dy_ptr, mean_ptr, sdy_ptr, sdyd_ptr, C, S, num_groups, q, r,
-                          sxn, sxc, sxs, sdn, sdc, sds, SPLIT: tl.constexpr,
-                          STRIDED: tl.constexpr, BLOCK_S: tl.constexpr,
-                          BLOCK_C: tl.constexpr):
-        k = tl.program_id(0)
-        cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-        split = tl.program_id(2)
-        cmask = cs < C
-        size = q + (k < r).to(tl.int32)
-        if STRIDED:
-            first, step = k, num_groups
-        else:
-            first, step = k * q + tl.minimum(k, r), 1
-        mean = tl.load(mean_ptr + k * C + cs, mask=cmask, other=0.0)
-        s_dy = tl.zeros([BLOCK_C], tl.float32)
-        s_dyd = tl.zeros([BLOCK_C], tl.float32)
-        for j in range(split, size, SPLIT):
-            n = (first + j * step).to(tl.int64)
-            for s0 in range(0, S, BLOCK_S):
-                ss = s0 + tl.arange(0, BLOCK_S)
-                mask = (ss < S)[:, None] & cmask[None, :]
-                offs = ss[:, None].to(tl.int64)
-                v = tl.load(x_ptr + n * sxn + offs * sxs + cs[None, :] * sxc, mask=mask,
-                            other=0.0).to(tl.float32)
-                dy = tl.load(dy_ptr + n * sdn + offs * sds + cs[None, :] * sdc, mask=mask,
-                             other=0.0).to(tl.float32)
-                s_dy += tl.sum(dy, axis=0)
-                s_dyd += tl.sum(tl.where(mask, dy * (v - mean[None, :]), 0.0), axis=0)
-        out = (split * num_groups + k) * C + cs
-        tl.store(sdy_ptr + out, s_dy, mask=cmask)
-        tl.store(sdyd_ptr + out, s_dyd, mask=cmask)
+def _normalize_kernel(x_ptr, y_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, row_ptr, C, S,
+                      num_groups, q, r, sxn, sxc, sxs, syn, syc, sys, sw, srow,
+                      STAT_ROWS: tl.constexpr, PARAM_ROWS: tl.constexpr,
+                      STRIDED: tl.constexpr, BLOCK_S: tl.constexpr,
+                      BLOCK_C: tl.constexpr):
+    """Rows per sample n: STAT_ROWS 0 the group of n along the batch axis, 1 n itself
+    ("single"); PARAM_ROWS 0 the group of n, else ``row_ptr[n * srow]`` (one row for
+    srow=0, else a row per sample)."""
+    n = tl.program_id(0)
+    cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    ss = tl.program_id(2) * BLOCK_S + tl.arange(0, BLOCK_S)
+    cmask = cs < C
+    mask = (ss < S)[:, None] & cmask[None, :]
+    g = _group_of(n, num_groups, q, r, STRIDED)
+    if STAT_ROWS == 0:
+        srow_i = g
+    else:
+        srow_i = n
+    if PARAM_ROWS == 0:
+        prow = g
+    else:
+        prow = tl.load(row_ptr + n * srow)
+    mean = tl.load(mean_ptr + srow_i * C + cs, mask=cmask, other=0.0)
+    rstd = tl.load(rstd_ptr + srow_i * C + cs, mask=cmask, other=0.0)
+    w = tl.load(w_ptr + prow * sw + cs, mask=cmask, other=0.0)
+    b = tl.load(b_ptr + prow * sw + cs, mask=cmask, other=0.0)
+    scale = w * rstd
+    offs = ss[:, None].to(tl.int64)
+    v = tl.load(x_ptr + n.to(tl.int64) * sxn + offs * sxs + cs[None, :] * sxc,
+                mask=mask, other=0.0).to(tl.float32)
+    y = (v - mean[None, :]) * scale[None, :] + b[None, :]
+    tl.store(y_ptr + n.to(tl.int64) * syn + offs * sys + cs[None, :] * syc,
+             y.to(y_ptr.dtype.element_ty), mask=mask)
 
-    @triton.jit
-    def _dx_kernel(x_ptr, dy_ptr, dx_ptr, mean_ptr, rstd_ptr, w_ptr, sdy_ptr, sdyd_ptr, C, S,
-                   num_groups, q, r, sxn, sxc, sxs, sdn, sdc, sds, son, soc, sos, sw,
-                   STRIDED: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr):
-        n = tl.program_id(0)
-        cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-        ss = tl.program_id(2) * BLOCK_S + tl.arange(0, BLOCK_S)
-        cmask = cs < C
-        mask = (ss < S)[:, None] & cmask[None, :]
-        g = _group_of(n, num_groups, q, r, STRIDED)
-        count = ((q + (g < r).to(tl.int32)) * S).to(tl.float32)
-        mean = tl.load(mean_ptr + g * C + cs, mask=cmask, other=0.0)
-        rstd = tl.load(rstd_ptr + g * C + cs, mask=cmask, other=0.0)
-        a = tl.load(w_ptr + g * sw + cs, mask=cmask, other=0.0) * rstd
-        b1 = -a * rstd * rstd * tl.load(sdyd_ptr + g * C + cs, mask=cmask, other=0.0) / count
-        b0 = -a * tl.load(sdy_ptr + g * C + cs, mask=cmask, other=0.0) / count
-        nn = n.to(tl.int64)
-        offs = ss[:, None].to(tl.int64)
-        v = tl.load(x_ptr + nn * sxn + offs * sxs + cs[None, :] * sxc, mask=mask,
-                    other=0.0).to(tl.float32)
-        dy = tl.load(dy_ptr + nn * sdn + offs * sds + cs[None, :] * sdc, mask=mask,
-                     other=0.0).to(tl.float32)
-        dx = dy * a[None, :] + ((v - mean[None, :]) * b1[None, :] + b0[None, :])
-        tl.store(dx_ptr + nn * son + offs * sos + cs[None, :] * soc,
-                 dx.to(dx_ptr.dtype.element_ty), mask=mask)
+def _grad_sums_kernel(x_ptr, dy_ptr, mean_ptr, sdy_ptr, sdyd_ptr, C, S, num_groups, q, r,
+                      sxn, sxc, sxs, sdn, sdc, sds, SPLIT: tl.constexpr,
+                      STRIDED: tl.constexpr, BLOCK_S: tl.constexpr,
+                      BLOCK_C: tl.constexpr):
+    k = tl.program_id(0)
+    cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    split = tl.program_id(2)
+    cmask = cs < C
+    size = q + (k < r).to(tl.int32)
+    if STRIDED:
+        first, step = k, num_groups
+    else:
+        first, step = k * q + tl.minimum(k, r), 1
+    mean = tl.load(mean_ptr + k * C + cs, mask=cmask, other=0.0)
+    s_dy = tl.zeros([BLOCK_C], tl.float32)
+    s_dyd = tl.zeros([BLOCK_C], tl.float32)
+    for j in range(split, size, SPLIT):
+        n = (first + j * step).to(tl.int64)
+        for s0 in range(0, S, BLOCK_S):
+            ss = s0 + tl.arange(0, BLOCK_S)
+            mask = (ss < S)[:, None] & cmask[None, :]
+            offs = ss[:, None].to(tl.int64)
+            v = tl.load(x_ptr + n * sxn + offs * sxs + cs[None, :] * sxc, mask=mask,
+                        other=0.0).to(tl.float32)
+            dy = tl.load(dy_ptr + n * sdn + offs * sds + cs[None, :] * sdc, mask=mask,
+                         other=0.0).to(tl.float32)
+            s_dy += tl.sum(dy, axis=0)
+            s_dyd += tl.sum(tl.where(mask, dy * (v - mean[None, :]), 0.0), axis=0)
+    out = (split * num_groups + k) * C + cs
+    tl.store(sdy_ptr + out, s_dy, mask=cmask)
+    tl.store(sdyd_ptr + out, s_dyd, mask=cmask)
+
+def _dx_kernel(x_ptr, dy_ptr, dx_ptr, mean_ptr, rstd_ptr, w_ptr, sdy_ptr, sdyd_ptr, C, S,
+               num_groups, q, r, sxn, sxc, sxs, sdn, sdc, sds, son, soc, sos, sw,
+               STRIDED: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr):
+    n = tl.program_id(0)
+    cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    ss = tl.program_id(2) * BLOCK_S + tl.arange(0, BLOCK_S)
+    cmask = cs < C
+    mask = (ss < S)[:, None] & cmask[None, :]
+    g = _group_of(n, num_groups, q, r, STRIDED)
+    count = ((q + (g < r).to(tl.int32)) * S).to(tl.float32)
+    mean = tl.load(mean_ptr + g * C + cs, mask=cmask, other=0.0)
+    rstd = tl.load(rstd_ptr + g * C + cs, mask=cmask, other=0.0)
+    a = tl.load(w_ptr + g * sw + cs, mask=cmask, other=0.0) * rstd
+    b1 = -a * rstd * rstd * tl.load(sdyd_ptr + g * C + cs, mask=cmask, other=0.0) / count
+    b0 = -a * tl.load(sdy_ptr + g * C + cs, mask=cmask, other=0.0) / count
+    nn = n.to(tl.int64)
+    offs = ss[:, None].to(tl.int64)
+    v = tl.load(x_ptr + nn * sxn + offs * sxs + cs[None, :] * sxc, mask=mask,
+                other=0.0).to(tl.float32)
+    dy = tl.load(dy_ptr + nn * sdn + offs * sds + cs[None, :] * sdc, mask=mask,
+                 other=0.0).to(tl.float32)
+    dx = dy * a[None, :] + ((v - mean[None, :]) * b1[None, :] + b0[None, :])
+    tl.store(dx_ptr + nn * son + offs * sos + cs[None, :] * soc,
+             dx.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+
+_KERNELS = ('_group_of', '_stats_kernel', '_merge_kernel', '_normalize_kernel', '_grad_sums_kernel', '_dx_kernel')
+_compiled = False
+
+
+def _compile() -> None:
+    """Import Triton and make the kernels above JIT functions (once)."""
+    global _compiled, tl
+    if _compiled:
+        return
+    import triton
+    import triton.language
+
+    tl = triton.language
+    namespace = globals()
+    for name in _KERNELS:
+        namespace[name] = triton.jit(namespace[name])
+    _compiled = True
+
+
+def _pow2(v: int) -> int:
+    """The smallest power of two >= v (1 for v <= 1)."""
+    return 1 << max(int(v) - 1, 0).bit_length()
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 # -- launching ------------------------------------------------------------------------
@@ -294,11 +324,11 @@ def _view(t: torch.Tensor):
 def _blocks(strides, c: int, s: int):
     """Tile sizes (spatial, channels): a tile spans the contiguous axis."""
     if strides[1] == 1 and c > 1:  # channels_last: channels are contiguous
-        block_c = min(triton.next_power_of_2(c), 64)
-        block_s = max(min(triton.next_power_of_2(s), 4096 // block_c), 1)
+        block_c = min(_pow2(c), 64)
+        block_s = max(min(_pow2(s), 4096 // block_c), 1)
     else:
-        block_s = min(triton.next_power_of_2(s), 1024)
-        block_c = max(min(triton.next_power_of_2(c), 4096 // block_s, 16), 1)
+        block_s = min(_pow2(s), 1024)
+        block_c = max(min(_pow2(c), 4096 // block_s, 16), 1)
     return block_s, block_c
 
 
@@ -307,17 +337,18 @@ def _splits(n: int, k: int, c_blocks: int) -> int:
     hundred), never more than a group's samples."""
     members = max(-(-n // k), 1)
     want = max(512 // max(k * c_blocks, 1), 1)
-    return int(min(triton.next_power_of_2(want), triton.next_power_of_2(members), 64))
+    return int(min(_pow2(want), _pow2(members), 64))
 
 
 def _stats(x, strides, num_groups: int, strided: bool, eps: float):
     """(K, C) float32 mean, biased variance and inverse standard deviation of the groups
     along the batch axis of (N, C, S)-strided x."""
+    _compile()
     n, c = x.shape[0], x.shape[1]
     s = x.numel() // max(n * c, 1) if n * c else 0
     q, r = divmod(n, num_groups)
     block_s, block_c = _blocks(strides, c, s)
-    c_blocks = triton.cdiv(c, block_c)
+    c_blocks = _cdiv(c, block_c)
     split = _splits(n, num_groups, c_blocks)
     part = torch.empty((3, split, num_groups, c), dtype=torch.float32, device=x.device)
     _stats_kernel[(num_groups, c_blocks, split)](
@@ -333,6 +364,7 @@ def _stats(x, strides, num_groups: int, strided: bool, eps: float):
 
 def _normalize(x, strides, mean, rstd, weight, bias, rows, *, num_groups: int, strided: bool,
                stat_rows: int, param_rows: int, blocks):
+    _compile()
     n, c = x.shape[0], x.shape[1]
     block_s, block_c, s, q, r = blocks
     y = torch.empty_like(x)
@@ -340,7 +372,7 @@ def _normalize(x, strides, mean, rstd, weight, bias, rows, *, num_groups: int, s
     if rows is None:
         rows = mean  # not read (no row index): any pointer
     srow = 0 if rows.numel() == 1 else 1
-    grid = (n, triton.cdiv(c, block_c), triton.cdiv(s, block_s))
+    grid = (n, _cdiv(c, block_c), _cdiv(s, block_s))
     _normalize_kernel[grid](
         x, y, mean, rstd, weight, bias, rows, c, s, num_groups, q, r, *strides, *ystrides,
         0 if weight.shape[0] == 1 else c, srow, STAT_ROWS=stat_rows, PARAM_ROWS=param_rows,
@@ -362,13 +394,14 @@ def _batch_impl(x, weight, bias, num_groups: int, strided: bool, eps: float):
 
 def _batch_backward_impl(dy, x, weight, mean, rstd, num_groups: int, strided: bool):
     launches["batch_backward"] += 1
+    _compile()
     xv, xs = _view(x)
     dyv, ds = _view(dy)
     n, c = xv.shape[0], xv.shape[1]
     s = xv.numel() // max(n * c, 1) if n * c else 0
     q, r = divmod(n, num_groups)
     block_s, block_c = _blocks(xs, c, s)
-    c_blocks = triton.cdiv(c, block_c)
+    c_blocks = _cdiv(c, block_c)
     split = _splits(n, num_groups, c_blocks)
     part = torch.empty((2, split, num_groups, c), dtype=torch.float32, device=x.device)
     _grad_sums_kernel[(num_groups, c_blocks, split)](
@@ -377,7 +410,7 @@ def _batch_backward_impl(dy, x, weight, mean, rstd, num_groups: int, strided: bo
     s_dy, s_dyd = part[0].sum(dim=0), part[1].sum(dim=0)
     dx = torch.empty_like(xv)
     weight = weight.contiguous()
-    _dx_kernel[(n, c_blocks, triton.cdiv(s, block_s))](
+    _dx_kernel[(n, c_blocks, _cdiv(s, block_s))](
         xv, dyv, dx, mean, rstd, weight, s_dy, s_dyd, c, s, num_groups, q, r, *xs, *ds,
         *_ncs(dx), 0 if weight.shape[0] == 1 else c, STRIDED=strided, BLOCK_S=block_s,
         BLOCK_C=block_c)
