@@ -143,21 +143,17 @@ def _native(x: torch.Tensor, k: int, partition: str, copies: bool | None = None)
     return xv, lambda y: y.reshape((m, k, c) + spatial).transpose(0, 1).reshape(x.shape)
 
 
-def _kernels(x: torch.Tensor, weight: torch.Tensor | None, cdt: torch.dtype, *,
-             grad: bool = True):
+def _kernels(x: torch.Tensor, weight: torch.Tensor | None, cdt: torch.dtype):
     """The fused Triton kernels (:mod:`._triton`) when they run for ``x``: CUDA tensors
     (``LOCALNORM_TRITON=0`` turns them off), or CPU tensors under Triton's interpreter
     (``LOCALNORM_TRITON=1`` with ``TRITON_INTERPRET=1``, for tests); not under TorchScript
-    or ``torch.func`` transforms. ``grad=False``: evaluation kernels, inference only."""
+    or ``torch.func`` transforms."""
     if not (x.is_cuda or os.environ.get("LOCALNORM_TRITON") == "1"):
         return None
     if torch.jit.is_tracing() or torch.jit.is_scripting() \
             or torch._C._are_functorch_transforms_active():
         return None
     if weight is not None and weight.dtype != torch.float32:
-        return None
-    if not grad and torch.is_grad_enabled() and (
-            x.requires_grad or (weight is not None and weight.requires_grad)):
         return None
     from . import _triton
 
@@ -264,7 +260,7 @@ def single(x: torch.Tensor, weight, bias, *, group, eps: float, cdt: torch.dtype
     """``"single"`` mode: each sample its own statistics (over its spatial axes), the
     weight/bias of ``group`` (an int, a 0-d tensor, or one group per sample as an (N,)
     int64 tensor)."""
-    kernels = _kernels(x, weight, cdt, grad=False)
+    kernels = _kernels(x, weight, cdt)
     if kernels is not None:
         if weight is None:
             weight, bias = _ones(x, cdt)
@@ -293,7 +289,7 @@ def set_stats(x: torch.Tensor, weight, bias, *, group, eps: float) -> torch.Tens
     weight/bias (an int or a 0-d tensor). One F.batch_norm: "set" eval at 1.2x
     BatchNorm2d's forward where the core takes 3.0x (discussion)."""
     cdt = compute_dtype(x, weight)
-    kernels = _kernels(x, weight, cdt, grad=False)
+    kernels = _kernels(x, weight, cdt)
     if kernels is not None:
         if weight is None:
             weight, bias = _ones(x, cdt)
@@ -304,7 +300,7 @@ def set_stats(x: torch.Tensor, weight, bias, *, group, eps: float) -> torch.Tens
 def running(x: torch.Tensor, weight, bias, running_mean, running_var, *, group, eps: float,
             cdt: torch.dtype) -> torch.Tensor:
     """``"running"`` mode: group ``group``'s running statistics and weight/bias."""
-    kernels = _kernels(x, weight, cdt, grad=False)
+    kernels = _kernels(x, weight, cdt)
     if kernels is not None:
         if weight is None:
             weight, bias = _ones(x, cdt)

@@ -31,8 +31,9 @@ synchronization.
 Registered as the custom ops ``localnorm::triton_batch`` and
 ``localnorm::triton_batch_backward`` (with fake implementations and autograd), so
 ``torch.compile(fullgraph=True)`` keeps them as single nodes and CUDA graphs can capture a
-step. Evaluation ("single", "set", "running") runs the kernels for inference only (no
-input needs a gradient); with autograd the native path of :mod:`._functional` runs.
+step. Evaluation ("single", "set", "running") runs on the same kernels (``"set"`` is one
+group of the whole batch, ``"single"`` a group per sample), registered as
+``localnorm::triton_eval`` and ``localnorm::triton_eval_backward``.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ _off = False
 
 #: How many times the kernels' custom ops ran in this process (tests read it to prove that
 #: the dispatch chose them).
-launches = {"batch": 0, "batch_backward": 0, "eval": 0}
+launches = {"batch": 0, "batch_backward": 0, "eval": 0, "eval_backward": 0}
 
 
 #: Whether Triton imports here (it ships with PyTorch's CUDA builds; CPU machines install
@@ -484,13 +485,14 @@ _batch_op.register_autograd(_backward, setup_context=_setup)
 @torch.library.custom_op("localnorm::triton_eval", mutates_args=())
 def _eval_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor,
              running_mean: torch.Tensor | None, running_var: torch.Tensor | None, mode: str,
-             eps: float) -> torch.Tensor:
+             eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(y, mean, rstd)``: the statistics rows used, (N, C) for "single", else (1, C)."""
     launches["eval"] += 1
     xv, strides = _view(x)
     n = xv.shape[0]
     if mode == "running":
-        mean = running_mean.index_select(0, rows.reshape(-1)[:1]).float().contiguous()
-        rstd = torch.rsqrt(running_var.index_select(0, rows.reshape(-1)[:1]).float() + eps)
+        mean = running_mean.index_select(0, rows[:1]).float()
+        rstd = torch.rsqrt(running_var.index_select(0, rows[:1]).float() + eps)
         c, s = xv.shape[1], xv.numel() // max(n * xv.shape[1], 1)
         blocks = (*_blocks(strides, c, s), s, n, 0)
         stat_rows = 0  # one group: every sample reads row 0
@@ -500,16 +502,101 @@ def _eval_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, rows: to
         mean, _, rstd, blocks = _stats(xv, strides, num_groups, False, eps)
         stat_rows = 1 if mode == "single" else 0
     y = _normalize(xv, strides, mean, rstd, weight.contiguous(), bias.contiguous(),
-                   rows.reshape(-1).contiguous(), num_groups=num_groups, strided=False,
+                   rows.contiguous(), num_groups=num_groups, strided=False,
                    stat_rows=stat_rows, param_rows=2, blocks=blocks)
     if y.stride() != x.stride():
         y = torch.empty_like(x).copy_(y)
-    return y
+    return y, mean, rstd
 
 
 @_eval_op.register_fake
 def _(x, weight, bias, rows, running_mean, running_var, mode, eps):
-    return torch.empty_like(x)
+    stats = x.new_empty((x.shape[0] if mode == "single" else 1, x.shape[1]),
+                        dtype=torch.float32)
+    return torch.empty_like(x), stats, stats.clone()
+
+
+@torch.library.custom_op("localnorm::triton_eval_backward", mutates_args=())
+def _eval_backward_op(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                      rows: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor,
+                      mode: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dx, dweight, dbias) of evaluation: "set" is one group of the whole batch and
+    "single" a group per sample (the batch backward kernels, each sample's weight row),
+    "running" a fixed affine map of x; the weight rows' gradients are summed into the
+    rows that were used."""
+    launches["eval_backward"] += 1
+    n, c = x.shape[0], x.shape[1]
+    per_sample = rows if rows.numel() == n else rows[:1].expand(n)
+    if mode == "running":
+        w = weight.index_select(0, rows[:1] if weight.shape[0] > 1 else rows[:1] * 0)
+        scale = (w * rstd).reshape((1, c) + (1,) * (x.ndim - 2))
+        dx = (dy.to(torch.float32) * scale).to(x.dtype)
+        _compile()
+        xv, xs = _view(x)
+        dyv, ds = _view(dy)
+        s = xv.numel() // max(n * c, 1)
+        block_s, block_c = _blocks(xs, c, s)
+        sums = torch.empty((2, 1, 1, c), dtype=torch.float32, device=x.device)
+        _grad_sums_kernel[(1, _cdiv(c, block_c), 1)](
+            xv, dyv, mean.contiguous(), sums[0], sums[1], c, s, 1, n, 0, *xs, *ds, SPLIT=1,
+            STRIDED=False, BLOCK_S=block_s, BLOCK_C=block_c)
+        dw_rows, db_rows = sums[1, 0] * rstd, sums[0, 0].clone()
+    elif mode == "set":
+        w = weight.index_select(0, rows[:1] if weight.shape[0] > 1 else rows[:1] * 0)
+        dx, dw_rows, db_rows = _batch_backward_impl(dy, x, w, mean, rstd, 1, False)
+    else:
+        w = (weight.index_select(0, per_sample) if weight.shape[0] > 1
+             else weight.expand(n, c).contiguous())
+        dx, dw_rows, db_rows = _batch_backward_impl(dy, x, w, mean, rstd, n, False)
+    if weight.shape[0] == 1:  # one row shared by the groups
+        return dx, dw_rows.sum(0, keepdim=True), db_rows.sum(0, keepdim=True)
+    index = per_sample if mode == "single" else rows[:1]  # the rows dw_rows belong to
+    dw = torch.zeros_like(weight, dtype=torch.float32).index_add_(0, index, dw_rows)
+    db = torch.zeros_like(weight, dtype=torch.float32).index_add_(0, index, db_rows)
+    return dx, dw, db
+
+
+@_eval_backward_op.register_fake
+def _(dy, x, weight, rows, mean, rstd, mode):
+    grads = x.new_empty(weight.shape, dtype=torch.float32)
+    return torch.empty_like(x), grads, grads.clone()
+
+
+def _eval_setup(ctx, inputs, output):
+    x, weight, bias, rows, running_mean, running_var, mode, eps = inputs
+    _, mean, rstd = output
+    ctx.save_for_backward(x, weight, bias, rows, mean, rstd, running_mean, running_var)
+    ctx.mode, ctx.eps = mode, eps
+    ctx.mark_non_differentiable(mean, rstd)
+
+
+def _eval_backward(ctx, dy, _dmean, _drstd):
+    x, weight, bias, rows, mean, rstd, running_mean, running_var = ctx.saved_tensors
+    need = ctx.needs_input_grad[:3]
+    if torch.is_grad_enabled():
+        # create_graph=True: differentiate the core's plain expressions
+        from . import _functional as fn
+
+        inputs = [t for t, want in zip((x, weight, bias), need) if want]
+        with torch.enable_grad():
+            group = rows if rows.numel() == x.shape[0] and ctx.mode == "single" \
+                else int(rows[0])
+            if ctx.mode == "running":
+                shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+                w, b = (p[group if p.shape[0] > 1 else 0].reshape(shape) for p in (weight, bias))
+                y = (x - mean.reshape(shape)) * (rstd.reshape(shape) * w) + b
+            else:
+                y = fn.core.eval_forward(fn.xp, x, weight, bias, axis=1, mode=ctx.mode,
+                                         group=group, eps=ctx.eps)
+            grads = iter(torch.autograd.grad(y, inputs, dy, create_graph=True))
+        dx, dw, db = (next(grads) if want else None for want in need)
+    else:
+        dx, dw, db = _eval_backward_op(dy, x, weight, rows, mean, rstd, ctx.mode)
+    return (dx if need[0] else None, dw if need[1] else None, db if need[2] else None,
+            None, None, None, None, None)
+
+
+_eval_op.register_autograd(_eval_backward, setup_context=_eval_setup)
 
 
 # -- entry points ---------------------------------------------------------------------
@@ -536,11 +623,12 @@ def group_counts(x: torch.Tensor, num_groups: int) -> torch.Tensor:
 
 def eval_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *, mode: str,
                  group, eps: float, running_mean=None, running_var=None) -> torch.Tensor:
-    """``"single"``, ``"set"`` or ``"running"`` evaluation on the kernels (inference):
+    """``"single"``, ``"set"`` or ``"running"`` evaluation on the kernels (with their
+    closed-form backward):
     ``group`` an int, a 0-d tensor or (``"single"``) one group per sample as an (N,)
     integer tensor; ``weight``/``bias`` float32 (K, C) or (1, C)."""
     if isinstance(group, torch.Tensor):
         rows = group.to(device=x.device, dtype=torch.int64).reshape(-1)
     else:
         rows = torch.full((1,), int(group), dtype=torch.int64, device=x.device)
-    return _eval_op(x, weight, bias, rows, running_mean, running_var, mode, eps)
+    return _eval_op(x, weight, bias, rows, running_mean, running_var, mode, eps)[0]

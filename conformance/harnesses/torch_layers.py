@@ -19,7 +19,6 @@ statistics accumulated in float32) and x's dtype otherwise.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 
 import numpy as np
@@ -151,13 +150,11 @@ class TorchLayerCudaHarness(TorchLayerHarness):
 class TorchTritonHarness(TorchLayerHarness):
     """The same layers on the fused Triton kernels (``localnorm.torch._triton``): on a
     CUDA device where there is one, else on CPU tensors through Triton's interpreter,
-    which the process must enable before the kernels are defined: ``TRITON_INTERPRET=1
-    LOCALNORM_TRITON=1`` (the ``torch-triton`` line of ``.ci/test``). Small shapes and
-    few examples (``max_examples``): the interpreter runs a kernel as NumPy operations
-    per program. Every case checks that the kernels ran ("batch" mode, and evaluation
-    without gradients), so a dispatch that fell back to the core's path fails. Forward cases
-of "single"/"set" run under ``torch.no_grad()``: the evaluation kernels are for
-inference, and with autograd the native path runs (the "torch" subject's)."""
+    enabled for the process with ``TRITON_INTERPRET=1 LOCALNORM_TRITON=1`` (the
+    ``torch-triton`` line of ``.ci/test``). Small shapes and few examples
+    (``max_examples``): the interpreter runs a kernel as NumPy operations per program.
+    Every case checks that the kernels ran, and for gradients their backward, so a
+    dispatch that fell back to another path fails."""
 
     name = "torch-triton"
     dtypes = ("float32", "float16", "bfloat16")
@@ -193,24 +190,15 @@ inference, and with autograd the native path runs (the "torch" subject's)."""
         kind = "batch" if case.mode == "batch" else "eval"
         before = dict(_triton.launches)
         out = run()
-        if case.mode == "batch" or not grads:
-            assert _triton.launches[kind] > before[kind], \
-                f"the Triton kernels did not run for this {case.mode!r} case"
-        if case.mode == "batch" and grads:
-            assert _triton.launches["batch_backward"] > before["batch_backward"], \
-                "the Triton backward kernels did not run"
+        assert _triton.launches[kind] > before[kind], \
+            f"the Triton kernels did not run for this {case.mode!r} case"
+        if grads:
+            assert _triton.launches[kind + "_backward"] > before[kind + "_backward"], \
+                f"the Triton backward kernels did not run for this {case.mode!r} case"
         return out
 
     def forward(self, case: Case) -> np.ndarray:
-        import torch
-
-        def run():
-            # evaluation runs the kernels for inference (no gradient recorded); with
-            # autograd it takes the native path that the "torch" subject covers
-            with torch.no_grad() if case.mode != "batch" else contextlib.nullcontext():
-                return super(TorchTritonHarness, self).forward(case)
-
-        return self._checked(case, False, run)
+        return self._checked(case, False, lambda: super(TorchTritonHarness, self).forward(case))
 
     def vjp(self, case: Case, cotangent: np.ndarray):
         return self._checked(case, True,

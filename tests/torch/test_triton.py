@@ -126,9 +126,10 @@ def test_shared_rows_and_running_statistics():
 
 @pytest.mark.parametrize("mode", ["single", "set", "running"])
 @pytest.mark.parametrize("cl", [False, True], ids=["nchw", "channels_last"])
-def test_eval_modes_for_inference(mode, cl):
-    """"single" (per-sample groups too), "set" and "running" evaluation run the kernels
-    without autograd and equal the core (running: BatchNorm with group g's statistics)."""
+def test_eval_modes_and_their_gradients(mode, cl):
+    """"single" (a group per sample), "set" and "running" evaluation and their backward
+    run on the kernels and equal the float64 core (running: BatchNorm with group g's
+    statistics)."""
     k, shape = 3, (5, 4, 3, 2)
     layer = lt.LocalNorm2d(4, num_groups=k, track_running_stats=True, device=DEVICE)
     with torch.no_grad():
@@ -138,13 +139,15 @@ def test_eval_modes_for_inference(mode, cl):
         layer.running_var.uniform_(0.5, 2.0)
     group = torch.tensor([0, 2, 1, 1, 0], device=DEVICE) if mode == "single" else 2
     layer.eval().set_mode(mode, group)
-    x = _input(shape, torch.float32, cl, offset=100.0)
-    before = _launched("eval")
-    with torch.no_grad():
-        y = layer(x)
-    assert _launched("eval") == before + 1
-    x64 = x.double()
-    w64, b64 = layer.weight.double(), layer.bias.double()
+    x = _input(shape, torch.float32, cl, offset=100.0).requires_grad_(True)
+    before = (_launched("eval"), _launched("eval_backward"))
+    y = layer(x)
+    dy = _input(shape, torch.float32, cl, offset=0.0, seed=3)
+    grads = torch.autograd.grad(y, (x, layer.weight, layer.bias), dy)
+    assert (_launched("eval"), _launched("eval_backward")) == (before[0] + 1, before[1] + 1)
+    x64 = x.detach().double().requires_grad_(True)
+    w64 = layer.weight.detach().double().requires_grad_(True)
+    b64 = layer.bias.detach().double().requires_grad_(True)
     if mode == "running":
         g = group
         want = ((x64 - layer.running_mean[g].double()[:, None, None])
@@ -155,6 +158,9 @@ def test_eval_modes_for_inference(mode, cl):
                                  group=group if mode == "single" else 2, eps=layer.eps)
     _close(y, want, torch.float32, mode)
     assert y.stride() == x.stride()
+    want_grads = torch.autograd.grad(want, (x64, w64, b64), dy.double())
+    for name, got, ref in zip(("dx", "dweight", "dbias"), grads, want_grads):
+        _close(got, ref, torch.float32, f"{mode} {name}")
 
 
 def test_compile_fullgraph_keeps_the_custom_ops():
@@ -206,4 +212,23 @@ def test_no_affine_and_strided_views():
                              partition="contiguous", eps=layer.eps)[0]
     (dx64,) = torch.autograd.grad(y64, x64, dy.double())
     _close(y, y64, torch.float32, "y")
+    _close(dx, dx64, torch.float32, "dx")
+
+
+@pytest.mark.parametrize("mode", ["single", "set"])
+def test_eval_without_affine(mode):
+    """Evaluation of a layer without weight/bias (one shared row of ones and zeros): its
+    input gradient equals the core's."""
+    layer = lt.LocalNorm2d(3, num_groups=2, affine=False, device=DEVICE).eval()
+    layer.set_mode(mode, 1)
+    x = _input((5, 3, 3, 4), torch.float32, True).requires_grad_(True)
+    dy = _input((5, 3, 3, 4), torch.float32, True, offset=0.0, seed=4)
+    before = _launched("eval_backward")
+    (dx,) = torch.autograd.grad(layer(x), x, dy)
+    assert _launched("eval_backward") == before + 1
+    x64 = x.detach().double().requires_grad_(True)
+    ones = torch.ones(1, 3, dtype=torch.float64, device=DEVICE)
+    y64 = core.eval_forward(fn.xp, x64, ones, 0 * ones, axis=1, mode=mode, group=0,
+                            eps=layer.eps)
+    (dx64,) = torch.autograd.grad(y64, x64, dy.double())
     _close(dx, dx64, torch.float32, "dx")
