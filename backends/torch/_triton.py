@@ -563,15 +563,15 @@ def _(dy, x, weight, rows, mean, rstd, mode):
 
 
 def _eval_setup(ctx, inputs, output):
-    x, weight, bias, rows, running_mean, running_var, mode, eps = inputs
+    x, weight, bias, rows, _, _, mode, eps = inputs
     _, mean, rstd = output
-    ctx.save_for_backward(x, weight, bias, rows, mean, rstd, running_mean, running_var)
+    ctx.save_for_backward(x, weight, bias, rows, mean, rstd)
     ctx.mode, ctx.eps = mode, eps
     ctx.mark_non_differentiable(mean, rstd)
 
 
 def _eval_backward(ctx, dy, _dmean, _drstd):
-    x, weight, bias, rows, mean, rstd, running_mean, running_var = ctx.saved_tensors
+    x, weight, bias, rows, mean, rstd = ctx.saved_tensors
     need = ctx.needs_input_grad[:3]
     if torch.is_grad_enabled():
         # create_graph=True: differentiate the core's plain expressions

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(
     os.environ.get("TRITON_INTERPRET") == "1",
     reason="Triton's interpreter is on in this process: no compiler to check")
 
-from localnorm.torch import _triton  # noqa: E402
+from localnorm.torch import _triton
 
 ACT = "*bf16"
 F32 = "*fp32"
