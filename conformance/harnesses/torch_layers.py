@@ -173,7 +173,8 @@ class TorchTritonHarness(TorchLayerHarness):
         if reason:
             return reason
         if importlib.util.find_spec("triton") is None:
-            return "triton not installed (pip install triton; .ci/install does)"
+            return ("triton not importable (.ci/install puts it in the directory "
+                    ".ci/triton.sh names; .ci/test adds that to PYTHONPATH)")
         import torch
 
         if not torch.cuda.is_available() and not cls._interpreting():

@@ -16,7 +16,8 @@ import os
 import pytest
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("triton", reason="triton not installed (.ci/install installs it)")
+pytest.importorskip("triton", reason="triton not importable (.ci/install puts it in the "
+                    "directory .ci/triton.sh names; .ci/test adds it to PYTHONPATH)")
 
 import localnorm.torch as lt
 from localnorm.torch import _functional as fn

@@ -13,7 +13,8 @@ import os
 import pytest
 
 pytest.importorskip("torch")
-pytest.importorskip("triton", reason="triton not installed (.ci/install installs it)")
+pytest.importorskip("triton", reason="triton not importable (.ci/install puts it in the "
+                    "directory .ci/triton.sh names; .ci/test adds it to PYTHONPATH)")
 pytestmark = pytest.mark.skipif(
     os.environ.get("TRITON_INTERPRET") == "1",
     reason="Triton's interpreter is on in this process: no compiler to check")
