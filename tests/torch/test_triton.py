@@ -164,20 +164,31 @@ def test_eval_modes_and_their_gradients(mode, cl):
         _close(got, ref, torch.float32, f"{mode} {name}")
 
 
-def test_compile_fullgraph_keeps_the_custom_ops():
+@pytest.mark.parametrize("mode", ["batch", "single", "set", "running"])
+def test_compile_fullgraph_keeps_the_custom_ops(mode):
     """torch.compile(fullgraph=True) traces the kernels' custom ops (fake tensors,
-    registered autograd): forward and gradients equal eager."""
+    registered autograd) in training and every evaluation mode: forward and gradients
+    equal eager, and the compiled graph calls the kernels."""
     torch._dynamo.reset()
-    layer = lt.LocalNorm2d(3, num_groups=2, device=DEVICE).train()
+    layer = lt.LocalNorm2d(3, num_groups=2, track_running_stats=True, device=DEVICE)
+    with torch.no_grad():
+        layer.weight.normal_()
+        layer.running_var.uniform_(0.5, 2.0)
+    if mode == "batch":
+        layer.train()
+    else:
+        layer.eval().set_mode(mode, 1)
+    kind = "batch" if mode == "batch" else "eval"
     x = _input((6, 3, 4, 4), torch.float32, True).requires_grad_(True)
     eager = layer(x)
     (dx_eager,) = torch.autograd.grad(eager.square().sum(), x)
     compiled = torch.compile(layer, fullgraph=True,
                              backend="inductor" if DEVICE == "cuda" else "aot_eager")
-    before = _launched("batch")
+    before = (_launched(kind), _launched(kind + "_backward"))
     y = compiled(x)
     (dx,) = torch.autograd.grad(y.square().sum(), x)
-    assert _launched("batch") > before, "the compiled graph did not call the kernels"
+    assert _launched(kind) > before[0], "the compiled graph did not call the kernels"
+    assert _launched(kind + "_backward") > before[1], "nor their backward"
     torch.testing.assert_close(y, eager, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(dx, dx_eager, rtol=1e-4, atol=1e-4)
 
