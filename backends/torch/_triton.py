@@ -30,8 +30,8 @@ synchronization.
 
 Registered as the custom ops ``localnorm::triton_batch`` and
 ``localnorm::triton_batch_backward`` (with fake implementations and autograd), so
-``torch.compile(fullgraph=True)`` keeps them as single nodes and CUDA graphs can capture a
-step. Evaluation ("single", "set", "running") runs on the same kernels (``"set"`` is one
+``torch.compile(fullgraph=True)`` keeps them as single nodes; they synchronize nothing
+with the host, as CUDA graph capture needs (not yet tried on a GPU). Evaluation ("single", "set", "running") runs on the same kernels (``"set"`` is one
 group of the whole batch, ``"single"`` a group per sample), registered as
 ``localnorm::triton_eval`` and ``localnorm::triton_eval_backward``.
 """
