@@ -12,6 +12,7 @@ part of training memory that a normalization layer changes. On CUDA the figure i
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import torch
@@ -60,6 +61,33 @@ def _add_bandwidth(rows: list[dict], op: str, nbytes, device: torch.device) -> N
             r["bandwidth_fraction"] = achieved / peak
 
 
+def triton_rows(device: torch.device) -> str | None:
+    """None where the fused Triton kernels run for this device (then every LocalNorm2d
+    row is theirs, and rows suffixed "Triton off" time the same layer on the core's and
+    native paths); else why the Triton rows are skipped."""
+    from localnorm.torch import _triton
+
+    if device.type != "cuda":
+        return ("Triton rows skipped: the fused kernels run on CUDA only (on CPU the "
+                "interpreter tests their correctness, not their speed)")
+    if not _triton.AVAILABLE:
+        return "Triton rows skipped: triton does not import here"
+    return None
+
+
+def _off(fn):
+    """``fn`` run with the Triton kernels switched off (the "Triton off" rows)."""
+    from localnorm.torch import _triton
+
+    def call():
+        with _triton.switched_off():
+            return fn()
+    return call
+
+
+TRITON_OFF = ", Triton off"
+
+
 def _sync_for(device: torch.device):
     if device.type == "cuda":
         return lambda out: torch.cuda.synchronize(device)
@@ -86,8 +114,9 @@ RAGGED_BASE = "BatchNorm2d, N-1"
 def _target(name: str, op: str) -> float | None:
     """The issue's target of a row: torch's forward+backward targets for the two
     partitions, 1.3x for every other LocalNorm2d op; none for baselines, GroupNorm, the
-    core functional and the ragged batch (rows that explain, not promise)."""
-    if not name.startswith("LocalNorm2d") or name == RAGGED:
+    core functional, the ragged batch and the "Triton off" rows (rows that explain, not
+    promise)."""
+    if not name.startswith("LocalNorm2d") or name == RAGGED or name.endswith(TRITON_OFF):
         return None
     if op == "forward+backward":
         return TORCH_STRIDED_TARGET if "strided" in name else TORCH_CONTIGUOUS_TARGET
@@ -141,13 +170,16 @@ def layer_comparisons(case, layout: str, device: torch.device, *, settings,
             runs[RAGGED_BASE] = (bn, xr, gyr, list(bn.parameters()))
             if layout == "NCHW":
                 runs["local_norm core"] = (core, x, gy, [gamma, beta])
+            if triton_rows(device) is None:
+                for name, m in local.items():
+                    runs[name + TRITON_OFF] = (m, x, gy, list(m.parameters()))
             if op == "forward":
                 fns = {name: (lambda f=f, xx=xx: f(xx)) for name, (f, xx, _, _) in runs.items()}
-                with torch.no_grad():
-                    t = compare(fns, baseline=BASE, settings=settings, sync=sync)
             else:
                 fns = {name: (lambda f=f, xx=xx, g=g, p=p: torch.autograd.grad(f(xx), [xx] + p, g))
                        for name, (f, xx, g, p) in runs.items()}
+            fns = {name: _off(f) if name.endswith(TRITON_OFF) else f for name, f in fns.items()}
+            with torch.no_grad() if op == "forward" else contextlib.nullcontext():
                 t = compare(fns, baseline=BASE, settings=settings, sync=sync)
         else:
             fns = {BASE: lambda: bn(x), "BatchNorm2d eval (running stats)": lambda: bn_eval(x)}
@@ -163,6 +195,9 @@ def layer_comparisons(case, layout: str, device: torch.device, *, settings,
             if layout == "NCHW":
                 for mode in ("single", "set"):
                     fns[f"local_norm core {mode}"] = lambda mode=mode: core(x, mode)
+            if triton_rows(device) is None:
+                for mode in ("single", "set"):
+                    fns[f"LocalNorm2d {mode}{TRITON_OFF}"] = _off(fns[f"LocalNorm2d {mode}"])
             with torch.no_grad():
                 t = compare(fns, baseline=BASE, settings=settings, sync=sync)
         rows = [R.row(t, name, target=_target(name, op),
@@ -291,6 +326,10 @@ def _network_records(ctx: Context, device: torch.device) -> list[dict]:
         x, y = _data(net, device)
         fns = {"BatchNorm": _train_step(bn, x, y), "LocalNorm contiguous": _train_step(ln, x, y),
                "LocalNorm strided": _train_step(ln_strided, x, y)}
+        if triton_rows(device) is None:
+            fns["LocalNorm contiguous" + TRITON_OFF] = _off(_train_step(copy.deepcopy(ln), x, y))
+            fns["LocalNorm strided" + TRITON_OFF] = _off(
+                _train_step(copy.deepcopy(ln_strided), x, y))
         t = compare(fns, baseline="BatchNorm", settings=ctx.net_settings, sync=sync)
         rows = [R.row(t, name, target=NETWORK_TARGET) for name in fns if name != "BatchNorm"]
         records.append(R.timing_record("network", net.label, t, rows, op="training step",
@@ -397,6 +436,9 @@ def run(ctx: Context) -> dict:
         "pass (saved_tensors_hooks, each storage once, parameters excluded), since the CPU "
         "allocator keeps no peak counter; transient buffers (the contiguous partition's "
         "layout copies) are not in this figure. On CUDA: torch.cuda.max_memory_allocated.",
+        triton_rows(device) or "On CUDA every LocalNorm row runs the fused Triton kernels "
+        "(localnorm.torch._triton); rows ending in 'Triton off' time the same layer with "
+        "them switched off (the core's and native paths: the figures before issue 14).",
     ]
     if device.type != "cuda":
         sec["notes"].append(

@@ -71,9 +71,11 @@ def pytest_generate_tests(metafunc):
 @pytest.fixture
 def harness(request):
     try:
-        return subjects.load(request.param)
+        subject = subjects.load(request.param)
     except subjects.SubjectUnavailable as exc:
         pytest.skip(f"subject unavailable: {exc}")
+    with profiles.capped(subject.max_examples):
+        yield subject
 
 
 @pytest.fixture

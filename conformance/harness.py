@@ -89,6 +89,9 @@ class Harness:
     #: a framework's own kernels are held there to the tolerance model whose summation
     #: term grows with the set size (see ``tolerances.py``).
     core_statistics: bool = False
+    #: At most this many Hypothesis examples per property for this subject (None: the
+    #: profile's), for subjects whose every case is slow (an interpreter).
+    max_examples: int | None = None
 
     @classmethod
     def unavailable(cls) -> str | None:

@@ -6,10 +6,14 @@
 - ``dev``: 25 examples, randomized, for quick local runs;
 - ``thorough``: 1000 examples, randomized, for a longer search on a user's machine or GPU
   (``localnorm conformance --profile thorough``).
+
+A subject may cap the examples of its properties (``Harness.max_examples``, applied by
+:func:`capped` in the ``harness`` fixture): the Triton interpreter's subject does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from hypothesis import HealthCheck, settings
@@ -41,3 +45,20 @@ settings.register_profile(
 #: The profile loaded for this process.
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "dev")
 settings.load_profile(PROFILE)
+
+
+@contextlib.contextmanager
+def capped(max_examples: int | None):
+    """The loaded profile with at most ``max_examples`` examples per property while the
+    block runs (a subject's ``Harness.max_examples``); None changes nothing."""
+    if max_examples is None:
+        yield
+        return
+    base = settings.get_profile(PROFILE)
+    name = f"{PROFILE}-max{max_examples}"
+    settings.register_profile(name, base, max_examples=min(max_examples, base.max_examples))
+    settings.load_profile(name)
+    try:
+        yield
+    finally:
+        settings.load_profile(PROFILE)

@@ -26,6 +26,7 @@ SUBJECTS: dict[str, str] = {
     "jax-array": ".harnesses.arrayapi:JaxArrayHarness",
     "torch": ".harnesses.torch_layers:TorchLayerHarness",
     "torch-cuda": ".harnesses.torch_layers:TorchLayerCudaHarness",
+    "torch-triton": ".harnesses.torch_layers:TorchTritonHarness",
     "keras": ".harnesses.keras_layer:KerasHarness",
     "flax": ".harnesses.flax_nnx:FlaxNNXHarness",
     "flax-linen": ".harnesses.flax_nnx:FlaxLinenHarness",

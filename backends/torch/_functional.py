@@ -10,7 +10,8 @@ the layers validate.
   run the core's plain forward as differentiable operations. The native fast path: one
   ``F.batch_norm`` over K*C channels where the batch as (N/K, K*C, ...) is a free view
   (one group, strided groups of an NCHW batch); on CUDA, contiguous groups too, through
-  one layout copy in and one out. The CUDA kernels of issue 14 plug in beside it.
+  one layout copy in and one out. On CUDA the fused Triton kernels of :mod:`._triton`
+  run instead (:func:`_kernels`), custom ops that ``torch.compile`` keeps.
 - ``"single"``: instance normalization, one ``F.group_norm`` with a group per channel
   (channels_last input and tracers: the core's :func:`~localnorm._agnostic.eval_forward`,
   which exports as plain reductions); ``"set"``: one ``F.batch_norm`` with group ``g``'s
@@ -22,6 +23,7 @@ read in its own dtype and only x, not a float32 copy, is saved for backward.
 
 from __future__ import annotations
 
+import os
 import types
 
 import array_api_compat.torch
@@ -141,6 +143,29 @@ def _native(x: torch.Tensor, k: int, partition: str, copies: bool | None = None)
     return xv, lambda y: y.reshape((m, k, c) + spatial).transpose(0, 1).reshape(x.shape)
 
 
+def _kernels(x: torch.Tensor, weight: torch.Tensor | None, cdt: torch.dtype):
+    """The fused Triton kernels (:mod:`._triton`) when they run for ``x``: CUDA tensors
+    (``LOCALNORM_TRITON=0`` turns them off), or CPU tensors under Triton's interpreter
+    (``LOCALNORM_TRITON=1`` with ``TRITON_INTERPRET=1``, for tests); not under TorchScript
+    or ``torch.func`` transforms."""
+    if not (x.is_cuda or os.environ.get("LOCALNORM_TRITON") == "1"):
+        return None
+    if torch.jit.is_tracing() or torch.jit.is_scripting() \
+            or torch._C._are_functorch_transforms_active():
+        return None
+    if weight is not None and weight.dtype != torch.float32:
+        return None
+    from . import _triton
+
+    return _triton if _triton.enabled(x, cdt) else None
+
+
+def _ones(x: torch.Tensor, cdt: torch.dtype):
+    """weight/bias of no affine step: one (1, C) row of ones and one of zeros."""
+    weight = torch.ones((1, x.shape[1]), dtype=cdt, device=x.device)
+    return weight, torch.zeros_like(weight)
+
+
 def batch_groups(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, *,
                  num_groups: int, partition: str, eps: float, cdt: torch.dtype,
                  running_mean: torch.Tensor | None = None,
@@ -150,6 +175,16 @@ def batch_groups(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tenso
     None for no affine step; ``x`` in ``cdt`` or float16/bfloat16 with ``cdt`` float32).
     Updates the (K, C) running statistics in place when given."""
     k = num_groups
+    kernels = _kernels(x, weight, cdt)
+    if kernels is not None:  # CUDA: the fused Triton kernels (issue 14)
+        if weight is None:
+            weight, bias = _ones(x, cdt)
+        y, mean, var = kernels.batch(x, weight, bias, num_groups=k, partition=partition,
+                                     eps=eps)
+        if running_mean is not None:
+            update_running(running_mean, running_var, mean, var,
+                           kernels.group_counts(x, k), momentum)
+        return y
     buffers_ok = running_mean is None or running_mean.dtype == cdt
     shared = weight is not None and weight.shape[0] != k
     native = None if shared or not buffers_ok else _native(x, k, partition)
@@ -166,7 +201,6 @@ def batch_groups(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tenso
     # axis: per-channel values then broadcast along the innermost, contiguous axis.
     cl = _channels_last(x)
     xv, axis = (x.movedim(1, -1), x.ndim - 1) if cl else (x, 1)
-    # The CUDA kernels of issue 14 plug in here, beside the core's path, for x.is_cuda.
     if graph_mode():
         y, mean, var, _ = core.batch_forward(xp, xv, weight, bias, eps=eps,
                                              **_layout(k, partition, axis))
@@ -226,6 +260,11 @@ def single(x: torch.Tensor, weight, bias, *, group, eps: float, cdt: torch.dtype
     """``"single"`` mode: each sample its own statistics (over its spatial axes), the
     weight/bias of ``group`` (an int, a 0-d tensor, or one group per sample as an (N,)
     int64 tensor)."""
+    kernels = _kernels(x, weight, cdt)
+    if kernels is not None:
+        if weight is None:
+            weight, bias = _ones(x, cdt)
+        return kernels.eval_forward(x, weight, bias, mode="single", group=group, eps=eps)
     if not graph_mode() and not _channels_last(x) and x.ndim > 2 \
             and (weight is None or weight.dtype == torch.promote_types(x.dtype, torch.float32)):
         # instance normalization is one F.group_norm with a group per channel: "single" eval
@@ -249,11 +288,23 @@ def set_stats(x: torch.Tensor, weight, bias, *, group, eps: float) -> torch.Tens
     """``"set"`` mode: one set of statistics over the whole batch, group ``group``'s
     weight/bias (an int or a 0-d tensor). One F.batch_norm: "set" eval at 1.2x
     BatchNorm2d's forward where the core takes 3.0x (discussion)."""
+    cdt = compute_dtype(x, weight)
+    kernels = _kernels(x, weight, cdt)
+    if kernels is not None:
+        if weight is None:
+            weight, bias = _ones(x, cdt)
+        return kernels.eval_forward(x, weight, bias, mode="set", group=group, eps=eps)
     return F.batch_norm(x, None, None, _row(weight, group), _row(bias, group), True, 0.0, eps)
 
 
 def running(x: torch.Tensor, weight, bias, running_mean, running_var, *, group, eps: float,
             cdt: torch.dtype) -> torch.Tensor:
     """``"running"`` mode: group ``group``'s running statistics and weight/bias."""
+    kernels = _kernels(x, weight, cdt)
+    if kernels is not None:
+        if weight is None:
+            weight, bias = _ones(x, cdt)
+        return kernels.eval_forward(x, weight, bias, mode="running", group=group, eps=eps,
+                                    running_mean=running_mean, running_var=running_var)
     return F.batch_norm(x, _row(running_mean, group).to(cdt), _row(running_var, group).to(cdt),
                         _row(weight, group), _row(bias, group), False, 0.0, eps)

@@ -1,4 +1,4 @@
-"""Subjects "torch" and "torch-cuda": the layers of :mod:`localnorm.torch`.
+"""Subjects "torch", "torch-cuda" and "torch-triton": the layers of :mod:`localnorm.torch`.
 
 Each case builds ``LocalNorm1d`` (rank 2), the rank-agnostic ``LocalNorm`` (rank 3),
 ``LocalNorm2d`` (rank 4) or ``LocalNorm3d`` (rank 5) with the case's K, C, eps and
@@ -145,3 +145,62 @@ class TorchLayerCudaHarness(TorchLayerHarness):
         if not torch.cuda.is_available():
             return "no CUDA device"
         return None
+
+
+class TorchTritonHarness(TorchLayerHarness):
+    """The same layers on the fused Triton kernels (``localnorm.torch._triton``): on a
+    CUDA device where there is one, else on CPU tensors through Triton's interpreter,
+    enabled for the process with ``TRITON_INTERPRET=1 LOCALNORM_TRITON=1`` (the
+    ``torch-triton`` line of ``.ci/test``). Small shapes and few examples
+    (``max_examples``): the interpreter runs a kernel as NumPy operations per program.
+    Every case checks that the kernels ran, and for gradients their backward, so a
+    dispatch that fell back to another path fails."""
+
+    name = "torch-triton"
+    dtypes = ("float32", "float16", "bfloat16")
+    max_examples = 8
+
+    @staticmethod
+    def _interpreting() -> bool:
+        import os
+
+        return os.environ.get("TRITON_INTERPRET") == "1" \
+            and os.environ.get("LOCALNORM_TRITON") == "1"
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        reason = super().unavailable()
+        if reason:
+            return reason
+        if importlib.util.find_spec("triton") is None:
+            return ("triton not importable (.ci/install puts it in the directory "
+                    ".ci/triton.sh names; .ci/test adds that to PYTHONPATH)")
+        import torch
+
+        if not torch.cuda.is_available() and not cls._interpreting():
+            return ("no CUDA device, and Triton's interpreter is not enabled: run with "
+                    "TRITON_INTERPRET=1 LOCALNORM_TRITON=1 (as .ci/test does)")
+        return None
+
+    def __init__(self) -> None:
+        self.device = "cpu" if self._interpreting() else "cuda"
+
+    def _checked(self, case: Case, grads: bool, run):
+        from localnorm.torch import _triton
+
+        kind = "batch" if case.mode == "batch" else "eval"
+        before = dict(_triton.launches)
+        out = run()
+        assert _triton.launches[kind] > before[kind], \
+            f"the Triton kernels did not run for this {case.mode!r} case"
+        if grads:
+            assert _triton.launches[kind + "_backward"] > before[kind + "_backward"], \
+                f"the Triton backward kernels did not run for this {case.mode!r} case"
+        return out
+
+    def forward(self, case: Case) -> np.ndarray:
+        return self._checked(case, False, lambda: super(TorchTritonHarness, self).forward(case))
+
+    def vjp(self, case: Case, cotangent: np.ndarray):
+        return self._checked(case, True,
+                             lambda: super(TorchTritonHarness, self).vjp(case, cotangent))

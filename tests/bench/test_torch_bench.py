@@ -127,3 +127,56 @@ def test_torch_layer_script_runs_on_a_tiny_shape():
     assert [(r["op"], r["layout"]) for r in records] == [("forward+backward", "NCHW"),
                                                          ("forward+backward", "channels_last")]
     assert all(r["case"] == "N=8 C=4 4x4 K=2" for r in records)
+
+
+def test_triton_rows_are_skipped_on_cpu_with_the_reason(monkeypatch):
+    from localnorm.benchmarks._cases import LayerCase
+
+    reason = tb.triton_rows(torch.device("cpu"))
+    assert reason and "CUDA" in reason
+    monkeypatch.setattr(tb, "compare", _fake_compare([]))
+    (rec,) = tb.layer_comparisons(LayerCase(8, 4, 4, 2), "NCHW", torch.device("cpu"),
+                                  settings=None, ops=("forward",))
+    assert not [r for r in rec["rows"] if r["name"].endswith(tb.TRITON_OFF)]
+
+
+def test_triton_off_rows_run_the_same_layers_with_the_kernels_switched_off(monkeypatch):
+    """Where the kernels run (CUDA), each LocalNorm2d row has a "Triton off" twin (the
+    paths before the kernels), without a target, whose layer calls run with the kernels
+    switched off; the other rows' with them on. Imports no Triton (this process may
+    hold TensorFlow, after which loading Triton's LLVM aborts)."""
+    from localnorm.benchmarks._cases import LayerCase
+    from localnorm.benchmarks._timing import Timing
+    from localnorm.torch import _triton
+
+    states: list = []
+    off_by_row: dict = {}
+
+    def compare(candidates, *, baseline, settings, sync):
+        for name, fn in candidates.items():
+            states.clear()
+            fn()
+            off_by_row[name] = set(states)
+        return Timing(samples={n: [1.0] for n in candidates}, baseline=baseline,
+                      inner={n: 1 for n in candidates})
+
+    monkeypatch.setattr(tb, "triton_rows", lambda device: None)
+    monkeypatch.setattr(tb, "compare", compare)
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(
+        lambda mod, args: states.append(_triton._off)
+        if type(mod).__name__ == "LocalNorm2d" else None)
+    try:
+        for op in ("forward+backward", "eval"):
+            off_by_row.clear()
+            (rec,) = tb.layer_comparisons(LayerCase(8, 4, 4, 2), "channels_last",
+                                          torch.device("cpu"), settings=None, ops=(op,))
+            rows = {r["name"]: r for r in rec["rows"]}
+            twins = [n for n in rows if n.endswith(tb.TRITON_OFF)]
+            assert len(twins) == 2
+            for twin in twins:
+                assert "target" not in rows[twin]
+                assert off_by_row[twin] == {True}
+                assert off_by_row[twin.removesuffix(tb.TRITON_OFF)] == {False}
+    finally:
+        hook.remove()
+    assert not _triton._off  # restored after each call
