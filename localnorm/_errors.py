@@ -334,13 +334,74 @@ def soft_vote_not_probabilities(low: float, high: float) -> LocalNormError:
     )
 
 
-def checkpoint_mismatch(name: str, received: tuple, expected: tuple) -> LocalNormError:
+def checkpoint_mismatch(name: str, received: tuple, expected: tuple, *,
+                        shared: bool | None = None, num_groups: Any = None) -> LocalNormError:
+    received, expected = tuple(received), tuple(expected)
+    rows = "(num_groups along the batch axis, num_features)"
+    fix = ("build the layer with the checkpoint's num_groups and num_features, or convert "
+           "a BatchNorm checkpoint with convert_batchnorm()")
+    if shared is not None and len(received) == 2 and len(expected) == 2 \
+            and received[1] == expected[1] and (received[0] == 1) != (expected[0] == 1):
+        # (K, C) against (1, C): per-group rows against one row shared by the groups.
+        if shared:
+            rows = ("(one row shared by all groups along the batch axis, num_features): "
+                    f"this layer has shared_affine=True, the checkpoint one row per group "
+                    f"({received[0]} groups)")
+            fix = (f"build the layer with shared_affine=False and num_groups={received[0]} "
+                   "to load per-group rows, or replace the checkpoint's rows by their mean "
+                   "over axis 0 (keeping a leading axis of 1) if one shared row is what you "
+                   "want")
+        else:
+            rows = ("(num_groups along the batch axis, num_features): this layer has one row "
+                    f"per group ({num_groups} groups), the checkpoint one row shared by all "
+                    "groups (saved with shared_affine=True, e.g. a Ghost BatchNorm)")
+            fix = ("build the layer with shared_affine=True (or use the Ghost BatchNorm "
+                   f"preset), or repeat the shared row {expected[0]} times along axis 0 to "
+                   "give every group a copy")
     return LocalNormError(
-        f"The checkpoint's {name} has shape {tuple(received)} but this layer's has "
-        f"{tuple(expected)} (num_groups along the batch axis, num_features). "
-        f"Received: {name}.shape={tuple(received)}, expected={tuple(expected)}. "
-        "Fix: build the layer with the checkpoint's num_groups and num_features, or convert "
-        "a BatchNorm checkpoint with convert_batchnorm()."
+        f"The checkpoint's {name} has shape {received} but this layer's has "
+        f"{expected} {rows}. "
+        f"Received: {name}.shape={received}, expected={expected}. "
+        f"Fix: {fix}."
+    )
+
+
+def ghost_groups_missing() -> LocalNormError:
+    return LocalNormError(
+        "Ghost BatchNorm normalizes groups along the batch axis (virtual batches) and needs "
+        "to know how to form them. Expected virtual_batch_size (samples per group; the "
+        "number of groups is counted per batch) or num_groups (a fixed number of groups). "
+        "Received: virtual_batch_size=None, num_groups=None. Fix: pass one of them, e.g. "
+        "virtual_batch_size=32."
+    )
+
+
+def ghost_groups_both(num_groups: Any, virtual_batch_size: Any) -> LocalNormError:
+    return LocalNormError(
+        "The groups along the batch axis are given either by a virtual batch size (their "
+        "number then follows each batch's size) or by a fixed number of groups, not both. "
+        f"Received: num_groups={num_groups!r}, virtual_batch_size={virtual_batch_size!r}. "
+        "Fix: pass only one of them (num_groups=None with virtual_batch_size)."
+    )
+
+
+def bad_virtual_batch_size(virtual_batch_size: Any) -> LocalNormError:
+    return LocalNormError(
+        "virtual_batch_size (how many samples form one group along the batch axis; a "
+        "batch of N samples gets max(1, N // virtual_batch_size) groups) must be a "
+        f"positive int. Received: virtual_batch_size={virtual_batch_size!r}. "
+        "Fix: pass an int >= 1, e.g. virtual_batch_size=32, or None with num_groups."
+    )
+
+
+def virtual_batch_needs_shared(virtual_batch_size: Any) -> LocalNormError:
+    return LocalNormError(
+        "A virtual batch size makes the number of groups along the batch axis change with "
+        "the batch size, so the groups cannot each own a row of scale/shift: it needs one "
+        "scale/shift shared by all groups. Received: "
+        f"virtual_batch_size={virtual_batch_size!r}, shared_affine=False. Fix: pass "
+        "shared_affine=True (the Ghost BatchNorm presets do), or a fixed num_groups "
+        "instead of virtual_batch_size."
     )
 
 
