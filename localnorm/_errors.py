@@ -366,6 +366,37 @@ def checkpoint_mismatch(name: str, received: tuple, expected: tuple, *,
     )
 
 
+def running_needs_shared(where: str) -> LocalNormError:
+    return LocalNormError(
+        f"{where} keeps running statistics only as one row shared by all groups along the "
+        "batch axis (Ghost BatchNorm), not one row per group. Received: "
+        "track_running_stats=True, shared_affine=False. Fix: pass shared_affine=True (or "
+        "use the Ghost BatchNorm preset); LocalNorm's own protocols recompute statistics "
+        "at test time and need no running statistics."
+    )
+
+
+def bad_momentum(momentum: Any, default: str) -> LocalNormError:
+    return LocalNormError(
+        "momentum (how much of the running statistics each training step keeps: "
+        "running = momentum * running + (1 - momentum) * the mean over the groups along "
+        "the batch axis of their moments) must be a float in [0, 1]. "
+        f"Received: momentum={momentum!r}. Fix: use the default {default} or another value "
+        "in [0, 1]."
+    )
+
+
+def virtual_batch_unknown_size(where: str, virtual_batch_size: int) -> LocalNormError:
+    return LocalNormError(
+        f"{where} counts its groups along the batch axis from each batch's size "
+        f"(virtual_batch_size={virtual_batch_size}), but this batch size is only known at "
+        "run time (a traced function with a None batch axis). Received: batch size None. "
+        "Fix: give the model batches of a known size (e.g. `model.fit(..., "
+        "batch_size=...)` with `drop_remainder=True` datasets), or build the layer with a "
+        "fixed num_groups instead of virtual_batch_size."
+    )
+
+
 def ghost_groups_missing() -> LocalNormError:
     return LocalNormError(
         "Ghost BatchNorm normalizes groups along the batch axis (virtual batches) and needs "

@@ -4,7 +4,8 @@
 (the math: :func:`localnorm.local_norm`, specified in ``docs/spec.md``).
 :func:`set_eval_mode` / :func:`eval_mode` choose what the layers do at test time,
 :func:`predict` runs the paper's test-time protocols, and :func:`convert_batchnorm` turns a
-BatchNormalization model into a LocalNorm one. Guide: ``docs/guides/keras.md``.
+BatchNormalization model into a LocalNorm one (or, with ``ghost=True``, into
+:class:`GhostBatchNormalization`, Ghost BatchNorm: one gamma/beta shared by the groups). Guide: ``docs/guides/keras.md``.
 """
 
 from .conversion import convert_batchnorm as convert_batchnorm
@@ -12,9 +13,11 @@ from .evaluation import eval_mode as eval_mode
 from .evaluation import localnorm_layers as localnorm_layers
 from .evaluation import predict as predict
 from .evaluation import set_eval_mode as set_eval_mode
+from .layers import GhostBatchNormalization as GhostBatchNormalization
 from .layers import LocalNormalization as LocalNormalization
 
 __all__ = [
+    "GhostBatchNormalization",
     "LocalNormalization",
     "convert_batchnorm",
     "eval_mode",

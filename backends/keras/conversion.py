@@ -7,15 +7,21 @@ import numpy as np
 
 from localnorm import _errors, _spec
 
-from .layers import LocalNormalization
+from .layers import GhostBatchNormalization, LocalNormalization
 
 __all__ = ["convert_batchnorm"]
 
 
-def _from_batchnorm(bn: keras.layers.BatchNormalization, num_groups: int,
-                    partition: str) -> LocalNormalization:
+def _from_batchnorm(bn: keras.layers.BatchNormalization, num_groups: int | None,
+                    partition: str, ghost: bool = False,
+                    virtual_batch_size: int | None = None) -> LocalNormalization:
     config = bn.get_config()
-    layer = LocalNormalization(
+    if ghost:
+        cls, options = GhostBatchNormalization, dict(
+            virtual_batch_size=virtual_batch_size, momentum=bn.momentum)
+    else:
+        cls, options = LocalNormalization, {}
+    layer = cls(
         num_groups=num_groups,
         axis=bn.axis,
         epsilon=bn.epsilon,
@@ -31,14 +37,19 @@ def _from_batchnorm(bn: keras.layers.BatchNormalization, num_groups: int,
         name=bn.name,
         dtype=bn.dtype_policy,
         trainable=bn.trainable,
+        **options,
     )
     build_config = bn.get_build_config()
     if bn.built and build_config is not None:
         layer.build_from_config(build_config)
-        for ours, theirs in ((layer.gamma, bn.gamma), (layer.beta, bn.beta)):
+        pairs = [(layer.gamma, bn.gamma), (layer.beta, bn.beta)]
+        if ghost:
+            pairs += [(layer.moving_mean, bn.moving_mean),
+                      (layer.moving_variance, bn.moving_variance)]
+        for ours, theirs in pairs:
             if ours is not None:
                 row = keras.ops.convert_to_numpy(theirs)
-                ours.assign(np.tile(row[None, :], (num_groups, 1)))
+                ours.assign(np.tile(row[None, :], (int(ours.shape[0]), 1)))
     return layer
 
 
@@ -59,8 +70,10 @@ def _is_functional(model) -> bool:
     return isinstance(model, keras.Model) and isinstance(model, keras.Function)
 
 
-def convert_batchnorm(model, num_groups: int = 4, partition: str = "contiguous"):
-    """A new model with every ``BatchNormalization`` replaced by a :class:`LocalNormalization`.
+def convert_batchnorm(model, num_groups: int | None = None, partition: str = "contiguous", *,
+                      ghost: bool = False, virtual_batch_size: int | None = None):
+    """A new model with every ``BatchNormalization`` replaced by a :class:`LocalNormalization`
+    (or, with ``ghost=True``, by a :class:`GhostBatchNormalization`).
 
     Each BatchNormalization's gamma and beta are copied into every one of the
     ``num_groups`` groups along the batch axis (so ``gamma`` of shape (C,) becomes
@@ -72,15 +85,27 @@ def convert_batchnorm(model, num_groups: int = 4, partition: str = "contiguous")
     ``num_groups=1`` the converted model equals the original called with
     ``training=True`` (batch statistics).
 
+    With ``ghost=True`` each BatchNormalization becomes a
+    :class:`GhostBatchNormalization` with its momentum, and its gamma, beta, moving mean
+    and moving variance become the one (1, C) row shared by the groups along the batch
+    axis: in inference the converted model computes what the original computes.
+
     Parameters
     ----------
     model : keras.Sequential, functional keras.Model, or keras.layers.BatchNormalization
         Nested Sequential/functional models are converted too. A single
         BatchNormalization layer gives a single LocalNormalization layer.
-    num_groups : int, default 4
-        K, the number of groups along the batch axis.
+    num_groups : int, optional
+        K, the number of groups along the batch axis; default 4 (with ``ghost=True``,
+        give this or ``virtual_batch_size``).
     partition : {"contiguous", "strided"}, default "contiguous"
         How training batches are split into groups (see :class:`LocalNormalization`).
+    ghost : bool, default False
+        Convert into Ghost BatchNorm (one gamma/beta and moving statistics shared by the
+        groups) instead.
+    virtual_batch_size : int, optional
+        With ``ghost=True``: samples per group, their number counted per batch (see
+        :class:`GhostBatchNormalization`).
 
     Returns
     -------
@@ -93,16 +118,23 @@ def convert_batchnorm(model, num_groups: int = 4, partition: str = "contiguous")
         For a subclassed model (its layer graph is not known), a bad ``num_groups`` or an
         unknown ``partition``.
     """
-    num_groups = _spec.check_num_groups(num_groups)
+    ghost = bool(ghost)
+    if not ghost:
+        if virtual_batch_size is not None:
+            raise _errors.virtual_batch_needs_shared(virtual_batch_size)
+        num_groups = 4 if num_groups is None else num_groups
+    num_groups, virtual_batch_size = _spec.check_ghost_groups(
+        num_groups, virtual_batch_size, shared_affine=ghost)
     partition = _spec.check_choice("partition", partition, _spec.PARTITIONS)
+    options = dict(ghost=ghost, virtual_batch_size=virtual_batch_size)
     if isinstance(model, keras.layers.BatchNormalization):
-        return _from_batchnorm(model, num_groups, partition)
+        return _from_batchnorm(model, num_groups, partition, **options)
     if not (isinstance(model, keras.Sequential) or _is_functional(model)):
         raise _errors.cannot_convert(type(model).__name__)
 
     def clone(layer):
         if isinstance(layer, keras.layers.BatchNormalization):
-            return _from_batchnorm(layer, num_groups, partition)
+            return _from_batchnorm(layer, num_groups, partition, **options)
         if isinstance(layer, keras.Model) and not (
             isinstance(layer, keras.Sequential) or _is_functional(layer)
         ):

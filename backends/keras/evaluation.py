@@ -33,7 +33,7 @@ class _Keras(_model.Adapter):
         return layer._eval
 
     def check(self, layer, mode, group):
-        return check_eval_setting(mode, group, layer.num_groups)
+        return check_eval_setting(mode, group, layer.num_groups, layer.track_running_stats)
 
     def assign(self, layer, setting, temporary=False):
         # predict's own passes are undone before a compiled function can run: they keep
