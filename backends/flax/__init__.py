@@ -5,7 +5,8 @@
 ``jax.jit``, ``jax.grad``, ``nnx.jit`` and ``jax.vmap``, and shards one group (or a fixed
 set of groups) per device with ``axis_name`` inside ``jax.shard_map``. Model-level
 evaluation: :func:`set_eval_mode`, :func:`eval_mode`, :func:`predict`;
-:func:`convert_batchnorm` turns ``nnx.BatchNorm`` layers into LocalNorm.
+:func:`convert_batchnorm` turns ``nnx.BatchNorm`` layers into LocalNorm (or, with
+``ghost=True``, into the Ghost BatchNorm preset :class:`GhostBatchNorm`).
 """
 
 from . import linen as linen
@@ -14,9 +15,11 @@ from ._eval import eval_mode as eval_mode
 from ._eval import localnorm_layers as localnorm_layers
 from ._eval import predict as predict
 from ._eval import set_eval_mode as set_eval_mode
+from ._nnx import GhostBatchNorm as GhostBatchNorm
 from ._nnx import LocalNorm as LocalNorm
 
 __all__ = [
+    "GhostBatchNorm",
     "LocalNorm",
     "convert_batchnorm",
     "eval_mode",
