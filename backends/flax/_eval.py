@@ -255,7 +255,7 @@ def _edges(model: Any) -> list[tuple[Any, Any, Any]]:
 
 
 def convert_batchnorm(model: nnx.Module, num_groups: int | None = None,
-                      partition: str = "contiguous", *, ghost: bool = False,
+                      partition: str | None = None, *, ghost: bool = False,
                       virtual_batch_size: int | None = None) -> nnx.Module:
     """Replace every ``nnx.BatchNorm`` of an NNX model by a :class:`LocalNorm` (or, with
     ``ghost=True``, by a :class:`GhostBatchNorm`).
@@ -275,7 +275,9 @@ def convert_batchnorm(model: nnx.Module, num_groups: int | None = None,
     num_groups : int, optional
         K, the number of groups along the batch axis of every new layer; default 4
         (with ``ghost=True``, give this or ``virtual_batch_size``).
-    partition : {"contiguous", "strided"}, default "contiguous"
+    partition : {"contiguous", "strided"}, optional
+        Default "contiguous", and "strided" with ``ghost=True`` (the Ghost BatchNorm
+        presets' default: tf-keras's virtual batches).
         How the new layers split the batch into groups.
     ghost : bool, default False
         Convert into :class:`GhostBatchNorm` instead: the BatchNorm's scale, bias and
@@ -295,6 +297,8 @@ def convert_batchnorm(model: nnx.Module, num_groups: int | None = None,
         if virtual_batch_size is not None:
             raise _errors.virtual_batch_needs_shared(virtual_batch_size)
         num_groups = 4 if num_groups is None else num_groups
+    if partition is None:
+        partition = "strided" if ghost else "contiguous"
     k, vbs = _spec.check_ghost_groups(num_groups, virtual_batch_size, shared_affine=ghost)
     partition = _spec.check_choice("partition", partition, _spec.PARTITIONS)
     options = dict(ghost=ghost, virtual_batch_size=vbs)

@@ -337,7 +337,7 @@ class GhostBatchNorm(LocalNorm):
         C, the size of the channel axis.
     virtual_batch_size : int, optional
         Samples per virtual batch. A training batch of N samples is split into
-        ``K = max(1, N // virtual_batch_size)`` contiguous groups (each of between
+        ``K = max(1, N // virtual_batch_size)`` groups (each of between
         ``virtual_batch_size`` and ``2 * virtual_batch_size - 1`` samples): a multiple
         of it gives groups of exactly ``virtual_batch_size`` samples, as tf-keras, and
         any other batch size trains too. Give this or ``num_groups``.
@@ -350,10 +350,13 @@ class GhostBatchNorm(LocalNorm):
     track_running_stats : bool, default True
         Keep ``mean``/``var`` (1, C) and evaluate with them. False: evaluation
         recomputes statistics on the test batch (``"batch"`` mode).
+    partition : {"strided", "contiguous"}, default "strided"
+        Which samples form a virtual batch: sample n is in group ``n % K`` (what
+        tf-keras's ``virtual_batch_size`` computes) or consecutive runs.
     mode : str, optional
         Evaluation mode; default ``"running"`` (``"batch"`` without running statistics).
     **kwargs
-        The other arguments of :class:`LocalNorm` (``axis``, ``partition``, ``dtype``,
+        The other arguments of :class:`LocalNorm` (``axis``, ``dtype``,
         ``param_dtype``, ``use_bias``, ``use_scale``, initializers, ``check_finite``,
         ``deterministic``) and ``rngs``.
 
@@ -380,6 +383,7 @@ class GhostBatchNorm(LocalNorm):
         momentum: float = 0.99,
         epsilon: float = _spec.DEFAULT_EPS,
         track_running_stats: bool = True,
+        partition: str = "strided",
         mode: str | None = None,
         **kwargs,
     ):
@@ -388,5 +392,5 @@ class GhostBatchNorm(LocalNorm):
         super().__init__(
             num_features, num_groups=num_groups, epsilon=epsilon, shared_affine=True,
             virtual_batch_size=virtual_batch_size, track_running_stats=track_running_stats,
-            momentum=momentum, mode=mode, **kwargs,
+            momentum=momentum, mode=mode, partition=partition, **kwargs,
         )

@@ -70,7 +70,7 @@ def _is_functional(model) -> bool:
     return isinstance(model, keras.Model) and isinstance(model, keras.Function)
 
 
-def convert_batchnorm(model, num_groups: int | None = None, partition: str = "contiguous", *,
+def convert_batchnorm(model, num_groups: int | None = None, partition: str | None = None, *,
                       ghost: bool = False, virtual_batch_size: int | None = None):
     """A new model with every ``BatchNormalization`` replaced by a :class:`LocalNormalization`
     (or, with ``ghost=True``, by a :class:`GhostBatchNormalization`).
@@ -98,8 +98,10 @@ def convert_batchnorm(model, num_groups: int | None = None, partition: str = "co
     num_groups : int, optional
         K, the number of groups along the batch axis; default 4 (with ``ghost=True``,
         give this or ``virtual_batch_size``).
-    partition : {"contiguous", "strided"}, default "contiguous"
-        How training batches are split into groups (see :class:`LocalNormalization`).
+    partition : {"contiguous", "strided"}, optional
+        Default "contiguous", and "strided" with ``ghost=True`` (the Ghost BatchNorm
+        presets' default: tf-keras's virtual batches). How training batches are split
+        into groups (see :class:`LocalNormalization`).
     ghost : bool, default False
         Convert into Ghost BatchNorm (one gamma/beta and moving statistics shared by the
         groups) instead.
@@ -123,6 +125,8 @@ def convert_batchnorm(model, num_groups: int | None = None, partition: str = "co
         if virtual_batch_size is not None:
             raise _errors.virtual_batch_needs_shared(virtual_batch_size)
         num_groups = 4 if num_groups is None else num_groups
+    if partition is None:
+        partition = "strided" if ghost else "contiguous"
     num_groups, virtual_batch_size = _spec.check_ghost_groups(
         num_groups, virtual_batch_size, shared_affine=ghost)
     partition = _spec.check_choice("partition", partition, _spec.PARTITIONS)

@@ -570,7 +570,7 @@ class GhostBatchNormalization(LocalNormalization):
     ----------
     virtual_batch_size : int, optional
         Samples per virtual batch. A training batch of N samples is split into
-        ``K = max(1, N // virtual_batch_size)`` contiguous groups (each of between
+        ``K = max(1, N // virtual_batch_size)`` groups (each of between
         ``virtual_batch_size`` and ``2 * virtual_batch_size - 1`` samples): a multiple of
         it gives groups of exactly ``virtual_batch_size`` samples, as tf-keras, and any
         other batch size trains too. Give this or ``num_groups``.
@@ -588,9 +588,10 @@ class GhostBatchNormalization(LocalNormalization):
     track_running_stats : bool, default True
         Keep ``moving_mean``/``moving_variance`` (1, C) and infer with them. False:
         inference recomputes statistics on the test batch (``"batch"`` mode).
-    partition : {"contiguous", "strided"}, default "contiguous"
-        Which samples form a virtual batch: consecutive runs (as tf-keras) or
-        ``n % K == k``.
+    partition : {"strided", "contiguous"}, default "strided"
+        Which samples form a virtual batch: sample n is in group ``n % K``, what
+        tf-keras computes (its reshape to ``(virtual_batch_size, N / virtual_batch_size,
+        ...)`` takes the moments over the first axis), or consecutive runs.
     mode : str, optional
         Evaluation mode; default ``"running"`` (``"batch"`` without running statistics).
     **kwargs
@@ -622,7 +623,7 @@ class GhostBatchNormalization(LocalNormalization):
         center: bool = True,
         scale: bool = True,
         track_running_stats: bool = True,
-        partition: str = "contiguous",
+        partition: str = "strided",
         mode: str | None = None,
         **kwargs,
     ):

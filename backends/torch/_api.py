@@ -312,7 +312,7 @@ def _local_norm_class(bn: nn.Module) -> type[_LocalNorm] | None:
 
 
 def convert_batchnorm(
-    module: nn.Module, num_groups: int | None = None, partition: str = "contiguous", *,
+    module: nn.Module, num_groups: int | None = None, partition: str | None = None, *,
     ghost: bool = False, virtual_batch_size: int | None = None,
 ) -> nn.Module:
     """Replace every BatchNorm1d/2d/3d and SyncBatchNorm in ``module`` with LocalNorm, or
@@ -346,7 +346,9 @@ def convert_batchnorm(
     num_groups : int, optional
         K, the number of groups along the batch axis; default 4 (and for Ghost
         BatchNorm, default: ``virtual_batch_size`` must be given instead).
-    partition : {"contiguous", "strided"}, default "contiguous"
+    partition : {"contiguous", "strided"}, optional
+        Default "contiguous", and "strided" with ``ghost=True`` (the Ghost BatchNorm
+        presets' default: tf-keras's virtual batches).
     ghost : bool, default False
         Convert into Ghost BatchNorm (one weight/bias shared by the groups) instead.
     virtual_batch_size : int, optional
@@ -362,6 +364,8 @@ def convert_batchnorm(
         if virtual_batch_size is not None:
             raise _errors.virtual_batch_needs_shared(virtual_batch_size)
         num_groups = 4 if num_groups is None else num_groups
+    if partition is None:
+        partition = "strided" if ghost else "contiguous"
     k, vbs = _spec.check_ghost_groups(num_groups, virtual_batch_size, shared_affine=ghost)
     _spec.check_choice("partition", partition, _spec.PARTITIONS)
     return _convert(module, k, partition, ghost, vbs)

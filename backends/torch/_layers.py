@@ -566,7 +566,7 @@ class _Ghost:
         momentum: float | None = 0.1,
         affine: bool = True,
         track_running_stats: bool = True,
-        partition: str = "contiguous",
+        partition: str = "strided",
         check_finite: bool = True,
         device: Any = None,
         dtype: Any = None,
@@ -598,7 +598,7 @@ num_features : int
     C, the number of channels (axis 1 of the input).
 virtual_batch_size : int, optional
     Samples per virtual batch. A training batch of N samples is split into
-    ``K = max(1, N // virtual_batch_size)`` contiguous groups (sizes as
+    ``K = max(1, N // virtual_batch_size)`` groups (sizes as
     :func:`localnorm.group_sizes`, so each holds between ``virtual_batch_size`` and
     ``2 * virtual_batch_size - 1`` samples): a multiple of it gives groups of exactly
     ``virtual_batch_size`` samples, as tf-keras's ``BatchNormalization(virtual_batch_size=)``,
@@ -617,9 +617,11 @@ track_running_stats : bool, default True
     Keep ``running_mean``/``running_var`` of shape (1, C) and evaluate with them
     (``"running"`` mode). False: evaluation recomputes statistics on the test batch
     (``"batch"`` mode, over its virtual batches).
-partition : {{"contiguous", "strided"}}, default "contiguous"
-    Which samples form a virtual batch: consecutive runs (tf-keras's, the cifar10-fast
-    and TabNet snippets') or ``n % K == k``.
+partition : {{"strided", "contiguous"}}, default "strided"
+    Which samples form a virtual batch: sample n is in group ``n % K`` (what tf-keras's
+    ``virtual_batch_size`` reshape and cifar10-fast's strided view compute, and the
+    fastest path: one ``batch_norm`` on a free view of an NCHW batch), or consecutive
+    runs (TabNet's chunks).
 check_finite : bool, default True
     As :class:`{base}`'s.
 device, dtype : optional
