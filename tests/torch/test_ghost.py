@@ -213,3 +213,13 @@ def test_convert_batchnorm_into_ghost_presets():
     assert model(torch.randn(12, 3, 2, 2)).shape == (12, 4)
     with pytest.raises(LocalNormError, match="shared_affine"):
         lt.convert_batchnorm(nn.BatchNorm1d(3), virtual_batch_size=4)
+
+
+def test_predict_protocols_run_on_presets_with_a_virtual_batch_size():
+    """predict's protocols see one shared row (K counted per batch has no fixed value)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), lt.GhostBatchNorm1d(4, virtual_batch_size=4),
+                          nn.Linear(4, 3))
+    model(torch.randn(16, 4))
+    for protocol in ("batch", "voting"):
+        assert lt.predict(model, torch.randn(8, 4), protocol=protocol).labels.shape == (8,)
