@@ -276,8 +276,8 @@ def convert_batchnorm(model: nnx.Module, num_groups: int | None = None,
         K, the number of groups along the batch axis of every new layer; default 4
         (with ``ghost=True``, give this or ``virtual_batch_size``).
     partition : {"contiguous", "strided"}, optional
-        Default "contiguous", and "strided" with ``ghost=True`` (the Ghost BatchNorm
-        presets' default: tf-keras's virtual batches).
+        None means "contiguous", or "strided" with ``ghost=True`` (the Ghost BatchNorm
+        presets', tf-keras's virtual batches).
         How the new layers split the batch into groups.
     ghost : bool, default False
         Convert into :class:`GhostBatchNorm` instead: the BatchNorm's scale, bias and

@@ -99,8 +99,8 @@ def convert_batchnorm(model, num_groups: int | None = None, partition: str | Non
         K, the number of groups along the batch axis; default 4 (with ``ghost=True``,
         give this or ``virtual_batch_size``).
     partition : {"contiguous", "strided"}, optional
-        Default "contiguous", and "strided" with ``ghost=True`` (the Ghost BatchNorm
-        presets' default: tf-keras's virtual batches). How training batches are split
+        None means "contiguous", or "strided" with ``ghost=True`` (the Ghost BatchNorm
+        presets', tf-keras's virtual batches). How training batches are split
         into groups (see :class:`LocalNormalization`).
     ghost : bool, default False
         Convert into Ghost BatchNorm (one gamma/beta and moving statistics shared by the

@@ -583,8 +583,10 @@ class GhostBatchNormalization(LocalNormalization):
         moments`` (tf-keras's rule for virtual batches; biased variance, as Keras).
     epsilon : float, default 1e-3
         Added to the variance (Keras's ``BatchNormalization`` default).
-    center, scale : bool, default True
-        Whether to learn ``beta`` / ``gamma``, of shape (1, C).
+    center : bool, default True
+        Whether to learn ``beta``, of shape (1, C).
+    scale : bool, default True
+        Whether to learn ``gamma``, of shape (1, C).
     track_running_stats : bool, default True
         Keep ``moving_mean``/``moving_variance`` (1, C) and infer with them. False:
         inference recomputes statistics on the test batch (``"batch"`` mode).

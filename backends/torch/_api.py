@@ -347,8 +347,8 @@ def convert_batchnorm(
         K, the number of groups along the batch axis; default 4 (and for Ghost
         BatchNorm, default: ``virtual_batch_size`` must be given instead).
     partition : {"contiguous", "strided"}, optional
-        Default "contiguous", and "strided" with ``ghost=True`` (the Ghost BatchNorm
-        presets' default: tf-keras's virtual batches).
+        None means "contiguous", or "strided" with ``ghost=True`` (the Ghost BatchNorm
+        presets', tf-keras's virtual batches).
     ghost : bool, default False
         Convert into Ghost BatchNorm (one weight/bias shared by the groups) instead.
     virtual_batch_size : int, optional

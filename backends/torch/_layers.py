@@ -624,8 +624,10 @@ partition : {{"strided", "contiguous"}}, default "strided"
     runs (TabNet's chunks).
 check_finite : bool, default True
     As :class:`{base}`'s.
-device, dtype : optional
-    PyTorch's factory arguments.
+device : torch.device or str, optional
+    Where the parameters and buffers are created (PyTorch's factory argument).
+dtype : torch.dtype, optional
+    The dtype of the parameters and buffers (PyTorch's factory argument).
 
 Attributes
 ----------
