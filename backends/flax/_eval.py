@@ -275,8 +275,8 @@ def convert_batchnorm(model: nnx.Module, num_groups: int | None = None,
     num_groups : int, optional
         K, the number of groups along the batch axis of every new layer; default 4
         (with ``ghost=True``, give this or ``virtual_batch_size``).
-    partition : {"contiguous", "strided"}, optional
-        None means "contiguous", or "strided" with ``ghost=True`` (the Ghost BatchNorm
+    partition : str or None, default None
+        "contiguous" or "strided"; None means "contiguous", or "strided" with ``ghost=True`` (the Ghost BatchNorm
         presets', tf-keras's virtual batches).
         How the new layers split the batch into groups.
     ghost : bool, default False

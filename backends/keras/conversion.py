@@ -98,8 +98,8 @@ def convert_batchnorm(model, num_groups: int | None = None, partition: str | Non
     num_groups : int, optional
         K, the number of groups along the batch axis; default 4 (with ``ghost=True``,
         give this or ``virtual_batch_size``).
-    partition : {"contiguous", "strided"}, optional
-        None means "contiguous", or "strided" with ``ghost=True`` (the Ghost BatchNorm
+    partition : str or None, default None
+        "contiguous" or "strided"; None means "contiguous", or "strided" with ``ghost=True`` (the Ghost BatchNorm
         presets', tf-keras's virtual batches). How training batches are split
         into groups (see :class:`LocalNormalization`).
     ghost : bool, default False

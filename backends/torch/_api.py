@@ -346,8 +346,8 @@ def convert_batchnorm(
     num_groups : int, optional
         K, the number of groups along the batch axis; default 4 (and for Ghost
         BatchNorm, default: ``virtual_batch_size`` must be given instead).
-    partition : {"contiguous", "strided"}, optional
-        None means "contiguous", or "strided" with ``ghost=True`` (the Ghost BatchNorm
+    partition : str or None, default None
+        "contiguous" or "strided"; None means "contiguous", or "strided" with ``ghost=True`` (the Ghost BatchNorm
         presets', tf-keras's virtual batches).
     ghost : bool, default False
         Convert into Ghost BatchNorm (one weight/bias shared by the groups) instead.
