@@ -573,11 +573,15 @@ def bad_num_features(num_features: Any) -> LocalNormError:
     )
 
 
-def running_unsupported(where: str) -> LocalNormError:
+def running_unsupported(where: str, trackable: bool = False) -> LocalNormError:
+    track = (" or, for Ghost BatchNorm (one scale/shift shared by the groups along the batch "
+             "axis), build the layer with shared_affine=True, track_running_stats=True (the "
+             "GhostBatchNorm preset) and train it") if trackable else ""
     return LocalNormError(
         f"{where} is stateless: it keeps no running statistics, so 'running' evaluation is "
         f"not available. Received: mode='running'. Fix: evaluate with 'batch' (statistics "
-        "recomputed on the test batch, the paper's BATCH protocol), 'single' or 'set' mode."
+        "recomputed on the test batch, the paper's BATCH protocol), 'single' or 'set' "
+        f"mode{track}."
     )
 
 

@@ -50,7 +50,7 @@ def check_mode(mode: Any, where: str, running: bool | None = None) -> str:
         if running is None:
             raise _errors.running_unsupported(where)
         if not running:
-            raise _errors.running_not_tracked()
+            raise _errors.running_unsupported(where, trackable=True)
         return mode
     return _spec.check_choice("mode", mode, MODES)
 
