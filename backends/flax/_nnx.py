@@ -283,9 +283,10 @@ class LocalNorm(nnx.Module):
         mode = self.mode if det else "batch"
         check_finite = self.check_finite and bool(det) and _model.layer_checks_enabled()
         if mode == _spec.RUNNING:
+            # stored statistics, as nnx.BatchNorm: a NaN/Inf reaches only its own
+            # sample's output, so it is not checked
             return fn.running(x, scale, bias, mean, var, axis=self.axis,
-                              epsilon=self.epsilon, dtype=self.dtype,
-                              check_finite=check_finite, where=where)
+                              epsilon=self.epsilon, dtype=self.dtype, where=where)
         k = self.num_groups
         if mode == "batch" and self.virtual_batch_size is not None and x.ndim >= 2:
             k = _spec.ghost_groups(x.shape[0], self.virtual_batch_size)

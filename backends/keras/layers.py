@@ -428,7 +428,10 @@ class LocalNormalization(keras.layers.Layer):
         traced = _ops.is_traced(inputs)
         if traced:
             self._register_trace()
-        elif not training and self.check_finite and _model.layer_checks_enabled():
+        elif not training and mode != _spec.RUNNING and self.check_finite \
+                and _model.layer_checks_enabled():
+            # ("running" mode uses stored statistics, as BatchNormalization: a NaN/Inf
+            # reaches only its own sample's output, so it is not checked)
             bad = _ops.count_non_finite(inputs)
             if bad:
                 raise _errors.not_finite("x", bad, int(np.prod(shape)), dialect=DIALECT)

@@ -316,8 +316,10 @@ class _LocalNorm(nn.Module):
                 raise _errors.empty_batch()
         else:
             _spec.check_batch(tuple(x.shape), 1, mode, k, _DIALECT)
-        if not self.training and self.check_finite and not fn.graph_mode() \
-                and _model.layer_checks_enabled():
+        # "running" mode normalizes each sample with stored statistics, as BatchNorm: a
+        # NaN/Inf reaches only its own sample's output, so it is not checked.
+        if not self.training and mode != _spec.RUNNING and self.check_finite \
+                and not fn.graph_mode() and _model.layer_checks_enabled():
             _check_finite(x)
         if torch.is_autocast_enabled(x.device.type):
             with torch.autocast(x.device.type, enabled=False):

@@ -223,3 +223,11 @@ def test_predict_protocols_run_on_presets_with_a_virtual_batch_size():
     model(torch.randn(16, 4))
     for protocol in ("batch", "voting"):
         assert lt.predict(model, torch.randn(8, 4), protocol=protocol).labels.shape == (8,)
+
+
+def test_running_mode_keeps_a_nan_in_its_own_sample():
+    """Stored statistics: a NaN reaches only its own sample (as BatchNorm), so "running"
+    evaluation does not scan the input; the other samples are unaffected."""
+    layer = lt.GhostBatchNorm1d(3, num_groups=2).eval()
+    y = layer(torch.tensor([[float("nan"), 1.0, 2.0], [1.0, 2.0, 3.0]]))
+    assert torch.isnan(y[0, 0]) and torch.isfinite(y[0, 1:]).all() and torch.isfinite(y[1]).all()
