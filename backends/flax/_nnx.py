@@ -69,10 +69,11 @@ class LocalNorm(nnx.Module):
         ``group``. Set for the whole model by ``model.train()`` / ``model.eval()``
         (the attribute ``nnx.Dropout`` uses), by ``nnx.view(model, deterministic=...)``,
         or per call.
-    mode : {"batch", "single", "set"}, default "batch"
+    mode : {"batch", "single", "set", "running"}, default "batch"
         The evaluation mode (see :func:`localnorm.local_norm`): ``"batch"`` recomputes
         statistics per group on the test batch (the paper's BATCH), ``"single"`` per
-        sample and ``"set"`` over the whole batch. There is no ``"running"`` mode.
+        sample and ``"set"`` over the whole batch; ``"running"`` uses the running
+        statistics (only with ``track_running_stats=True``).
         Usually set model-wide by :func:`localnorm.flax.set_eval_mode`.
     group : int or sequence of int, default 0
         The group (row of scale/bias) used in ``"single"`` and ``"set"`` mode; in
