@@ -128,3 +128,37 @@ def test_running_mode_and_options_are_checked():
         GhostBatchNormalization()
     with pytest.raises(LocalNormError, match="momentum"):
         GhostBatchNormalization(virtual_batch_size=4, momentum=1.5)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="a None batch axis is TensorFlow's")
+@pytest.mark.parametrize("partition", ["strided", "contiguous"])
+def test_run_time_group_count_on_tensorflow_equals_the_reference(partition):
+    """model.fit on TensorFlow traces a None batch axis: K = max(1, N // v) is counted at
+    run time there (run-time segments). Output and gamma/beta gradients on ragged
+    batches equal the reference's."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(4)
+    layer = GhostBatchNormalization(virtual_batch_size=4, partition=partition, epsilon=1e-3)
+    layer.build((None, 3, 2))
+    layer.gamma.assign(rng.normal(size=(1, 2)).astype("float32"))
+    layer.beta.assign(rng.normal(size=(1, 2)).astype("float32"))
+
+    @tf.function(input_signature=[tf.TensorSpec((None, 3, 2), tf.float32)] * 2)
+    def run(x, ct):
+        with tf.GradientTape() as tape:
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * ct)
+        return (y,) + tuple(tape.gradient(loss, [layer.gamma, layer.beta]))
+
+    g, b = to_numpy(layer.gamma).astype(np.float64), to_numpy(layer.beta).astype(np.float64)
+    for n in (3, 10, 13):
+        x = (rng.normal(size=(n, 3, 2)) * 2 + 1).astype("float32")
+        ct = rng.normal(size=x.shape).astype("float32")
+        y, dg, db = (to_numpy(t) for t in run(x, ct))
+        kw = dict(num_groups=max(1, n // 4), partition=partition, eps=1e-3)
+        np.testing.assert_allclose(y, reference.local_norm(x.astype(np.float64), g, b, **kw),
+                                   rtol=1e-4, atol=1e-4)
+        _, rdg, rdb = reference.local_norm_vjp(x.astype(np.float64), g, b, ct, **kw)
+        np.testing.assert_allclose(dg, rdg, rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(db, rdb, rtol=1e-3, atol=1e-3)
