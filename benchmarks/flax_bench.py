@@ -74,6 +74,9 @@ def _layer_records(ctx: Context, lf) -> list[dict]:
         for part in ("contiguous", "strided"):
             layers[f"LocalNorm {part}"] = lf.LocalNorm(c, num_groups=k, partition=part,
                                                        rngs=nnx.Rngs(0))
+        # Ghost BatchNorm against BatchNorm: the preset as users get it (K groups, strided,
+        # running statistics updated in training)
+        layers["GhostBatchNorm"] = lf.GhostBatchNorm(c, num_groups=k, rngs=nnx.Rngs(0))
         fwd = {name: (lambda f=_jit_forward(m): f(x)) for name, m in layers.items()}
         t = compare(fwd, baseline="BatchNorm", settings=ctx.settings, sync=_sync)
         rows = [R.row(t, nm, target=LAYER_TARGET if nm.startswith("LocalNorm") else None)
@@ -94,6 +97,8 @@ def _layer_records(ctx: Context, lf) -> list[dict]:
             ln = lf.LocalNorm(c, num_groups=k, deterministic=True, mode=mode, group=0,
                               rngs=nnx.Rngs(0))
             ev[f"LocalNorm {mode}"] = (lambda f=_jit_forward(ln): f(x))
+        ghost = lf.GhostBatchNorm(c, num_groups=k, deterministic=True, rngs=nnx.Rngs(0))
+        ev["GhostBatchNorm eval (running stats)"] = (lambda f=_jit_forward(ghost): f(x))
         t = compare(ev, baseline="BatchNorm", settings=ctx.settings, sync=_sync)
         rows = [R.row(t, nm, target=LAYER_TARGET if nm.startswith("LocalNorm") else None)
                 for nm in ev if nm != "BatchNorm"]

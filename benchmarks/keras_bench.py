@@ -240,6 +240,10 @@ def layer_comparisons(case, layout: str, be, lk, settings) -> list[dict]:
     for part in ("contiguous", "strided"):
         layers[f"LocalNormalization {part}"] = _built(
             lk.LocalNormalization(num_groups=k, axis=axis, partition=part), shape)
+    # Ghost BatchNorm against BatchNormalization: the preset as users get it (K groups,
+    # strided, moving statistics updated in training)
+    layers["GhostBatchNormalization"] = _built(
+        lk.GhostBatchNormalization(num_groups=k, axis=axis), shape)
     records = []
     for op in ("forward", "forward+backward"):
         fns = {name: (be.forward(m, x, True) if op == "forward" else be.fwbw(m, x, gy))
@@ -256,6 +260,8 @@ def layer_comparisons(case, layout: str, be, lk, settings) -> list[dict]:
         ln = _built(lk.LocalNormalization(num_groups=k, axis=axis, mode=mode, group=0,
                                           check_finite=False), shape)
         fns[f"LocalNormalization {mode}"] = be.forward(ln, x, False)
+    fns["GhostBatchNormalization eval (moving stats)"] = be.forward(
+        layers["GhostBatchNormalization"], x, False)
     if be.eager:
         # Where layers are called eagerly, evaluation checks the input for NaN/Inf by
         # default (docs/spec.md, "Non-finite input"): what that costs.

@@ -150,6 +150,9 @@ def layer_comparisons(case, layout: str, device: torch.device, *, settings,
     beta = torch.zeros(k, c, device=device, requires_grad=True)
     local = {f"LocalNorm2d {part}": lt.LocalNorm2d(c, num_groups=k, partition=part).to(device)
              for part in ("contiguous", "strided")}
+    # Ghost BatchNorm against BatchNorm2d: the preset as users get it (K groups, strided,
+    # running statistics updated in training; evaluation with them)
+    ghost = lt.GhostBatchNorm2d(c, num_groups=k).to(device)
 
     def core(xx, mode="batch"):
         return localnorm.local_norm(xx, gamma, beta, axis=1, mode=mode, check_finite=False)
@@ -165,6 +168,7 @@ def layer_comparisons(case, layout: str, device: torch.device, *, settings,
                                       gname: (gn, x, gy, list(gn.parameters()))}
             for name, m in local.items():
                 runs[name] = (m.train(), x, gy, list(m.parameters()))
+            runs["GhostBatchNorm2d"] = (ghost.train(), x, gy, list(ghost.parameters()))
             runs[RAGGED] = (local["LocalNorm2d contiguous"], xr, gyr,
                             list(local["LocalNorm2d contiguous"].parameters()))
             runs[RAGGED_BASE] = (bn, xr, gyr, list(bn.parameters()))
@@ -183,6 +187,8 @@ def layer_comparisons(case, layout: str, device: torch.device, *, settings,
                 t = compare(fns, baseline=BASE, settings=settings, sync=sync)
         else:
             fns = {BASE: lambda: bn(x), "BatchNorm2d eval (running stats)": lambda: bn_eval(x)}
+            ghost_eval = copy.deepcopy(ghost).eval()
+            fns["GhostBatchNorm2d eval (running stats)"] = lambda: ghost_eval(x)
             for mode in ("single", "set"):
                 ln = copy.deepcopy(local["LocalNorm2d contiguous"]).eval()
                 lt.set_eval_mode(ln, mode, group=0)

@@ -218,6 +218,7 @@ def save(path: Path, check_name: str, subject: str, case: Case, extra: dict) -> 
         "group": np.asarray(case.group), "group_is_int": np.array(
             isinstance(case.group, (int, np.integer))),
         "check": np.array(check_name), "subject": np.array(subject),
+        "groups": np.array(-1 if case.groups is None else case.groups),
     }
     for key, value in extra.items():
         arrays[f"extra_{key}"] = np.asarray(value)
@@ -235,6 +236,7 @@ def load(path: str | Path) -> tuple[str, str, Case, dict]:
         x=as_dtype(d["x"], str(d["x_dtype"])), gamma=d["gamma"], beta=d["beta"],
         axis=int(d["axis"]), mode=str(d["mode"]), group=group,
         partition=str(d["partition"]), eps=float(d["eps"]),
+        groups=int(d["groups"]) if "groups" in d.files and int(d["groups"]) >= 0 else None,
     )
     extra = {}
     for key in d.files:
@@ -256,7 +258,8 @@ def run(check_name: str, h: Harness, case: Case, test_id: str = "", **extra) -> 
         msg = (f"Reproduce: python -m {__package__}.repro {path} --subject {h.name}\n"
                f"  case: dtype={case.dtype} shape={case.x.shape} axis={case.axis} "
                f"mode={case.mode!r} group={case.group!r} partition={case.partition!r} "
-               f"K={case.num_groups} eps={case.eps}")
+               f"K={case.num_groups} eps={case.eps}"
+               + (" shared_affine" if case.shared_affine else ""))
         exc.add_note(msg)
         raise
     _record(check_name, h, case, test_id, "pass")

@@ -23,7 +23,9 @@ class Case:
 
     ``x`` has the dtype under test (for bfloat16, ``ml_dtypes.bfloat16``); ``gamma`` and
     ``beta`` are float64 of shape (K, C) and harnesses cast them to their parameter dtype
-    (float32 for low-precision inputs). ``group`` is an int, or for ``mode="single"`` an
+    (float32 for low-precision inputs). With ``groups`` set they are one (1, C) row
+    shared by the ``groups`` groups along the batch axis (``shared_affine``: Ghost
+    BatchNorm), and K is ``groups``. ``group`` is an int, or for ``mode="single"`` an
     int64 array of shape (N,).
     """
 
@@ -35,10 +37,16 @@ class Case:
     group: Any = 0
     partition: str = "contiguous"
     eps: float = 1e-5
+    groups: int | None = None
 
     @property
     def num_groups(self) -> int:
-        return int(self.gamma.shape[0])
+        return int(self.gamma.shape[0]) if self.groups is None else int(self.groups)
+
+    @property
+    def shared_affine(self) -> bool:
+        """Whether gamma/beta are one row shared by the groups along the batch axis."""
+        return self.groups is not None
 
     @property
     def num_features(self) -> int:
@@ -49,8 +57,11 @@ class Case:
         return str(self.x.dtype)
 
     def reference_kwargs(self) -> dict:
-        return dict(axis=self.axis, mode=self.mode, group=self.group,
-                    partition=self.partition, eps=self.eps)
+        kw = dict(axis=self.axis, mode=self.mode, group=self.group,
+                  partition=self.partition, eps=self.eps)
+        if self.shared_affine:
+            kw["num_groups"] = self.num_groups
+        return kw
 
 
 class Harness:

@@ -172,6 +172,7 @@ def cases(
     min_side: int = 1,
     max_side: int = 3,
     max_batch_extra: int = 5,
+    shared: bool = False,
 ) -> Case:
     """A valid :class:`Case` (the reference accepts it).
 
@@ -196,6 +197,9 @@ def cases(
     min_side, max_side, max_batch_extra : int
         The range of each spatial size, and how far the batch may exceed its smallest
         valid size: larger values give larger statistics sets (not with ``catalog``).
+    shared : bool
+        gamma/beta one (1, C) row shared by the K groups along the batch axis (Ghost
+        BatchNorm), ``Case.groups = K``.
     """
     dtype = draw(st.sampled_from(list(dtypes)))
     mode = draw(st.sampled_from(list(modes)))
@@ -239,10 +243,12 @@ def cases(
         else:
             group = draw(st.integers(0, k - 1))
     c = shape[axis]
+    rows = 1 if shared else k
     case = Case(
         x=x,
-        gamma=draw(params(k, c)),
-        beta=draw(params(k, c)),
+        gamma=draw(params(rows, c)),
+        beta=draw(params(rows, c)),
+        groups=k if shared else None,
         axis=axis,
         mode=mode,
         group=group,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from localnorm import reference
@@ -106,6 +106,29 @@ def test_grads(harness, request):
         ct = data.draw(hnp.arrays(np.float64, case.x.shape,
                                   elements=st.floats(-1, 1, width=32)), label="cotangent")
         checks.run("grads", harness, case, _id(request), cotangent=ct)
+
+    run()
+
+
+# -- one scale/shift shared by the groups (Ghost BatchNorm) ----------------------------
+
+def test_shared_affine(harness, request):
+    """gamma/beta one (1, C) row shared by the K groups along the batch axis (the Ghost
+    BatchNorm option, ``shared_affine=True`` on the layers, ``num_groups=K`` in the
+    functional): every mode's output equals the reference, and (dx, dgamma, dbeta)
+    equal ``reference.local_norm_vjp``, whose dgamma/dbeta are the sums over the groups.
+    A few examples on top of the battery above (which draws per-group rows)."""
+    _skip_unless_any(harness, dtypes=("float64", "float32"))
+
+    @settings(max_examples=min(settings().max_examples, 10))
+    @given(strategies.for_subject(harness, dtypes=("float64", "float32"), groups=(2, 4),
+                                  shared=True), st.data())
+    def run(case, data):
+        checks.run("forward", harness, case, _id(request), well_conditioned=True)
+        if harness.grads:
+            ct = data.draw(hnp.arrays(np.float64, case.x.shape,
+                                      elements=st.floats(-1, 1, width=32)), label="cotangent")
+            checks.run("grads", harness, case, _id(request), cotangent=ct)
 
     run()
 

@@ -153,6 +153,8 @@ def rows(case: Case, p: np.ndarray) -> np.ndarray:
         row[samples] = rws
     shape = [1] * x.ndim
     shape[0], shape[axis] = x.shape[0], p.shape[1]
+    if p.shape[0] == 1:  # one row shared by the groups along the batch axis
+        row = np.zeros_like(row)
     return np.broadcast_to(p[row].reshape(shape), x.shape)
 
 

@@ -333,13 +333,105 @@ def soft_vote_not_probabilities(low: float, high: float) -> LocalNormError:
     )
 
 
-def checkpoint_mismatch(name: str, received: tuple, expected: tuple) -> LocalNormError:
+def checkpoint_mismatch(name: str, received: tuple, expected: tuple, *,
+                        shared: bool | None = None, num_groups: Any = None) -> LocalNormError:
+    received, expected = tuple(received), tuple(expected)
+    rows = "(num_groups along the batch axis, num_features)"
+    fix = ("build the layer with the checkpoint's num_groups and num_features, or convert "
+           "a BatchNorm checkpoint with convert_batchnorm()")
+    if shared is not None and len(received) == 2 and len(expected) == 2 \
+            and received[1] == expected[1] and (received[0] == 1) != (expected[0] == 1):
+        # (K, C) against (1, C): per-group rows against one row shared by the groups.
+        if shared:
+            rows = ("(one row shared by all groups along the batch axis, num_features): "
+                    f"this layer has shared_affine=True, the checkpoint one row per group "
+                    f"({received[0]} groups)")
+            fix = (f"build the layer with shared_affine=False and num_groups={received[0]} "
+                   "to load per-group rows, or replace the checkpoint's rows by their mean "
+                   "over axis 0 (keeping a leading axis of 1) if one shared row is what you "
+                   "want")
+        else:
+            rows = ("(num_groups along the batch axis, num_features): this layer has one row "
+                    f"per group ({num_groups} groups), the checkpoint one row shared by all "
+                    "groups (saved with shared_affine=True, e.g. a Ghost BatchNorm)")
+            fix = ("build the layer with shared_affine=True (or use the Ghost BatchNorm "
+                   f"preset), or repeat the shared row {expected[0]} times along axis 0 to "
+                   "give every group a copy")
     return LocalNormError(
-        f"The checkpoint's {name} has shape {tuple(received)} but this layer's has "
-        f"{tuple(expected)} (num_groups along the batch axis, num_features). "
-        f"Received: {name}.shape={tuple(received)}, expected={tuple(expected)}. "
-        "Fix: build the layer with the checkpoint's num_groups and num_features, or convert "
-        "a BatchNorm checkpoint with convert_batchnorm()."
+        f"The checkpoint's {name} has shape {received} but this layer's has "
+        f"{expected} {rows}. "
+        f"Received: {name}.shape={received}, expected={expected}. "
+        f"Fix: {fix}."
+    )
+
+
+def running_needs_shared(where: str) -> LocalNormError:
+    return LocalNormError(
+        f"{where} keeps running statistics only as one row shared by all groups along the "
+        "batch axis (Ghost BatchNorm), not one row per group. Received: "
+        "track_running_stats=True, shared_affine=False. Fix: pass shared_affine=True (or "
+        "use the Ghost BatchNorm preset); LocalNorm's own protocols recompute statistics "
+        "at test time and need no running statistics."
+    )
+
+
+def bad_momentum(momentum: Any, default: str) -> LocalNormError:
+    return LocalNormError(
+        "momentum (how much of the running statistics each training step keeps: "
+        "running = momentum * running + (1 - momentum) * the mean over the groups along "
+        "the batch axis of their moments) must be a float in [0, 1]. "
+        f"Received: momentum={momentum!r}. Fix: use the default {default} or another value "
+        "in [0, 1]."
+    )
+
+
+def virtual_batch_unknown_size(where: str, virtual_batch_size: int) -> LocalNormError:
+    return LocalNormError(
+        f"{where} counts its groups along the batch axis from each batch's size "
+        f"(virtual_batch_size={virtual_batch_size}), but this batch size is only known at "
+        "run time (a traced function with a None batch axis). Received: batch size None. "
+        "Fix: give the model batches of a known size (e.g. `model.fit(..., "
+        "batch_size=...)` with `drop_remainder=True` datasets), or build the layer with a "
+        "fixed num_groups instead of virtual_batch_size."
+    )
+
+
+def ghost_groups_missing() -> LocalNormError:
+    return LocalNormError(
+        "Ghost BatchNorm normalizes groups along the batch axis (virtual batches) and needs "
+        "to know how to form them. Expected virtual_batch_size (samples per group; the "
+        "number of groups is counted per batch) or num_groups (a fixed number of groups). "
+        "Received: virtual_batch_size=None, num_groups=None. Fix: pass one of them, e.g. "
+        "virtual_batch_size=32."
+    )
+
+
+def ghost_groups_both(num_groups: Any, virtual_batch_size: Any) -> LocalNormError:
+    return LocalNormError(
+        "The groups along the batch axis are given either by a virtual batch size (their "
+        "number then follows each batch's size) or by a fixed number of groups, not both. "
+        f"Received: num_groups={num_groups!r}, virtual_batch_size={virtual_batch_size!r}. "
+        "Fix: pass only one of them (num_groups=None with virtual_batch_size)."
+    )
+
+
+def bad_virtual_batch_size(virtual_batch_size: Any) -> LocalNormError:
+    return LocalNormError(
+        "virtual_batch_size (how many samples form one group along the batch axis; a "
+        "batch of N samples gets max(1, N // virtual_batch_size) groups) must be a "
+        f"positive int. Received: virtual_batch_size={virtual_batch_size!r}. "
+        "Fix: pass an int >= 1, e.g. virtual_batch_size=32, or None with num_groups."
+    )
+
+
+def virtual_batch_needs_shared(virtual_batch_size: Any) -> LocalNormError:
+    return LocalNormError(
+        "A virtual batch size makes the number of groups along the batch axis change with "
+        "the batch size, so the groups cannot each own a row of scale/shift: it needs one "
+        "scale/shift shared by all groups. Received: "
+        f"virtual_batch_size={virtual_batch_size!r}, shared_affine=False. Fix: pass "
+        "shared_affine=True (the Ghost BatchNorm presets do), or a fixed num_groups "
+        "instead of virtual_batch_size."
     )
 
 
@@ -401,11 +493,15 @@ def bad_num_features(num_features: Any) -> LocalNormError:
     )
 
 
-def running_unsupported(where: str) -> LocalNormError:
+def running_unsupported(where: str, trackable: bool = False) -> LocalNormError:
+    track = (" or, for Ghost BatchNorm (one scale/shift shared by the groups along the batch "
+             "axis), build the layer with shared_affine=True, track_running_stats=True (the "
+             "GhostBatchNorm preset) and train it") if trackable else ""
     return LocalNormError(
         f"{where} is stateless: it keeps no running statistics, so 'running' evaluation is "
         f"not available. Received: mode='running'. Fix: evaluate with 'batch' (statistics "
-        "recomputed on the test batch, the paper's BATCH protocol), 'single' or 'set' mode."
+        "recomputed on the test batch, the paper's BATCH protocol), 'single' or 'set' "
+        f"mode{track}."
     )
 
 
@@ -441,4 +537,13 @@ def bad_seed(seed: Any) -> LocalNormError:
         "numpy.random.SeedSequence or a numpy.random.Generator. "
         f"Received: seed={seed!r} (type {type(seed).__name__}). "
         "Fix: pass e.g. seed=0 or seed=np.random.default_rng(0)."
+    )
+
+
+def running_not_tracked() -> LocalNormError:
+    return LocalNormError(
+        "'running' evaluation uses running statistics per group along the batch axis, but "
+        "this layer does not track them. Received: mode='running', track_running_stats=False. Fix: build the "
+        "layer with track_running_stats=True and train it, or evaluate with 'batch', "
+        "'single' or 'set' mode."
     )

@@ -210,6 +210,11 @@ def predict(
     _spec.check_choice("vote", vote, _spec.VOTE_METHODS)
     layers = _layers_or_raise(adapter, model, "predict")
     k = shared_attribute(layers, "num_groups")
+    if k is None:
+        # Layers that count K per batch from a virtual batch size share one scale/shift
+        # row: for the protocols every group is that row ("batch" mode still forms the
+        # virtual batches of each pass).
+        k = 1
     partition = shared_attribute(layers, "partition")
     x = adapter.asarray(x)
     n = x.shape[0]

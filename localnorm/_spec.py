@@ -104,6 +104,44 @@ def check_param_shapes(gamma_shape: tuple, beta_shape: tuple, channels: int,
     return k
 
 
+def check_ghost_groups(num_groups: Any, virtual_batch_size: Any,
+                       shared_affine: bool) -> tuple[int | None, int | None]:
+    """Validate how a layer counts its groups along the batch axis: a fixed
+    ``num_groups``, or (only with one scale/shift shared by the groups) a
+    ``virtual_batch_size`` from which K is counted per batch by :func:`ghost_groups`.
+    Returns ``(num_groups, virtual_batch_size)``, exactly one of them None."""
+    if virtual_batch_size is None:
+        if num_groups is None:
+            raise _errors.ghost_groups_missing()
+        return check_num_groups(num_groups), None
+    if isinstance(virtual_batch_size, bool) or not isinstance(
+            virtual_batch_size, (int, np.integer)) or virtual_batch_size < 1:
+        raise _errors.bad_virtual_batch_size(virtual_batch_size)
+    if num_groups is not None:
+        raise _errors.ghost_groups_both(num_groups, virtual_batch_size)
+    if not shared_affine:
+        raise _errors.virtual_batch_needs_shared(virtual_batch_size)
+    return None, int(virtual_batch_size)
+
+
+def ghost_groups(batch: int, virtual_batch_size: int) -> int:
+    """K, the number of groups along the batch axis of a batch of ``batch`` samples for a
+    virtual batch size v: ``max(1, batch // v)``.
+
+    Every group then holds at least v samples (sizes as :func:`group_sizes`: between v
+    and 2v - 1), so a group's statistics are never noisier than those of one virtual
+    batch: a batch that is a multiple of v gives groups of exactly v samples (tf-keras's
+    ``virtual_batch_size``); the remainder of a ragged batch is spread over the groups,
+    and a batch smaller than v is one group.
+
+    Examples
+    --------
+    >>> [ghost_groups(n, 32) for n in (8, 32, 63, 64, 100, 128)]
+    [1, 1, 1, 2, 3, 4]
+    """
+    return max(1, int(batch) // int(virtual_batch_size))
+
+
 #: The smallest eps accepted: float32's smallest normal number. Statistics are computed
 #: in at least float32, so a smaller eps would round to 0 (or to a subnormal that
 #: flush-to-zero hardware and XLA treat as 0) and a constant channel would give 0/0 = NaN.

@@ -5,10 +5,12 @@
 ``jax.jit``, ``jax.grad``, ``nnx.jit`` and ``jax.vmap``, and shards one group (or a fixed
 set of groups) per device with ``axis_name`` inside ``jax.shard_map``. Model-level
 evaluation: :func:`set_eval_mode`, :func:`eval_mode`, :func:`predict`;
-:func:`convert_batchnorm` turns ``nnx.BatchNorm`` layers into LocalNorm.
+:func:`convert_batchnorm` turns ``nnx.BatchNorm`` layers into LocalNorm (or, with
+``ghost=True``, into the Ghost BatchNorm preset :class:`GhostBatchNorm`).
 """
 
 from . import linen as linen
+from ._layers import GhostBatchNorm as GhostBatchNorm
 from ._layers import LocalNorm as LocalNorm
 from ._model import convert_batchnorm as convert_batchnorm
 from ._model import eval_mode as eval_mode
@@ -17,6 +19,7 @@ from ._model import predict as predict
 from ._model import set_eval_mode as set_eval_mode
 
 __all__ = [
+    "GhostBatchNorm",
     "LocalNorm",
     "convert_batchnorm",
     "eval_mode",

@@ -37,18 +37,23 @@ from localnorm import _agnostic, _errors, _spec
 
 from . import _errors as _flax_errors
 
-#: Layer modes of the Flax layers: the core's modes. There is no "running" mode, since
-#: the layers keep no running statistics.
+#: Layer modes of the Flax layers: the core's modes, and "running" for the NNX layer
+#: with ``track_running_stats=True``.
 MODES = _spec.MODES
 
 #: How the Flax layers word their errors (argument names, casts, remedies).
 DIALECT = _flax_errors.FLAX
 
 
-def check_mode(mode: Any, where: str) -> str:
-    """Validate an evaluation mode; "running" gets its own explanation."""
+def check_mode(mode: Any, where: str, running: bool | None = None) -> str:
+    """Validate an evaluation mode; "running" gets its own explanation: a layer without
+    running statistics (``running=False``) or one that cannot keep any (None)."""
     if mode == _spec.RUNNING:
-        raise _errors.running_unsupported(where)
+        if running is None:
+            raise _errors.running_unsupported(where)
+        if not running:
+            raise _errors.running_unsupported(where, trackable=True)
+        return mode
     return _spec.check_choice("mode", mode, MODES)
 
 
@@ -101,7 +106,8 @@ def check_group(group: Any, num_groups: int, mode: str) -> Any:
 
 
 def check_params(params: dict[str, Any], num_groups: int, num_features: int, *,
-                 channels_name: str | None = None) -> None:
+                 channels_name: str | None = None, shared: bool | None = None,
+                 num_groups_name: Any = None) -> None:
     """Refuse (K, C) parameters of another shape, e.g. a checkpoint with another group
     count restored into the layer (``nnx.update``, Linen ``apply``). Static shapes only.
 
@@ -119,7 +125,8 @@ def check_params(params: dict[str, Any], num_groups: int, num_features: int, *,
             raise _errors.bad_channels(num_features, shape[1], channels_name.format(name=name),
                                        dialect=_flax_errors.FLAX_LINEN)
         if shape != expected:
-            raise _errors.checkpoint_mismatch(name, shape, expected)
+            raise _errors.checkpoint_mismatch(name, shape, expected, shared=shared,
+                                              num_groups=num_groups_name)
 
 
 def _axis_size(axis_name: str, where: str) -> int:
@@ -191,7 +198,13 @@ def normalize(
     if bias is None:
         bias = jnp.zeros((num_groups, c), pdt)
     devices = 1 if axis_name is None else _axis_size(axis_name, where)
+    k = num_groups
     if axis_name is not None and mode == "batch":
+        # A (1, C) row shared by the groups is given to each device's groups as copies
+        # (their gradients summed back by the broadcast's transpose).
+        scale = jnp.broadcast_to(scale, (num_groups, c))
+        bias = jnp.broadcast_to(bias, (num_groups, c))
+        k = num_groups // devices
         scale, bias = _shard_rows(scale, bias, x.shape[0], num_groups, devices, axis_name,
                                   partition)
         _spec.check_batch(tuple(x.shape), ax, mode, num_groups // devices, DIALECT)
@@ -208,7 +221,7 @@ def normalize(
     if dtype is not None:
         x = x.astype(jnp.promote_types(x.dtype, dtype))
     if mode == "batch":
-        y = batch_norm_groups(x, scale, bias, scale.shape[0], partition, ax, float(epsilon))
+        y = batch_norm_groups(x, scale, bias, k, partition, ax, float(epsilon))
     else:
         across = axis_name is not None and mode == "set"
         y = _agnostic.eval_forward(jnp, x, scale, bias, axis=ax, mode=mode, group=group,
@@ -275,3 +288,42 @@ def _batch_norm_groups_jvp(k, partition, ax, epsilon, primals, tangents):
                                                **layout)
     dy = _agnostic.batch_jvp(jnp, x, scale, mean, rstd, *tangents, **layout)
     return y, dy.astype(y.dtype)
+
+
+def group_moments(x, *, num_groups: int, axis: int, partition: str):
+    """The means and biased variances, (K, C) in at least float32, of the K groups along
+    the batch axis of a validated input (the running statistics' update); no gradient
+    flows through them."""
+    x = jax.lax.stop_gradient(jnp.asarray(x))
+    ax = _spec.normalize_axis(axis, x.ndim)
+    cdt = _agnostic.compute_dtype(jnp, x.dtype)
+    groups = _agnostic.Groups(jnp, x, ax, num_groups, partition, cdt)
+    return _agnostic.group_moments(jnp, x.astype(cdt), groups)
+
+
+def running(x, scale, bias, mean, var, *, axis: int, epsilon: float, dtype: Any = None,
+            check_finite: bool = False, where: str = "LocalNorm"):
+    """``"running"`` mode: ``(x - mean) / sqrt(var + epsilon) * scale + bias`` with one
+    stored (1, C) row of statistics and of scale/bias (None: ones/zeros), in at least
+    float32; any batch of at least one sample."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise _errors.not_floating(x.dtype, DIALECT)
+    if x.ndim < 2:
+        raise _errors.bad_rank(x.ndim, ">= 2", where, dialect=DIALECT)
+    if x.shape[0] == 0:
+        raise _errors.empty_batch()
+    if check_finite and _is_concrete(x):
+        refuse_non_finite(x)
+    ax = _spec.normalize_axis(axis, x.ndim)
+    if dtype is not None:
+        x = x.astype(jnp.promote_types(x.dtype, dtype))
+    cdt = _agnostic.compute_dtype(jnp, x.dtype)
+    shape = _agnostic.bshape(x.ndim, ax, x.shape[ax])
+    a = jax.lax.rsqrt(jnp.asarray(var, cdt) + epsilon)
+    if scale is not None:
+        a = a * jnp.asarray(scale, cdt)
+    y = (x.astype(cdt) - jnp.reshape(jnp.asarray(mean, cdt), shape)) * jnp.reshape(a, shape)
+    if bias is not None:
+        y = y + jnp.reshape(jnp.asarray(bias, cdt), shape)
+    return y.astype(x.dtype if dtype is None else dtype)

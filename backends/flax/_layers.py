@@ -12,7 +12,7 @@ from localnorm import _errors, _model, _spec
 
 from . import _functional as fn
 
-__all__ = ["LocalNorm"]
+__all__ = ["LocalNorm", "GhostBatchNorm"]
 
 
 class LocalNorm(nnx.Module):
@@ -24,9 +24,11 @@ class LocalNorm(nnx.Module):
     policy are those of :func:`localnorm.local_norm` (see ``docs/spec.md``); this module
     owns the parameters and the training/evaluation idiom only.
 
-    The layer is stateless: it keeps no ``BatchStat`` variables, so there is no
-    ``batch_stats`` collection to thread through ``nnx.split``/``nnx.jit``, and
-    statistics are always recomputed, in evaluation too (the paper's protocols).
+    By default the layer is stateless: it keeps no ``BatchStat`` variables, so there is
+    no ``batch_stats`` collection to thread through ``nnx.split``/``nnx.jit``, and
+    statistics are always recomputed, in evaluation too (the paper's protocols). With
+    ``shared_affine=True`` and ``track_running_stats=True`` (:class:`GhostBatchNorm`) it
+    keeps one (1, C) ``mean``/``var`` pair of ``nnx.BatchStat`` for ``"running"`` mode.
 
     It runs native JAX code held equal to :func:`localnorm.local_norm` by the conformance
     suite. In training (``"batch"`` mode) the derivative is the closed-form BatchNorm
@@ -38,9 +40,10 @@ class LocalNorm(nnx.Module):
     ----------
     num_features : int
         C, the size of the channel axis.
-    num_groups : int, default 4
-        K, the number of groups along the batch axis. Training batches need at least K
-        samples (best a multiple of K, at least 2 per group).
+    num_groups : int or None, default 4
+        K, the number of groups along the batch axis (None with ``virtual_batch_size``:
+        counted per batch). Training batches need at least K samples (best a multiple
+        of K, at least 2 per group).
     epsilon : float, default 1e-5
         Added to the variance inside the square root.
     dtype : dtype, optional
@@ -66,10 +69,11 @@ class LocalNorm(nnx.Module):
         ``group``. Set for the whole model by ``model.train()`` / ``model.eval()``
         (the attribute ``nnx.Dropout`` uses), by ``nnx.view(model, deterministic=...)``,
         or per call.
-    mode : {"batch", "single", "set"}, default "batch"
+    mode : {"batch", "single", "set", "running"}, default "batch"
         The evaluation mode (see :func:`localnorm.local_norm`): ``"batch"`` recomputes
         statistics per group on the test batch (the paper's BATCH), ``"single"`` per
-        sample and ``"set"`` over the whole batch. There is no ``"running"`` mode.
+        sample and ``"set"`` over the whole batch; ``"running"`` uses the running
+        statistics (only with ``track_running_stats=True``).
         Usually set model-wide by :func:`localnorm.flax.set_eval_mode`.
     group : int or sequence of int, default 0
         The group (row of scale/bias) used in ``"single"`` and ``"set"`` mode; in
@@ -89,6 +93,21 @@ class LocalNorm(nnx.Module):
         its whole statistics set). Never checked in training, nor under ``jax.jit``/
         ``nnx.jit``/``vmap``, where values are unknown (see ``docs/spec.md``,
         "Non-finite input").
+    shared_affine : bool, default False
+        One ``scale``/``bias`` row, of shape (1, C), shared by the K groups along the
+        batch axis (Ghost BatchNorm; its gradient is the sum over the groups), instead
+        of one row per group.
+    virtual_batch_size : int, optional
+        With ``shared_affine=True`` and ``num_groups=None``: K is counted per batch as
+        ``max(1, N // virtual_batch_size)`` (groups of at least ``virtual_batch_size``
+        samples; static under ``jit``: each batch size is its own compilation anyway).
+    track_running_stats : bool, default False
+        With ``shared_affine=True``: keep ``mean``/``var`` (``nnx.BatchStat``, shape
+        (1, C)) and allow the ``"running"`` evaluation mode. Each training step moves
+        them toward the mean over the groups of their moments (biased variance, as
+        ``nnx.BatchNorm``).
+    momentum : float, default 0.99
+        Flax's convention: ``ra = momentum * ra + (1 - momentum) * value``.
     rngs : nnx.Rngs
         Keys for the parameter initializers (keyword only).
 
@@ -133,10 +152,23 @@ class LocalNorm(nnx.Module):
         group: Any = 0,
         axis_name: str | None = None,
         check_finite: bool = True,
+        shared_affine: bool = False,
+        virtual_batch_size: int | None = None,
+        track_running_stats: bool = False,
+        momentum: float = 0.99,
         rngs: nnx.Rngs,
     ):
         self.num_features = fn.check_num_features(num_features)
-        self.num_groups = _spec.check_num_groups(num_groups)
+        self.shared_affine = bool(shared_affine)
+        self.num_groups, self.virtual_batch_size = _spec.check_ghost_groups(
+            num_groups, virtual_batch_size, self.shared_affine)
+        if track_running_stats and not self.shared_affine:
+            raise _errors.running_needs_shared(type(self).__name__)
+        self.track_running_stats = bool(track_running_stats)
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) \
+                or not 0.0 <= float(momentum) <= 1.0:
+            raise _errors.bad_momentum(momentum, "0.99")
+        self.momentum = float(momentum)
         self.epsilon = _spec.check_eps(epsilon, fn.DIALECT)
         self.partition = _spec.check_choice("partition", partition, _spec.PARTITIONS)
         self.axis = fn.check_axis(axis)  # its range is checked against the input's rank
@@ -147,7 +179,15 @@ class LocalNorm(nnx.Module):
         self.deterministic = bool(deterministic)
         self.axis_name = axis_name
         self.check_finite = bool(check_finite)
-        shape = (self.num_groups, self.num_features)
+        shape = (1 if self.shared_affine else self.num_groups, self.num_features)
+        self.mean: nnx.BatchStat | None
+        self.var: nnx.BatchStat | None
+        if self.track_running_stats:
+            self.mean = nnx.BatchStat(jnp.zeros(shape, param_dtype))
+            self.var = nnx.BatchStat(jnp.ones(shape, param_dtype))
+        else:
+            self.mean = nnx.data(None)
+            self.var = nnx.data(None)
         self.scale: nnx.Param | None
         self.bias: nnx.Param | None
         self.scale = nnx.Param(scale_init(rngs.params(), shape, param_dtype)) if use_scale \
@@ -172,9 +212,10 @@ class LocalNorm(nnx.Module):
 
         Parameters
         ----------
-        mode : str, one of "batch", "single", "set"
-            The layer mode of :func:`localnorm.local_norm`. Training always uses
-            ``"batch"``.
+        mode : str, one of "batch", "single", "set", "running"
+            The layer mode of :func:`localnorm.local_norm`, or ``"running"`` (the
+            running statistics; needs ``track_running_stats=True``). Training always
+            uses ``"batch"``.
         group : int, or in ``"single"`` mode a sequence/array of ints (one per sample)
             Whose scale/bias are used in ``"single"`` and ``"set"`` mode (a group along
             the batch axis). Ignored in ``"batch"`` mode.
@@ -184,8 +225,8 @@ class LocalNorm(nnx.Module):
         LocalNorm
             self.
         """
-        mode = fn.check_mode(mode, type(self).__name__)
-        self._assign(mode, fn.check_group(group, self.num_groups, mode))
+        mode = fn.check_mode(mode, type(self).__name__, self.track_running_stats)
+        self._assign(mode, fn.check_group(group, self.num_groups or 1, mode))
         return self
 
     def _assign(self, mode: str, group: Any) -> None:
@@ -233,18 +274,125 @@ class LocalNorm(nnx.Module):
                                            dialect=fn.DIALECT)
         scale = None if self.scale is None else self.scale[...]
         bias = None if self.bias is None else self.bias[...]
+        mean = None if self.mean is None else self.mean[...]
+        var = None if self.var is None else self.var[...]
         # A checkpoint restored with nnx.update can bring (K', C') parameters.
-        fn.check_params({"scale": scale, "bias": bias}, self.num_groups, self.num_features)
+        rows = 1 if self.shared_affine else self.num_groups
+        fn.check_params({"scale": scale, "bias": bias, "mean": mean, "var": var}, rows,
+                        self.num_features, shared=self.shared_affine,
+                        num_groups_name=self.num_groups)
+        mode = self.mode if det else "batch"
+        check_finite = self.check_finite and bool(det) and _model.layer_checks_enabled()
+        if mode == _spec.RUNNING:
+            # stored statistics, as nnx.BatchNorm: a NaN/Inf reaches only its own
+            # sample's output, so it is not checked
+            return fn.running(x, scale, bias, mean, var, axis=self.axis,
+                              epsilon=self.epsilon, dtype=self.dtype, where=where)
+        k = self.num_groups
+        if mode == "batch" and self.virtual_batch_size is not None and x.ndim >= 2:
+            k = _spec.ghost_groups(x.shape[0], self.virtual_batch_size)
+        elif k is None:
+            k = 1  # evaluation of the shared row in "single"/"set" mode
+        if not det and self.track_running_stats and x.ndim >= 2 and x.shape[0] >= k:
+            self._update_running(x, k)
         return fn.normalize(
             x, scale, bias,
-            num_groups=self.num_groups,
+            num_groups=k,
             axis=self.axis,
-            mode=self.mode if det else "batch",
+            mode=mode,
             group=self.group if det else 0,
             partition=self.partition,
             epsilon=self.epsilon,
             dtype=self.dtype,
             axis_name=self.axis_name,
-            check_finite=self.check_finite and bool(det) and _model.layer_checks_enabled(),
+            check_finite=check_finite,
             where=where,
+        )
+
+    def _update_running(self, x, k: int) -> None:
+        """``ra = momentum * ra + (1 - momentum) * mean over the K groups along the batch
+        axis of their moments`` (biased variance; tf-keras's rule for virtual batches)."""
+        mean, var = fn.group_moments(x, num_groups=k, axis=self.axis, partition=self.partition)
+        m = self.momentum
+        for stat, value in ((self.mean, mean), (self.var, var)):
+            value = jnp.mean(value, axis=0, keepdims=True).astype(stat[...].dtype)
+            stat[...] = m * stat[...] + (1.0 - m) * value
+
+
+class GhostBatchNorm(LocalNorm):
+    """Ghost BatchNorm (Flax NNX): BatchNorm whose statistics are computed per virtual
+    batch (group along the batch axis), with one ``scale``/``bias`` shared by the groups.
+
+    Hoffer, Hubara and Soudry (2017). In training each virtual batch (a group **along
+    the batch axis**) is normalized with its own mean and variance; in evaluation
+    (``model.eval()``) the running ``mean``/``var`` are used, as ``nnx.BatchNorm``'s
+    with ``use_running_average=True``, so any batch size (also one sample) can be
+    inferred. A thin preset of :class:`LocalNorm` (``shared_affine=True``,
+    ``track_running_stats=True``, evaluation mode ``"running"``, ``nnx.BatchNorm``'s
+    defaults ``momentum=0.99``, ``epsilon=1e-5``); the math is
+    :func:`localnorm.local_norm` with gamma/beta of shape (1, C), see ``docs/spec.md``
+    and the guide ``docs/guides/ghost-batchnorm.md``.
+
+    Parameters
+    ----------
+    num_features : int
+        C, the size of the channel axis.
+    virtual_batch_size : int, optional
+        Samples per virtual batch. A training batch of N samples is split into
+        ``K = max(1, N // virtual_batch_size)`` groups (each of between
+        ``virtual_batch_size`` and ``2 * virtual_batch_size - 1`` samples): a multiple
+        of it gives groups of exactly ``virtual_batch_size`` samples, as tf-keras, and
+        any other batch size trains too. Give this or ``num_groups``.
+    num_groups : int, optional
+        A fixed number K of groups along the batch axis instead.
+    momentum : float, default 0.99
+        ``ra = momentum * ra + (1 - momentum) * mean over the groups of their moments``.
+    epsilon : float, default 1e-5
+        Added to the variance (``nnx.BatchNorm``'s default).
+    track_running_stats : bool, default True
+        Keep ``mean``/``var`` (1, C) and evaluate with them. False: evaluation
+        recomputes statistics on the test batch (``"batch"`` mode).
+    partition : {"strided", "contiguous"}, default "strided"
+        Which samples form a virtual batch: sample n is in group ``n % K`` (what
+        tf-keras's ``virtual_batch_size`` computes) or consecutive runs.
+    mode : str, optional
+        Evaluation mode; default ``"running"`` (``"batch"`` without running statistics).
+    **kwargs
+        The other arguments of :class:`LocalNorm` (``axis``, ``dtype``,
+        ``param_dtype``, ``use_bias``, ``use_scale``, initializers, ``check_finite``,
+        ``deterministic``) and ``rngs``.
+
+    Examples
+    --------
+    >>> import jax
+    >>> from flax import nnx
+    >>> from localnorm.flax import GhostBatchNorm
+    >>> layer = GhostBatchNorm(6, virtual_batch_size=4, rngs=nnx.Rngs(0))
+    >>> layer.scale.shape, layer.mean.shape
+    ((1, 6), (1, 6))
+    >>> y = layer(jax.random.normal(jax.random.key(0), (8, 6)))  # 2 virtual batches
+    >>> layer.eval()
+    >>> layer(jax.random.normal(jax.random.key(1), (1, 6))).shape  # any batch size
+    (1, 6)
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        virtual_batch_size: int | None = None,
+        num_groups: int | None = None,
+        momentum: float = 0.99,
+        epsilon: float = _spec.DEFAULT_EPS,
+        track_running_stats: bool = True,
+        partition: str = "strided",
+        mode: str | None = None,
+        **kwargs,
+    ):
+        if mode is None:
+            mode = _spec.RUNNING if track_running_stats else "batch"
+        super().__init__(
+            num_features, num_groups=num_groups, epsilon=epsilon, shared_affine=True,
+            virtual_batch_size=virtual_batch_size, track_running_stats=track_running_stats,
+            momentum=momentum, mode=mode, partition=partition, **kwargs,
         )

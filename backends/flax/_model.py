@@ -11,11 +11,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from localnorm import _model, _spec
+from localnorm import _errors, _model, _spec
 from localnorm.protocols import Prediction
 
 from . import _functional as fn
-from ._layers import LocalNorm
+from ._layers import GhostBatchNorm, LocalNorm
 
 __all__ = ["set_eval_mode", "eval_mode", "predict", "convert_batchnorm", "localnorm_layers"]
 
@@ -38,8 +38,8 @@ class _Flax(_model.Adapter):
         return layer.mode, layer.group
 
     def check(self, layer, mode, group):
-        mode = fn.check_mode(mode, "localnorm.flax.LocalNorm")
-        return mode, fn.check_group(group, layer.num_groups, mode)
+        mode = fn.check_mode(mode, "localnorm.flax.LocalNorm", layer.track_running_stats)
+        return mode, fn.check_group(group, layer.num_groups or 1, mode)
 
     def assign(self, layer, setting, temporary=False):
         layer._assign(*setting)
@@ -212,18 +212,28 @@ def _set_child(node: Any, key: Any, value: Any) -> None:
         node[key] = value
 
 
-def _from_batchnorm(bn: nnx.BatchNorm, num_groups: int, partition: str) -> LocalNorm:
-    layer = LocalNorm(
-        bn.num_features, num_groups=num_groups, epsilon=bn.epsilon, dtype=bn.dtype,
+def _from_batchnorm(bn: nnx.BatchNorm, num_groups: int | None, partition: str,
+                    ghost: bool = False, virtual_batch_size: int | None = None) -> LocalNorm:
+    options = dict(
+        num_groups=num_groups, epsilon=bn.epsilon, dtype=bn.dtype,
         param_dtype=bn.param_dtype, use_bias=bn.use_bias, use_scale=bn.use_scale,
         axis=bn.axis, partition=partition, deterministic=bool(bn.use_running_average),
         rngs=nnx.Rngs(0),
     )
-    for name in ("scale", "bias"):
+    if ghost:
+        layer = GhostBatchNorm(bn.num_features, virtual_batch_size=virtual_batch_size,
+                               momentum=bn.momentum, **options)
+        names = (("scale", nnx.Param), ("bias", nnx.Param), ("mean", nnx.BatchStat),
+                 ("var", nnx.BatchStat))
+    else:
+        layer = LocalNorm(bn.num_features, **options)
+        names = (("scale", nnx.Param), ("bias", nnx.Param))
+    rows = 1 if ghost else num_groups
+    for name, kind in names:
         p = getattr(bn, name)
         if p is not None:
-            tiled = jnp.tile(jnp.asarray(p[...])[None, :], (num_groups, 1))
-            setattr(layer, name, nnx.Param(tiled))
+            tiled = jnp.tile(jnp.asarray(p[...])[None, :], (rows, 1))
+            setattr(layer, name, kind(tiled))
     return layer
 
 
@@ -244,9 +254,11 @@ def _edges(model: Any) -> list[tuple[Any, Any, Any]]:
     return edges
 
 
-def convert_batchnorm(model: nnx.Module, num_groups: int = 4,
-                      partition: str = "contiguous") -> nnx.Module:
-    """Replace every ``nnx.BatchNorm`` of an NNX model by a :class:`LocalNorm`.
+def convert_batchnorm(model: nnx.Module, num_groups: int | None = None,
+                      partition: str | None = None, *, ghost: bool = False,
+                      virtual_batch_size: int | None = None) -> nnx.Module:
+    """Replace every ``nnx.BatchNorm`` of an NNX model by a :class:`LocalNorm` (or, with
+    ``ghost=True``, by a :class:`GhostBatchNorm`).
 
     Each new layer has ``num_groups`` groups along the batch axis and the BatchNorm's
     scale and bias copied into every group (row), its epsilon, axis, dtypes and train/
@@ -260,25 +272,43 @@ def convert_batchnorm(model: nnx.Module, num_groups: int = 4,
     ----------
     model : nnx.Module
         The model, changed in place; an ``nnx.BatchNorm`` itself is converted too.
-    num_groups : int, default 4
-        K, the number of groups along the batch axis of every new layer.
-    partition : {"contiguous", "strided"}, default "contiguous"
+    num_groups : int, optional
+        K, the number of groups along the batch axis of every new layer; default 4
+        (with ``ghost=True``, give this or ``virtual_batch_size``).
+    partition : str or None, default None
+        "contiguous" or "strided"; None means "contiguous", or "strided" with ``ghost=True`` (the Ghost BatchNorm
+        presets', tf-keras's virtual batches).
         How the new layers split the batch into groups.
+    ghost : bool, default False
+        Convert into :class:`GhostBatchNorm` instead: the BatchNorm's scale, bias and
+        running mean/var become the one (1, C) row shared by the groups along the batch
+        axis, with its momentum, so that evaluation computes what the BatchNorm's
+        ``use_running_average=True`` computes.
+    virtual_batch_size : int, optional
+        With ``ghost=True``: samples per group, their number counted per batch.
 
     Returns
     -------
     nnx.Module
         The model (or the new layer when ``model`` is a BatchNorm).
     """
-    k = _spec.check_num_groups(num_groups)
+    ghost = bool(ghost)
+    if not ghost:
+        if virtual_batch_size is not None:
+            raise _errors.virtual_batch_needs_shared(virtual_batch_size)
+        num_groups = 4 if num_groups is None else num_groups
+    if partition is None:
+        partition = "strided" if ghost else "contiguous"
+    k, vbs = _spec.check_ghost_groups(num_groups, virtual_batch_size, shared_affine=ghost)
     partition = _spec.check_choice("partition", partition, _spec.PARTITIONS)
+    options = dict(ghost=ghost, virtual_batch_size=vbs)
     if isinstance(model, nnx.BatchNorm):
-        return _from_batchnorm(model, k, partition)
+        return _from_batchnorm(model, k, partition, **options)
     edges = [e for e in _edges(model) if isinstance(e[2], nnx.BatchNorm)]
     new: dict[int, LocalNorm] = {}
     for _, _, bn in edges:  # every layer built (and checked) before the model changes
         if id(bn) not in new:
-            new[id(bn)] = _from_batchnorm(bn, k, partition)
+            new[id(bn)] = _from_batchnorm(bn, k, partition, **options)
     for parent, key, bn in edges:
         _set_child(parent, key, new[id(bn)])
     return model

@@ -33,8 +33,8 @@ class LocalNorm(nn.Module):
 
     Attributes
     ----------
-    num_groups : int, default 4
-        K, the number of groups along the batch axis.
+    num_groups : int or None, default 4
+        K, the number of groups along the batch axis (None with ``virtual_batch_size``).
     epsilon : float, default 1e-5
         Added to the variance inside the square root.
     dtype : dtype, optional
@@ -65,6 +65,14 @@ class LocalNorm(nn.Module):
         Group-per-device data parallelism inside ``jax.shard_map`` (see the NNX layer).
     check_finite : bool, default True
         In evaluation, refuse NaN/Inf input on eager calls (see the NNX layer).
+    shared_affine : bool, default False
+        One ``scale``/``bias`` row, of shape (1, C), shared by the groups along the
+        batch axis (Ghost BatchNorm's affine step), instead of one row per group.
+    virtual_batch_size : int, optional
+        With ``shared_affine=True`` and ``num_groups=None``: K counted per batch as
+        ``max(1, N // virtual_batch_size)``. The Linen layer keeps no running
+        statistics (no ``batch_stats`` collection); the NNX
+        :class:`localnorm.flax.GhostBatchNorm` does.
 
     Shape
     -----
@@ -99,15 +107,18 @@ class LocalNorm(nn.Module):
     group: Any = 0
     axis_name: str | None = None
     check_finite: bool = True
+    shared_affine: bool = False
+    virtual_batch_size: int | None = None
 
     def __post_init__(self):
         # Refuse bad options when the layer is built, as the NNX layer does (the
         # channel count is only known from the input).
-        _spec.check_num_groups(self.num_groups)
+        _spec.check_ghost_groups(self.num_groups, self.virtual_batch_size,
+                                 bool(self.shared_affine))
         _spec.check_eps(self.epsilon, fn.DIALECT)
         _spec.check_choice("partition", self.partition, _spec.PARTITIONS)
         fn.check_axis(self.axis)
-        fn.check_group(self.group, self.num_groups, fn.check_mode(self.mode, _WHERE))
+        fn.check_group(self.group, self.num_groups or 1, fn.check_mode(self.mode, _WHERE))
         super().__post_init__()
 
     @nn.compact
@@ -132,20 +143,29 @@ class LocalNorm(nn.Module):
         jax.Array
             Same shape as x; dtype ``self.dtype``, or x's dtype when that is None.
         """
-        k = _spec.check_num_groups(self.num_groups)
         det = self.deterministic if deterministic is None else deterministic
         mode = fn.check_mode(self.mode if mode is None else mode, _WHERE)
+        x = jnp.asarray(x)
+        num_groups, vbs = _spec.check_ghost_groups(self.num_groups, self.virtual_batch_size,
+                                                   bool(self.shared_affine))
+        if vbs is None:
+            k = num_groups
+        elif (not det or mode == "batch") and x.ndim >= 1:
+            k = _spec.ghost_groups(x.shape[0], vbs)
+        else:
+            k = 1  # evaluation of the shared row in "single"/"set" mode
         group = self.group if group is None else group
         group = fn.check_group(group, k, mode) if det else 0
-        x = jnp.asarray(x)
         c = x.shape[_spec.normalize_axis(self.axis, x.ndim)] if x.ndim >= 2 else 1
-        shape = (k, c)
+        rows = 1 if self.shared_affine else k
+        shape = (rows, c)
         # Refuse variables of another shape (a checkpoint with another group count, or
         # input with another channel count) before Flax's own shape error.
         fn.check_params(
             {name: self.get_variable("params", name) for name in ("scale", "bias")
              if self.has_variable("params", name)},
-            k, c, channels_name="params['{name}'].shape[1]",
+            rows, c, channels_name="params['{name}'].shape[1]", shared=bool(self.shared_affine),
+            num_groups_name=k,
         )
         scale = self.param("scale", self.scale_init, shape, self.param_dtype) \
             if self.use_scale else None

@@ -4,9 +4,11 @@
 (the math: :func:`localnorm.local_norm`, specified in ``docs/spec.md``).
 :func:`set_eval_mode` / :func:`eval_mode` choose what the layers do at test time,
 :func:`predict` runs the paper's test-time protocols, and :func:`convert_batchnorm` turns a
-BatchNormalization model into a LocalNorm one. Guide: ``docs/guides/keras.md``.
+BatchNormalization model into a LocalNorm one (or, with ``ghost=True``, into
+:class:`GhostBatchNormalization`, Ghost BatchNorm: one gamma/beta shared by the groups). Guide: ``docs/guides/keras.md``.
 """
 
+from ._layers import GhostBatchNormalization as GhostBatchNormalization
 from ._layers import LocalNormalization as LocalNormalization
 from ._model import convert_batchnorm as convert_batchnorm
 from ._model import eval_mode as eval_mode
@@ -15,6 +17,7 @@ from ._model import predict as predict
 from ._model import set_eval_mode as set_eval_mode
 
 __all__ = [
+    "GhostBatchNormalization",
     "LocalNormalization",
     "convert_batchnorm",
     "eval_mode",

@@ -16,11 +16,11 @@ from localnorm import _errors, _model, _spec
 from . import _errors as _keras_errors
 from . import _functional as fn
 
-__all__ = ["LocalNormalization", "EVAL_MODES"]
+__all__ = ["LocalNormalization", "GhostBatchNormalization", "EVAL_MODES"]
 
-#: Evaluation modes of the layer (training always uses "batch"). The Keras layer keeps no
-#: running statistics, so the adapters' "running" mode is not among them.
-EVAL_MODES = _spec.MODES
+#: Evaluation modes of the layer (training always uses "batch"); "running" needs
+#: ``track_running_stats=True``.
+EVAL_MODES = _spec.MODES + (_spec.RUNNING,)
 
 DIALECT = _keras_errors.KERAS
 
@@ -106,11 +106,15 @@ def _reset_functions(model: keras.layers.Layer, names: tuple[str, ...]) -> None:
             setattr(model, name, None)
 
 
-def check_eval_setting(mode: Any, group: Any, num_groups: int) -> tuple[str, Any]:
+def check_eval_setting(mode: Any, group: Any, num_groups: int | None,
+                       running: bool = False) -> tuple[str, Any]:
     """Validate an evaluation ``mode``/``group`` pair for a layer with ``num_groups`` groups
-    along the batch axis; returns ``(mode, group)`` with an array group as int64 NumPy."""
-    if mode == _spec.RUNNING:
-        raise _errors.running_unsupported("The Keras LocalNormalization layer")
+    along the batch axis (None: counted per batch from a virtual batch size, one shared
+    row) and, with ``running``, running statistics; returns ``(mode, group)`` with an
+    array group as int64 NumPy."""
+    num_groups = num_groups or 1
+    if mode == _spec.RUNNING and not running:
+        raise _errors.running_not_tracked()
     mode = _spec.check_choice("mode", mode, EVAL_MODES)
     if isinstance(group, (list, tuple)):
         group = np.asarray(group)
@@ -124,6 +128,19 @@ def check_eval_setting(mode: Any, group: Any, num_groups: int) -> tuple[str, Any
     if not np.issubdtype(group.dtype, np.integer) or group.min() < 0 or group.max() >= num_groups:
         raise _errors.bad_group(group, num_groups)
     return mode, group.astype(np.int64)
+
+
+def _check_running(track_running_stats: Any, shared_affine: bool) -> bool:
+    if track_running_stats and not shared_affine:
+        raise _errors.running_needs_shared("LocalNormalization")
+    return bool(track_running_stats)
+
+
+def _check_momentum(momentum: Any) -> float:
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float, np.floating)) \
+            or not 0.0 <= float(momentum) <= 1.0:
+        raise _errors.bad_momentum(momentum, "0.99")
+    return float(momentum)
 
 
 @keras.saving.register_keras_serializable(package="localnorm")
@@ -144,10 +161,10 @@ class LocalNormalization(keras.layers.Layer):
 
     Parameters
     ----------
-    num_groups : int, default 4
-        K, the number of groups along the batch axis. A training batch needs at least K
-        samples (2 per group for dense input); ``num_groups=1`` is BatchNormalization
-        with batch statistics.
+    num_groups : int or None, default 4
+        K, the number of groups along the batch axis (None with ``virtual_batch_size``:
+        counted per batch). A training batch needs at least K samples (2 per group for
+        dense input); ``num_groups=1`` is BatchNormalization with batch statistics.
     axis : int, default -1
         The channel axis (any axis but the batch axis 0). Input of any rank >= 2 works;
         the batch size is never fixed.
@@ -173,10 +190,11 @@ class LocalNormalization(keras.layers.Layer):
     partition : {"contiguous", "strided"}, default "contiguous"
         How ``"batch"`` mode assigns samples to groups: consecutive runs (the paper's) or
         sample n to group n mod K. Ragged batches work under both.
-    mode : {"batch", "single", "set"}, default "batch"
+    mode : {"batch", "single", "set", "running"}, default "batch"
         Evaluation mode (when not training): ``"batch"`` recomputes per-group statistics
         on the test batch (the paper's BATCH); ``"single"`` normalizes each sample with
-        its own statistics; ``"set"`` uses one set of statistics for the whole batch.
+        its own statistics; ``"set"`` uses one set of statistics for the whole batch;
+        ``"running"`` (with ``track_running_stats=True``) the moving statistics.
     group : int or sequence of int, default 0
         Whose gamma/beta ``"single"`` and ``"set"`` mode use: an int in [0, K), or in
         ``"single"`` mode one group per sample.
@@ -186,6 +204,24 @@ class LocalNormalization(keras.layers.Layer):
         them). Checked on eager calls only: training, ``model.predict`` (a traced
         function on TensorFlow and JAX), ``tf.function``, ``jax.jit`` and
         ``torch.compile`` are never checked (see the spec's "Non-finite input").
+    shared_affine : bool, default False
+        One ``gamma``/``beta`` row, of shape (1, C), shared by the K groups along the
+        batch axis (Ghost BatchNorm; its gradient is the sum over the groups), instead of
+        one row per group. See :class:`GhostBatchNormalization`.
+    virtual_batch_size : int, optional
+        With ``shared_affine=True`` and ``num_groups=None``: K is counted per batch as
+        ``max(1, N // virtual_batch_size)`` (groups of at least ``virtual_batch_size``
+        samples), so any batch size trains. The batch size must be known when the layer
+        is traced (it is in ``model.fit``/``predict`` with a fixed ``batch_size``).
+    track_running_stats : bool, default False
+        With ``shared_affine=True``: keep ``moving_mean``/``moving_variance`` of shape
+        (1, C) and allow the ``"running"`` evaluation mode. Each training step moves
+        them toward the mean over the groups of their moments (biased variance, as
+        Keras's ``BatchNormalization``).
+    momentum : float, default 0.99
+        Keras's convention: ``moving = momentum * moving + (1 - momentum) * value``
+        (PyTorch's ``momentum`` is ``1 -`` this one). Used with
+        ``track_running_stats=True``.
     **kwargs
         Standard layer arguments (``name``, ``dtype``, ``trainable``...). Under a mixed
         precision policy (``"mixed_float16"``, ``"mixed_bfloat16"``) the weights stay in
@@ -244,10 +280,18 @@ class LocalNormalization(keras.layers.Layer):
         mode: str = "batch",
         group: Any = 0,
         check_finite: bool = True,
+        shared_affine: bool = False,
+        virtual_batch_size: int | None = None,
+        track_running_stats: bool = False,
+        momentum: float = 0.99,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.num_groups = _spec.check_num_groups(num_groups)
+        self.shared_affine = bool(shared_affine)
+        self.num_groups, self.virtual_batch_size = _spec.check_ghost_groups(
+            num_groups, virtual_batch_size, self.shared_affine)
+        self.track_running_stats = _check_running(track_running_stats, self.shared_affine)
+        self.momentum = _check_momentum(momentum)
         self.axis = axis  # checked against the input's rank in build()
         self.epsilon = _spec.check_eps(epsilon, DIALECT)
         self.center = bool(center)
@@ -259,10 +303,12 @@ class LocalNormalization(keras.layers.Layer):
         self.beta_constraint = constraints.get(beta_constraint)
         self.gamma_constraint = constraints.get(gamma_constraint)
         self._partition = _spec.check_choice("partition", partition, _spec.PARTITIONS)
-        self._eval = check_eval_setting(mode, group, self.num_groups)
+        self._eval = check_eval_setting(mode, group, self.num_groups, self.track_running_stats)
         self.check_finite = bool(check_finite)
         self.gamma = None
         self.beta = None
+        self.moving_mean = None
+        self.moving_variance = None
         self._ndim = None
         self._axis = None
 
@@ -302,12 +348,13 @@ class LocalNormalization(keras.layers.Layer):
 
         Parameters
         ----------
-        mode : str, one of "batch", "single", "set"
+        mode : str, one of "batch", "single", "set", "running"
             See the class docstring.
         group : int or sequence of int, default 0
             Whose gamma/beta ``"single"``/``"set"`` mode use.
         """
-        self._set_eval(check_eval_setting(mode, group, self.num_groups))
+        self._set_eval(check_eval_setting(mode, group, self.num_groups,
+                                          self.track_running_stats))
 
     def _set_eval(self, setting: tuple[str, Any], invalidate: bool = True) -> None:
         """Store a validated ``(mode, group)``; unless ``invalidate=False`` (only for a
@@ -345,7 +392,14 @@ class LocalNormalization(keras.layers.Layer):
         channels = input_shape[self._axis]
         if channels is None:
             raise _keras_errors.unknown_channels(self.axis, tuple(input_shape))
-        shape = (self.num_groups, int(channels))
+        shape = (1 if self.shared_affine else self.num_groups, int(channels))
+        if self.track_running_stats:
+            self.moving_mean = self.add_weight(
+                shape=shape, name="moving_mean", initializer="zeros", trainable=False,
+                autocast=False)
+            self.moving_variance = self.add_weight(
+                shape=shape, name="moving_variance", initializer="ones", trainable=False,
+                autocast=False)
         if self.scale:
             self.gamma = self.add_weight(
                 shape=shape, name="gamma", initializer=self.gamma_initializer,
@@ -377,17 +431,36 @@ class LocalNormalization(keras.layers.Layer):
         if isinstance(channels, int) and expected is not None and channels != expected:
             raise _errors.bad_channels(channels, expected, name="layer.num_features",
                                        dialect=DIALECT)
-        if all(isinstance(d, int) for d in shape):
-            _spec.check_batch(shape, self._axis, mode, self.num_groups, DIALECT)
+        k = self._groups(shape[0], mode)
+        if mode == _spec.RUNNING:  # stored statistics: any batch of at least one sample
+            if shape[0] == 0:
+                raise _errors.empty_batch()
+        elif k is None:  # K counted at run time: every batch of at least 1 sample has it
+            pass
+        elif all(isinstance(d, int) for d in shape):
+            _spec.check_batch(shape, self._axis, mode, k, DIALECT)
         elif isinstance(shape[0], int):
             # Spatial sizes unknown until run time: what the batch size alone decides.
             if shape[0] == 0:
                 raise _errors.empty_batch()
-            if mode == "batch" and shape[0] < self.num_groups:
-                raise _errors.too_few_samples(shape[0], self.num_groups, DIALECT)
+            if mode == "batch" and shape[0] < k:
+                raise _errors.too_few_samples(shape[0], k, DIALECT)
         if mode == "single" and isinstance(self.group, np.ndarray) and isinstance(shape[0], int):
             if len(self.group) != shape[0]:
                 raise _errors.group_array_mismatch(len(self.group), shape[0])
+
+    def _groups(self, batch: Any, mode: str) -> int | None:
+        """K for a batch of ``batch`` samples in ``mode``: ``num_groups``, or in "batch"
+        mode counted from the virtual batch size (:func:`localnorm._spec.ghost_groups`;
+        None when the batch size is known only at run time); 1 (the shared row) in the
+        other modes."""
+        if self.virtual_batch_size is None:
+            return self.num_groups
+        if mode != "batch":
+            return 1
+        if not isinstance(batch, int):
+            return None  # counted at run time (TensorFlow: fn.ghost_batch_tf)
+        return _spec.ghost_groups(batch, self.virtual_batch_size)
 
     def call(self, inputs, training=None, mask=None):
         if mask is not None:
@@ -395,22 +468,61 @@ class LocalNormalization(keras.layers.Layer):
         mode, group = ("batch", 0) if training else self._eval
         shape = tuple(inputs.shape)
         self._check_input(shape, inputs.dtype, mode)
+        k = self._groups(shape[0], mode)
         note_models(self, _enclosing_models())
         traced = fn.is_traced(inputs)
         if traced:
             _note_stateless_trace(self)
-        elif not training and self.check_finite and _model.layer_checks_enabled():
+        elif not training and mode != _spec.RUNNING and self.check_finite \
+                and _model.layer_checks_enabled():
+            # ("running" mode uses stored statistics, as BatchNormalization: a NaN/Inf
+            # reaches only its own sample's output, so it is not checked)
             bad = fn.count_non_finite(inputs)
             if bad:
                 raise _errors.not_finite("x", bad, int(np.prod(shape)), dialect=DIALECT)
+        if mode == _spec.RUNNING:
+            return fn.running(inputs, self.gamma, self.beta, self.moving_mean,
+                                self.moving_variance, axis=self._axis, eps=self.epsilon)
+        if k is None:
+            return self._ghost_run_time(inputs, training)
         if not all(isinstance(d, int) for d in shape):
-            inputs = fn.run_time_batch_check(inputs, self._axis, mode, self.num_groups, DIALECT)
+            inputs = fn.run_time_batch_check(inputs, self._axis, mode, k, DIALECT)
         if isinstance(group, np.ndarray):
             group = ops.convert_to_tensor(group, "int32")
+        if training and self.track_running_stats:
+            self._update_running(inputs, k)
         return fn.local_norm(
-            inputs, self.gamma, self.beta, num_groups=self.num_groups, axis=self._axis, mode=mode,
+            inputs, self.gamma, self.beta, num_groups=k, axis=self._axis, mode=mode,
             group=group, partition=self.partition, eps=self.epsilon,
         )
+
+    def _ghost_run_time(self, inputs, training):
+        """"batch" mode with a virtual batch size and a batch size known only at run
+        time: TensorFlow's traced steps (other backends trace with concrete shapes)."""
+        if keras.backend.backend() != "tensorflow":
+            raise _errors.virtual_batch_unknown_size(type(self).__name__,
+                                                     self.virtual_batch_size)
+        y, mean, var = fn.ghost_batch_tf(
+            inputs, self.gamma, self.beta, virtual_batch_size=self.virtual_batch_size,
+            axis=self._axis, partition=self.partition, eps=self.epsilon)
+        if training and self.track_running_stats:
+            self._assign_running(ops.stop_gradient(mean), ops.stop_gradient(var))
+        return y
+
+    def _assign_running(self, mean, var) -> None:
+        m = self.momentum
+        for weight, value in ((self.moving_mean, mean), (self.moving_variance, var)):
+            value = ops.mean(value, axis=0, keepdims=True)
+            weight.assign(weight * m + ops.cast(value, weight.dtype) * (1.0 - m))
+
+    def _update_running(self, inputs, k: int) -> None:
+        """Move the moving mean and (biased, as Keras's BatchNormalization) variance
+        toward the mean over the K groups along the batch axis of their moments:
+        ``moving = momentum * moving + (1 - momentum) * mean_k(moment_k)``, tf-keras's
+        rule for ``virtual_batch_size``."""
+        mean, var = fn.group_moments(ops.stop_gradient(inputs), axis=self._axis,
+                                       num_groups=k, partition=self.partition)
+        self._assign_running(mean, var)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -430,12 +542,14 @@ class LocalNormalization(keras.layers.Layer):
         saved with another number of groups along the batch axis or of channels with
         :func:`localnorm._errors.checkpoint_mismatch` (Keras's generic message would only
         say that the layer could not be loaded)."""
-        own = [w for w in (self.gamma, self.beta) if w is not None]
+        own = list(self.weights)
         if len(store.keys()) == len(own):
             for i, w in enumerate(own):
                 saved = tuple(store[str(i)].shape)
                 if saved != tuple(w.shape):
-                    raise _errors.checkpoint_mismatch(w.name, saved, tuple(w.shape))
+                    raise _errors.checkpoint_mismatch(
+                        w.name, saved, tuple(w.shape), shared=self.shared_affine,
+                        num_groups=self.num_groups)
         super().load_own_variables(store)
 
     @classmethod
@@ -443,11 +557,19 @@ class LocalNormalization(keras.layers.Layer):
         """Rebuild from :meth:`get_config` (``keras.models.load_model``). The LocalNorm
         arguments are checked here first: Keras turns a constructor's error into a
         TypeError after a dump of the whole model config, which would bury the message."""
-        num_groups = _spec.check_num_groups(config.get("num_groups", 4))
+        shared = bool(config.get("shared_affine", cls._SHARED))
+        num_groups, _ = _spec.check_ghost_groups(
+            config.get("num_groups", cls._NUM_GROUPS), config.get("virtual_batch_size"), shared)
+        running = _check_running(config.get("track_running_stats", cls._RUNNING), shared)
+        _check_momentum(config.get("momentum", 0.99))
         _spec.check_eps(config.get("epsilon", _spec.DEFAULT_EPS), DIALECT)
         _spec.check_choice("partition", config.get("partition", "contiguous"), _spec.PARTITIONS)
-        check_eval_setting(config.get("mode", "batch"), config.get("group", 0), num_groups)
+        check_eval_setting(config.get("mode", "batch"), config.get("group", 0), num_groups,
+                           running)
         return super().from_config(config)
+
+    #: Defaults of the class (what a config without these keys means).
+    _SHARED, _NUM_GROUPS, _RUNNING = False, 4, False
 
     def get_config(self):
         config = super().get_config()
@@ -468,5 +590,100 @@ class LocalNormalization(keras.layers.Layer):
             mode=self.mode,
             group=group.tolist() if isinstance(group, np.ndarray) else group,
             check_finite=self.check_finite,
+            shared_affine=self.shared_affine,
+            virtual_batch_size=self.virtual_batch_size,
+            track_running_stats=self.track_running_stats,
+            momentum=self.momentum,
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="localnorm")
+class GhostBatchNormalization(LocalNormalization):
+    """Ghost BatchNorm: BatchNormalization whose statistics are computed per virtual
+    batch (group along the batch axis), with one ``gamma``/``beta`` shared by the groups.
+
+    Hoffer, Hubara and Soudry (2017). Keras 3 removed tf-keras's
+    ``BatchNormalization(virtual_batch_size=...)``; this is its replacement on the
+    TensorFlow, JAX and PyTorch backends. In training (``model.fit``) each virtual batch
+    (a group **along the batch axis**) is normalized with its own mean and variance; in
+    inference (``model.predict``, ``training=False``) the moving statistics are used, as
+    ``BatchNormalization``'s, so any batch size (also one sample) can be inferred. A
+    thin preset of :class:`LocalNormalization` (``shared_affine=True``,
+    ``track_running_stats=True``, evaluation mode ``"running"``, Keras's
+    ``BatchNormalization`` defaults ``momentum=0.99``, ``epsilon=1e-3``); the math is
+    :func:`localnorm.local_norm` with gamma/beta of shape (1, C), see ``docs/spec.md``
+    and the guide ``docs/guides/ghost-batchnorm.md``.
+
+    Parameters
+    ----------
+    virtual_batch_size : int, optional
+        Samples per virtual batch. A training batch of N samples is split into
+        ``K = max(1, N // virtual_batch_size)`` groups (each of between
+        ``virtual_batch_size`` and ``2 * virtual_batch_size - 1`` samples): a multiple of
+        it gives groups of exactly ``virtual_batch_size`` samples, as tf-keras, and any
+        other batch size trains too. Give this or ``num_groups``.
+    num_groups : int, optional
+        A fixed number K of groups along the batch axis instead.
+    axis : int, default -1
+        The channel axis.
+    momentum : float, default 0.99
+        ``moving = momentum * moving + (1 - momentum) * mean over the groups of their
+        moments`` (tf-keras's rule for virtual batches; biased variance, as Keras).
+    epsilon : float, default 1e-3
+        Added to the variance (Keras's ``BatchNormalization`` default).
+    center : bool, default True
+        Whether to learn ``beta``, of shape (1, C).
+    scale : bool, default True
+        Whether to learn ``gamma``, of shape (1, C).
+    track_running_stats : bool, default True
+        Keep ``moving_mean``/``moving_variance`` (1, C) and infer with them. False:
+        inference recomputes statistics on the test batch (``"batch"`` mode).
+    partition : {"strided", "contiguous"}, default "strided"
+        Which samples form a virtual batch: sample n is in group ``n % K``, what
+        tf-keras computes (its reshape to ``(virtual_batch_size, N / virtual_batch_size,
+        ...)`` takes the moments over the first axis), or consecutive runs.
+    mode : str, optional
+        Evaluation mode; default ``"running"`` (``"batch"`` without running statistics).
+    **kwargs
+        The other arguments of :class:`LocalNormalization` (initializers, regularizers,
+        constraints, ``group``, ``check_finite``) and of ``keras.layers.Layer``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from localnorm.keras import GhostBatchNormalization
+    >>> layer = GhostBatchNormalization(virtual_batch_size=4)
+    >>> x = np.random.default_rng(0).normal(size=(8, 3)).astype("float32")
+    >>> y = layer(x, training=True)        # 2 virtual batches of 4 samples
+    >>> tuple(layer.gamma.shape), tuple(layer.moving_mean.shape)
+    ((1, 3), (1, 3))
+    >>> tuple(layer(x[:1]).shape)          # inference: any batch size
+    (1, 3)
+    """
+
+    _SHARED, _NUM_GROUPS, _RUNNING = True, None, True
+
+    def __init__(
+        self,
+        virtual_batch_size: int | None = None,
+        num_groups: int | None = None,
+        axis: int = -1,
+        momentum: float = 0.99,
+        epsilon: float = 1e-3,
+        center: bool = True,
+        scale: bool = True,
+        track_running_stats: bool = True,
+        partition: str = "strided",
+        mode: str | None = None,
+        **kwargs,
+    ):
+        kwargs.pop("shared_affine", None)  # a config from get_config holds it (True)
+        if mode is None:
+            mode = _spec.RUNNING if track_running_stats else "batch"
+        super().__init__(
+            num_groups=num_groups, axis=axis, epsilon=epsilon, center=center, scale=scale,
+            partition=partition, mode=mode, shared_affine=True,
+            virtual_batch_size=virtual_batch_size, track_running_stats=track_running_stats,
+            momentum=momentum, **kwargs,
+        )

@@ -10,11 +10,12 @@ from typing import Any
 import keras
 import numpy as np
 
-from localnorm import _model, _spec
+from localnorm import _errors, _model, _spec
 from localnorm.protocols import Prediction
 
 from . import _errors as _keras_errors
-from ._layers import DIALECT, LocalNormalization, check_eval_setting, note_models
+from ._layers import DIALECT, GhostBatchNormalization, LocalNormalization, check_eval_setting
+from ._layers import note_models
 from ._layers import _EVAL_FUNCTIONS, _reset_functions
 
 __all__ = ["set_eval_mode", "eval_mode", "predict", "localnorm_layers", "convert_batchnorm"]
@@ -44,7 +45,7 @@ class _Keras(_model.Adapter):
         return layer._eval
 
     def check(self, layer, mode, group):
-        return check_eval_setting(mode, group, layer.num_groups)
+        return check_eval_setting(mode, group, layer.num_groups, layer.track_running_stats)
 
     def assign(self, layer, setting, temporary=False):
         # predict's own passes are undone before a compiled function can run: they keep
@@ -220,10 +221,16 @@ def predict(
 
 # -- BatchNorm conversion -------------------------------------------------------------
 
-def _from_batchnorm(bn: keras.layers.BatchNormalization, num_groups: int,
-                    partition: str) -> LocalNormalization:
+def _from_batchnorm(bn: keras.layers.BatchNormalization, num_groups: int | None,
+                    partition: str, ghost: bool = False,
+                    virtual_batch_size: int | None = None) -> LocalNormalization:
     config = bn.get_config()
-    layer = LocalNormalization(
+    if ghost:
+        cls, options = GhostBatchNormalization, dict(
+            virtual_batch_size=virtual_batch_size, momentum=bn.momentum)
+    else:
+        cls, options = LocalNormalization, {}
+    layer = cls(
         num_groups=num_groups,
         axis=bn.axis,
         epsilon=bn.epsilon,
@@ -239,14 +246,19 @@ def _from_batchnorm(bn: keras.layers.BatchNormalization, num_groups: int,
         name=bn.name,
         dtype=bn.dtype_policy,
         trainable=bn.trainable,
+        **options,
     )
     build_config = bn.get_build_config()
     if bn.built and build_config is not None:
         layer.build_from_config(build_config)
-        for ours, theirs in ((layer.gamma, bn.gamma), (layer.beta, bn.beta)):
+        pairs = [(layer.gamma, bn.gamma), (layer.beta, bn.beta)]
+        if ghost:
+            pairs += [(layer.moving_mean, bn.moving_mean),
+                      (layer.moving_variance, bn.moving_variance)]
+        for ours, theirs in pairs:
             if ours is not None:
                 row = keras.ops.convert_to_numpy(theirs)
-                ours.assign(np.tile(row[None, :], (num_groups, 1)))
+                ours.assign(np.tile(row[None, :], (int(ours.shape[0]), 1)))
     return layer
 
 
@@ -267,8 +279,10 @@ def _is_functional(model) -> bool:
     return isinstance(model, keras.Model) and isinstance(model, keras.Function)
 
 
-def convert_batchnorm(model, num_groups: int = 4, partition: str = "contiguous"):
-    """A new model with every ``BatchNormalization`` replaced by a :class:`LocalNormalization`.
+def convert_batchnorm(model, num_groups: int | None = None, partition: str | None = None, *,
+                      ghost: bool = False, virtual_batch_size: int | None = None):
+    """A new model with every ``BatchNormalization`` replaced by a :class:`LocalNormalization`
+    (or, with ``ghost=True``, by a :class:`GhostBatchNormalization`).
 
     Each BatchNormalization's gamma and beta are copied into every one of the
     ``num_groups`` groups along the batch axis (so ``gamma`` of shape (C,) becomes
@@ -280,15 +294,29 @@ def convert_batchnorm(model, num_groups: int = 4, partition: str = "contiguous")
     ``num_groups=1`` the converted model equals the original called with
     ``training=True`` (batch statistics).
 
+    With ``ghost=True`` each BatchNormalization becomes a
+    :class:`GhostBatchNormalization` with its momentum, and its gamma, beta, moving mean
+    and moving variance become the one (1, C) row shared by the groups along the batch
+    axis: in inference the converted model computes what the original computes.
+
     Parameters
     ----------
     model : keras.Sequential, functional keras.Model, or keras.layers.BatchNormalization
         Nested Sequential/functional models are converted too. A single
         BatchNormalization layer gives a single LocalNormalization layer.
-    num_groups : int, default 4
-        K, the number of groups along the batch axis.
-    partition : {"contiguous", "strided"}, default "contiguous"
-        How training batches are split into groups (see :class:`LocalNormalization`).
+    num_groups : int, optional
+        K, the number of groups along the batch axis; default 4 (with ``ghost=True``,
+        give this or ``virtual_batch_size``).
+    partition : str or None, default None
+        "contiguous" or "strided"; None means "contiguous", or "strided" with ``ghost=True`` (the Ghost BatchNorm
+        presets', tf-keras's virtual batches). How training batches are split
+        into groups (see :class:`LocalNormalization`).
+    ghost : bool, default False
+        Convert into Ghost BatchNorm (one gamma/beta and moving statistics shared by the
+        groups) instead.
+    virtual_batch_size : int, optional
+        With ``ghost=True``: samples per group, their number counted per batch (see
+        :class:`GhostBatchNormalization`).
 
     Returns
     -------
@@ -301,16 +329,25 @@ def convert_batchnorm(model, num_groups: int = 4, partition: str = "contiguous")
         For a subclassed model (its layer graph is not known), a bad ``num_groups`` or an
         unknown ``partition``.
     """
-    num_groups = _spec.check_num_groups(num_groups)
+    ghost = bool(ghost)
+    if not ghost:
+        if virtual_batch_size is not None:
+            raise _errors.virtual_batch_needs_shared(virtual_batch_size)
+        num_groups = 4 if num_groups is None else num_groups
+    if partition is None:
+        partition = "strided" if ghost else "contiguous"
+    num_groups, virtual_batch_size = _spec.check_ghost_groups(
+        num_groups, virtual_batch_size, shared_affine=ghost)
     partition = _spec.check_choice("partition", partition, _spec.PARTITIONS)
+    options = dict(ghost=ghost, virtual_batch_size=virtual_batch_size)
     if isinstance(model, keras.layers.BatchNormalization):
-        return _from_batchnorm(model, num_groups, partition)
+        return _from_batchnorm(model, num_groups, partition, **options)
     if not (isinstance(model, keras.Sequential) or _is_functional(model)):
         raise _keras_errors.cannot_convert(type(model).__name__)
 
     def clone(layer):
         if isinstance(layer, keras.layers.BatchNormalization):
-            return _from_batchnorm(layer, num_groups, partition)
+            return _from_batchnorm(layer, num_groups, partition, **options)
         if isinstance(layer, keras.Model) and not (
             isinstance(layer, keras.Sequential) or _is_functional(layer)
         ):

@@ -21,15 +21,6 @@ TORCH = Dialect(
 )
 
 
-def running_not_tracked() -> LocalNormError:
-    return LocalNormError(
-        "'running' evaluation uses running statistics per group along the batch axis, but "
-        "this layer does not track them. Received: mode='running', track_running_stats=False. Fix: build the "
-        "layer with track_running_stats=True and train it, or evaluate with 'batch', "
-        "'single' or 'set' mode."
-    )
-
-
 def not_distributed(where: str) -> LocalNormError:
     return LocalNormError(
         f"{where} needs the rank of this process, but torch.distributed is not initialized "

@@ -17,7 +17,8 @@ from localnorm import _errors, _model, _spec
 from . import _errors as _torch_errors
 from . import _functional as fn
 
-__all__ = ["LocalNorm", "LocalNorm1d", "LocalNorm2d", "LocalNorm3d", "EVAL_MODES"]
+__all__ = ["LocalNorm", "LocalNorm1d", "LocalNorm2d", "LocalNorm3d", "GhostBatchNorm1d",
+           "GhostBatchNorm2d", "GhostBatchNorm3d", "EVAL_MODES"]
 
 #: Layer modes accepted in evaluation ("running" only where running statistics are tracked).
 EVAL_MODES = _spec.MODES + (_spec.RUNNING,)
@@ -132,13 +133,17 @@ class _LocalNorm(nn.Module):
         check_finite: bool = True,
         device: Any = None,
         dtype: Any = None,
+        shared_affine: bool = False,
+        virtual_batch_size: int | None = None,
     ) -> None:
         super().__init__()
         if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)) \
                 or num_features < 1:
             raise _errors.bad_num_features(num_features)
         self.num_features = int(num_features)
-        self.num_groups = _spec.check_num_groups(num_groups)
+        self.shared_affine = bool(shared_affine)
+        self.num_groups, self.virtual_batch_size = _spec.check_ghost_groups(
+            num_groups, virtual_batch_size, self.shared_affine)
         self.eps = _spec.check_eps(eps, _DIALECT)
         self.momentum = momentum
         self.affine = bool(affine)
@@ -151,7 +156,7 @@ class _LocalNorm(nn.Module):
         self.rank_group: int | None = None
         self._draw: GroupDraw | None = None
         factory = {"device": device, "dtype": dtype}
-        shape = (self.num_groups, self.num_features)
+        shape = (self._rows, self.num_features)
         if self.affine:
             self.weight = nn.Parameter(torch.empty(shape, **factory))
             self.bias = nn.Parameter(torch.empty(shape, **factory))
@@ -173,6 +178,25 @@ class _LocalNorm(nn.Module):
 
     # -- parameters and state ---------------------------------------------------------
 
+    @property
+    def _rows(self) -> int:
+        """Rows of weight/bias and the running statistics: one per group along the batch
+        axis, or one shared by all groups (``shared_affine``)."""
+        return 1 if self.shared_affine else self.num_groups
+
+    @property
+    def _eval_groups(self) -> int:
+        """The groups an evaluation ``group`` may name: K, or 1 when K is counted per
+        batch from ``virtual_batch_size`` (one shared row)."""
+        return self.num_groups or 1
+
+    def _train_groups(self, batch: int) -> int:
+        """K for a training batch of ``batch`` samples: ``num_groups``, or from the
+        virtual batch size (:func:`localnorm._spec.ghost_groups`)."""
+        if self.virtual_batch_size is None:
+            return self.num_groups
+        return _spec.ghost_groups(batch, self.virtual_batch_size)
+
     def reset_running_stats(self) -> None:
         """Running means to 0, running variances to 1, the step counter to 0."""
         if self.track_running_stats:
@@ -188,20 +212,30 @@ class _LocalNorm(nn.Module):
             nn.init.zeros_(self.bias)
 
     def extra_repr(self) -> str:
+        groups = (f"virtual_batch_size={self.virtual_batch_size}"
+                  if self.virtual_batch_size is not None else f"num_groups={self.num_groups}")
         text = (
-            f"{self.num_features}, num_groups={self.num_groups}, eps={self.eps}, "
+            f"{self.num_features}, {groups}, eps={self.eps}, "
             f"momentum={self.momentum}, affine={self.affine}, "
             f"track_running_stats={self.track_running_stats}, partition={self.partition!r}"
         )
+        if self.shared_affine:
+            text += ", shared_affine=True"
         return text if self.check_finite else text + ", check_finite=False"
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        expected = (self.num_groups, self.num_features)
+        expected = (self._rows, self.num_features)
         for name in ("weight", "bias", "running_mean", "running_var"):
-            value = state_dict.get(prefix + name)
+            key = prefix + name
+            value = state_dict.get(key)
             if value is not None and getattr(self, name) is not None:
-                if tuple(value.shape) != expected:
-                    raise _errors.checkpoint_mismatch(prefix + name, tuple(value.shape), expected)
+                if self.shared_affine and tuple(value.shape) == (self.num_features,):
+                    # A BatchNorm's (C,) vector is the one row shared by the groups.
+                    state_dict[key] = value.reshape(expected)
+                elif tuple(value.shape) != expected:
+                    raise _errors.checkpoint_mismatch(
+                        key, tuple(value.shape), expected, shared=self.shared_affine,
+                        num_groups=self.num_groups)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # -- evaluation mode --------------------------------------------------------------
@@ -234,8 +268,8 @@ class _LocalNorm(nn.Module):
         """
         _spec.check_choice("mode", mode, EVAL_MODES)
         if mode == _spec.RUNNING and not self.track_running_stats:
-            raise _torch_errors.running_not_tracked()
-        group = _check_group(group, self.num_groups, mode)
+            raise _errors.running_not_tracked()
+        group = _check_group(group, self._eval_groups, mode)
         self.mode = mode
         self.group = group
         self.generator = generator
@@ -258,8 +292,8 @@ class _LocalNorm(nn.Module):
         if group is None:
             size = (x.shape[0],) if mode == "single" else ()
             if self._draw is not None:  # shared by the model's layers (maybe on other devices)
-                return self._draw.get(self.num_groups, size, x.device).to(x.device)
-            return draw_groups(self.num_groups, size, x.device, self.generator)
+                return self._draw.get(self._eval_groups, size, x.device).to(x.device)
+            return draw_groups(self._eval_groups, size, x.device, self.generator)
         if isinstance(group, torch.Tensor):
             if group.shape[0] != x.shape[0]:
                 raise _errors.group_array_mismatch(group.shape[0], x.shape[0])
@@ -270,35 +304,50 @@ class _LocalNorm(nn.Module):
         """Normalize ``x`` (see the class docstring); the result has x's shape, dtype and
         memory format."""
         self._check_input(x)
-        k = self.num_groups
+        # "batch" mode (training, and evaluation in "batch" mode) counts K per batch from
+        # a virtual batch size; the other modes name groups of the shared row.
+        k = self._train_groups(x.shape[0]) if self.training or self.mode == "batch" \
+            else self._eval_groups
         if self.training:
             mode = "set" if self.rank_group is not None else "batch"
         else:
             mode = self.mode
-        _spec.check_batch(tuple(x.shape), 1, "set" if mode == _spec.RUNNING else mode, k,
-                          _DIALECT)
-        if not self.training and self.check_finite and not fn.graph_mode() \
-                and _model.layer_checks_enabled():
+        if mode == _spec.RUNNING:  # stored statistics: any batch of at least one sample
+            if x.shape[0] == 0:
+                raise _errors.empty_batch()
+        else:
+            _spec.check_batch(tuple(x.shape), 1, mode, k, _DIALECT)
+        # "running" mode normalizes each sample with stored statistics, as BatchNorm: a
+        # NaN/Inf reaches only its own sample's output, so it is not checked.
+        if not self.training and mode != _spec.RUNNING and self.check_finite \
+                and not fn.graph_mode() and _model.layer_checks_enabled():
             _check_finite(x)
         if torch.is_autocast_enabled(x.device.type):
             with torch.autocast(x.device.type, enabled=False):
-                return self._forward(x, mode)
-        return self._forward(x, mode)
+                return self._forward(x, mode, k)
+        return self._forward(x, mode, k)
 
     def _momentum(self) -> float:
         if self.momentum is None:  # cumulative moving average, as BatchNorm
             return 1.0 / float(self.num_batches_tracked)
         return self.momentum
 
-    def _forward(self, x: torch.Tensor, mode: str) -> torch.Tensor:
+    def _per_group(self, p: torch.Tensor | None, k: int) -> torch.Tensor | None:
+        """A (K, C) view of weight/bias/running statistics: a shared row is expanded to
+        the K groups along the batch axis (autograd sums its gradient over them)."""
+        if p is None or p.shape[0] == k:
+            return p
+        return p.expand(k, p.shape[1])
+
+    def _forward(self, x: torch.Tensor, mode: str, k: int) -> torch.Tensor:
         # Statistics and the affine step in cdt (at least float32: AMP activations with
         # float32 parameters); float16/bfloat16 activations are read as they are, every
         # path accumulating in float32; the result in the input's dtype.
         cdt = fn.compute_dtype(x, self.weight)
         xin = x if x.dtype == cdt or (x.dtype in fn.LOW_PRECISION and cdt == torch.float32) \
             else x.to(cdt)
-        w = None if self.weight is None else self.weight.to(cdt)
-        b = None if self.bias is None else self.bias.to(cdt)
+        w = self._per_group(None if self.weight is None else self.weight.to(cdt), k)
+        b = self._per_group(None if self.bias is None else self.bias.to(cdt), k)
         update = self.training and self.track_running_stats
         if update:
             self.num_batches_tracked.add_(1)
@@ -306,25 +355,39 @@ class _LocalNorm(nn.Module):
         if self.training and self.rank_group is not None:
             y = self._forward_rank_group(xin, w, b, cdt, update, momentum)
         elif mode == "batch":
+            running_mean, running_var = (self.running_mean, self.running_var) if update \
+                else (None, None)
+            shared_stats = update and self.shared_affine
+            if shared_stats:
+                # Each group along the batch axis updates its copy of the one running row;
+                # the row becomes their mean, i.e. the running statistics follow the mean
+                # of the groups' moments (tf-keras's virtual_batch_size rule).
+                running_mean = running_mean.expand(k, -1).clone()
+                running_var = running_var.expand(k, -1).clone()
             y = fn.batch_groups(
-                xin, w, b, num_groups=self.num_groups, partition=self.partition,
-                eps=self.eps, cdt=cdt, running_mean=self.running_mean if update else None,
-                running_var=self.running_var if update else None, momentum=momentum,
+                xin, w, b, num_groups=k, partition=self.partition,
+                eps=self.eps, cdt=cdt, running_mean=running_mean,
+                running_var=running_var, momentum=momentum,
             )
+            if shared_stats:
+                with torch.no_grad():
+                    self.running_mean.copy_(running_mean.mean(0, keepdim=True))
+                    self.running_var.copy_(running_var.mean(0, keepdim=True))
         elif mode == "single":
             y = fn.single(xin, w, b, group=self._eval_group(x, mode), eps=self.eps, cdt=cdt)
         elif mode == "set":
             y = fn.set_stats(xin, w, b, group=self._eval_group(x, mode), eps=self.eps)
         else:
             y = fn.running(
-                xin, w, b, self.running_mean, self.running_var,
+                xin, w, b, self._per_group(self.running_mean, k),
+                self._per_group(self.running_var, k),
                 group=self._eval_group(x, mode), eps=self.eps, cdt=cdt,
             )
         return y if y.dtype == x.dtype else y.to(x.dtype)
 
     def _forward_rank_group(self, x, w, b, cdt, update: bool, momentum: float):
         """Group-per-rank training: the whole local batch is group ``rank_group``."""
-        g = self.rank_group
+        g = 0 if self.shared_affine else self.rank_group  # one row shared by the groups
         wg = None if w is None else w[g]
         bg = None if b is None else b[g]
         if update and self.running_mean.dtype == cdt:  # F.batch_norm updates the rows
@@ -360,8 +423,9 @@ Parameters
 ----------
 num_features : int
     C, the number of channels (axis 1 of the input).
-num_groups : int, default 4
-    K, the number of groups along the batch axis. A training batch needs at least K
+num_groups : int or None, default 4
+    K, the number of groups along the batch axis (None with ``virtual_batch_size``:
+    then counted per batch, and the attribute is None). A training batch needs at least K
     samples (a multiple of K is fastest; a ragged batch of N >= K samples works, with
     group sizes as :func:`localnorm.group_sizes`). ``num_groups=1`` is BatchNorm with batch
     statistics.
@@ -392,6 +456,15 @@ device : torch.device or str, optional
     Where the parameters and buffers are created (PyTorch's factory argument).
 dtype : torch.dtype, optional
     The dtype of the parameters and buffers (PyTorch's factory argument).
+shared_affine : bool, default False
+    One ``weight``/``bias`` row, of shape (1, C), shared by the K groups along the batch
+    axis (Ghost BatchNorm; its gradient is the sum over the groups), instead of one row
+    per group. The running statistics are then one (1, C) row too, moved each step toward
+    the mean over the groups of their moments. See :class:`GhostBatchNorm2d`.
+virtual_batch_size : int, optional
+    With ``shared_affine=True`` and ``num_groups=None``: count K per batch as
+    ``max(1, N // virtual_batch_size)`` (groups of at least ``virtual_batch_size``
+    samples; :func:`localnorm.group_sizes`), so any batch size trains.
 
 Shape
 -----
@@ -477,3 +550,125 @@ class LocalNorm3d(_LocalNorm):
         shape="(N, C, D, H, W)", example_c=3, example_shape="8, 3, 2, 4, 4",
         example_out="8, 3, 2, 4, 4",
     )
+
+
+# -- Ghost BatchNorm: the presets ------------------------------------------------------
+
+
+class _Ghost:
+    """The Ghost BatchNorm preset of a LocalNorm class: ``shared_affine=True``, groups
+    from a virtual batch size (or a fixed number), running statistics tracked and used in
+    evaluation. Nothing else differs from the LocalNorm class it is mixed into."""
+
+    def __init__(
+        self,
+        num_features: int,
+        virtual_batch_size: int | None = None,
+        num_groups: int | None = None,
+        eps: float = _spec.DEFAULT_EPS,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        partition: str = "strided",
+        check_finite: bool = True,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(
+            num_features, num_groups=num_groups, eps=eps, momentum=momentum, affine=affine,
+            track_running_stats=track_running_stats, partition=partition,
+            check_finite=check_finite, device=device, dtype=dtype, shared_affine=True,
+            virtual_batch_size=virtual_batch_size,
+        )
+        if self.track_running_stats:
+            self.set_mode(_spec.RUNNING)
+
+
+_GHOST_DOC = """Ghost BatchNorm over {what}: BatchNorm whose statistics are computed per virtual
+batch (group along the batch axis), with one weight/bias shared by all groups.
+
+Hoffer, Hubara and Soudry (2017), "Train longer, generalize better": in training each
+virtual batch of the batch (a group **along the batch axis**) is normalized with its own
+mean and variance; in evaluation (``.eval()``) the running statistics are used, as
+:class:`torch.nn.{bn}`'s, so any batch size (also a single sample) can be inferred. A
+thin preset of :class:`{base}` (``shared_affine=True``, ``track_running_stats=True``,
+evaluation mode ``"running"``); the math is :func:`localnorm.local_norm` with gamma/beta
+of shape (1, C), see ``docs/spec.md`` and the guide ``docs/guides/ghost-batchnorm.md``.
+
+Parameters
+----------
+num_features : int
+    C, the number of channels (axis 1 of the input).
+virtual_batch_size : int, optional
+    Samples per virtual batch. A training batch of N samples is split into
+    ``K = max(1, N // virtual_batch_size)`` groups (sizes as
+    :func:`localnorm.group_sizes`, so each holds between ``virtual_batch_size`` and
+    ``2 * virtual_batch_size - 1`` samples): a multiple of it gives groups of exactly
+    ``virtual_batch_size`` samples, as tf-keras's ``BatchNormalization(virtual_batch_size=)``,
+    and any other batch size trains too. Give this or ``num_groups``.
+num_groups : int, optional
+    A fixed number K of groups along the batch axis instead (a batch needs N >= K).
+eps : float, default 1e-5
+    Added to the variance inside the square root (as PyTorch's BatchNorm).
+momentum : float or None, default 0.1
+    Running-statistics update factor in PyTorch's convention (None: cumulative average).
+    Each step moves the running mean and (unbiased) variance toward the mean over the
+    groups of their moments (tf-keras's rule for virtual batches).
+affine : bool, default True
+    Learn ``weight`` and ``bias`` of shape (1, C), shared by the groups.
+track_running_stats : bool, default True
+    Keep ``running_mean``/``running_var`` of shape (1, C) and evaluate with them
+    (``"running"`` mode). False: evaluation recomputes statistics on the test batch
+    (``"batch"`` mode, over its virtual batches).
+partition : {{"strided", "contiguous"}}, default "strided"
+    Which samples form a virtual batch: sample n is in group ``n % K`` (what tf-keras's
+    ``virtual_batch_size`` reshape and cifar10-fast's strided view compute, and the
+    fastest path: one ``batch_norm`` on a free view of an NCHW batch), or consecutive
+    runs (TabNet's chunks).
+check_finite : bool, default True
+    As :class:`{base}`'s.
+device : torch.device or str, optional
+    Where the parameters and buffers are created (PyTorch's factory argument).
+dtype : torch.dtype, optional
+    The dtype of the parameters and buffers (PyTorch's factory argument).
+
+Attributes
+----------
+weight, bias : torch.nn.Parameter or None
+    The shared scale and shift, of shape (1, C). A BatchNorm's (C,) vectors load into
+    them from a ``state_dict`` as they are.
+running_mean, running_var : torch.Tensor or None
+    The one set of running statistics, of shape (1, C), shared by the groups.
+
+Examples
+--------
+>>> import torch
+>>> from localnorm.torch import {name}
+>>> layer = {name}({example_c}, virtual_batch_size=4)
+>>> layer(torch.randn({example_shape})).shape      # training: 2 virtual batches of 4
+torch.Size([{example_out}])
+>>> _ = layer.eval()
+>>> layer(torch.randn({example_one})).shape        # inference: any batch size
+torch.Size([{example_one}])
+"""
+
+
+class GhostBatchNorm1d(_Ghost, LocalNorm1d):
+    __doc__ = _GHOST_DOC.format(
+        what="(N, C) or (N, C, L) input", bn="BatchNorm1d", base="LocalNorm1d",
+        name="GhostBatchNorm1d", example_c=3, example_shape="8, 3", example_out="8, 3",
+        example_one="1, 3, 5")
+
+
+class GhostBatchNorm2d(_Ghost, LocalNorm2d):
+    __doc__ = _GHOST_DOC.format(
+        what="(N, C, H, W) input", bn="BatchNorm2d", base="LocalNorm2d",
+        name="GhostBatchNorm2d", example_c=3, example_shape="8, 3, 4, 4",
+        example_out="8, 3, 4, 4", example_one="1, 3, 4, 4")
+
+
+class GhostBatchNorm3d(_Ghost, LocalNorm3d):
+    __doc__ = _GHOST_DOC.format(
+        what="(N, C, D, H, W) input", bn="BatchNorm3d", base="LocalNorm3d",
+        name="GhostBatchNorm3d", example_c=3, example_shape="8, 3, 2, 4, 4",
+        example_out="8, 3, 2, 4, 4", example_one="1, 3, 2, 2, 2")

@@ -16,6 +16,7 @@ from localnorm.protocols import Prediction
 
 from . import _errors as _torch_errors
 from ._layers import _DIALECT, EVAL_MODES, GroupDraw, LocalNorm, LocalNorm1d, LocalNorm2d
+from ._layers import GhostBatchNorm1d, GhostBatchNorm2d, GhostBatchNorm3d
 from ._layers import LocalNorm3d, _check_group, _count_non_finite, _LocalNorm
 
 __all__ = [
@@ -44,8 +45,8 @@ class _Torch(_model.Adapter):
     def check(self, layer, mode, group):
         _spec.check_choice("mode", mode, EVAL_MODES)
         if mode == _spec.RUNNING and not layer.track_running_stats:
-            raise _torch_errors.running_not_tracked()
-        return mode, _check_group(group, layer.num_groups, mode), None, None
+            raise _errors.running_not_tracked()
+        return mode, _check_group(group, layer._eval_groups, mode), None, None
 
     def assign(self, layer, setting, temporary=False):
         layer.mode, layer.group, layer.generator, layer._draw = setting
@@ -294,6 +295,10 @@ _CONVERSIONS = (
     (nn.BatchNorm3d, LocalNorm3d),
 )
 
+#: The Ghost BatchNorm preset of each rank-checking LocalNorm class.
+_GHOST = {LocalNorm1d: GhostBatchNorm1d, LocalNorm2d: GhostBatchNorm2d,
+          LocalNorm3d: GhostBatchNorm3d}
+
 
 def _local_norm_class(bn: nn.Module) -> type[_LocalNorm] | None:
     if isinstance(bn, nn.modules.batchnorm._LazyNormBase) and bn.has_uninitialized_params():
@@ -308,9 +313,11 @@ def _local_norm_class(bn: nn.Module) -> type[_LocalNorm] | None:
 
 
 def convert_batchnorm(
-    module: nn.Module, num_groups: int = 4, partition: str = "contiguous"
+    module: nn.Module, num_groups: int | None = None, partition: str | None = None, *,
+    ghost: bool = False, virtual_batch_size: int | None = None,
 ) -> nn.Module:
-    """Replace every BatchNorm1d/2d/3d and SyncBatchNorm in ``module`` with LocalNorm.
+    """Replace every BatchNorm1d/2d/3d and SyncBatchNorm in ``module`` with LocalNorm, or
+    with Ghost BatchNorm (``ghost=True``).
 
     Each BatchNorm's weight and bias are copied into every one of the ``num_groups``
     groups along the batch axis (and its running statistics into every group's when it
@@ -325,48 +332,84 @@ def convert_batchnorm(
     at their first forward pass and are converted from then on; an uninitialized one
     raises an error, since its number of channels is not known yet.
 
+    With ``ghost=True`` each BatchNorm1d/2d/3d becomes a :class:`GhostBatchNorm1d`/
+    ``2d``/``3d`` (a SyncBatchNorm a :class:`LocalNorm` with the same options): its
+    weight, bias and running statistics become the one (1, C) row shared by the groups,
+    and evaluation uses the running statistics when the BatchNorm tracked them, so the
+    converted model in evaluation computes what the original computes.
+
     With ``num_groups=1`` the converted model computes exactly what the original computes
     in training mode (batch statistics).
 
     Parameters
     ----------
     module : torch.nn.Module
-    num_groups : int, default 4
-        K, the number of groups along the batch axis.
-    partition : {"contiguous", "strided"}, default "contiguous"
+    num_groups : int, optional
+        K, the number of groups along the batch axis; default 4 (and for Ghost
+        BatchNorm, default: ``virtual_batch_size`` must be given instead).
+    partition : str or None, default None
+        "contiguous" or "strided"; None means "contiguous", or "strided" with ``ghost=True`` (the Ghost BatchNorm
+        presets', tf-keras's virtual batches).
+    ghost : bool, default False
+        Convert into Ghost BatchNorm (one weight/bias shared by the groups) instead.
+    virtual_batch_size : int, optional
+        With ``ghost=True``: samples per group, the number of groups counted per batch
+        (see :class:`GhostBatchNorm2d`). Give this or ``num_groups``.
 
     Returns
     -------
     torch.nn.Module
     """
-    k = _spec.check_num_groups(num_groups)
+    ghost = bool(ghost)
+    if not ghost:
+        if virtual_batch_size is not None:
+            raise _errors.virtual_batch_needs_shared(virtual_batch_size)
+        num_groups = 4 if num_groups is None else num_groups
+    if partition is None:
+        partition = "strided" if ghost else "contiguous"
+    k, vbs = _spec.check_ghost_groups(num_groups, virtual_batch_size, shared_affine=ghost)
     _spec.check_choice("partition", partition, _spec.PARTITIONS)
+    return _convert(module, k, partition, ghost, vbs)
+
+
+def _convert(module: nn.Module, k: int | None, partition: str, ghost: bool,
+             vbs: int | None) -> nn.Module:
     cls = _local_norm_class(module)
     if cls is not None:
-        return _convert_one(module, cls, k, partition)
+        return _convert_one(module, cls, k, partition, ghost, vbs)
     for name, child in module.named_children():
-        new = convert_batchnorm(child, k, partition)
+        new = _convert(child, k, partition, ghost, vbs)
         if new is not child:
             setattr(module, name, new)
     return module
 
 
-def _convert_one(bn: nn.Module, cls: type[_LocalNorm], k: int, partition: str) -> _LocalNorm:
+def _convert_one(bn: nn.Module, cls: type[_LocalNorm], k: int | None, partition: str,
+                 ghost: bool = False, vbs: int | None = None) -> _LocalNorm:
     ref = bn.weight if bn.weight is not None else bn.running_mean
     factory = {} if ref is None else {"device": ref.device, "dtype": ref.dtype}
-    layer = cls(
-        bn.num_features, num_groups=k, eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
-        track_running_stats=bn.track_running_stats, partition=partition, **factory,
-    )
+    options = dict(eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
+                   track_running_stats=bn.track_running_stats, partition=partition,
+                   **factory)
+    if ghost and cls in _GHOST:
+        layer = _GHOST[cls](bn.num_features, virtual_batch_size=vbs, num_groups=k, **options)
+    elif ghost:
+        layer = cls(bn.num_features, num_groups=k, shared_affine=True,
+                    virtual_batch_size=vbs, **options)
+        if layer.track_running_stats:
+            layer.set_mode(_spec.RUNNING)
+    else:
+        layer = cls(bn.num_features, num_groups=k, **options)
+    rows = layer._rows
     with torch.no_grad():
         if bn.affine:
-            layer.weight.copy_(bn.weight.detach()[None, :].expand(k, -1))
-            layer.bias.copy_(bn.bias.detach()[None, :].expand(k, -1))
+            layer.weight.copy_(bn.weight.detach()[None, :].expand(rows, -1))
+            layer.bias.copy_(bn.bias.detach()[None, :].expand(rows, -1))
             layer.weight.requires_grad_(bn.weight.requires_grad)
             layer.bias.requires_grad_(bn.bias.requires_grad)
         if bn.track_running_stats and bn.running_mean is not None:
-            layer.running_mean.copy_(bn.running_mean[None, :].expand(k, -1))
-            layer.running_var.copy_(bn.running_var[None, :].expand(k, -1))
+            layer.running_mean.copy_(bn.running_mean[None, :].expand(rows, -1))
+            layer.running_var.copy_(bn.running_var[None, :].expand(rows, -1))
             layer.num_batches_tracked.copy_(bn.num_batches_tracked)
     layer.train(bn.training)
     return layer
@@ -403,5 +446,5 @@ def set_group_per_rank(
             raise _torch_errors.not_distributed("set_group_per_rank")
         rank = torch.distributed.get_rank()
     for layer in layers:
-        layer.rank_group = int(rank) % layer.num_groups if enabled else None
+        layer.rank_group = int(rank) % layer._eval_groups if enabled else None
     return model

@@ -151,7 +151,7 @@ class JaxArrayHarness(_ArrayAPIHarness):
     grads = True
     compiles = True
 
-    _STATIC = ("axis", "mode", "partition", "eps")
+    _STATIC = ("axis", "mode", "partition", "eps", "num_groups")
 
     @classmethod
     def unavailable(cls):

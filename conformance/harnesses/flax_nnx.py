@@ -69,7 +69,7 @@ class _FlaxHarness(Harness):
         configuration (per-sample groups: by their length, not their values)."""
         group = _group(case)
         key = (case.num_features, case.num_groups, case.eps, case.axis, case.partition,
-               case.mode, _param_dtype(case.dtype),
+               case.mode, _param_dtype(case.dtype), case.shared_affine,
                ("per-sample", len(group)) if isinstance(group, np.ndarray) and group.ndim
                else repr(group))
         return _compile(type(self), key, case)
@@ -150,6 +150,7 @@ class FlaxNNXHarness(_FlaxHarness):
         layer = LocalNorm(
             case.num_features, num_groups=case.num_groups, epsilon=case.eps, axis=case.axis,
             partition=case.partition, param_dtype=pd, rngs=nnx.Rngs(0),
+            shared_affine=case.shared_affine,
         )
         layer.scale[...] = jnp.asarray(case.gamma.astype(pd))
         layer.bias[...] = jnp.asarray(case.beta.astype(pd))
@@ -180,6 +181,7 @@ class FlaxLinenHarness(_FlaxHarness):
         layer = LocalNorm(
             num_groups=case.num_groups, epsilon=case.eps, axis=case.axis,
             partition=case.partition, param_dtype=pd, deterministic=True,
+            shared_affine=case.shared_affine,
         )
         params = {"params": {"scale": jnp.asarray(case.gamma.astype(pd)),
                              "bias": jnp.asarray(case.beta.astype(pd))}}

@@ -100,12 +100,13 @@ class KerasHarness(Harness):
 
         ndim = case.x.ndim
         key = (case.num_groups, case.num_features, ndim, case.axis, case.eps,
-               case.partition, case.dtype)
+               case.partition, case.dtype, case.shared_affine)
         layer = self._cache.get(key)
         if layer is None:
             layer = LocalNormalization(
                 num_groups=case.num_groups, axis=case.axis, epsilon=case.eps,
                 partition=case.partition, dtype=_POLICY.get(case.dtype, case.dtype),
+                shared_affine=case.shared_affine,
             )
             shape = list(case.x.shape)
             if ndim >= 2 and -ndim <= case.axis < ndim:

@@ -82,6 +82,7 @@ class TorchLayerHarness(Harness):
         layer = cls(
             case.num_features, num_groups=case.num_groups, eps=case.eps,
             partition=case.partition, device=self.device, dtype=pdtype,
+            shared_affine=case.shared_affine,
         )
         with torch.no_grad():
             layer.weight.copy_(torch.from_numpy(case.gamma))

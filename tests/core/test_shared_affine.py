@@ -64,3 +64,43 @@ def test_rows_that_are_neither_k_nor_one_are_refused(shape, num_groups):
     x = np.zeros((8, 3, 4)) + np.arange(4)
     with pytest.raises(localnorm.LocalNormError, match="Received"):
         localnorm.local_norm(x, np.ones(shape), np.zeros(shape), axis=1, num_groups=num_groups)
+
+
+def test_virtual_batch_size_rule_keeps_every_group_at_least_that_large():
+    from localnorm import _spec
+
+    ks = [_spec.ghost_groups(n, 4) for n in (1, 3, 4, 7, 8, 11, 12, 13)]
+    assert ks == [1, 1, 1, 1, 2, 2, 3, 3]
+    for n in range(4, 40):
+        sizes = localnorm.group_sizes(n, _spec.ghost_groups(n, 4))
+        assert sizes.min() >= 4 and sizes.max() <= 7
+
+
+def test_tf_keras_virtual_batches_are_the_strided_partition():
+    """The tf-keras reference of the migration tests (its reshape to (v, N/v, ...)) is
+    LocalNorm with one shared row, K = N / v and partition='strided', not 'contiguous'."""
+    from conformance import tfkeras_reference as tfk
+
+    rng = np.random.default_rng(2)
+    x, ct = rng.normal(size=(12, 3, 2)), rng.normal(size=(12, 3, 2))
+    g, b = rng.normal(size=3), rng.normal(size=3)
+    y, _, _, grads = tfk.train_step(x, g, b, np.zeros(3), np.ones(3), virtual_batch_size=4,
+                                    momentum=0.9, epsilon=1e-3, axis=1, cotangent=ct)
+    kw = dict(axis=1, num_groups=3, eps=1e-3)
+    np.testing.assert_allclose(
+        y, reference.local_norm(x, g[None], b[None], partition="strided", **kw), atol=1e-12)
+    assert np.abs(y - reference.local_norm(x, g[None], b[None], **kw)).max() > 0.1
+    want = reference.local_norm_vjp(x, g[None], b[None], ct, partition="strided", **kw)
+    for got, ref in zip(grads, want):
+        np.testing.assert_allclose(got, ref.reshape(got.shape), atol=1e-12)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_checkpoint_messages_say_which_rows_are_shared(shared):
+    from localnorm import _errors
+
+    received, expected = ((4, 3), (1, 3)) if shared else ((1, 3), (4, 3))
+    text = str(_errors.checkpoint_mismatch("weight", received, expected, shared=shared,
+                                           num_groups=4))
+    assert "Received" in text and "Fix" in text and "along the batch axis" in text
+    assert ("shared_affine=False" if shared else "shared_affine=True") in text

@@ -13,7 +13,6 @@ from localnorm.torch import _errors as torch_errors  # noqa: E402
 
 def test_every_message_follows_the_template():
     table = {
-        "running_not_tracked": [()],
         "not_distributed": [("set_group_per_rank",)],
         "lazy_batchnorm": [("LazyBatchNorm2d",)],
     }
