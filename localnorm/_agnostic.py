@@ -134,7 +134,10 @@ class Groups:
     ``x`` fixes the layout (shape, channel ``axis``, device); its batch size may be
     unknown until run time (``x.shape[0]`` None), when the namespace must provide
     ``batch_size(x)``, and so may its spatial sizes (``dim_size(x, axis)``, see
-    :func:`value_count`); the Keras adapter's namespaces provide both.
+    :func:`value_count`); the Keras adapter's namespaces provide both. ``num_groups`` may
+    itself be a 0-d integer array, a K counted at run time (Ghost BatchNorm's K from a
+    virtual batch size on a batch of unknown size): the namespace then provides
+    ``segment_sum(values, segment_ids, num_segments)`` for the per-group sums.
     """
 
     def __init__(self, xp, x, axis: int, num_groups: int, partition: str, cdt):
@@ -144,6 +147,9 @@ class Groups:
         count = value_count(xp, x, self.spatial, cdt)
         self.spatial_size = int(count) if isinstance(count, float) else None
         self.n = x.shape[0] if isinstance(x.shape[0], int) else None
+        self._segments = not isinstance(num_groups, (int, np.integer))
+        if self._segments:  # K known at run time only: the batch size is treated so too
+            self.n = None
         device = _device(xp, x)
         if self.n is not None:
             sizes = _spec.group_sizes(self.n, num_groups).astype(np.float64)[:, None]
@@ -155,9 +161,13 @@ class Groups:
         else:
             n = xp.batch_size(x)
             self._index = _dynamic_group_index(xp, n, num_groups, partition)
-            ks = xp.arange(0, num_groups, dtype=xp.int32)
-            self._mask = xp.astype(self._index[None, :] == ks[:, None], cdt)  # (K, N)
-            self.members = xp.sum(self._mask, axis=1, keepdims=True)
+            if self._segments:
+                ones = xp.ones_like(xp.astype(self._index, cdt))
+                self.members = xp.reshape(xp.segment_sum(ones, self._index, num_groups), (-1, 1))
+            else:
+                ks = xp.arange(0, num_groups, dtype=xp.int32)
+                self._mask = xp.astype(self._index[None, :] == ks[:, None], cdt)  # (K, N)
+                self.members = xp.sum(self._mask, axis=1, keepdims=True)
         # Groups without samples (N < K) divide by 1: their sums are 0, so their
         # statistics are 0 and reach no output (see the module docstring).
         self.members_or_1 = xp.maximum(self.members, xp.ones_like(self.members))
@@ -166,6 +176,8 @@ class Groups:
     def group_sum(self, v):
         """(N, C) per-sample values -> (K, C) sums over each group's samples."""
         xp, k = self.xp, self.k
+        if self._segments:
+            return xp.segment_sum(v, self._index, k)
         if self.n is None:
             return xp.sum(self._mask[:, :, None] * v[None, ...], axis=1)
         if self.n % k == 0:
@@ -308,16 +320,18 @@ def batch_forward(xp, x, gamma, beta, *, axis: int, num_groups: int, partition: 
         mean, var = group_moments(xp, xc, groups, fusing=fusing)
     rstd = 1.0 / xp.sqrt(var + eps)
     shift = _as(xp, beta, cdt)
-    if shift.shape[0] != num_groups:  # one row shared by the groups (Ghost BatchNorm)
-        shift = xp.broadcast_to(shift, (num_groups, shift.shape[1]))
     scale = _as(xp, gamma, cdt) * rstd
+    # one (1, C) row shared by the groups (Ghost BatchNorm) broadcasts as it is
+    shared = shift.shape[0] == 1
     if inplace and groups.spatial:
         scale_s = groups.to_samples(scale)
         y *= groups.expand(scale_s)
         y += groups.expand((xp.reshape(mean0, scale_s.shape) - groups.to_samples(mean))
-                           * scale_s + groups.to_samples(shift))
+                           * scale_s + (shift if shared else groups.to_samples(shift)))
     else:
-        y = (xc - groups.full(mean)) * groups.full(scale) + groups.full(shift)
+        shift = xp.reshape(shift, bshape(x.ndim, axis, groups.c)) if shared \
+            else groups.full(shift)
+        y = (xc - groups.full(mean)) * groups.full(scale) + shift
     return _as(xp, y, x.dtype), mean, var, rstd
 
 
@@ -358,7 +372,7 @@ def batch_vjp(xp, x, gamma, mean, rstd, dy, *, axis: int, num_groups: int, parti
     else:
         dx = dyc * groups.full(a) + (d * groups.full(b1) + groups.full(b0))
     dgamma, dbeta = s_dyd * rstd, s_dy
-    if gamma.shape[0] == 1 and num_groups > 1:  # shared by the groups (Ghost BatchNorm)
+    if gamma.shape[0] == 1:  # one row shared by the groups (Ghost BatchNorm): their sum
         dgamma = xp.sum(dgamma, axis=0, keepdims=True)
         dbeta = xp.sum(dbeta, axis=0, keepdims=True)
     return _as(xp, dx, x.dtype), dgamma, dbeta
@@ -405,15 +419,21 @@ def batch_mean(xp, v):
 
 
 def eval_forward(xp, x, gamma, beta, *, axis: int, mode: str, group: Any, eps: float,
-                 reduce_batch: Callable | None = None, fusing: bool = False):
+                 reduce_batch: Callable | None = None, fusing: bool = False,
+                 inplace: bool = False):
     """``"single"`` (each sample its own statistics) or ``"set"`` (the whole batch's)
     mode, with the gamma/beta of ``group`` (an int, or in ``"single"`` mode an (N,)
     integer array). ``reduce_batch(xp, v)`` is the mean over the batch axis used for the
     set's moments (the Flax adapter passes one that also sums over a device mesh);
-    ``fusing``: see :func:`sample_moments`."""
+    ``fusing``: see :func:`sample_moments`; ``inplace``: see :func:`batch_forward` (the
+    centered input becomes the output)."""
     cdt = compute_dtype(xp, x.dtype, gamma.dtype, beta.dtype)
-    xc = _as(xp, x, cdt)
-    mean, var = sample_moments(xp, xc, axis, fusing=fusing)
+    spatial = tuple(a for a in range(1, x.ndim) if a != axis)
+    if inplace and spatial:
+        mean0, mean, var, y = _centered(xp, x, spatial, cdt)
+    else:
+        xc = _as(xp, x, cdt)
+        mean, var = sample_moments(xp, xc, axis, fusing=fusing)
     if mode == "set":  # the batch's moments from its samples': law of total variance
         reduce_batch = reduce_batch or batch_mean
         set_mean = reduce_batch(xp, mean)
@@ -422,7 +442,12 @@ def eval_forward(xp, x, gamma, beta, *, axis: int, mode: str, group: Any, eps: f
     rstd = 1.0 / xp.sqrt(var + eps)
     g = _rows(xp, _as(xp, gamma, cdt), group, x.ndim, axis)
     b = _rows(xp, _as(xp, beta, cdt), group, x.ndim, axis)
-    y = (xc - mean) * (rstd * g) + b
+    if inplace and spatial:  # y holds x - mean0: (x - mean) * s + b = y * s + (mean0 - mean) * s + b
+        scale = rstd * g
+        y *= scale
+        y += (mean0 - mean) * scale + b
+    else:
+        y = (xc - mean) * (rstd * g) + b
     return _as(xp, y, x.dtype)
 
 

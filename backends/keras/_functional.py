@@ -36,6 +36,7 @@ KERAS_OPS = types.SimpleNamespace(
         a, None if dtype is None else keras.backend.standardize_dtype(dtype)),
     ones=lambda shape, dtype=None, device=None: ops.ones(shape, dtype),
     zeros=lambda shape, dtype=None, device=None: ops.zeros(shape, dtype),
+    segment_sum=lambda v, ids, k: ops.segment_sum(v, ids, num_segments=k),
     batch_size=lambda x: ops.shape(x)[0],
     dim_size=lambda x, axis: ops.shape(x)[axis],
     device_of=lambda x: None,
@@ -207,7 +208,7 @@ def local_norm(x, gamma, beta, *, num_groups: int, axis: int, mode: str, group: 
     which differentiates the forward itself)."""
     xp = namespace()
     x = ops.convert_to_tensor(x)
-    shape = (num_groups, x.shape[axis])
+    shape = (1, x.shape[axis])  # no scale / no shift: one row of ones / zeros for every group
     cdt = _agnostic.compute_dtype(xp, x.dtype)
     device = xp.device_of(x)
     # Tensors, not variables (TensorFlow's custom_gradient refuses a variable input).
@@ -250,54 +251,3 @@ def running(x, gamma, beta, mean, var, *, axis: int, eps: float):
     if beta is not None:
         y = y + ops.reshape(ops.cast(beta, cdt), shape)
     return ops.cast(y, x.dtype)
-
-
-def ghost_batch_tf(x, gamma, beta, *, virtual_batch_size: int, axis: int, partition: str,
-                   eps: float):
-    """``"batch"`` mode with K counted from the batch size at run time, on TensorFlow
-    (``model.fit`` traces its step with a None batch axis): ``K = max(1, N //
-    virtual_batch_size)`` groups along the batch axis (sizes as
-    :func:`localnorm.group_sizes`) as run-time segments, one shared (1, C)
-    ``gamma``/``beta`` (None: no scale / no shift). Returns ``(y, mean, var)``: y in x's
-    dtype and the groups' means and biased variances, (K, C) in the compute dtype.
-
-    The same two-pass statistics as the core (sums per sample, then per group; the sum of
-    squared deviations from the group mean), written with run-time segment sums, which
-    TensorFlow differentiates; no Python loop over samples or groups."""
-    import tensorflow as tf
-
-    cdt = "float64" if x.dtype == tf.float64 else "float32"
-    xc = tf.cast(x, cdt)
-    n = tf.shape(x)[0]
-    k = tf.maximum(n // virtual_batch_size, 1)
-    q, r = n // k, n % k
-    i = tf.range(n)
-    if partition == "strided":
-        index = i % k
-    else:
-        big = r * (q + 1)
-        index = tf.where(i < big, i // (q + 1), r + (i - big) // tf.maximum(q, 1))
-    others = [a for a in range(1, x.ndim) if a != axis]
-    spatial = tf.cast(tf.reduce_prod([tf.shape(x)[a] for a in others] or [1]), cdt)
-    sizes = tf.math.unsorted_segment_sum(tf.ones([n], cdt), index, k) * spatial
-    count = sizes[:, None]
-
-    def per_group(v):  # (N, C, ...) -> per-sample sums (N, C) -> per-group sums (K, C)
-        per_sample = tf.reduce_sum(v, axis=others) if others else v
-        return tf.math.unsorted_segment_sum(per_sample, index, k)
-
-    shape = _agnostic.bshape(x.ndim, axis, x.shape[axis], -1)
-
-    def full(v):  # (K, C) -> the row of each sample's group, broadcast against x
-        return tf.reshape(tf.gather(v, index), shape)
-
-    mean = per_group(xc) / count
-    centered = xc - full(mean)
-    var = per_group(centered * centered) / count
-    scale = tf.math.rsqrt(var + eps)
-    if gamma is not None:
-        scale = scale * tf.cast(gamma, cdt)
-    y = centered * full(scale)
-    if beta is not None:
-        y = y + tf.reshape(tf.cast(beta, cdt), _agnostic.bshape(x.ndim, axis, x.shape[axis]))
-    return tf.cast(y, x.dtype), mean, var

@@ -458,8 +458,8 @@ class LocalNormalization(keras.layers.Layer):
             return self.num_groups
         if mode != "batch":
             return 1
-        if not isinstance(batch, int):
-            return None  # counted at run time (TensorFlow: fn.ghost_batch_tf)
+        if not isinstance(batch, int):  # a TensorFlow trace's None batch axis: at run time
+            return None
         return _spec.ghost_groups(batch, self.virtual_batch_size)
 
     def call(self, inputs, training=None, mask=None):
@@ -484,8 +484,14 @@ class LocalNormalization(keras.layers.Layer):
             return fn.running(inputs, self.gamma, self.beta, self.moving_mean,
                                 self.moving_variance, axis=self._axis, eps=self.epsilon)
         if k is None:
-            return self._ghost_run_time(inputs, training)
-        if not all(isinstance(d, int) for d in shape):
+            if keras.backend.backend() != "tensorflow":
+                raise _errors.virtual_batch_unknown_size(type(self).__name__,
+                                                         self.virtual_batch_size)
+            # K = max(1, N // virtual_batch_size) as a run-time count (the core's Groups
+            # take it); every batch of at least one sample has K <= N
+            k = ops.maximum(ops.shape(inputs)[0] // self.virtual_batch_size, 1)
+            inputs = fn.run_time_batch_check(inputs, self._axis, mode, 1, DIALECT)
+        elif not all(isinstance(d, int) for d in shape):
             inputs = fn.run_time_batch_check(inputs, self._axis, mode, k, DIALECT)
         if isinstance(group, np.ndarray):
             group = ops.convert_to_tensor(group, "int32")
@@ -495,19 +501,6 @@ class LocalNormalization(keras.layers.Layer):
             inputs, self.gamma, self.beta, num_groups=k, axis=self._axis, mode=mode,
             group=group, partition=self.partition, eps=self.epsilon,
         )
-
-    def _ghost_run_time(self, inputs, training):
-        """"batch" mode with a virtual batch size and a batch size known only at run
-        time: TensorFlow's traced steps (other backends trace with concrete shapes)."""
-        if keras.backend.backend() != "tensorflow":
-            raise _errors.virtual_batch_unknown_size(type(self).__name__,
-                                                     self.virtual_batch_size)
-        y, mean, var = fn.ghost_batch_tf(
-            inputs, self.gamma, self.beta, virtual_batch_size=self.virtual_batch_size,
-            axis=self._axis, partition=self.partition, eps=self.epsilon)
-        if training and self.track_running_stats:
-            self._assign_running(ops.stop_gradient(mean), ops.stop_gradient(var))
-        return y
 
     def _assign_running(self, mean, var) -> None:
         m = self.momentum

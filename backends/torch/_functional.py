@@ -281,7 +281,15 @@ def single(x: torch.Tensor, weight, bias, *, group, eps: float, cdt: torch.dtype
         bias = torch.zeros_like(weight)
     if isinstance(group, torch.Tensor) and group.ndim == 0:
         group = group.reshape(1)
-    return core.eval_forward(xp, x, weight, bias, axis=1, mode="single", group=group, eps=eps)
+    # channels_last: the (N, *S, C) view of its memory (as in batch_groups); in place where
+    # nothing records a derivative
+    cl = _channels_last(x)
+    xv, axis = (x.movedim(1, -1), x.ndim - 1) if cl else (x, 1)
+    inplace = not graph_mode() and not (torch.is_grad_enabled() and any(
+        t.requires_grad for t in (x, weight, bias)))
+    y = core.eval_forward(xp, xv, weight, bias, axis=axis, mode="single", group=group, eps=eps,
+                          inplace=inplace)
+    return y.movedim(-1, 1) if cl else y
 
 
 def set_stats(x: torch.Tensor, weight, bias, *, group, eps: float) -> torch.Tensor:
