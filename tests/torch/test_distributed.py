@@ -62,6 +62,10 @@ def _worker(rank: int, port: int, out: str) -> None:
             nn.functional.cross_entropy(ddp(x[local]), y[local]).backward()
             opt.step()
         torch.save({k: v.detach().clone() for k, v in net.state_dict().items()}, f"{out}.{rank}")
+        # Both ranks leave together: rank 0 hosts the TCP store, and its exit while the
+        # other rank still talks to it aborted a CI run ("terminate called without an
+        # active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
