@@ -250,3 +250,60 @@ def test_in_place_evaluation_equals_the_plain_expression(namespace, partition, s
     for a, b in zip(*grads):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-9, atol=1e-9)
     np.testing.assert_array_equal(np.asarray(x), x_np)
+
+
+@pytest.mark.parametrize("mode, group", [("single", 2), ("single", "per-sample"), ("set", 1)])
+@pytest.mark.parametrize("shape, axis", [((6, 3, 4, 5), 1), ((5, 4, 4, 3), 3)])
+def test_in_place_evaluation_modes_equal_the_plain_expression(mode, group, shape, axis):
+    """``eval_forward(inplace=True)`` ("single" and "set") equals the plain expression at
+    an offset of 1e4 and leaves the input unchanged."""
+    import array_api_compat.numpy as xp
+
+    from localnorm import _agnostic
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=shape) * 1e-2 + 1e4
+    x_copy = x.copy()
+    c = shape[axis]
+    gamma, beta = rng.random((4, c)) + 0.5, rng.normal(size=(4, c))
+    g = np.arange(shape[0]) % 4 if group == "per-sample" else group
+    kw = dict(axis=axis, mode=mode, group=g, eps=1e-5)
+    plain = _agnostic.eval_forward(xp, x, gamma, beta, **kw)
+    inplace = _agnostic.eval_forward(xp, x, gamma, beta, inplace=True, **kw)
+    np.testing.assert_allclose(inplace, plain, rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(x, x_copy)
+
+
+@pytest.mark.parametrize("partition", ["contiguous", "strided"])
+@pytest.mark.parametrize("n", [9, 12])
+def test_groups_counted_at_run_time_equal_a_static_k(partition, n):
+    """K given as a 0-d array (counted at run time, as Ghost BatchNorm's K on TensorFlow's
+    None batch axis) takes the namespace's segment sums and gives what the int K gives:
+    output, statistics and the VJP of a shared (1, C) row."""
+    import types
+
+    import array_api_compat.numpy as np_xp
+
+    from localnorm import _agnostic
+
+    def segment_sum(v, ids, k):
+        out = np.zeros((int(k),) + v.shape[1:], v.dtype)
+        np.add.at(out, ids, v)
+        return out
+
+    xp = types.SimpleNamespace(**vars(np_xp), segment_sum=segment_sum,
+                               batch_size=lambda x: np.asarray(x.shape[0]))
+    rng = np.random.default_rng(n)
+    x, dy = rng.normal(size=(n, 3, 4)) + 5, rng.normal(size=(n, 3, 4))
+    gamma, beta = rng.random((1, 3)) + 0.5, rng.normal(size=(1, 3))
+    kw = dict(axis=1, partition=partition)
+    static = _agnostic.batch_forward(xp, x, gamma, beta, num_groups=3, eps=1e-5, **kw)
+    dynamic = _agnostic.batch_forward(xp, x, gamma, beta, num_groups=np.asarray(3), eps=1e-5,
+                                      **kw)
+    for a, b in zip(static, dynamic):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
+    _, mean, _, rstd = static
+    grads = [_agnostic.batch_vjp(xp, x, gamma, mean, rstd, dy, num_groups=k, **kw)
+             for k in (3, np.asarray(3))]
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
