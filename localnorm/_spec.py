@@ -255,34 +255,61 @@ def group_index(batch: int, num_groups: int, partition: str = "contiguous") -> n
     return np.repeat(np.arange(num_groups, dtype=np.int64), group_sizes(batch, num_groups))
 
 
-def check_group(group: Any, num_groups: int, mode: str, batch: int) -> int | None:
+def check_group(group: Any, num_groups: int, mode: str, batch: int | None = None, *,
+                allow_none: bool = False) -> int | None:
     """Validate ``group`` for a mode. Returns the int group, or None for an array group.
 
     Array groups (one entry per sample) are allowed in "single" mode only; their range
-    is checked by the caller where the values are concrete.
+    is checked by the caller where the values are concrete (see :func:`layer_group`), their
+    length against ``batch`` where it is known. ``allow_none``: the caller also accepts
+    None (a random group), which the message then offers.
     """
+    def bad():
+        return _errors.bad_group(group, num_groups, allow_none)
+
     if isinstance(group, (bool, np.bool_)):
-        raise _errors.bad_group(group, num_groups)
+        raise bad()
     if isinstance(group, (int, np.integer)):
         if not 0 <= group < num_groups:
-            raise _errors.bad_group(group, num_groups)
+            raise bad()
         return int(group)
     shape = getattr(group, "shape", None)
     if shape is None:
-        raise _errors.bad_group(group, num_groups)
+        raise bad()
     if len(shape) == 0:
         # A 0-d integer array is an int group; a 0-d float or bool array is refused like
         # the Python 1.5 or True it holds (never truncated to an int).
         if not _is_integer_dtype(getattr(group, "dtype", None)):
-            raise _errors.bad_group(group, num_groups)
-        return check_group(int(group), num_groups, mode, batch)
+            raise bad()
+        return check_group(int(group), num_groups, mode, batch, allow_none=allow_none)
     if mode != "single":
         raise _errors.group_array_not_single(mode)
     if len(shape) != 1:
         raise _errors.group_array_rank(tuple(shape), batch)
-    if shape[0] != batch:
+    if batch is not None and shape[0] != batch:
         raise _errors.group_array_mismatch(int(shape[0]), batch)
     return None
+
+
+def layer_group(group: Any, num_groups: int, mode: str, *,
+                allow_none: bool = False) -> int | np.ndarray | None:
+    """A layer's evaluation group along the batch axis, as every adapter's ``set_mode`` /
+    ``set_eval_mode`` takes it: None (a random group, where ``allow_none``), an int (or a
+    0-d integer array), or in ``"single"`` mode one group per sample, a list, tuple or 1-D
+    integer array that NumPy can read (an adapter passes device arrays as host copies).
+    Returns None, an int, or the per-sample groups as an int64 NumPy array, every entry
+    in [0, num_groups)."""
+    if group is None and allow_none:
+        return None
+    if isinstance(group, (list, tuple)):
+        group = np.asarray(group)
+    if check_group(group, num_groups, mode, allow_none=allow_none) is not None:
+        return int(group)
+    groups = np.asarray(group)
+    if groups.size and (not _is_integer_dtype(groups.dtype) or groups.min() < 0
+                        or groups.max() >= num_groups):
+        raise _errors.bad_group(group, num_groups, allow_none)
+    return groups.astype(np.int64)
 
 
 def _is_integer_dtype(dtype: Any) -> bool:

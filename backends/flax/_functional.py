@@ -90,19 +90,12 @@ def check_group(group: Any, num_groups: int, mode: str) -> Any:
     if isinstance(group, (list, tuple)) or (shape is not None and len(shape) >= 1):
         if mode != "single":
             raise _errors.group_array_not_single(mode)
-        if isinstance(group, jax.core.Tracer):
-            arr = group
-        else:
-            arr = np.asarray(group)
-            if arr.ndim != 1:
-                raise _errors.group_array_rank(tuple(arr.shape))
-            if arr.size and (not np.issubdtype(arr.dtype, np.integer)
-                             or arr.min() < 0 or arr.max() >= num_groups):
+        if isinstance(group, jax.core.Tracer):  # values unknown: the dtype is checked
+            if not jnp.issubdtype(group.dtype, jnp.integer) and group.size:
                 raise _errors.bad_group(group, num_groups)
-        if not jnp.issubdtype(arr.dtype, jnp.integer) and arr.size:
-            raise _errors.bad_group(group, num_groups)
-        return jnp.asarray(arr, jnp.int32)
-    return _spec.check_group(group, num_groups, "set", 1)
+            return jnp.asarray(group, jnp.int32)
+        return jnp.asarray(_spec.layer_group(group, num_groups, mode), jnp.int32)
+    return _spec.layer_group(group, num_groups, mode)
 
 
 def check_params(params: dict[str, Any], num_groups: int, num_features: int, *,

@@ -116,18 +116,10 @@ def check_eval_setting(mode: Any, group: Any, num_groups: int | None,
     if mode == _spec.RUNNING and not running:
         raise _errors.running_not_tracked()
     mode = _spec.check_choice("mode", mode, EVAL_MODES)
-    if isinstance(group, (list, tuple)):
-        group = np.asarray(group)
-    elif group is not None and not isinstance(group, (int, np.integer, np.ndarray)):
-        if hasattr(group, "shape") and hasattr(group, "dtype"):
-            group = ops.convert_to_numpy(group)
-    length = len(group) if getattr(group, "ndim", 0) == 1 else 0
-    int_group = _spec.check_group(group, num_groups, mode, length)
-    if int_group is not None:
-        return mode, int_group
-    if not np.issubdtype(group.dtype, np.integer) or group.min() < 0 or group.max() >= num_groups:
-        raise _errors.bad_group(group, num_groups)
-    return mode, group.astype(np.int64)
+    if group is not None and not isinstance(group, (int, np.integer, np.ndarray, list, tuple)) \
+            and hasattr(group, "shape") and hasattr(group, "dtype"):
+        group = ops.convert_to_numpy(group)  # a backend tensor, read on the host
+    return mode, _spec.layer_group(group, num_groups, mode)
 
 
 def _check_running(track_running_stats: Any, shared_affine: bool) -> bool:

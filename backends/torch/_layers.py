@@ -80,34 +80,12 @@ def _check_finite(x: torch.Tensor) -> None:
 
 
 def _check_group(group: Any, num_groups: int, mode: str) -> Any:
-    """Validate a ``set_mode`` group: an int, a 0-d integer tensor or array, a per-sample
-    (N,) integer tensor or array ("single" mode), or None (random). Returns an int, an
-    int64 tensor of shape (N,), or None."""
-    if group is None:
-        return None
-    if isinstance(group, bool):
-        raise _errors.bad_group(group, num_groups, allow_none=True)
-    if isinstance(group, (torch.Tensor, np.ndarray)):
-        if group.dtype in (torch.bool, np.bool_) or not (
-            (isinstance(group, torch.Tensor) and not group.is_floating_point()
-             and not group.is_complex())
-            or (isinstance(group, np.ndarray) and np.issubdtype(group.dtype, np.integer))
-        ):
-            raise _errors.bad_group(group, num_groups, allow_none=True)
-        if group.ndim == 0:
-            group = int(group)
-        elif group.ndim == 1:
-            if mode != "single":
-                raise _errors.group_array_not_single(mode)
-            group = torch.as_tensor(group, dtype=torch.long)
-            if group.numel() and (int(group.min()) < 0 or int(group.max()) >= num_groups):
-                raise _errors.bad_group(group, num_groups, allow_none=True)
-            return group
-        else:
-            raise _errors.group_array_rank(tuple(group.shape))
-    if not isinstance(group, (int, np.integer)) or not 0 <= group < num_groups:
-        raise _errors.bad_group(group, num_groups, allow_none=True)
-    return int(group)
+    """A ``set_mode`` group (:func:`localnorm._spec.layer_group`'s rules; a tensor is read
+    on the host): None (random), an int, or an int64 tensor of shape (N,)."""
+    if isinstance(group, torch.Tensor):
+        group = group.detach().cpu().numpy()
+    group = _spec.layer_group(group, num_groups, mode, allow_none=True)
+    return torch.as_tensor(group) if isinstance(group, np.ndarray) else group
 
 
 class _LocalNorm(nn.Module):

@@ -228,3 +228,29 @@ def test_fusing_moments_are_the_same_values(dtype):
             _agnostic.eval_forward(xp, x, gamma, beta, axis=3, mode=mode, group=1, eps=1e-5,
                                    fusing=True),
             _agnostic.eval_forward(xp, x, gamma, beta, axis=3, mode=mode, group=1, eps=1e-5))
+
+
+def test_layer_group_is_one_rule_for_every_adapter():
+    """``_spec.layer_group``: what the adapters' ``set_mode``/``set_eval_mode`` accept as a
+    group along the batch axis, and what they refuse, with the same messages."""
+    import numpy as np
+    import pytest
+
+    from localnorm import LocalNormError, _spec
+
+    assert _spec.layer_group(2, 4, "set") == 2
+    assert _spec.layer_group(np.array(3), 4, "set") == 3
+    assert _spec.layer_group(None, 4, "single", allow_none=True) is None
+    per_sample = _spec.layer_group([0, 3, 1], 4, "single")
+    assert per_sample.dtype == np.int64 and per_sample.tolist() == [0, 3, 1]
+    assert _spec.layer_group(np.array([2, 2], np.int32), 4, "single").tolist() == [2, 2]
+    refused = [(None, "set", "group"), (4, "set", "group"), (True, "set", "group"),
+               (1.0, "set", "group"), (np.array(1.5), "set", "group"),
+               ([0, 4], "single", "group"), ([0.0, 1.0], "single", "group"),
+               (np.array([True, False]), "single", "group"), ([0, 1], "set", "'single'"),
+               (np.zeros((2, 1), int), "single", "1-D")]
+    for group, mode, said in refused:
+        with pytest.raises(LocalNormError, match=said):
+            _spec.layer_group(group, 4, mode)
+    with pytest.raises(LocalNormError, match="group=None"):
+        _spec.layer_group(7, 4, "single", allow_none=True)
