@@ -111,6 +111,16 @@ def _group_of(n, num_groups, q, r, STRIDED: tl.constexpr):
     big = r * (q + 1)
     return tl.where(n < big, n // (q + 1), r + (n - big) // tl.maximum(q, 1))
 
+def _group_span(k, num_groups, q, r, STRIDED: tl.constexpr):
+    """Group k along the batch axis as ``(size, first, step)``: its samples are
+    ``first + j * step`` for j < size (localnorm.group_sizes and group_index)."""
+    size = q + (k < r).to(tl.int32)
+    if STRIDED:
+        first, step = k, num_groups
+    else:
+        first, step = k * q + tl.minimum(k, r), 1
+    return size, first, step
+
 def _stats_kernel(x_ptr, cnt_ptr, mean_ptr, m2_ptr, C, S, num_groups, q, r,
                   sxn, sxc, sxs, SPLIT: tl.constexpr, STRIDED: tl.constexpr,
                   BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -118,11 +128,7 @@ def _stats_kernel(x_ptr, cnt_ptr, mean_ptr, m2_ptr, C, S, num_groups, q, r,
     cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     split = tl.program_id(2)
     cmask = cs < C
-    size = q + (k < r).to(tl.int32)
-    if STRIDED:
-        first, step = k, num_groups
-    else:
-        first, step = k * q + tl.minimum(k, r), 1
+    size, first, step = _group_span(k, num_groups, q, r, STRIDED)
     cnt = tl.zeros([BLOCK_C], tl.float32)
     mean = tl.zeros([BLOCK_C], tl.float32)
     m2 = tl.zeros([BLOCK_C], tl.float32)
@@ -220,11 +226,7 @@ def _grad_sums_kernel(x_ptr, dy_ptr, mean_ptr, sdy_ptr, sdyd_ptr, C, S, num_grou
     cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     split = tl.program_id(2)
     cmask = cs < C
-    size = q + (k < r).to(tl.int32)
-    if STRIDED:
-        first, step = k, num_groups
-    else:
-        first, step = k * q + tl.minimum(k, r), 1
+    size, first, step = _group_span(k, num_groups, q, r, STRIDED)
     mean = tl.load(mean_ptr + k * C + cs, mask=cmask, other=0.0)
     s_dy = tl.zeros([BLOCK_C], tl.float32)
     s_dyd = tl.zeros([BLOCK_C], tl.float32)
@@ -271,7 +273,7 @@ def _dx_kernel(x_ptr, dy_ptr, dx_ptr, mean_ptr, rstd_ptr, w_ptr, sdy_ptr, sdyd_p
 
 
 
-_KERNELS = ('_group_of', '_stats_kernel', '_merge_kernel', '_normalize_kernel', '_grad_sums_kernel', '_dx_kernel')
+_KERNELS = ('_group_of', '_group_span', '_stats_kernel', '_merge_kernel', '_normalize_kernel', '_grad_sums_kernel', '_dx_kernel')
 _compiled = False
 
 
