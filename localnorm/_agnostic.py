@@ -33,7 +33,6 @@ transposes); ``"single"`` and ``"set"`` are differentiated by the framework.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 import numpy as np
@@ -448,6 +447,23 @@ def eval_forward(xp, x, gamma, beta, *, axis: int, mode: str, group: Any, eps: f
         y += (mean0 - mean) * scale + b
     else:
         y = (xc - mean) * (rstd * g) + b
+    return _as(xp, y, x.dtype)
+
+
+def running_forward(xp, x, gamma, beta, mean, var, *, axis: int, eps: float):
+    """``"running"`` mode with one stored (1, C) row of statistics and of gamma/beta (a
+    Ghost BatchNorm layer's shared row; None: no scale / no shift): ``(x - mean) *
+    (gamma * rstd) + beta``, the subtraction first as in the other modes, computed in at
+    least float32; the result in x's dtype. Any batch of at least one sample."""
+    dtypes = [a.dtype for a in (x, gamma, beta) if a is not None]
+    cdt = compute_dtype(xp, *dtypes)
+    shape = bshape(x.ndim, axis, x.shape[axis])
+    scale = 1.0 / xp.sqrt(_as(xp, var, cdt) + eps)
+    if gamma is not None:
+        scale = scale * _as(xp, gamma, cdt)
+    y = (_as(xp, x, cdt) - xp.reshape(_as(xp, mean, cdt), shape)) * xp.reshape(scale, shape)
+    if beta is not None:
+        y = y + xp.reshape(_as(xp, beta, cdt), shape)
     return _as(xp, y, x.dtype)
 
 

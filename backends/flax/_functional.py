@@ -311,12 +311,7 @@ def running(x, scale, bias, mean, var, *, axis: int, epsilon: float, dtype: Any 
     ax = _spec.normalize_axis(axis, x.ndim)
     if dtype is not None:
         x = x.astype(jnp.promote_types(x.dtype, dtype))
-    cdt = _agnostic.compute_dtype(jnp, x.dtype)
-    shape = _agnostic.bshape(x.ndim, ax, x.shape[ax])
-    a = jax.lax.rsqrt(jnp.asarray(var, cdt) + epsilon)
-    if scale is not None:
-        a = a * jnp.asarray(scale, cdt)
-    y = (x.astype(cdt) - jnp.reshape(jnp.asarray(mean, cdt), shape)) * jnp.reshape(a, shape)
-    if bias is not None:
-        y = y + jnp.reshape(jnp.asarray(bias, cdt), shape)
-    return y.astype(x.dtype if dtype is None else dtype)
+    y = _agnostic.running_forward(
+        jnp, x, *(None if p is None else jnp.asarray(p) for p in (scale, bias, mean, var)),
+        axis=ax, eps=epsilon)
+    return y if dtype is None else y.astype(dtype)

@@ -238,16 +238,10 @@ def group_moments(x, *, axis: int, num_groups: int, partition: str):
 
 
 def running(x, gamma, beta, mean, var, *, axis: int, eps: float):
-    """``"running"`` mode: ``(x - mean) / sqrt(var + eps) * gamma + beta`` with one
-    stored (1, C) row of statistics and of gamma/beta (None: no scale / no shift),
-    computed in at least float32; the result has x's dtype."""
-    x = ops.convert_to_tensor(x)
-    cdt = _agnostic.compute_dtype(namespace(), x.dtype)
-    shape = _agnostic.bshape(x.ndim, axis, mean.shape[1])
-    scale = ops.reshape(ops.rsqrt(ops.cast(var, cdt) + eps), shape)
-    if gamma is not None:
-        scale = scale * ops.reshape(ops.cast(gamma, cdt), shape)
-    y = (ops.cast(x, cdt) - ops.reshape(ops.cast(mean, cdt), shape)) * scale
-    if beta is not None:
-        y = y + ops.reshape(ops.cast(beta, cdt), shape)
-    return ops.cast(y, x.dtype)
+    """``"running"`` mode with one stored (1, C) row of statistics and of gamma/beta
+    (None: no scale / no shift): the core's :func:`~localnorm._agnostic.running_forward`."""
+    xp = namespace()
+    return _agnostic.running_forward(
+        xp, ops.convert_to_tensor(x), *(None if p is None else ops.convert_to_tensor(p)
+                                        for p in (gamma, beta, mean, var)),
+        axis=axis, eps=eps)

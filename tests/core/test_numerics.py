@@ -307,3 +307,22 @@ def test_groups_counted_at_run_time_equal_a_static_k(partition, n):
              for k in (3, np.asarray(3))]
     for a, b in zip(*grads):
         np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_running_forward_is_batchnorm_inference_with_one_stored_row(affine):
+    """``running_forward`` (Keras's and Flax's "running" mode) is BatchNorm's inference
+    with a (1, C) row of statistics and of gamma/beta, any batch size, channels last."""
+    import array_api_compat.numpy as xp
+
+    from localnorm import _agnostic
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(1, 4, 4, 3)) + 1e3
+    mean, var = 1e3 + rng.normal(size=(1, 3)), rng.random((1, 3)) + 0.1
+    gamma, beta = (rng.random((1, 3)) + 0.5, rng.normal(size=(1, 3))) if affine else (None, None)
+    y = _agnostic.running_forward(xp, x, gamma, beta, mean, var, axis=3, eps=1e-3)
+    want = (x - mean[0]) / np.sqrt(var[0] + 1e-3)
+    if affine:
+        want = want * gamma[0] + beta[0]
+    np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-12)
