@@ -104,6 +104,11 @@ class Harness:
     #: profile's), for subjects whose every case is slow (an interpreter).
     max_examples: int | None = None
 
+    #: The layer's constructor options in the subject's dialect, by kind (``"flag"``,
+    #: ``"momentum"``, ``"num_features"``), for the battery's option rows; empty where
+    #: the subject has no layer (a functional subject).
+    options: dict[str, tuple[str, ...]] = {}
+
     @classmethod
     def unavailable(cls) -> str | None:
         """None when the subject can run here, else why not (a framework or device is
@@ -132,6 +137,11 @@ class Harness:
 
     def forward(self, case: Case) -> np.ndarray:
         """The subject's output for the case, as a NumPy array of x's dtype."""
+        raise NotImplementedError
+
+    def build_layer(self, **options: Any) -> Any:
+        """A layer of C=3 channels and K=2 groups along the batch axis built with
+        ``options`` (names from :attr:`options`), as a user would build it."""
         raise NotImplementedError
 
     def vjp(self, case: Case, cotangent: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -159,3 +159,28 @@ def test_bad_input(harness, row):
         assert "Received" in text and "Fix" in text, f"{row}: not the project's format: {text}"
         return
     raise AssertionError(f"{row}: {harness.name} accepted input the core refuses")
+
+
+#: The layers' constructor options, by kind: values each subject's layer must refuse
+#: (with the option's name and the project's format), never read for their truth value or
+#: cast. ``"flag"``: the on/off options (the string "False" is truthy); ``"momentum"``: a
+#: real number in [0, 1]; ``"num_features"``: a positive int.
+BAD_OPTIONS: dict[str, tuple] = {
+    "flag": ("False", None, 1, 0.0),
+    "momentum": (-0.1, 1.5, float("nan"), "0.9", True),
+    "num_features": (0, -3, 2.5, True, "3"),
+}
+
+
+@pytest.mark.parametrize("kind,value", [(k, v) for k, vs in BAD_OPTIONS.items() for v in vs],
+                         ids=lambda v: repr(v))
+def test_bad_option(harness, kind, value):
+    names = harness.options.get(kind, ())
+    if not names:
+        pytest.skip(f"{harness.name} has no {kind} option (no layer, or not this option)")
+    for name in names:
+        with pytest.raises(ValueError) as info:
+            harness.build_layer(**{name: value})
+        text = str(info.value)
+        assert f"{name}={value!r}" in text, f"{name}={value!r}: the message lacks it: {text}"
+        assert "Received" in text and "Fix" in text, f"not the project's format: {text}"

@@ -158,6 +158,7 @@ def local_norm(
     _spec.check_choice("mode", mode, _spec.MODES)
     _spec.check_choice("partition", partition, _spec.PARTITIONS)
     eps = _spec.check_eps(eps)
+    check_finite = _spec.check_flag("check_finite", check_finite)
     c = x.shape[axis]
     k = _spec.check_param_shapes(tuple(gamma.shape), tuple(beta.shape), c, num_groups)
     _spec.check_batch(tuple(x.shape), axis, mode, k)

@@ -375,13 +375,26 @@ def running_needs_shared(where: str) -> LocalNormError:
     )
 
 
-def bad_momentum(momentum: Any, default: str) -> LocalNormError:
+def bad_momentum(momentum: Any, default: str, torch: bool = False) -> LocalNormError:
+    rule = ("the weight of each new batch in the running statistics: running = "
+            "(1 - momentum) * running + momentum * the batch's statistics, PyTorch's "
+            "convention) must be a float in [0, 1], or None for a cumulative average"
+            if torch else
+            "how much of the running statistics each training step keeps: running = "
+            "momentum * running + (1 - momentum) * the mean over the groups along the "
+            "batch axis of their moments) must be a float in [0, 1]")
     return LocalNormError(
-        "momentum (how much of the running statistics each training step keeps: "
-        "running = momentum * running + (1 - momentum) * the mean over the groups along "
-        "the batch axis of their moments) must be a float in [0, 1]. "
-        f"Received: momentum={momentum!r}. Fix: use the default {default} or another value "
-        "in [0, 1]."
+        f"momentum ({rule}. Received: momentum={momentum!r}. Fix: use the default "
+        f"{default} or another value in [0, 1]."
+    )
+
+
+def bad_flag(name: str, value: Any) -> LocalNormError:
+    return LocalNormError(
+        f"{name} is an on/off option and must be True or False; other values are not read "
+        f"for their truth value (the string 'False' would mean True). Received: "
+        f"{name}={value!r} of type {type(value).__name__}. Fix: pass {name}=True or "
+        f"{name}=False."
     )
 
 

@@ -208,6 +208,8 @@ def predict(
     """
     _spec.check_choice("protocol", protocol, _spec.PROTOCOLS)
     _spec.check_choice("vote", vote, _spec.VOTE_METHODS)
+    from_logits = _spec.check_flag("from_logits", from_logits)
+    check_finite = _spec.check_flag("check_finite", check_finite)
     layers = _layers_or_raise(adapter, model, "predict")
     k = shared_attribute(layers, "num_groups")
     if k is None:

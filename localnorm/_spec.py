@@ -75,6 +75,45 @@ def check_choice(name: str, value: Any, choices: tuple) -> str:
     return value
 
 
+def check_flag(name: str, value: Any) -> bool:
+    """A boolean option: True or False (a NumPy bool too). Anything else is refused,
+    never read for its truth value: the string ``"False"`` is truthy, and ``None`` or
+    ``0`` may be a mistake for a different option."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise _errors.bad_flag(name, value)
+
+
+def check_num_features(num_features: Any) -> int:
+    """C, the number of channels: a positive int."""
+    if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)) \
+            or num_features < 1:
+        raise _errors.bad_num_features(num_features)
+    return int(num_features)
+
+
+def check_momentum(momentum: Any, default: str, *, torch: bool = False) -> float | None:
+    """The running statistics' momentum: a real number in [0, 1]. ``torch=True``:
+    PyTorch's convention (the weight of the new batch; None for a cumulative average);
+    otherwise Keras's and Flax's (the weight kept from the running value)."""
+    if torch and momentum is None:
+        return None
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float, np.integer,
+                                                               np.floating)) \
+            or not 0.0 <= float(momentum) <= 1.0:
+        raise _errors.bad_momentum(momentum, default, torch=torch)
+    return float(momentum)
+
+
+def check_running(track_running_stats: Any, shared_affine: bool, where: str) -> bool:
+    """Keras and Flax keep running statistics only as one row shared by the groups along
+    the batch axis (Ghost BatchNorm)."""
+    track = check_flag("track_running_stats", track_running_stats)
+    if track and not shared_affine:
+        raise _errors.running_needs_shared(where)
+    return track
+
+
 def check_num_groups(num_groups: Any) -> int:
     if isinstance(num_groups, bool) or not isinstance(num_groups, (int, np.integer)):
         raise _errors.bad_num_groups(num_groups)

@@ -116,6 +116,7 @@ def vote(scores, method: str = "hard", *, from_logits: bool = False) -> Vote:
     ([0], [[0.667, 0.333]], [0.667])
     """
     _spec.check_choice("method", method, _spec.VOTE_METHODS)
+    from_logits = _spec.check_flag("from_logits", from_logits)
     scores = _as_array(scores)
     xp = array_api_compat.array_namespace(scores)
     if scores.ndim != 3 or scores.shape[0] < 1 or scores.shape[2] < 1:

@@ -199,6 +199,7 @@ def run_protocol(
     _spec.check_choice("protocol", protocol, _spec.PROTOCOLS)
     _spec.check_choice("vote", vote, _spec.VOTE_METHODS)
     _spec.check_choice("partition", partition, _spec.PARTITIONS)
+    _spec.check_flag("from_logits", from_logits)
     k = _spec.check_num_groups(num_groups)
     xp = array_api_compat.array_namespace(x)
     n = x.shape[0]

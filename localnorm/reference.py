@@ -33,6 +33,7 @@ def _prepare(x, gamma, beta, axis, mode, group, partition, eps, check_finite=Tru
     _spec.check_choice("mode", mode, _spec.MODES)
     _spec.check_choice("partition", partition, _spec.PARTITIONS)
     eps = _spec.check_eps(eps)
+    check_finite = _spec.check_flag("check_finite", check_finite)
     gamma = np.asarray(gamma, dtype=np.float64)
     beta = np.asarray(beta, dtype=np.float64)
     c = x.shape[axis]

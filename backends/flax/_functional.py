@@ -57,15 +57,6 @@ def check_mode(mode: Any, where: str, running: bool | None = None) -> str:
     return _spec.check_choice("mode", mode, MODES)
 
 
-def check_num_features(num_features: Any) -> int:
-    """Validate C, the number of channels."""
-    if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)):
-        raise _errors.bad_num_features(num_features)
-    if num_features < 1:
-        raise _errors.bad_num_features(num_features)
-    return int(num_features)
-
-
 def check_axis(axis: Any) -> int:
     """Validate the channel axis before the input's rank is known: one int, not 0 (the
     batch axis). A one-element tuple (``nnx.BatchNorm`` accepts those) is unwrapped."""

@@ -158,27 +158,23 @@ class LocalNorm(nnx.Module):
         momentum: float = 0.99,
         rngs: nnx.Rngs,
     ):
-        self.num_features = fn.check_num_features(num_features)
-        self.shared_affine = bool(shared_affine)
+        self.num_features = _spec.check_num_features(num_features)
+        self.shared_affine = _spec.check_flag("shared_affine", shared_affine)
         self.num_groups, self.virtual_batch_size = _spec.check_ghost_groups(
             num_groups, virtual_batch_size, self.shared_affine)
-        if track_running_stats and not self.shared_affine:
-            raise _errors.running_needs_shared(type(self).__name__)
-        self.track_running_stats = bool(track_running_stats)
-        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) \
-                or not 0.0 <= float(momentum) <= 1.0:
-            raise _errors.bad_momentum(momentum, "0.99")
-        self.momentum = float(momentum)
+        self.track_running_stats = _spec.check_running(
+            track_running_stats, self.shared_affine, type(self).__name__)
+        self.momentum = _spec.check_momentum(momentum, "0.99")
         self.epsilon = _spec.check_eps(epsilon, fn.DIALECT)
         self.partition = _spec.check_choice("partition", partition, _spec.PARTITIONS)
         self.axis = fn.check_axis(axis)  # its range is checked against the input's rank
         self.dtype = dtype
         self.param_dtype = param_dtype
-        self.use_bias = bool(use_bias)
-        self.use_scale = bool(use_scale)
-        self.deterministic = bool(deterministic)
+        self.use_bias = _spec.check_flag("use_bias", use_bias)
+        self.use_scale = _spec.check_flag("use_scale", use_scale)
+        self.deterministic = _spec.check_flag("deterministic", deterministic)
         self.axis_name = axis_name
-        self.check_finite = bool(check_finite)
+        self.check_finite = _spec.check_flag("check_finite", check_finite)
         shape = (1 if self.shared_affine else self.num_groups, self.num_features)
         self.mean: nnx.BatchStat | None
         self.var: nnx.BatchStat | None
@@ -246,7 +242,7 @@ class LocalNorm(nnx.Module):
             True: evaluation (in the layer's mode); False: training.
         """
         if deterministic is not None:
-            self.deterministic = bool(deterministic)
+            self.deterministic = _spec.check_flag("deterministic", deterministic)
 
     def __call__(self, x, deterministic: bool | None = None):
         """Normalize ``x`` (batch on axis 0, channels on ``self.axis``).

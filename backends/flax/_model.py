@@ -292,7 +292,7 @@ def convert_batchnorm(model: nnx.Module, num_groups: int | None = None,
     nnx.Module
         The model (or the new layer when ``model`` is a BatchNorm).
     """
-    ghost = bool(ghost)
+    ghost = _spec.check_flag("ghost", ghost)
     if not ghost:
         if virtual_batch_size is not None:
             raise _errors.virtual_batch_needs_shared(virtual_batch_size)

@@ -113,8 +113,10 @@ class LocalNorm(nn.Module):
     def __post_init__(self):
         # Refuse bad options when the layer is built, as the NNX layer does (the
         # channel count is only known from the input).
-        _spec.check_ghost_groups(self.num_groups, self.virtual_batch_size,
-                                 bool(self.shared_affine))
+        for flag in ("use_bias", "use_scale", "deterministic", "check_finite",
+                     "shared_affine"):
+            _spec.check_flag(flag, getattr(self, flag))
+        _spec.check_ghost_groups(self.num_groups, self.virtual_batch_size, self.shared_affine)
         _spec.check_eps(self.epsilon, fn.DIALECT)
         _spec.check_choice("partition", self.partition, _spec.PARTITIONS)
         fn.check_axis(self.axis)
@@ -143,11 +145,12 @@ class LocalNorm(nn.Module):
         jax.Array
             Same shape as x; dtype ``self.dtype``, or x's dtype when that is None.
         """
-        det = self.deterministic if deterministic is None else deterministic
+        det = self.deterministic if deterministic is None \
+            else _spec.check_flag("deterministic", deterministic)
         mode = fn.check_mode(self.mode if mode is None else mode, _WHERE)
         x = jnp.asarray(x)
         num_groups, vbs = _spec.check_ghost_groups(self.num_groups, self.virtual_batch_size,
-                                                   bool(self.shared_affine))
+                                                   self.shared_affine)
         if vbs is None:
             k = num_groups
         elif (not det or mode == "batch") and x.ndim >= 1:
@@ -164,7 +167,7 @@ class LocalNorm(nn.Module):
         fn.check_params(
             {name: self.get_variable("params", name) for name in ("scale", "bias")
              if self.has_variable("params", name)},
-            rows, c, channels_name="params['{name}'].shape[1]", shared=bool(self.shared_affine),
+            rows, c, channels_name="params['{name}'].shape[1]", shared=self.shared_affine,
             num_groups_name=k,
         )
         scale = self.param("scale", self.scale_init, shape, self.param_dtype) \

@@ -122,19 +122,6 @@ def check_eval_setting(mode: Any, group: Any, num_groups: int | None,
     return mode, _spec.layer_group(group, num_groups, mode)
 
 
-def _check_running(track_running_stats: Any, shared_affine: bool) -> bool:
-    if track_running_stats and not shared_affine:
-        raise _errors.running_needs_shared("LocalNormalization")
-    return bool(track_running_stats)
-
-
-def _check_momentum(momentum: Any) -> float:
-    if isinstance(momentum, bool) or not isinstance(momentum, (int, float, np.floating)) \
-            or not 0.0 <= float(momentum) <= 1.0:
-        raise _errors.bad_momentum(momentum, "0.99")
-    return float(momentum)
-
-
 @keras.saving.register_keras_serializable(package="localnorm")
 class LocalNormalization(keras.layers.Layer):
     """LocalNorm: BatchNorm with ``num_groups`` groups along the batch axis.
@@ -279,15 +266,16 @@ class LocalNormalization(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.shared_affine = bool(shared_affine)
+        self.shared_affine = _spec.check_flag("shared_affine", shared_affine)
         self.num_groups, self.virtual_batch_size = _spec.check_ghost_groups(
             num_groups, virtual_batch_size, self.shared_affine)
-        self.track_running_stats = _check_running(track_running_stats, self.shared_affine)
-        self.momentum = _check_momentum(momentum)
+        self.track_running_stats = _spec.check_running(track_running_stats, self.shared_affine,
+                                                       "LocalNormalization")
+        self.momentum = _spec.check_momentum(momentum, "0.99")
         self.axis = axis  # checked against the input's rank in build()
         self.epsilon = _spec.check_eps(epsilon, DIALECT)
-        self.center = bool(center)
-        self.scale = bool(scale)
+        self.center = _spec.check_flag("center", center)
+        self.scale = _spec.check_flag("scale", scale)
         self.beta_initializer = initializers.get(beta_initializer)
         self.gamma_initializer = initializers.get(gamma_initializer)
         self.beta_regularizer = regularizers.get(beta_regularizer)
@@ -296,7 +284,7 @@ class LocalNormalization(keras.layers.Layer):
         self.gamma_constraint = constraints.get(gamma_constraint)
         self._partition = _spec.check_choice("partition", partition, _spec.PARTITIONS)
         self._eval = check_eval_setting(mode, group, self.num_groups, self.track_running_stats)
-        self.check_finite = bool(check_finite)
+        self.check_finite = _spec.check_flag("check_finite", check_finite)
         self.gamma = None
         self.beta = None
         self.moving_mean = None
@@ -542,11 +530,14 @@ class LocalNormalization(keras.layers.Layer):
         """Rebuild from :meth:`get_config` (``keras.models.load_model``). The LocalNorm
         arguments are checked here first: Keras turns a constructor's error into a
         TypeError after a dump of the whole model config, which would bury the message."""
-        shared = bool(config.get("shared_affine", cls._SHARED))
+        shared = _spec.check_flag("shared_affine", config.get("shared_affine", cls._SHARED))
         num_groups, _ = _spec.check_ghost_groups(
             config.get("num_groups", cls._NUM_GROUPS), config.get("virtual_batch_size"), shared)
-        running = _check_running(config.get("track_running_stats", cls._RUNNING), shared)
-        _check_momentum(config.get("momentum", 0.99))
+        running = _spec.check_running(config.get("track_running_stats", cls._RUNNING), shared,
+                                      "LocalNormalization")
+        _spec.check_momentum(config.get("momentum", 0.99), "0.99")
+        for flag in ("center", "scale", "check_finite"):
+            _spec.check_flag(flag, config.get(flag, True))
         _spec.check_eps(config.get("epsilon", _spec.DEFAULT_EPS), DIALECT)
         _spec.check_choice("partition", config.get("partition", "contiguous"), _spec.PARTITIONS)
         check_eval_setting(config.get("mode", "batch"), config.get("group", 0), num_groups,

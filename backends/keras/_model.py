@@ -329,7 +329,7 @@ def convert_batchnorm(model, num_groups: int | None = None, partition: str | Non
         For a subclassed model (its layer graph is not known), a bad ``num_groups`` or an
         unknown ``partition``.
     """
-    ghost = bool(ghost)
+    ghost = _spec.check_flag("ghost", ghost)
     if not ghost:
         if virtual_batch_size is not None:
             raise _errors.virtual_batch_needs_shared(virtual_batch_size)

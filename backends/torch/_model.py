@@ -360,7 +360,7 @@ def convert_batchnorm(
     -------
     torch.nn.Module
     """
-    ghost = bool(ghost)
+    ghost = _spec.check_flag("ghost", ghost)
     if not ghost:
         if virtual_batch_size is not None:
             raise _errors.virtual_batch_needs_shared(virtual_batch_size)

@@ -139,6 +139,17 @@ class FlaxNNXHarness(_FlaxHarness):
     """``localnorm.flax.LocalNorm`` through ``nnx.split``/``nnx.merge``."""
 
     name = "flax"
+    options = {"flag": ("use_bias", "use_scale", "deterministic", "check_finite",
+                        "shared_affine", "track_running_stats"),
+               "momentum": ("momentum",), "num_features": ("num_features",)}
+
+    def build_layer(self, **options):
+        from flax import nnx
+
+        from localnorm.flax import LocalNorm
+
+        options = {"num_features": 3, "num_groups": 2, **options}
+        return LocalNorm(**options, rngs=nnx.Rngs(0))
 
     def _apply(self, case):
         import jax.numpy as jnp
@@ -171,6 +182,13 @@ class FlaxLinenHarness(_FlaxHarness):
     """``localnorm.flax.linen.LocalNorm`` through ``Module.apply``."""
 
     name = "flax-linen"
+    options = {"flag": ("use_bias", "use_scale", "deterministic", "check_finite",
+                        "shared_affine")}
+
+    def build_layer(self, **options):
+        from localnorm.flax.linen import LocalNorm
+
+        return LocalNorm(**{"num_groups": 2, **options})
 
     def _apply(self, case):
         import jax.numpy as jnp

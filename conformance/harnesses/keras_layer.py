@@ -60,6 +60,31 @@ class KerasHarness(Harness):
     channel_axes = None
     ranks = (2, 3, 4, 5)
 
+    options = {"flag": ("center", "scale", "check_finite", "shared_affine",
+                        "track_running_stats"),
+               "momentum": ("momentum",)}
+
+    def build_layer(self, **options):
+        """Both ways Keras builds a layer: the constructor, and ``from_config`` (what
+        ``keras.models.load_model`` calls), which must give the same error first."""
+        from localnorm.keras import LocalNormalization
+
+        config = {**LocalNormalization(num_groups=2).get_config(), **options}
+        try:
+            LocalNormalization(num_groups=2, **options)
+        except ValueError as exc:
+            constructor = exc
+        else:
+            constructor = None
+        try:
+            layer = LocalNormalization.from_config(config)
+        except ValueError as exc:
+            assert constructor is not None and str(exc) == str(constructor), (
+                f"from_config and the constructor differ: {exc} / {constructor}")
+            raise
+        assert constructor is None, f"from_config accepted what the constructor refused: {constructor}"
+        return layer
+
     @property
     def traced(self) -> bool:
         """Whether every call runs traced (one jitted function on JAX), so checks of

@@ -38,12 +38,20 @@ class TorchLayerHarness(Harness):
     channel_axes = (1,)
     ranks = (2, 3, 4, 5)
     device = "cpu"
+    options = {"flag": ("affine", "track_running_stats", "check_finite", "shared_affine"),
+               "momentum": ("momentum",), "num_features": ("num_features",)}
 
     @classmethod
     def unavailable(cls) -> str | None:
         if importlib.util.find_spec("torch") is None:
             return "torch not installed"
         return None
+
+    def build_layer(self, **options):
+        import localnorm.torch as lt
+
+        options = {"num_features": 3, "num_groups": 2, **options}
+        return lt.LocalNorm2d(**options, device=self.device)
 
     # -- conversion -------------------------------------------------------------------
 
