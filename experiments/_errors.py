@@ -67,6 +67,16 @@ def dataset_files_missing(dataset: str, data_dir: Any, expected: str) -> LocalNo
     )
 
 
+def test_dir_missing(test_dir: Any) -> LocalNormError:
+    return LocalNormError(
+        f"--test-dir names no folder: {str(test_dir)!r} does not exist. Expected a folder "
+        f"of class folders of JPEG files (test/<class>/*.jpg). Received: "
+        f"test_dir={str(test_dir)!r}. Fix: pass the folder that holds the test split's "
+        "class folders, or leave --test-dir out to use test/ beside train/ in --data-dir "
+        "(or, without one, the seeded stratified split of train/)."
+    )
+
+
 def bad_dataset_file(path: Any, problem: str, expected: str) -> LocalNormError:
     return LocalNormError(
         f"Cannot read {str(path)!r}: {problem}. Expected {expected}. "

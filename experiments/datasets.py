@@ -362,7 +362,7 @@ def _load_cifar10_jpeg(data_dir: Path, seed: int, test_dir: Path | None = None) 
             f"({', '.join(CIFAR10_CLASSES)})")
     test_root = test_dir if test_dir is not None else data_dir / "test"
     if test_dir is not None and not Path(test_dir).is_dir():
-        raise _errors.dataset_files_missing("cifar10", test_dir, "test/<class>/*.jpg")
+        raise _errors.test_dir_missing(test_dir)
     where = "JPEG re-encoding of the CIFAR-10 training images, not the official pickles"
     if Path(test_root).is_dir():
         test_files, yte = _cifar10_files(Path(test_root))

@@ -70,8 +70,9 @@ def test_loader_errors_name_the_problem(tmp_path, jpeg_dir):
     with pytest.raises(LocalNormError, match="40x40") as e:
         datasets.load("cifar10", tmp_path / "big")
     assert "Received" in str(e.value)
-    with pytest.raises(LocalNormError, match="Received"):
+    with pytest.raises(LocalNormError, match="--test-dir names no folder") as e:
         datasets.load("cifar10", jpeg_dir, test_dir=tmp_path / "absent")
+    assert f"test_dir={str(tmp_path / 'absent')!r}" in str(e.value)
 
 
 # -- networks ------------------------------------------------------------------------------

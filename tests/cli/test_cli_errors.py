@@ -13,6 +13,7 @@ def _sample_args():
     """One call per message builder of the application; a builder missing here fails."""
     return {
         "dataset_files_missing": [("mnist", "/nowhere", "t10k-images-idx3-ubyte(.gz)")],
+        "test_dir_missing": [("/nowhere/test",)],
         "bad_dataset_file": [("/x.gz", "truncated", "an IDX file")],
         "bad_corruption_severity": [("contrast", 7)],
         "bad_levels": [("agn=", "empty list")],
