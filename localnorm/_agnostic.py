@@ -86,7 +86,7 @@ def group_blocks(xp, x, num_groups: int, partition: str) -> list[tuple[Any, int]
     """
     n, k = x.shape[0], num_groups
     tail = tuple(x.shape[1:])
-    q, r = divmod(n, k)
+    q, r = n // k, n % k  # not divmod: a traced size (torch.compile's SymInt) has no divmod
     if partition == "contiguous":
         if r == 0:
             return [(xp.reshape(x, (k, q) + tail), 1)]
@@ -114,15 +114,24 @@ def value_count(xp, x, axes: tuple[int, ...], dtype):
     return count if dynamic is None else dynamic * count
 
 
-def _dynamic_group_index(xp, n, k: int, partition: str):
-    """Each sample's group for a batch size ``n`` known only at run time (a scalar of the
-    namespace), with the rule of :func:`localnorm.group_index`."""
-    i = xp.arange(0, n, dtype=xp.int32)
+def _arange(xp, n, device):
+    """0..n-1 as int32 (a namespace without devices, the Keras shim, is given none)."""
+    return xp.arange(0, n, dtype=xp.int32, **({} if device is None else {"device": device}))
+
+
+def _group_index(xp, n, k: int, partition: str, device=None):
+    """Each sample's group (int32, shape (N,)), the rule of :func:`localnorm.group_index`,
+    in namespace operations: for a batch size ``n`` that is a Python int, a size a tracer
+    follows symbolically (``torch.compile``'s dynamic shapes), or a scalar of the
+    namespace known only at run time."""
+    i = _arange(xp, n, device)
     if partition == "strided":
         return i % k
     q, r = n // k, n % k
     big = r * (q + 1)
-    small = r + (i - big) // xp.maximum(q, 1)
+    # q: a Python int, a traced size (a SymInt, which Dynamo reports as an int), or an array
+    whole = isinstance(q, (int, np.integer)) or not hasattr(q, "dtype")
+    small = r + (i - big) // (max(q, 1) if whole else xp.maximum(q, 1))
     return xp.where(i < big, i // (q + 1), small)
 
 
@@ -151,15 +160,17 @@ class Groups:
             self.n = None
         device = _device(xp, x)
         if self.n is not None:
-            sizes = _spec.group_sizes(self.n, num_groups).astype(np.float64)[:, None]
-            self.members = xp.asarray(sizes, dtype=cdt, device=device)
+            # In namespace arithmetic, not NumPy: under torch.compile with dynamic shapes
+            # the batch size is a symbol that only the namespace's operations can follow.
+            q, r = self.n // num_groups, self.n % num_groups
+            first = xp.astype(_arange(xp, num_groups, device) < r, cdt)
+            self.members = xp.reshape(first + q, (num_groups, 1))  # localnorm.group_sizes
             self._index = None
-            if self.n % num_groups:
-                self._index = xp.asarray(_spec.group_index(self.n, num_groups, partition),
-                                         device=device)
+            if r:
+                self._index = _group_index(xp, self.n, num_groups, partition, device)
         else:
             n = xp.batch_size(x)
-            self._index = _dynamic_group_index(xp, n, num_groups, partition)
+            self._index = _group_index(xp, n, num_groups, partition)
             if self._segments:
                 ones = xp.ones_like(xp.astype(self._index, cdt))
                 self.members = xp.reshape(xp.segment_sum(ones, self._index, num_groups), (-1, 1))

@@ -54,15 +54,21 @@ def _sum_of_squares(d: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
     return torch.linalg.vector_norm(d, 2, axes, keepdim=True).square()
 
 
+def _size(x: torch.Tensor, axis: int):
+    """A size known only when the program runs: a symbol (``torch.export``'s dynamic
+    dimensions) as it is, so the exported program stays general; otherwise a tensor,
+    which TorchScript tracing records."""
+    size = x.shape[axis]
+    return size if isinstance(size, torch.SymInt) else torch.as_tensor(size)
+
+
 #: The namespace the core runs on: array-api-compat's torch namespace, the device read
-#: from the tensor itself (which graph tracers follow), sizes that TorchScript tracing
-#: records as tensors (``dim_size``, ``batch_size``: see the core's ``Groups``), and one
-#: native reduction for the core's in-place sum of squares (no squared copy of the
-#: activations).
+#: from the tensor itself (which graph tracers follow), sizes known only at run time
+#: (``dim_size``, ``batch_size``: see the core's ``Groups``), and one native reduction
+#: for the core's in-place sum of squares (no squared copy of the activations).
 xp = types.SimpleNamespace(
     **vars(array_api_compat.torch), device_of=lambda x: x.device,
-    dim_size=lambda x, axis: torch.as_tensor(x.shape[axis]),
-    batch_size=lambda x: torch.as_tensor(x.shape[0]), sum_of_squares=_sum_of_squares)
+    dim_size=_size, batch_size=lambda x: _size(x, 0), sum_of_squares=_sum_of_squares)
 
 
 def graph_mode() -> bool:
@@ -132,6 +138,8 @@ def _native(x: torch.Tensor, k: int, partition: str, copies: bool | None = None)
     copies = x.is_cuda if copies is None else copies
     if k == 1:
         return x, lambda y: y
+    if isinstance(n, torch.SymInt):  # torch.export's dynamic batch: no guard on N % K
+        return None
     if n % k or _channels_last(x) or (partition == "contiguous" and not copies):
         # CPU: the copies cost what the fused kernel saves (benchmarks/discussion.md);
         # channels_last: F.batch_norm's CPU kernels lose accuracy (tests/torch/test_paths.py)

@@ -80,6 +80,53 @@ def test_compile_fullgraph_channels_last(case):
     _check_compiled(case, "aot_eager", channels_last=True)
 
 
+@pytest.mark.parametrize("partition", ["contiguous", "strided"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_compile_fullgraph_dynamic_batch(partition, channels_last):
+    """One compiled program for every batch size: with ``dynamic=True`` (and Dynamo's
+    automatic dynamic shapes once a second batch size arrives) the batch size is a
+    symbol, so the group layout is traced in namespace arithmetic, not NumPy. Even,
+    ragged and prime batch sizes equal the eager layer, outputs, gradients and running
+    statistics; a batch with fewer samples than groups is refused when traced."""
+    torch.manual_seed(0)
+    net = small_net(partition=partition, track_running_stats=True).train()
+    eager = small_net(partition=partition, track_running_stats=True).train()
+    eager.load_state_dict(net.state_dict())
+    torch._dynamo.reset()
+    compiled = torch.compile(net, fullgraph=True, dynamic=True, backend="aot_eager")
+    for n in (8, 10, 13, 16):
+        x = torch.randn(n, 3, 6, 6)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            y = compiled(x)
+            grads = torch.autograd.grad(y.square().sum(), list(net.parameters()))
+        ref = eager(x)
+        ref_grads = torch.autograd.grad(ref.square().sum(), list(eager.parameters()))
+        torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)
+        for g, r in zip(grads, ref_grads):
+            torch.testing.assert_close(g, r, atol=1e-4, rtol=1e-4)
+        for (k, v), r in zip(net.state_dict().items(), eager.state_dict().values()):
+            torch.testing.assert_close(v, r, atol=1e-6, rtol=1e-6, msg=k)
+    with pytest.raises(Exception, match="at least 4 samples"):
+        compiled(torch.randn(3, 3, 6, 6))
+
+
+def test_export_with_a_dynamic_batch():
+    """``torch.export`` with a symbolic batch size: one program runs even, ragged and
+    prime batches with the eager layer's result."""
+    torch.manual_seed(0)
+    net = small_net().eval()
+    lt.set_eval_mode(net, "batch")
+    batch = torch.export.Dim("batch", min=4, max=1024)
+    program = torch.export.export(net, (torch.randn(8, 3, 6, 6),),
+                                  dynamic_shapes=({0: batch},))
+    for n in (8, 10, 13, 16):
+        x = torch.randn(n, 3, 6, 6)
+        torch.testing.assert_close(program.module()(x), net(x), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("mode, kw", [
     ("single", {}), ("set", {}), ("running", {"track_running_stats": True}),
 ])
