@@ -178,7 +178,8 @@ def ghost_groups(batch: int, virtual_batch_size: int) -> int:
     >>> [ghost_groups(n, 32) for n in (8, 32, 63, 64, 100, 128)]
     [1, 1, 1, 2, 3, 4]
     """
-    return max(1, int(batch) // int(virtual_batch_size))
+    # batch stays as given (no int()): a traced size keeps K symbolic, not specialized
+    return max(1, batch // int(virtual_batch_size))
 
 
 #: The smallest eps accepted: float32's smallest normal number. Statistics are computed

@@ -113,6 +113,23 @@ def test_compile_fullgraph_dynamic_batch(partition, channels_last):
         compiled(torch.randn(3, 3, 6, 6))
 
 
+def test_compile_fullgraph_dynamic_batch_ghost():
+    """Ghost BatchNorm counts K = N // virtual_batch_size per batch: under a dynamic batch
+    size K is traced with it, and outputs and the shared running statistics equal the
+    eager layer's at every batch size."""
+    compiled_layer = lt.GhostBatchNorm2d(3, virtual_batch_size=4).train()
+    eager = lt.GhostBatchNorm2d(3, virtual_batch_size=4).train()
+    torch._dynamo.reset()
+    compiled = torch.compile(compiled_layer, fullgraph=True, dynamic=True, backend="aot_eager")
+    for n in (8, 10, 13, 16, 3):
+        x = torch.randn(n, 3, 4, 4)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            y = compiled(x)
+        torch.testing.assert_close(y, eager(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(compiled_layer.running_var, eager.running_var)
+
+
 def test_export_with_a_dynamic_batch():
     """``torch.export`` with a symbolic batch size: one program runs even, ragged and
     prime batches with the eager layer's result."""
