@@ -119,6 +119,16 @@ def _arange(xp, n, device):
     return xp.arange(0, n, dtype=xp.int32, **({} if device is None else {"device": device}))
 
 
+def _at_least_1(xp, q):
+    """max(q, 1) for a size: a Python int (also what Dynamo shows of a traced size), a
+    scalar of the namespace, or a symbolic size (the namespace's ``size_max`` where its
+    ``maximum`` takes arrays only: torch.export's SymInt)."""
+    if isinstance(q, (int, np.integer)):
+        return max(q, 1)
+    own = getattr(xp, "size_max", None)
+    return own(q, 1) if own is not None else xp.maximum(q, 1)
+
+
 def _group_index(xp, n, k: int, partition: str, device=None):
     """Each sample's group (int32, shape (N,)), the rule of :func:`localnorm.group_index`,
     in namespace operations: for a batch size ``n`` that is a Python int, a size a tracer
@@ -129,9 +139,7 @@ def _group_index(xp, n, k: int, partition: str, device=None):
         return i % k
     q, r = n // k, n % k
     big = r * (q + 1)
-    # q: a Python int, a traced size (a SymInt, which Dynamo reports as an int), or an array
-    whole = isinstance(q, (int, np.integer)) or not hasattr(q, "dtype")
-    small = r + (i - big) // (max(q, 1) if whole else xp.maximum(q, 1))
+    small = r + (i - big) // _at_least_1(xp, q)
     return xp.where(i < big, i // (q + 1), small)
 
 

@@ -64,11 +64,14 @@ def _size(x: torch.Tensor, axis: int):
 
 #: The namespace the core runs on: array-api-compat's torch namespace, the device read
 #: from the tensor itself (which graph tracers follow), sizes known only at run time
-#: (``dim_size``, ``batch_size``: see the core's ``Groups``), and one native reduction
-#: for the core's in-place sum of squares (no squared copy of the activations).
+#: (``dim_size``, ``batch_size``: see the core's ``Groups``; ``size_max`` for a symbolic
+#: one), and one native reduction for the core's in-place sum of squares (no squared copy
+#: of the activations).
 xp = types.SimpleNamespace(
     **vars(array_api_compat.torch), device_of=lambda x: x.device,
-    dim_size=_size, batch_size=lambda x: _size(x, 0), sum_of_squares=_sum_of_squares)
+    dim_size=_size, batch_size=lambda x: _size(x, 0), sum_of_squares=_sum_of_squares,
+    size_max=lambda a, b: torch.sym_max(a, b) if isinstance(a, torch.SymInt)
+    else array_api_compat.torch.maximum(a, b))
 
 
 def graph_mode() -> bool:

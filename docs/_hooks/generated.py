@@ -155,8 +155,9 @@ def _title(path: Path) -> str:
 #: Run folders (``docs/results/<name>/``) shown first on the Results page, in this order;
 #: the others follow by name: the paper's dataset (our defaults, then the paper's batch and
 #: K), the default run, then the default run on the other backends.
-RUN_ORDER = ("mnist", "mnist-paper", "cifar10-vgg", "cifar10-vgg-seed1", "cifar10-vgg-seed2",
-             "cifar10-resnet", "digits", "digits-keras", "digits-flax")
+RUN_ORDER = ("mnist", "mnist-paper", "cifar10-full", "cifar10-full-seed1", "cifar10-full-seed2",
+             "cifar10-vgg", "cifar10-vgg-seed1", "cifar10-vgg-seed2", "cifar10-resnet", "digits",
+             "digits-keras", "digits-flax")
 
 #: Study folders of docs/results/ (``localnorm ablate-groups`` and ``localnorm
 #: summarize-seeds`` outputs): the Markdown and plots each holds, shown after the runs.
