@@ -66,15 +66,19 @@ def check_call(shape: tuple, *, floating: bool, dtype: Any, rank_ok: bool, rank:
 
 
 def eval_setting(mode: Any, group: Any, num_groups: int | None, *, running: bool,
-                 allow_none: bool = False) -> tuple[str, Any]:
+                 allow_none: bool = False, ghost_only: str | None = None) -> tuple[str, Any]:
     """A layer's validated evaluation setting: ``mode`` one of the core's modes or
     ``"running"`` (only where the layer tracks running statistics), and ``group`` as
     :func:`localnorm._spec.layer_group` returns it (an int, an int64 NumPy array of one
     group per sample in ``"single"`` mode, or None for a random one where
     ``allow_none``) for a layer with ``num_groups`` groups along the batch axis (None: K
-    counted per batch, one shared row)."""
+    counted per batch, one shared row). ``ghost_only`` names a layer class whose running
+    statistics come only with Ghost BatchNorm (Keras, Flax): its refusal of
+    ``"running"`` says how to build one."""
     _spec.check_choice("mode", mode, _spec.MODES + (_spec.RUNNING,))
     if mode == _spec.RUNNING and not running:
+        if ghost_only is not None:
+            raise _errors.running_unsupported(ghost_only, trackable=True)
         raise _errors.running_not_tracked()
     return mode, _spec.layer_group(group, num_groups or 1, mode, allow_none=allow_none)
 

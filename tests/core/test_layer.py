@@ -54,6 +54,8 @@ def test_eval_setting():
     assert _layer.eval_setting("running", 0, None, running=True) == ("running", 0)
     with pytest.raises(LocalNormError, match="does not track"):
         _layer.eval_setting("running", 0, 2, running=False)
+    with pytest.raises(LocalNormError, match="GhostBatchNorm"):
+        _layer.eval_setting("running", 0, 2, running=False, ghost_only="Layer")
     for mode, group in (("vote", 0), ("set", 2), ("set", [0, 1]), ("single", None)):
         with pytest.raises(LocalNormError):
             _layer.eval_setting(mode, group, 2, running=False)
