@@ -34,3 +34,10 @@ def test_code_lines_leave_out_docstrings_comments_and_blank_lines(tmp_path):
     f.write_text('"""Module\\ndocstring."""\n\n# comment\nx = 1  # trailing\n\n\n'
                  'def g(a,\n      b):\n    """Doc."""\n    return a\n')
     assert _script().code_lines(f) == 4  # x = 1; def g(a, / b):; return a
+
+
+def test_docstrings_built_from_a_template_are_docstrings(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text('_DOC = """Layer over\n{what}."""\nOTHER = "a string used as data"\n\n'
+                 'class A:\n    __doc__ = _DOC.format(\n        what="x")\n    y = OTHER\n')
+    assert _script().code_lines(f) == 3  # OTHER = ...; class A:; y = OTHER
