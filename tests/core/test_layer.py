@@ -92,3 +92,21 @@ def test_running_update_per_group_and_shared():
         unbiased=False)
     np.testing.assert_allclose(shared_m, 0.01 * mean[:2].mean(0, keepdims=True))
     np.testing.assert_allclose(shared_v, 1 + 0.01 * (var[:2].mean(0, keepdims=True) - 1))
+
+
+def test_convert_options():
+    assert _layer.convert_options(None, None, False, None) == (False, 4, "contiguous", None)
+    assert _layer.convert_options(2, "strided", False, None) == (False, 2, "strided", None)
+    assert _layer.convert_options(None, None, True, 32) == (True, None, "strided", 32)
+    assert _layer.convert_options(3, "contiguous", True, None) == (True, 3, "contiguous", None)
+    refused = [
+        ((None, None, False, 32), "shared"),      # a virtual batch size needs a shared row
+        ((None, None, True, None), "virtual_batch_size"),  # ghost: K or a virtual batch
+        ((2, None, True, 32), "num_groups"),      # ghost: not both
+        ((4, "diagonal", False, None), "partition"),
+        ((4, None, "yes", None), "ghost"),
+        ((0, None, False, None), "num_groups"),
+    ]
+    for args, word in refused:
+        with pytest.raises(LocalNormError, match=word):
+            _layer.convert_options(*args)
