@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from . import _errors, _spec
+from . import _agnostic, _errors, _spec
 from ._agnostic import compute_dtype
 
 
@@ -143,3 +143,15 @@ def convert_options(num_groups: Any, partition: Any, ghost: Any,
         num_groups, virtual_batch_size, shared_affine=ghost)
     partition = _spec.check_choice("partition", partition, _spec.PARTITIONS)
     return ghost, num_groups, partition, virtual_batch_size
+
+
+def group_moments(xp, x, axis: int, num_groups: int, partition: str):
+    """What :func:`running_update` takes from a checked input ``x`` (``axis``, the channel
+    axis, non-negative): the means and biased variances, (K, C) in the compute dtype, of
+    its K groups along the batch axis, and each group's (K, 1) number of values per
+    channel (0 for a group without samples). A caller that differentiates ``x`` stops its
+    gradient first: the running statistics are state, not part of the output."""
+    cdt = compute_dtype(xp, x.dtype)
+    groups = _agnostic.Groups(xp, x, axis, num_groups, partition, cdt)
+    mean, var = _agnostic.group_moments(xp, xp.astype(x, cdt), groups)
+    return mean, var, groups.members * _agnostic.value_count(xp, x, groups.spatial, cdt)
