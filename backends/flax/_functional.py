@@ -263,15 +263,3 @@ def _batch_norm_groups_jvp(k, partition, ax, epsilon, primals, tangents):
                                                **layout)
     dy = _agnostic.batch_jvp(jnp, x, scale, mean, rstd, *tangents, **layout)
     return y, dy.astype(y.dtype)
-
-
-def group_moments(x, *, num_groups: int, axis: int, partition: str):
-    """The means and biased variances, (K, C) in at least float32, of the K groups along
-    the batch axis of a validated input, and each group's (K, 1) count of values per
-    channel (the running statistics' update); no gradient flows through them."""
-    x = jax.lax.stop_gradient(jnp.asarray(x))
-    ax = _spec.normalize_axis(axis, x.ndim)
-    cdt = _agnostic.compute_dtype(jnp, x.dtype)
-    groups = _agnostic.Groups(jnp, x, ax, num_groups, partition, cdt)
-    mean, var = _agnostic.group_moments(jnp, x.astype(cdt), groups)
-    return mean, var, groups.members * groups.spatial_size

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 from flax.nnx.nn import initializers
@@ -302,7 +303,9 @@ class LocalNorm(nnx.Module):
         """``ra = momentum * ra + (1 - momentum) * mean over the K groups along the batch
         axis of their moments`` (biased variance; tf-keras's rule for virtual batches;
         :func:`localnorm._layer.running_update` with Flax's convention)."""
-        moments = fn.group_moments(x, num_groups=k, axis=self.axis, partition=self.partition)
+        moments = _layer.group_moments(jnp, jax.lax.stop_gradient(x),
+                                       _spec.normalize_axis(self.axis, x.ndim), k,
+                                       self.partition)
         self.mean[...], self.var[...] = _layer.running_update(
             jnp, self.mean[...], self.var[...], *moments, 1.0 - self.momentum, unbiased=False)
 
