@@ -3,9 +3,10 @@ share, the sharding rules, and the autodiff glue around the core's math.
 
 It adapts the layers' options (Flax's ``dtype``, ``use_scale``/``use_bias``, a
 group-per-device ``axis_name``) to the math of :func:`localnorm.local_norm`
-(``docs/spec.md``). Every input error is raised here first, in Flax's words
-(the dialect ``FLAX`` of this adapter's ``_errors``: ``epsilon=``, ``x.astype``), from
-static shapes only, so nothing here stalls a jitted program.
+(``docs/spec.md``). Every input error is raised here first: the per-call rules every
+adapter shares (:mod:`localnorm._layer`) and the sharding rules, in Flax's words (the
+dialect ``FLAX`` of this adapter's ``_errors``: ``epsilon=``, ``x.astype``), from static
+shapes only, so nothing here stalls a jitted program.
 
 The math itself is the core's (``localnorm/_agnostic.py``), run with ``jax.numpy`` as the
 array namespace (what ``array_api_compat.array_namespace`` returns for JAX arrays and
