@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from . import _errors, _spec
+from . import _agnostic, _errors, _spec
 from ._agnostic import compute_dtype
 
 
@@ -122,3 +122,36 @@ def running_update(xp, running_mean, running_var, mean, var, count, factor: floa
             step = xp.mean(step, axis=0, keepdims=True)
         new.append(xp.astype(xp.astype(running, step.dtype) + step, running.dtype))
     return tuple(new)
+
+
+def convert_options(num_groups: Any, partition: Any, ghost: Any,
+                    virtual_batch_size: Any) -> tuple[bool, int | None, str, int | None]:
+    """The validated options of every adapter's ``convert_batchnorm``, as ``(ghost,
+    num_groups, partition, virtual_batch_size)``. A LocalNorm conversion (``ghost``
+    False) takes a fixed number K of groups along the batch axis, 4 by default, and
+    contiguous groups by default; a Ghost BatchNorm one (one scale/shift row shared by
+    the groups) takes ``num_groups`` or ``virtual_batch_size``, exactly one, and strided
+    groups by default (tf-keras's virtual batches)."""
+    ghost = _spec.check_flag("ghost", ghost)
+    if not ghost:
+        if virtual_batch_size is not None:
+            raise _errors.virtual_batch_needs_shared(virtual_batch_size)
+        num_groups = 4 if num_groups is None else num_groups
+    if partition is None:
+        partition = "strided" if ghost else "contiguous"
+    num_groups, virtual_batch_size = _spec.check_ghost_groups(
+        num_groups, virtual_batch_size, shared_affine=ghost)
+    partition = _spec.check_choice("partition", partition, _spec.PARTITIONS)
+    return ghost, num_groups, partition, virtual_batch_size
+
+
+def group_moments(xp, x, axis: int, num_groups: int, partition: str):
+    """What :func:`running_update` takes from a checked input ``x`` (``axis``, the channel
+    axis, non-negative): the means and biased variances, (K, C) in the compute dtype, of
+    its K groups along the batch axis, and each group's (K, 1) number of values per
+    channel (0 for a group without samples). A caller that differentiates ``x`` stops its
+    gradient first: the running statistics are state, not part of the output."""
+    cdt = compute_dtype(xp, x.dtype)
+    groups = _agnostic.Groups(xp, x, axis, num_groups, partition, cdt)
+    mean, var = _agnostic.group_moments(xp, xp.astype(x, cdt), groups)
+    return mean, var, groups.members * _agnostic.value_count(xp, x, groups.spatial, cdt)

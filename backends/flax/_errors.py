@@ -5,6 +5,7 @@ messages are in :mod:`localnorm._errors`."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from localnorm._errors import Dialect, LocalNormError
@@ -24,16 +25,11 @@ FLAX = Dialect(
 
 #: Linen layers infer C from the input when their variables are created, so a channel
 #: mismatch is fixed by new variables, not by a constructor argument.
-FLAX_LINEN = Dialect(
-    eps=FLAX.eps,
+FLAX_LINEN = dataclasses.replace(
+    FLAX,
     channels_fix="initialize variables for inputs with {received} channels "
     "(`variables = layer.init(key, x)`; a Linen layer fixes C when its variables are "
     "created)",
-    rank_fix=FLAX.rank_fix,
-    cast=FLAX.cast,
-    batch_fix=FLAX.batch_fix,
-    has_running=FLAX.has_running,
-    finite_off=FLAX.finite_off,
 )
 
 

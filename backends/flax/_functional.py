@@ -3,9 +3,10 @@ share, the sharding rules, and the autodiff glue around the core's math.
 
 It adapts the layers' options (Flax's ``dtype``, ``use_scale``/``use_bias``, a
 group-per-device ``axis_name``) to the math of :func:`localnorm.local_norm`
-(``docs/spec.md``). Every input error is raised here first, in Flax's words
-(the dialect ``FLAX`` of this adapter's ``_errors``: ``epsilon=``, ``x.astype``), from
-static shapes only, so nothing here stalls a jitted program.
+(``docs/spec.md``). Every input error is raised here first: the per-call rules every
+adapter shares (:mod:`localnorm._layer`) and the sharding rules, in Flax's words (the
+dialect ``FLAX`` of this adapter's ``_errors``: ``epsilon=``, ``x.astype``), from static
+shapes only, so nothing here stalls a jitted program.
 
 The math itself is the core's (``localnorm/_agnostic.py``), run with ``jax.numpy`` as the
 array namespace (what ``array_api_compat.array_namespace`` returns for JAX arrays and
@@ -25,36 +26,45 @@ tracers; it works under ``jit``, ``vmap`` and ``shard_map``):
 from __future__ import annotations
 
 import functools
-import math
 import operator
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from localnorm import _agnostic, _errors, _spec
+from localnorm import _agnostic, _errors, _layer, _spec
 
 from . import _errors as _flax_errors
-
-#: Layer modes of the Flax layers: the core's modes, and "running" for the NNX layer
-#: with ``track_running_stats=True``.
-MODES = _spec.MODES
 
 #: How the Flax layers word their errors (argument names, casts, remedies).
 DIALECT = _flax_errors.FLAX
 
 
-def check_mode(mode: Any, where: str, running: bool | None = None) -> str:
-    """Validate an evaluation mode; "running" gets its own explanation: a layer without
-    running statistics (``running=False``) or one that cannot keep any (None)."""
-    if mode == _spec.RUNNING:
-        if running is None:
+def eval_setting(mode: Any, group: Any, num_groups: int, *, running: bool | None,
+                 where: str) -> tuple[str, Any]:
+    """A Flax layer's validated evaluation setting (:func:`localnorm._layer.eval_setting`)
+    for ``num_groups`` groups along the batch axis: the mode, and the group as an int or
+    (``"single"`` mode only) an int32 jax array with one group per sample. The array is
+    data, not a static attribute: under ``nnx.jit`` it is traced, so new per-sample groups
+    of the same length reuse the compiled program; a traced array's values are unknown,
+    so only its mode, rank and dtype are checked. ``running``: whether the layer tracks
+    running statistics (None: the Linen layer, which cannot keep any)."""
+    if running is None:  # no 'running' mode, and no Ghost BatchNorm preset to offer
+        if mode == _spec.RUNNING:
             raise _errors.running_unsupported(where)
-        if not running:
-            raise _errors.running_unsupported(where, trackable=True)
-        return mode
-    return _spec.check_choice("mode", mode, MODES)
+        _spec.check_choice("mode", mode, _spec.MODES)
+    traced = isinstance(group, jax.core.Tracer) and group.ndim > 0
+    mode, checked = _layer.eval_setting(mode, 0 if traced else group, num_groups,
+                                        running=bool(running), ghost_only=where)
+    if traced:
+        if mode != "single":
+            raise _errors.group_array_not_single(mode)
+        if group.ndim != 1:
+            raise _errors.group_array_rank(tuple(group.shape))
+        if group.size and not jnp.issubdtype(group.dtype, jnp.integer):
+            raise _errors.bad_group(group, num_groups)
+        checked = group
+    return mode, checked if isinstance(checked, int) else jnp.asarray(checked, jnp.int32)
 
 
 def check_axis(axis: Any) -> int:
@@ -71,22 +81,6 @@ def check_axis(axis: Any) -> int:
     if value == 0:
         raise _flax_errors.bad_channel_axis(axis)
     return value
-
-
-def check_group(group: Any, num_groups: int, mode: str) -> Any:
-    """A layer's group: an int, or (``"single"`` mode only) an int32 jax array with one
-    group per sample. The array is data, not a static attribute: under ``nnx.jit`` it is
-    traced, so new per-sample groups of the same length reuse the compiled program."""
-    shape = getattr(group, "shape", None)
-    if isinstance(group, (list, tuple)) or (shape is not None and len(shape) >= 1):
-        if mode != "single":
-            raise _errors.group_array_not_single(mode)
-        if isinstance(group, jax.core.Tracer):  # values unknown: the dtype is checked
-            if not jnp.issubdtype(group.dtype, jnp.integer) and group.size:
-                raise _errors.bad_group(group, num_groups)
-            return jnp.asarray(group, jnp.int32)
-        return jnp.asarray(_spec.layer_group(group, num_groups, mode), jnp.int32)
-    return _spec.layer_group(group, num_groups, mode)
 
 
 def check_params(params: dict[str, Any], num_groups: int, num_features: int, *,
@@ -120,24 +114,6 @@ def _axis_size(axis_name: str, where: str) -> int:
         raise _flax_errors.unbound_axis_name(axis_name, where) from None
 
 
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
-
-
-def count_non_finite(x) -> int:
-    """How many NaN/Inf values x holds (0 for integer x): one device-to-host transfer; the
-    count is only computed when something is bad."""
-    if not jnp.issubdtype(x.dtype, jnp.floating) or bool(jnp.all(jnp.isfinite(x))):
-        return 0
-    return int(jnp.sum(~jnp.isfinite(x)))
-
-
-def refuse_non_finite(x) -> None:
-    bad = count_non_finite(x)
-    if bad:
-        raise _errors.not_finite("x", bad, math.prod(x.shape), dialect=DIALECT)
-
-
 def normalize(
     x,
     scale,
@@ -153,8 +129,13 @@ def normalize(
     axis_name: str | None = None,
     check_finite: bool = False,
     where: str = "LocalNorm",
+    num_features: int | None = None,
+    mean=None,
+    var=None,
 ):
-    """LocalNorm of ``x`` with (K, C) ``scale``/``bias`` (None = ones/zeros).
+    """LocalNorm of ``x`` with (K, C) ``scale``/``bias`` (None = ones/zeros), or in
+    ``"running"`` mode ``(x - mean) / sqrt(var + epsilon) * scale + bias`` with one stored
+    (1, C) row of statistics and of scale/bias (any batch of at least one sample).
 
     ``dtype`` is Flax's result dtype: None keeps x's dtype (statistics in at least
     float32 regardless, see :func:`localnorm.local_norm`); otherwise x is promoted to it
@@ -166,15 +147,37 @@ def normalize(
     global batch, its moments summed over the axis; in ``"single"`` mode a per-sample
     group array of the global batch's length is sliced to the device's shard.
 
-    ``check_finite`` (the layers pass it in evaluation only): refuse NaN/Inf in a concrete
-    (eager) ``x``; traced values are unknown and never checked.
+    ``num_features``: the channel count the layer was built for (None: taken from x, as
+    the Linen layer does). ``check_finite`` (the layers pass it in evaluation only):
+    refuse NaN/Inf in a concrete (eager) ``x``; traced values are unknown and never
+    checked.
     """
     x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise _errors.not_floating(x.dtype, DIALECT)
-    if x.ndim < 2:
-        raise _errors.bad_rank(x.ndim, ">= 2", where, dialect=DIALECT)
-    ax = _spec.normalize_axis(axis, x.ndim)
+    floating = bool(jnp.issubdtype(x.dtype, jnp.floating))
+    ax = _spec.normalize_axis(axis, x.ndim) if floating and x.ndim >= 2 else None
+    sharded = axis_name is not None and mode in ("batch", "set")  # batch checked below
+    _layer.check_call(tuple(x.shape), floating=floating, dtype=x.dtype, rank_ok=x.ndim >= 2,
+                      rank=">= 2", axis=ax, num_features=num_features, mode=mode,
+                      num_groups=None if sharded else num_groups,
+                      group=None if axis_name else group, where=where, dialect=DIALECT)
+    if check_finite and not isinstance(x, jax.core.Tracer):
+        _layer.refuse_non_finite(jnp, x, DIALECT)
+    if dtype is not None:
+        x = x.astype(jnp.promote_types(x.dtype, dtype))
+    if mode == _spec.RUNNING:
+        y = _agnostic.running_forward(jnp, x, *(None if p is None else jnp.asarray(p)
+                                                for p in (scale, bias, mean, var)),
+                                      axis=ax, eps=epsilon)
+    else:
+        y = _local_norm(x, scale, bias, num_groups, ax, mode, group, partition, epsilon,
+                        axis_name, where)
+    return y if dtype is None else y.astype(dtype)
+
+
+def _local_norm(x, scale, bias, num_groups: int, ax: int, mode: str, group: Any,
+                partition: str, epsilon: float, axis_name: str | None, where: str):
+    """:func:`normalize` in the core's modes on a checked ``x``, with the batch checks
+    and the parameter rows of a batch sharded over the mesh axis ``axis_name``."""
     c = x.shape[ax]
     pdt = scale.dtype if scale is not None else bias.dtype if bias is not None else jnp.float32
     if scale is None:
@@ -191,27 +194,18 @@ def normalize(
         k = num_groups // devices
         scale, bias = _shard_rows(scale, bias, x.shape[0], num_groups, devices, axis_name,
                                   partition)
-        _spec.check_batch(tuple(x.shape), ax, mode, num_groups // devices, DIALECT)
+        _spec.check_batch(tuple(x.shape), ax, mode, k, DIALECT)
     elif axis_name is not None and mode == "set":  # the set is the global batch
         _spec.check_batch((x.shape[0] * devices,) + tuple(x.shape[1:]), ax, mode, num_groups,
                           DIALECT)
-    else:
-        _spec.check_batch(tuple(x.shape), ax, mode, num_groups, DIALECT)
-    if not isinstance(group, (int, np.integer)):
+    if axis_name is not None and not isinstance(group, int):
         group = _local_groups(group, x.shape[0], devices, axis_name)
-        _spec.check_group(group, num_groups, mode, x.shape[0])  # one entry per sample
-    if check_finite and _is_concrete(x):
-        refuse_non_finite(x)
-    if dtype is not None:
-        x = x.astype(jnp.promote_types(x.dtype, dtype))
     if mode == "batch":
-        y = batch_norm_groups(x, scale, bias, k, partition, ax, float(epsilon))
-    else:
-        across = axis_name is not None and mode == "set"
-        y = _agnostic.eval_forward(jnp, x, scale, bias, axis=ax, mode=mode, group=group,
-                                   eps=epsilon, fusing=True, reduce_batch=_mesh_mean(
-                                       axis_name, x.shape[0] * devices) if across else None)
-    return y if dtype is None else y.astype(dtype)
+        return batch_norm_groups(x, scale, bias, k, partition, ax, float(epsilon))
+    across = axis_name is not None and mode == "set"
+    return _agnostic.eval_forward(jnp, x, scale, bias, axis=ax, mode=mode, group=group,
+                                  eps=epsilon, fusing=True, reduce_batch=_mesh_mean(
+                                      axis_name, x.shape[0] * devices) if across else None)
 
 
 def _shard_rows(scale, bias, local_batch: int, num_groups: int, devices: int,
@@ -231,18 +225,16 @@ def _shard_rows(scale, bias, local_batch: int, num_groups: int, devices: int,
             jax.lax.dynamic_slice_in_dim(bias, start, local, axis=0))
 
 
-def _local_groups(group, local_batch: int, devices: int, axis_name: str | None):
+def _local_groups(group, local_batch: int, devices: int, axis_name: str):
     """A per-sample group array for this device's samples: as given when it has one entry
     per local sample; the device's slice when it covers the global batch."""
     length = group.shape[0]
-    if axis_name is None or length == local_batch:
-        return group  # the core checks the length against x
+    if length == local_batch:
+        return group
     if length != local_batch * devices:
         raise _flax_errors.sharded_group_array(length, local_batch, devices, axis_name)
     start = jax.lax.axis_index(axis_name) * local_batch
     return jax.lax.dynamic_slice_in_dim(group, start, local_batch, axis=0)
-
-
 
 
 def _mesh_mean(axis_name: str, global_batch: int):
@@ -272,37 +264,3 @@ def _batch_norm_groups_jvp(k, partition, ax, epsilon, primals, tangents):
                                                **layout)
     dy = _agnostic.batch_jvp(jnp, x, scale, mean, rstd, *tangents, **layout)
     return y, dy.astype(y.dtype)
-
-
-def group_moments(x, *, num_groups: int, axis: int, partition: str):
-    """The means and biased variances, (K, C) in at least float32, of the K groups along
-    the batch axis of a validated input (the running statistics' update); no gradient
-    flows through them."""
-    x = jax.lax.stop_gradient(jnp.asarray(x))
-    ax = _spec.normalize_axis(axis, x.ndim)
-    cdt = _agnostic.compute_dtype(jnp, x.dtype)
-    groups = _agnostic.Groups(jnp, x, ax, num_groups, partition, cdt)
-    return _agnostic.group_moments(jnp, x.astype(cdt), groups)
-
-
-def running(x, scale, bias, mean, var, *, axis: int, epsilon: float, dtype: Any = None,
-            check_finite: bool = False, where: str = "LocalNorm"):
-    """``"running"`` mode: ``(x - mean) / sqrt(var + epsilon) * scale + bias`` with one
-    stored (1, C) row of statistics and of scale/bias (None: ones/zeros), in at least
-    float32; any batch of at least one sample."""
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise _errors.not_floating(x.dtype, DIALECT)
-    if x.ndim < 2:
-        raise _errors.bad_rank(x.ndim, ">= 2", where, dialect=DIALECT)
-    if x.shape[0] == 0:
-        raise _errors.empty_batch()
-    if check_finite and _is_concrete(x):
-        refuse_non_finite(x)
-    ax = _spec.normalize_axis(axis, x.ndim)
-    if dtype is not None:
-        x = x.astype(jnp.promote_types(x.dtype, dtype))
-    y = _agnostic.running_forward(
-        jnp, x, *(None if p is None else jnp.asarray(p) for p in (scale, bias, mean, var)),
-        axis=ax, eps=epsilon)
-    return y if dtype is None else y.astype(dtype)

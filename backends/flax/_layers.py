@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 from flax.nnx.nn import initializers
 
-from localnorm import _errors, _model, _spec
+from localnorm import _layer, _model, _spec
 
 from . import _functional as fn
 
@@ -221,12 +222,13 @@ class LocalNorm(nnx.Module):
         LocalNorm
             self.
         """
-        mode = fn.check_mode(mode, type(self).__name__, self.track_running_stats)
-        self._assign(mode, fn.check_group(group, self.num_groups or 1, mode))
+        self._assign(*fn.eval_setting(mode, group, self.num_groups or 1,
+                                       running=self.track_running_stats,
+                                       where=type(self).__name__))
         return self
 
     def _assign(self, mode: str, group: Any) -> None:
-        """Set a validated mode and group (see :func:`localnorm.flax._functional.check_group`)."""
+        """Set a validated mode and group (see :func:`localnorm.flax._functional.eval_setting`)."""
         self.mode = mode
         if isinstance(group, int):
             self._int_group, self._sample_groups = group, None
@@ -261,37 +263,22 @@ class LocalNorm(nnx.Module):
             Same shape as x; dtype ``self.dtype``, or x's dtype when that is None.
         """
         det = self.deterministic if deterministic is None else deterministic
-        where = type(self).__name__
         x = jnp.asarray(x)
-        if x.ndim >= 2:
-            ax = _spec.normalize_axis(self.axis, x.ndim)
-            if x.shape[ax] != self.num_features:
-                raise _errors.bad_channels(x.shape[ax], self.num_features,
-                                           dialect=fn.DIALECT)
-        scale = None if self.scale is None else self.scale[...]
-        bias = None if self.bias is None else self.bias[...]
-        mean = None if self.mean is None else self.mean[...]
-        var = None if self.var is None else self.var[...]
+        scale, bias, mean, var = (None if v is None else v[...]
+                                  for v in (self.scale, self.bias, self.mean, self.var))
         # A checkpoint restored with nnx.update can bring (K', C') parameters.
         rows = 1 if self.shared_affine else self.num_groups
         fn.check_params({"scale": scale, "bias": bias, "mean": mean, "var": var}, rows,
                         self.num_features, shared=self.shared_affine,
                         num_groups_name=self.num_groups)
         mode = self.mode if det else "batch"
-        check_finite = self.check_finite and bool(det) and _model.layer_checks_enabled()
-        if mode == _spec.RUNNING:
-            # stored statistics, as nnx.BatchNorm: a NaN/Inf reaches only its own
-            # sample's output, so it is not checked
-            return fn.running(x, scale, bias, mean, var, axis=self.axis,
-                              epsilon=self.epsilon, dtype=self.dtype, where=where)
-        k = self.num_groups
-        if mode == "batch" and self.virtual_batch_size is not None and x.ndim >= 2:
-            k = _spec.ghost_groups(x.shape[0], self.virtual_batch_size)
-        elif k is None:
-            k = 1  # evaluation of the shared row in "single"/"set" mode
-        if not det and self.track_running_stats and x.ndim >= 2 and x.shape[0] >= k:
-            self._update_running(x, k)
-        return fn.normalize(
+        k = _layer.call_groups((x.shape or (None,))[0], mode, self.num_groups,
+                               self.virtual_batch_size)
+        # "running" mode uses stored statistics, as nnx.BatchNorm: a NaN/Inf reaches only
+        # its own sample's output, so it is not checked
+        check_finite = self.check_finite and bool(det) and mode != _spec.RUNNING \
+            and _model.layer_checks_enabled()
+        y = fn.normalize(
             x, scale, bias,
             num_groups=k,
             axis=self.axis,
@@ -302,17 +289,25 @@ class LocalNorm(nnx.Module):
             dtype=self.dtype,
             axis_name=self.axis_name,
             check_finite=check_finite,
-            where=where,
+            where=type(self).__name__,
+            num_features=self.num_features,
+            mean=mean,
+            var=var,
         )
+        # (a device's shard under axis_name may hold fewer samples than the K groups)
+        if not det and self.track_running_stats and x.shape[0] >= k:
+            self._update_running(x, k)
+        return y
 
     def _update_running(self, x, k: int) -> None:
         """``ra = momentum * ra + (1 - momentum) * mean over the K groups along the batch
-        axis of their moments`` (biased variance; tf-keras's rule for virtual batches)."""
-        mean, var = fn.group_moments(x, num_groups=k, axis=self.axis, partition=self.partition)
-        m = self.momentum
-        for stat, value in ((self.mean, mean), (self.var, var)):
-            value = jnp.mean(value, axis=0, keepdims=True).astype(stat[...].dtype)
-            stat[...] = m * stat[...] + (1.0 - m) * value
+        axis of their moments`` (biased variance; tf-keras's rule for virtual batches;
+        :func:`localnorm._layer.running_update` with Flax's convention)."""
+        moments = _layer.group_moments(jnp, jax.lax.stop_gradient(x),
+                                       _spec.normalize_axis(self.axis, x.ndim), k,
+                                       self.partition)
+        self.mean[...], self.var[...] = _layer.running_update(
+            jnp, self.mean[...], self.var[...], *moments, 1.0 - self.momentum, unbiased=False)
 
 
 class GhostBatchNorm(LocalNorm):

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from localnorm import _errors, _model, _spec
+from localnorm import _layer, _model
 from localnorm.protocols import Prediction
 
 from . import _functional as fn
@@ -38,8 +38,9 @@ class _Flax(_model.Adapter):
         return layer.mode, layer.group
 
     def check(self, layer, mode, group):
-        mode = fn.check_mode(mode, "localnorm.flax.LocalNorm", layer.track_running_stats)
-        return mode, fn.check_group(group, layer.num_groups or 1, mode)
+        return fn.eval_setting(mode, group, layer.num_groups or 1,
+                               running=layer.track_running_stats,
+                               where="localnorm.flax.LocalNorm")
 
     def assign(self, layer, setting, temporary=False):
         layer._assign(*setting)
@@ -65,7 +66,7 @@ class _Flax(_model.Adapter):
         return jnp.asarray(x)
 
     def count_non_finite(self, x):
-        return fn.count_non_finite(x)
+        return _layer.count_non_finite(jnp, x)
 
     def group_array(self, groups, x):
         return jnp.asarray(groups, jnp.int32)
@@ -292,15 +293,8 @@ def convert_batchnorm(model: nnx.Module, num_groups: int | None = None,
     nnx.Module
         The model (or the new layer when ``model`` is a BatchNorm).
     """
-    ghost = _spec.check_flag("ghost", ghost)
-    if not ghost:
-        if virtual_batch_size is not None:
-            raise _errors.virtual_batch_needs_shared(virtual_batch_size)
-        num_groups = 4 if num_groups is None else num_groups
-    if partition is None:
-        partition = "strided" if ghost else "contiguous"
-    k, vbs = _spec.check_ghost_groups(num_groups, virtual_batch_size, shared_affine=ghost)
-    partition = _spec.check_choice("partition", partition, _spec.PARTITIONS)
+    ghost, k, partition, vbs = _layer.convert_options(num_groups, partition, ghost,
+                                                      virtual_batch_size)
     options = dict(ghost=ghost, virtual_batch_size=vbs)
     if isinstance(model, nnx.BatchNorm):
         return _from_batchnorm(model, k, partition, **options)

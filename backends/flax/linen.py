@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 from flax.linen import initializers
 
-from localnorm import _spec
+from localnorm import _layer, _spec
 
 from . import _functional as fn
 
@@ -120,7 +120,8 @@ class LocalNorm(nn.Module):
         _spec.check_eps(self.epsilon, fn.DIALECT)
         _spec.check_choice("partition", self.partition, _spec.PARTITIONS)
         fn.check_axis(self.axis)
-        fn.check_group(self.group, self.num_groups or 1, fn.check_mode(self.mode, _WHERE))
+        fn.eval_setting(self.mode, self.group, self.num_groups or 1, running=None,
+                        where=_WHERE)
         super().__post_init__()
 
     @nn.compact
@@ -147,18 +148,14 @@ class LocalNorm(nn.Module):
         """
         det = self.deterministic if deterministic is None \
             else _spec.check_flag("deterministic", deterministic)
-        mode = fn.check_mode(self.mode if mode is None else mode, _WHERE)
         x = jnp.asarray(x)
         num_groups, vbs = _spec.check_ghost_groups(self.num_groups, self.virtual_batch_size,
                                                    self.shared_affine)
-        if vbs is None:
-            k = num_groups
-        elif (not det or mode == "batch") and x.ndim >= 1:
-            k = _spec.ghost_groups(x.shape[0], vbs)
-        else:
-            k = 1  # evaluation of the shared row in "single"/"set" mode
-        group = self.group if group is None else group
-        group = fn.check_group(group, k, mode) if det else 0
+        mode = self.mode if mode is None else mode
+        k = _layer.call_groups((x.shape or (None,))[0], mode if det else "batch", num_groups,
+                               vbs) or 1
+        group = (self.group if group is None else group) if det else 0
+        mode, group = fn.eval_setting(mode, group, k, running=None, where=_WHERE)
         c = x.shape[_spec.normalize_axis(self.axis, x.ndim)] if x.ndim >= 2 else 1
         rows = 1 if self.shared_affine else k
         shape = (rows, c)

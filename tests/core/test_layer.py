@@ -7,6 +7,7 @@ import array_api_compat.numpy as xp
 import numpy as np
 import pytest
 
+import localnorm
 from localnorm import LocalNormError, _errors, _layer
 
 CHECK = dict(floating=True, dtype="float32", rank_ok=True, rank=">= 2", axis=1,
@@ -92,3 +93,38 @@ def test_running_update_per_group_and_shared():
         unbiased=False)
     np.testing.assert_allclose(shared_m, 0.01 * mean[:2].mean(0, keepdims=True))
     np.testing.assert_allclose(shared_v, 1 + 0.01 * (var[:2].mean(0, keepdims=True) - 1))
+
+
+def test_convert_options():
+    assert _layer.convert_options(None, None, False, None) == (False, 4, "contiguous", None)
+    assert _layer.convert_options(2, "strided", False, None) == (False, 2, "strided", None)
+    assert _layer.convert_options(None, None, True, 32) == (True, None, "strided", 32)
+    assert _layer.convert_options(3, "contiguous", True, None) == (True, 3, "contiguous", None)
+    refused = [
+        ((None, None, False, 32), "shared"),      # a virtual batch size needs a shared row
+        ((None, None, True, None), "virtual_batch_size"),  # ghost: K or a virtual batch
+        ((2, None, True, 32), "num_groups"),      # ghost: not both
+        ((4, "diagonal", False, None), "partition"),
+        ((4, None, "yes", None), "ghost"),
+        ((0, None, False, None), "num_groups"),
+    ]
+    for args, word in refused:
+        with pytest.raises(LocalNormError, match=word):
+            _layer.convert_options(*args)
+
+
+@pytest.mark.parametrize("partition", ["contiguous", "strided"])
+def test_group_moments_feed_running_update(partition):
+    rng = np.random.default_rng(1)
+    x = rng.normal(3.0, 2.0, size=(7, 2, 3)).astype(np.float16)  # ragged: 7 samples, K=3
+    mean, var, count = _layer.group_moments(xp, x, 2, 3, partition)
+    assert mean.dtype == var.dtype == np.float32 and mean.shape == var.shape == (3, 3)
+    index = np.asarray(localnorm.group_index(7, 3, partition))
+    members = [np.flatnonzero(index == g) for g in range(3)]
+    np.testing.assert_array_equal(count[:, 0], [2 * len(m) for m in members])
+    for g, rows in enumerate(members):
+        values = x[rows].astype(np.float64).transpose(2, 0, 1).reshape(3, -1)
+        np.testing.assert_allclose(mean[g], values.mean(1), rtol=1e-5)
+        np.testing.assert_allclose(var[g], values.var(1), rtol=1e-4)
+    _, _, count = _layer.group_moments(xp, x[:2], 2, 3, partition)
+    assert count[:, 0].tolist() == [2, 2, 0]  # a group without samples counts no values
