@@ -161,7 +161,10 @@ def normalize(
                       num_groups=None if sharded else num_groups,
                       group=None if axis_name else group, where=where, dialect=DIALECT)
     if check_finite and not isinstance(x, jax.core.Tracer):
-        _layer.refuse_non_finite(jnp, x, DIALECT)
+        # a concrete x may still meet a trace (an array captured by a jitted function):
+        # its check runs eagerly, not as traced operations whose truth is unknown
+        with jax.ensure_compile_time_eval():
+            _layer.refuse_non_finite(jnp, x, DIALECT)
     if dtype is not None:
         x = x.astype(jnp.promote_types(x.dtype, dtype))
     if mode == _spec.RUNNING:

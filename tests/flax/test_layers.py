@@ -318,6 +318,18 @@ def test_non_finite_refused_in_eager_evaluation_only():
     assert unchecked.check_finite is False and unchecked(x).shape == x.shape
 
 
+def test_concrete_input_captured_by_a_jitted_function_is_checked():
+    # An array closed over by a jitted function is concrete: its check runs eagerly
+    # (it used to be traced, and reading its truth raised TracerBoolConversionError).
+    layer = nnx_layer(3)
+    layer.eval()
+    clean = jnp.asarray(np.random.default_rng(1).normal(size=(8, 3)), jnp.float32)
+    assert jax.jit(lambda s: layer(clean) * s)(2.0).shape == (8, 3)
+    x = _nan_input()
+    with pytest.raises(LocalNormError, match="2 non-finite of 24"):
+        jax.jit(lambda s: layer(x) * s)(2.0)
+
+
 def test_linen_non_finite_refused_in_eager_evaluation_only():
     x = _nan_input()
     variables = ll.LocalNorm().init(jax.random.key(0), x)
