@@ -4,13 +4,15 @@ Same math and options as the NNX layer :class:`localnorm.flax.LocalNorm` (both c
 one function, ``localnorm.flax._functional.normalize``, over
 :func:`localnorm.local_norm`); only the Linen idioms differ: the number of channels is
 inferred from the input, parameters live in the ``"params"`` collection, and the
-evaluation switch is a field or a call argument.
+evaluation switch is a field or a call argument, and Ghost BatchNorm's running
+statistics live in the ``"batch_stats"`` collection, as ``nn.BatchNorm``'s.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 from flax import linen as nn
 from flax.linen import initializers
@@ -19,7 +21,7 @@ from localnorm import _layer, _spec
 
 from . import _functional as fn
 
-__all__ = ["LocalNorm"]
+__all__ = ["LocalNorm", "GhostBatchNorm"]
 
 
 class LocalNorm(nn.Module):
@@ -28,8 +30,11 @@ class LocalNorm(nn.Module):
     See :class:`localnorm.flax.LocalNorm` for the meaning of every field; this module
     has the same fields except ``num_features`` (inferred from ``x.shape[axis]``, as
     ``nn.BatchNorm`` does) and ``rngs``. Parameters ``scale`` and ``bias`` of shape
-    (K, C) live in the ``"params"`` collection; there is no ``batch_stats`` collection
-    (the layer keeps no running statistics), so ``apply`` needs no ``mutable=``.
+    (K, C) live in the ``"params"`` collection. By default there is no ``batch_stats``
+    collection (the layer keeps no running statistics), so ``apply`` needs no
+    ``mutable=``; with ``track_running_stats=True`` (:class:`GhostBatchNorm`) a training
+    call updates ``batch_stats`` ``mean``/``var`` of shape (1, C), as ``nn.BatchNorm``
+    does: ``apply(variables, x, mutable=["batch_stats"])``.
 
     Attributes
     ----------
@@ -56,8 +61,9 @@ class LocalNorm(nn.Module):
     deterministic : bool, default False
         False: training (``"batch"`` mode). True: evaluation in ``mode`` with ``group``.
         Overridable per call, like ``nn.BatchNorm``'s ``use_running_average``.
-    mode : {"batch", "single", "set"}, default "batch"
-        The evaluation mode; overridable per call.
+    mode : {"batch", "single", "set", "running"}, default "batch"
+        The evaluation mode; overridable per call. ``"running"`` uses the running
+        statistics (only with ``track_running_stats=True``).
     group : int or array of int, default 0
         The group used in ``"single"``/``"set"`` mode; overridable per call. A
         per-sample group array passed to ``apply`` is traced under ``jax.jit``.
@@ -70,9 +76,14 @@ class LocalNorm(nn.Module):
         batch axis (Ghost BatchNorm's affine step), instead of one row per group.
     virtual_batch_size : int, optional
         With ``shared_affine=True`` and ``num_groups=None``: K counted per batch as
-        ``max(1, N // virtual_batch_size)``. The Linen layer keeps no running
-        statistics (no ``batch_stats`` collection); the NNX
-        :class:`localnorm.flax.GhostBatchNorm` does.
+        ``max(1, N // virtual_batch_size)``.
+    track_running_stats : bool, default False
+        With ``shared_affine=True``: keep ``mean``/``var`` of shape (1, C) in the
+        ``"batch_stats"`` collection and allow the ``"running"`` evaluation mode. Each
+        training call (with ``mutable=["batch_stats"]``; not ``init``) moves them toward
+        the mean over the groups of their moments (biased variance, as ``nn.BatchNorm``).
+    momentum : float, default 0.99
+        Flax's convention: ``ra = momentum * ra + (1 - momentum) * value``.
 
     Shape
     -----
@@ -109,6 +120,8 @@ class LocalNorm(nn.Module):
     check_finite: bool = True
     shared_affine: bool = False
     virtual_batch_size: int | None = None
+    track_running_stats: bool = False
+    momentum: float = 0.99
 
     def __post_init__(self):
         # Refuse bad options when the layer is built, as the NNX layer does (the
@@ -117,11 +130,13 @@ class LocalNorm(nn.Module):
                      "shared_affine"):
             _spec.check_flag(flag, getattr(self, flag))
         _spec.check_ghost_groups(self.num_groups, self.virtual_batch_size, self.shared_affine)
+        _spec.check_running(self.track_running_stats, self.shared_affine, _WHERE)
+        _spec.check_momentum(self.momentum, "0.99")
         _spec.check_eps(self.epsilon, fn.DIALECT)
         _spec.check_choice("partition", self.partition, _spec.PARTITIONS)
         fn.check_axis(self.axis)
-        fn.eval_setting(self.mode, self.group, self.num_groups or 1, running=None,
-                        where=_WHERE)
+        fn.eval_setting(self._mode(), self.group, self.num_groups or 1,
+                        running=self.track_running_stats, where=_WHERE)
         super().__post_init__()
 
     @nn.compact
@@ -136,7 +151,7 @@ class LocalNorm(nn.Module):
             Input of rank >= 2 (batch on axis 0), real floating dtype.
         deterministic : bool, optional
             False trains (``"batch"`` mode); True evaluates in ``mode`` with ``group``.
-        mode : {"batch", "single", "set"}, optional
+        mode : {"batch", "single", "set", "running"}, optional
             The evaluation mode for this call.
         group : int or integer array, optional
             The evaluation group for this call (an array: one per sample, ``"single"``).
@@ -151,19 +166,21 @@ class LocalNorm(nn.Module):
         x = jnp.asarray(x)
         num_groups, vbs = _spec.check_ghost_groups(self.num_groups, self.virtual_batch_size,
                                                    self.shared_affine)
-        mode = self.mode if mode is None else mode
+        mode = self._mode() if mode is None else mode
         k = _layer.call_groups((x.shape or (None,))[0], mode if det else "batch", num_groups,
                                vbs) or 1
         group = (self.group if group is None else group) if det else 0
-        mode, group = fn.eval_setting(mode, group, k, running=None, where=_WHERE)
+        mode, group = fn.eval_setting(mode, group, k, running=self.track_running_stats,
+                                      where=_WHERE)
         c = x.shape[_spec.normalize_axis(self.axis, x.ndim)] if x.ndim >= 2 else 1
         rows = 1 if self.shared_affine else k
         shape = (rows, c)
         # Refuse variables of another shape (a checkpoint with another group count, or
         # input with another channel count) before Flax's own shape error.
         fn.check_params(
-            {name: self.get_variable("params", name) for name in ("scale", "bias")
-             if self.has_variable("params", name)},
+            {name: self.get_variable(col, name) for col, name in (
+                ("params", "scale"), ("params", "bias"), ("batch_stats", "mean"),
+                ("batch_stats", "var")) if self.has_variable(col, name)},
             rows, c, channels_name="params['{name}'].shape[1]", shared=self.shared_affine,
             num_groups_name=k,
         )
@@ -171,13 +188,69 @@ class LocalNorm(nn.Module):
             if self.use_scale else None
         bias = self.param("bias", self.bias_init, shape, self.param_dtype) \
             if self.use_bias else None
-        return fn.normalize(
-            x, scale, bias, num_groups=k, axis=self.axis,
-            mode=mode if det else "batch", group=group,
+        mean = var = None
+        if self.track_running_stats:
+            mean = self.variable("batch_stats", "mean", jnp.zeros, (1, c), self.param_dtype)
+            var = self.variable("batch_stats", "var", jnp.ones, (1, c), self.param_dtype)
+        mode = mode if det else "batch"
+        y = fn.normalize(
+            x, scale, bias, num_groups=k, axis=self.axis, mode=mode, group=group,
             partition=self.partition, epsilon=self.epsilon, dtype=self.dtype,
-            axis_name=self.axis_name, check_finite=self.check_finite and bool(det),
-            where=_WHERE,
+            axis_name=self.axis_name, where=_WHERE,
+            check_finite=self.check_finite and bool(det) and mode != _spec.RUNNING,
+            mean=None if mean is None else mean.value, var=None if var is None else var.value,
         )
+        # nn.BatchNorm's rule: init creates the statistics and leaves them as they are
+        # (a device's shard under axis_name may hold fewer samples than the K groups)
+        if mean is not None and not det and not self.is_initializing() and x.shape[0] >= k:
+            moments = _layer.group_moments(jnp, jax.lax.stop_gradient(x),
+                                           _spec.normalize_axis(self.axis, x.ndim), k,
+                                           self.partition)
+            mean.value, var.value = _layer.running_update(
+                jnp, mean.value, var.value, *moments, 1.0 - self.momentum, unbiased=False)
+        return y
+
+    def _mode(self) -> str:
+        """The evaluation mode: the field, or for :class:`GhostBatchNorm` left at None,
+        ``"running"`` with running statistics and ``"batch"`` without."""
+        if self.mode is not None:
+            return self.mode
+        return _spec.RUNNING if self.track_running_stats else "batch"
+
+
+class GhostBatchNorm(LocalNorm):
+    """Ghost BatchNorm (Flax Linen): BatchNorm whose statistics are computed per virtual
+    batch (group along the batch axis), with one ``scale``/``bias`` shared by the groups.
+
+    The Linen twin of :class:`localnorm.flax.GhostBatchNorm` (see it for the meaning of
+    each field): a preset of :class:`LocalNorm` with ``shared_affine=True``,
+    ``track_running_stats=True``, ``partition="strided"`` and evaluation mode
+    ``"running"`` (``"batch"`` with ``track_running_stats=False``). Give
+    ``virtual_batch_size`` (K counted per batch) or ``num_groups``. The running ``mean``
+    and ``var`` of shape (1, C) live in ``"batch_stats"``, as ``nn.BatchNorm``'s: train
+    with ``apply(variables, x, mutable=["batch_stats"])``, infer with
+    ``apply(variables, x, deterministic=True)`` on any batch size.
+
+    Examples
+    --------
+    >>> import jax
+    >>> from localnorm.flax.linen import GhostBatchNorm
+    >>> layer = GhostBatchNorm(virtual_batch_size=4)
+    >>> x = jax.random.normal(jax.random.key(0), (8, 6))
+    >>> variables = layer.init(jax.random.key(1), x)
+    >>> variables["batch_stats"]["mean"].shape
+    (1, 6)
+    >>> y, updates = layer.apply(variables, x, mutable=["batch_stats"])  # 2 virtual batches
+    >>> variables = {**variables, **updates}
+    >>> layer.apply(variables, x[:1], deterministic=True).shape         # any batch size
+    (1, 6)
+    """
+
+    num_groups: int | None = None
+    partition: str = "strided"
+    mode: str | None = None
+    shared_affine: bool = True
+    track_running_stats: bool = True
 
 
 _WHERE = "flax.linen LocalNorm"

@@ -183,7 +183,8 @@ class FlaxLinenHarness(_FlaxHarness):
 
     name = "flax-linen"
     options = {"flag": ("use_bias", "use_scale", "deterministic", "check_finite",
-                        "shared_affine")}
+                        "shared_affine", "track_running_stats"),
+               "momentum": ("momentum",)}
 
     def build_layer(self, **options):
         from localnorm.flax.linen import LocalNorm

@@ -103,6 +103,55 @@ def test_linen_shared_affine_and_virtual_batch_size():
                                atol=1e-4)
 
 
+def test_linen_preset_equals_the_nnx_preset_and_keeps_batch_stats():
+    """Three training calls of the Linen preset (``mutable=["batch_stats"]``) and of the
+    NNX one: the same outputs and running statistics, then the same inference on one
+    sample; ``init`` leaves the statistics at 0 and 1, as nn.BatchNorm's."""
+    rng = np.random.default_rng(0)
+    linen = ll.GhostBatchNorm(virtual_batch_size=4, momentum=0.9)
+    nnx_layer = lf.GhostBatchNorm(3, virtual_batch_size=4, momentum=0.9, rngs=nnx.Rngs(0))
+    x = jnp.asarray(rng.normal(size=(10, 2, 3)) * 2 + 1, jnp.float32)
+    variables = linen.init(jax.random.key(0), x)
+    assert variables["batch_stats"]["mean"].shape == (1, 3)
+    np.testing.assert_array_equal(variables["batch_stats"]["var"], 1.0)
+    step = jax.jit(lambda v, x: linen.apply(v, x, mutable=["batch_stats"]))
+    for i in range(3):
+        y, updates = step(variables, x + i)
+        variables = {**variables, **updates}
+        np.testing.assert_allclose(np.asarray(y), np.asarray(nnx_layer(x + i)), rtol=1e-6,
+                                   atol=1e-6)
+    for name in ("mean", "var"):
+        np.testing.assert_allclose(np.asarray(variables["batch_stats"][name]),
+                                   np.asarray(getattr(nnx_layer, name)[...]), rtol=1e-6)
+    nnx_layer.eval()
+    one = x[:1] * 3
+    np.testing.assert_allclose(np.asarray(linen.apply(variables, one, deterministic=True)),
+                               np.asarray(nnx_layer(one)), rtol=1e-6, atol=1e-6)
+    # without running statistics the preset evaluates in "batch" mode
+    batch = ll.GhostBatchNorm(virtual_batch_size=4, track_running_stats=False)
+    plain = batch.init(jax.random.key(0), x)
+    assert "batch_stats" not in plain
+    want = reference.local_norm(np.asarray(x, np.float64), np.ones((1, 3)), np.zeros((1, 3)),
+                                num_groups=2, partition="strided")
+    np.testing.assert_allclose(np.asarray(batch.apply(plain, x, deterministic=True)), want,
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_linen_running_needs_tracking_and_the_shared_row():
+    x = jnp.ones((4, 3)) * jnp.arange(4.0)[:, None]
+    layer = ll.LocalNorm(num_groups=2)
+    variables = layer.init(jax.random.key(0), x)
+    with pytest.raises(LocalNormError, match="track_running_stats=True"):
+        layer.apply(variables, x, deterministic=True, mode="running")
+    with pytest.raises(LocalNormError, match="shared_affine=True"):
+        ll.LocalNorm(num_groups=2, track_running_stats=True)
+    ghost = ll.GhostBatchNorm(num_groups=2)
+    saved = ghost.init(jax.random.key(0), x)
+    wide = {**saved, "batch_stats": {"mean": jnp.zeros((1, 4)), "var": jnp.ones((1, 4))}}
+    with pytest.raises(LocalNormError, match="channel"):
+        ghost.apply(wide, x, deterministic=True)
+
+
 def test_convert_batchnorm_into_ghost_keeps_evaluation():
     class Net(nnx.Module):
         def __init__(self):
