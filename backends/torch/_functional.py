@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from localnorm import _agnostic as core
+from localnorm import _layer
 
 __all__ = ["LOW_PRECISION", "batch_groups", "compute_dtype", "graph_mode", "group_moments",
            "running", "set_stats", "single", "update_running"]
@@ -184,7 +185,8 @@ def batch_groups(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tenso
     """``"batch"`` mode: K groups along the batch axis, each its own statistics and
     weight/bias row (``weight``/``bias`` (K, C) or one shared (1, C) row, in ``cdt``, or
     None for no affine step; ``x`` in ``cdt`` or float16/bfloat16 with ``cdt`` float32).
-    Updates the (K, C) running statistics in place when given."""
+    Updates the running statistics in place when given: (K, C) rows, one per group, or
+    one (1, C) row shared by the groups (:func:`update_running`)."""
     k = num_groups
     kernels = _kernels(x, weight, cdt)
     if kernels is not None:  # CUDA: the fused Triton kernels (issue 14)
@@ -203,11 +205,20 @@ def batch_groups(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tenso
         # one F.batch_norm, BatchNorm's own kernel (strided groups, NCHW: forward+backward
         # at BatchNorm2d's time, benchmarks/discussion.md)
         xv, back = native
-        return back(F.batch_norm(xv, _flat(running_mean), _flat(running_var), _flat(weight),
-                                 _flat(bias), True, momentum, eps))
+        rows = (running_mean, running_var)
+        if running_mean is not None and running_mean.shape[0] != k:
+            # One running row shared by the groups: each group moves its own copy, and the
+            # row becomes their mean (the mean of the groups' updates, as update_running).
+            rows = tuple(r.expand(k, -1).clone() for r in rows)
+        y = back(F.batch_norm(xv, *map(_flat, rows), _flat(weight), _flat(bias), True,
+                              momentum, eps))
+        if rows[0] is not running_mean:
+            with torch.no_grad():
+                running_mean.copy_(rows[0].mean(0, keepdim=True))
+                running_var.copy_(rows[1].mean(0, keepdim=True))
+        return y
     if weight is None:  # no affine step: a scale of one and shift of zero shared by the groups
-        weight = torch.ones((1, x.shape[1]), dtype=cdt, device=x.device)
-        bias = torch.zeros_like(weight)
+        weight, bias = _ones(x, cdt)
     # A channels_last batch runs as the (N, *S, C) view of its memory, channels on the last
     # axis: per-channel values then broadcast along the innermost, contiguous axis.
     cl = _channels_last(x)
@@ -243,16 +254,15 @@ def group_moments(x: torch.Tensor, k: int, partition: str, cdt: torch.dtype):
 
 @torch.no_grad()
 def update_running(running_mean, running_var, mean, var, count, momentum: float) -> None:
-    """BatchNorm's running-statistics update per group along the batch axis, from the
-    group means and biased variances ((K, C), or (C,) for one group) and the number of
-    values per channel in each group ((K, 1)); the running variance is the unbiased one,
-    as BatchNorm's. A group with fewer than two values (only under a compiler, where a
-    batch smaller than K cannot be refused) keeps its running statistics."""
-    count = count.reshape(mean.shape[:-1] + (1,)) if mean.ndim > 1 else count.reshape(1)
-    weight = momentum * (count > 1).to(mean.dtype)
-    unbiased = var * count / torch.clamp(count - 1, min=1)
-    running_mean.lerp_(mean.to(running_mean.dtype), weight.to(running_mean.dtype))
-    running_var.lerp_(unbiased.to(running_var.dtype), weight.to(running_var.dtype))
+    """The core's running-statistics update (:func:`localnorm._layer.running_update`) in
+    place, in PyTorch's convention (``momentum`` the factor, the unbiased variance): of
+    (K, C) rows, one per group along the batch axis, or of one (1, C) row shared by the
+    groups, from the (K, C) group means and biased variances and the (K, 1) number of
+    values per channel in each group."""
+    new = _layer.running_update(xp, running_mean, running_var, mean, var, count, momentum,
+                                unbiased=True)
+    running_mean.copy_(new[0])
+    running_var.copy_(new[1])
 
 
 def _row(p: torch.Tensor | None, group) -> torch.Tensor | None:

@@ -11,13 +11,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from localnorm import _errors, _model, _spec
+from localnorm import _errors, _layer, _model, _spec
 from localnorm.protocols import Prediction
 
 from . import _errors as _torch_errors
-from ._layers import _DIALECT, EVAL_MODES, GroupDraw, LocalNorm, LocalNorm1d, LocalNorm2d
-from ._layers import GhostBatchNorm1d, GhostBatchNorm2d, GhostBatchNorm3d
-from ._layers import LocalNorm3d, _check_group, _count_non_finite, _LocalNorm
+from . import _functional as fn
+from ._layers import _DIALECT, GroupDraw, LocalNorm, LocalNorm1d, LocalNorm2d, LocalNorm3d
+from ._layers import GhostBatchNorm1d, GhostBatchNorm2d, GhostBatchNorm3d, _LocalNorm
 
 __all__ = [
     "convert_batchnorm",
@@ -43,10 +43,7 @@ class _Torch(_model.Adapter):
         return layer.mode, layer.group, layer.generator, layer._draw
 
     def check(self, layer, mode, group):
-        _spec.check_choice("mode", mode, EVAL_MODES)
-        if mode == _spec.RUNNING and not layer.track_running_stats:
-            raise _errors.running_not_tracked()
-        return mode, _check_group(group, layer._eval_groups, mode), None, None
+        return (*layer._eval_setting(mode, group), None, None)
 
     def assign(self, layer, setting, temporary=False):
         layer.mode, layer.group, layer.generator, layer._draw = setting
@@ -67,7 +64,7 @@ class _Torch(_model.Adapter):
         return torch.as_tensor(x)
 
     def count_non_finite(self, x):
-        return _count_non_finite(x)
+        return _layer.count_non_finite(fn.xp, x)
 
     def group_array(self, groups, x):
         return torch.as_tensor(groups, dtype=torch.long, device=x.device)
@@ -446,5 +443,5 @@ def set_group_per_rank(
             raise _torch_errors.not_distributed("set_group_per_rank")
         rank = torch.distributed.get_rank()
     for layer in layers:
-        layer.rank_group = int(rank) % layer._eval_groups if enabled else None
+        layer.rank_group = int(rank) % (layer.num_groups or 1) if enabled else None
     return model
