@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from localnorm import _agnostic as core
 from localnorm import _layer
 
-__all__ = ["LOW_PRECISION", "batch_groups", "compute_dtype", "graph_mode", "group_moments",
-           "running", "set_stats", "single", "update_running"]
+__all__ = ["LOW_PRECISION", "batch_groups", "compute_dtype", "evaluate", "graph_mode",
+           "group_moments", "single", "update_running"]
 
 #: Activation dtypes normalized in float32 (AMP).
 LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -155,11 +155,14 @@ def _native(x: torch.Tensor, k: int, partition: str, copies: bool | None = None)
     return xv, lambda y: y.reshape((m, k, c) + spatial).transpose(0, 1).reshape(x.shape)
 
 
-def _kernels(x: torch.Tensor, weight: torch.Tensor | None, cdt: torch.dtype):
-    """The fused Triton kernels (:mod:`._triton`) when they run for ``x``: CUDA tensors
-    (``LOCALNORM_TRITON=0`` turns them off), or CPU tensors under Triton's interpreter
-    (``LOCALNORM_TRITON=1`` with ``TRITON_INTERPRET=1``, for tests); not under TorchScript
-    or ``torch.func`` transforms."""
+def _kernels(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+             cdt: torch.dtype):
+    """The fused Triton kernels (:mod:`._triton`) and the weight/bias to give them (a row
+    of ones and one of zeros without an affine step) when the kernels run for ``x``: CUDA
+    tensors (``LOCALNORM_TRITON=0`` turns them off), or CPU tensors under Triton's
+    interpreter (``LOCALNORM_TRITON=1`` with ``TRITON_INTERPRET=1``, for tests); not under
+    TorchScript or ``torch.func`` transforms. None where they do not run. The one place
+    where the CUDA kernels plug in."""
     if not (x.is_cuda or os.environ.get("LOCALNORM_TRITON") == "1"):
         return None
     if torch.jit.is_tracing() or torch.jit.is_scripting() \
@@ -169,7 +172,9 @@ def _kernels(x: torch.Tensor, weight: torch.Tensor | None, cdt: torch.dtype):
         return None
     from . import _triton
 
-    return _triton if _triton.enabled(x, cdt) else None
+    if not _triton.enabled(x, cdt):
+        return None
+    return (_triton, *((weight, bias) if weight is not None else _ones(x, cdt)))
 
 
 def _ones(x: torch.Tensor, cdt: torch.dtype):
@@ -188,10 +193,9 @@ def batch_groups(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tenso
     Updates the running statistics in place when given: (K, C) rows, one per group, or
     one (1, C) row shared by the groups (:func:`update_running`)."""
     k = num_groups
-    kernels = _kernels(x, weight, cdt)
-    if kernels is not None:  # CUDA: the fused Triton kernels (issue 14)
-        if weight is None:
-            weight, bias = _ones(x, cdt)
+    fused = _kernels(x, weight, bias, cdt)
+    if fused is not None:  # CUDA: the fused Triton kernels (issue 14)
+        kernels, weight, bias = fused
         y, mean, var = kernels.batch(x, weight, bias, num_groups=k, partition=partition,
                                      eps=eps)
         if running_mean is not None:
@@ -278,14 +282,9 @@ def _row(p: torch.Tensor | None, group) -> torch.Tensor | None:
 
 
 def single(x: torch.Tensor, weight, bias, *, group, eps: float, cdt: torch.dtype) -> torch.Tensor:
-    """``"single"`` mode: each sample its own statistics (over its spatial axes), the
-    weight/bias of ``group`` (an int, a 0-d tensor, or one group per sample as an (N,)
-    int64 tensor)."""
-    kernels = _kernels(x, weight, cdt)
-    if kernels is not None:
-        if weight is None:
-            weight, bias = _ones(x, cdt)
-        return kernels.eval_forward(x, weight, bias, mode="single", group=group, eps=eps)
+    """``"single"`` mode without the fused kernels: each sample its own statistics (over
+    its spatial axes), the weight/bias of ``group`` (an int, a 0-d tensor, or one group
+    per sample as an (N,) int64 tensor)."""
     if not graph_mode() and not _channels_last(x) and x.ndim > 2 \
             and (weight is None or weight.dtype == torch.promote_types(x.dtype, torch.float32)):
         # instance normalization is one F.group_norm with a group per channel: "single" eval
@@ -298,8 +297,7 @@ def single(x: torch.Tensor, weight, bias, *, group, eps: float, cdt: torch.dtype
         y = F.group_norm(x.reshape((1, n * c) + tuple(x.shape[2:])), n * c, *rows, eps)
         return y.reshape(x.shape)
     if weight is None:
-        weight = torch.ones((1, x.shape[1]), dtype=cdt, device=x.device)
-        bias = torch.zeros_like(weight)
+        weight, bias = _ones(x, cdt)
     if isinstance(group, torch.Tensor) and group.ndim == 0:
         group = group.reshape(1)
     # channels_last: the (N, *S, C) view of its memory (as in batch_groups); in place where
@@ -313,27 +311,20 @@ def single(x: torch.Tensor, weight, bias, *, group, eps: float, cdt: torch.dtype
     return y.movedim(-1, 1) if cl else y
 
 
-def set_stats(x: torch.Tensor, weight, bias, *, group, eps: float) -> torch.Tensor:
-    """``"set"`` mode: one set of statistics over the whole batch, group ``group``'s
-    weight/bias (an int or a 0-d tensor). One F.batch_norm: "set" eval at 1.2x
-    BatchNorm2d's forward where the core takes 3.0x (discussion)."""
-    cdt = compute_dtype(x, weight)
-    kernels = _kernels(x, weight, cdt)
-    if kernels is not None:
-        if weight is None:
-            weight, bias = _ones(x, cdt)
-        return kernels.eval_forward(x, weight, bias, mode="set", group=group, eps=eps)
-    return F.batch_norm(x, None, None, _row(weight, group), _row(bias, group), True, 0.0, eps)
-
-
-def running(x: torch.Tensor, weight, bias, running_mean, running_var, *, group, eps: float,
-            cdt: torch.dtype) -> torch.Tensor:
-    """``"running"`` mode: group ``group``'s running statistics and weight/bias."""
-    kernels = _kernels(x, weight, cdt)
-    if kernels is not None:
-        if weight is None:
-            weight, bias = _ones(x, cdt)
-        return kernels.eval_forward(x, weight, bias, mode="running", group=group, eps=eps,
+def evaluate(x: torch.Tensor, weight, bias, running_mean=None, running_var=None, *,
+             mode: str, group, eps: float, cdt: torch.dtype) -> torch.Tensor:
+    """The evaluation modes, with group ``group``'s weight/bias (an int, a 0-d tensor, or
+    in ``"single"`` mode one group per sample as an (N,) int64 tensor): ``"single"``
+    (:func:`single`); ``"set"``, one set of statistics over the whole batch, one
+    F.batch_norm ("set" eval at 1.2x BatchNorm2d's forward where the core takes 3.0x,
+    discussion); ``"running"``, group ``group``'s running statistics, one F.batch_norm."""
+    fused = _kernels(x, weight, bias, cdt)
+    if fused is not None:  # CUDA: the fused Triton kernels (issue 14)
+        kernels, weight, bias = fused
+        return kernels.eval_forward(x, weight, bias, mode=mode, group=group, eps=eps,
                                     running_mean=running_mean, running_var=running_var)
-    return F.batch_norm(x, _row(running_mean, group).to(cdt), _row(running_var, group).to(cdt),
-                        _row(weight, group), _row(bias, group), False, 0.0, eps)
+    if mode == "single":
+        return single(x, weight, bias, group=group, eps=eps, cdt=cdt)
+    stats = [None if s is None else _row(s, group).to(cdt) for s in (running_mean, running_var)]
+    return F.batch_norm(x, *stats, _row(weight, group), _row(bias, group), mode == "set", 0.0,
+                        eps)

@@ -282,16 +282,10 @@ class _LocalNorm(nn.Module):
                 running_mean=self.running_mean if update else None,
                 running_var=self.running_var if update else None, momentum=momentum,
             )
-        elif mode == "single":
-            y = fn.single(xin, w, b, group=self._eval_group(x, mode), eps=self.eps, cdt=cdt)
-        elif mode == "set":
-            y = fn.set_stats(xin, w, b, group=self._eval_group(x, mode), eps=self.eps)
         else:
-            y = fn.running(
-                xin, w, b, self._per_group(self.running_mean, k),
-                self._per_group(self.running_var, k),
-                group=self._eval_group(x, mode), eps=self.eps, cdt=cdt,
-            )
+            stats = (self.running_mean, self.running_var) if mode == _spec.RUNNING else ()
+            y = fn.evaluate(xin, w, b, *(self._per_group(r, k) for r in stats), mode=mode,
+                            group=self._eval_group(x, mode), eps=self.eps, cdt=cdt)
         return y if y.dtype == x.dtype else y.to(x.dtype)
 
     def _forward_rank_group(self, x, w, b, cdt, update: bool, momentum: float):
