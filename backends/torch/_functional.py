@@ -94,6 +94,11 @@ def compute_dtype(x: torch.Tensor, weight: torch.Tensor | None) -> torch.dtype:
     return core.compute_dtype(xp, x.dtype, *(() if weight is None else (weight.dtype,)))
 
 
+def _records(*tensors: torch.Tensor) -> bool:
+    """Whether autograd records a derivative of an operation on ``tensors``."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 def _layout(k: int, partition: str, axis: int) -> dict:
     return {"axis": axis, "num_groups": k, "partition": partition}
 
@@ -227,15 +232,12 @@ def batch_groups(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tenso
     # axis: per-channel values then broadcast along the innermost, contiguous axis.
     cl = _channels_last(x)
     xv, axis = (x.movedim(1, -1), x.ndim - 1) if cl else (x, 1)
-    if graph_mode():
+    if graph_mode() or not _records(x, weight, bias):  # tracers: plain operations
         y, mean, var, _ = core.batch_forward(xp, xv, weight, bias, eps=eps,
+                                             inplace=not graph_mode(),
                                              **_layout(k, partition, axis))
-    elif torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
-                                      or bias.requires_grad):
-        y, mean, var = _Batch.apply(xv, weight, bias, k, partition, eps, axis)
     else:
-        y, mean, var, _ = core.batch_forward(xp, xv, weight, bias, eps=eps, inplace=True,
-                                             **_layout(k, partition, axis))
+        y, mean, var = _Batch.apply(xv, weight, bias, k, partition, eps, axis)
     if running_mean is not None:
         update_running(running_mean, running_var, mean, var, _counts(x, k, partition, cdt),
                        momentum)
@@ -304,10 +306,8 @@ def single(x: torch.Tensor, weight, bias, *, group, eps: float, cdt: torch.dtype
     # nothing records a derivative
     cl = _channels_last(x)
     xv, axis = (x.movedim(1, -1), x.ndim - 1) if cl else (x, 1)
-    inplace = not graph_mode() and not (torch.is_grad_enabled() and any(
-        t.requires_grad for t in (x, weight, bias)))
     y = core.eval_forward(xp, xv, weight, bias, axis=axis, mode="single", group=group, eps=eps,
-                          inplace=inplace)
+                          inplace=not graph_mode() and not _records(x, weight, bias))
     return y.movedim(-1, 1) if cl else y
 
 

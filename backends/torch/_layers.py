@@ -268,8 +268,8 @@ class _LocalNorm(nn.Module):
         cdt = fn.compute_dtype(x, self.weight)
         xin = x if x.dtype == cdt or (x.dtype in fn.LOW_PRECISION and cdt == torch.float32) \
             else x.to(cdt)
-        w = self._per_group(None if self.weight is None else self.weight.to(cdt), k)
-        b = self._per_group(None if self.bias is None else self.bias.to(cdt), k)
+        w, b = (self._per_group(None if p is None else p.to(cdt), k)
+                for p in (self.weight, self.bias))
         update = self.training and self.track_running_stats
         if update:
             self.num_batches_tracked.add_(1)
@@ -291,15 +291,11 @@ class _LocalNorm(nn.Module):
     def _forward_rank_group(self, x, w, b, cdt, update: bool, momentum: float):
         """Group-per-rank training: the whole local batch is group ``rank_group``."""
         g = 0 if self.shared_affine else self.rank_group  # one row shared by the groups
-        wg = None if w is None else w[g]
-        bg = None if b is None else b[g]
-        if update and self.running_mean.dtype == cdt:  # F.batch_norm updates the rows
-            return torch.nn.functional.batch_norm(
-                x, self.running_mean[g], self.running_var[g], wg, bg, True, momentum,
-                self.eps,
-            )
-        y = torch.nn.functional.batch_norm(x, None, None, wg, bg, True, 0.0, self.eps)
-        if update:  # buffers of another dtype than the statistics: update them here
+        native = update and self.running_mean.dtype == cdt  # F.batch_norm updates the rows
+        rows = (self.running_mean[g], self.running_var[g]) if native else (None, None)
+        wg, bg = (None if p is None else p[g] for p in (w, b))
+        y = torch.nn.functional.batch_norm(x, *rows, wg, bg, True, momentum, self.eps)
+        if update and not native:  # buffers of another dtype than the statistics
             mean, var, count = fn.group_moments(x.detach(), 1, "contiguous", cdt)
             fn.update_running(self.running_mean[g:g + 1], self.running_var[g:g + 1], mean, var,
                               count, momentum)

@@ -104,13 +104,6 @@ def localnorm_layers(model: nn.Module) -> list[_LocalNorm]:
 local_norm_layers = localnorm_layers
 
 
-def _layers_or_raise(model: nn.Module, where: str) -> list[_LocalNorm]:
-    layers = localnorm_layers(model)
-    if not layers:
-        raise _errors.no_localnorm_layers(f"{where}({type(model).__name__})")
-    return layers
-
-
 #: model -> (hook handle, GroupDraw) of the random-group draw installed by set_eval_mode.
 _DRAW_HOOKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -204,7 +197,7 @@ def eval_mode(
     >>> model[0].mode
     'batch'
     """
-    layers = _layers_or_raise(model, "eval_mode")
+    layers = _model._layers_or_raise(_TORCH, model, "eval_mode")
     saved = [_TORCH.setting(layer) for layer in layers]
     previous = _DRAW_HOOKS.get(model)
     try:
@@ -437,7 +430,7 @@ def set_group_per_rank(
     torch.nn.Module
         ``model``.
     """
-    layers = _layers_or_raise(model, "set_group_per_rank")
+    layers = _model._layers_or_raise(_TORCH, model, "set_group_per_rank")
     if enabled and rank is None:
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
             raise _torch_errors.not_distributed("set_group_per_rank")
