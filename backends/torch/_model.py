@@ -279,10 +279,12 @@ def predict(
     )
 
 
+#: What each BatchNorm becomes; SyncBatchNorm takes any rank >= 2, and so does LocalNorm.
 _CONVERSIONS = (
     (nn.BatchNorm1d, LocalNorm1d),
     (nn.BatchNorm2d, LocalNorm2d),
     (nn.BatchNorm3d, LocalNorm3d),
+    (nn.SyncBatchNorm, LocalNorm),
 )
 
 #: The Ghost BatchNorm preset of each rank-checking LocalNorm class.
@@ -296,9 +298,6 @@ def _local_norm_class(bn: nn.Module) -> type[_LocalNorm] | None:
     for bn_cls, ln_cls in _CONVERSIONS:
         if isinstance(bn, bn_cls):
             return ln_cls
-    if isinstance(bn, nn.SyncBatchNorm):
-        # SyncBatchNorm takes any rank >= 2, and so does LocalNorm.
-        return LocalNorm
     return None
 
 
@@ -390,17 +389,11 @@ def _convert_one(bn: nn.Module, cls: type[_LocalNorm], k: int | None, partition:
             layer.set_mode(_spec.RUNNING)
     else:
         layer = cls(bn.num_features, num_groups=k, **options)
-    rows = layer._rows
     with torch.no_grad():
-        if bn.affine:
-            layer.weight.copy_(bn.weight.detach()[None, :].expand(rows, -1))
-            layer.bias.copy_(bn.bias.detach()[None, :].expand(rows, -1))
-            layer.weight.requires_grad_(bn.weight.requires_grad)
-            layer.bias.requires_grad_(bn.bias.requires_grad)
-        if bn.track_running_stats and bn.running_mean is not None:
-            layer.running_mean.copy_(bn.running_mean[None, :].expand(rows, -1))
-            layer.running_var.copy_(bn.running_var[None, :].expand(rows, -1))
-            layer.num_batches_tracked.copy_(bn.num_batches_tracked)
+        for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+            source, target = getattr(bn, name), getattr(layer, name)
+            if source is not None and target is not None:  # a (C,) vector into every row
+                target.copy_(source.detach()).requires_grad_(source.requires_grad)
     layer.train(bn.training)
     return layer
 
