@@ -220,7 +220,7 @@ class _LocalNorm(nn.Module):
         group = self.group
         if group is None:
             size = (x.shape[0],) if mode == "single" else ()
-            k = self.num_groups or 1  # the groups of the one shared row, or of its own
+            k = self.num_groups or 1  # K counted per batch: the groups of the one shared row
             if self._draw is not None:  # shared by the model's layers (maybe on other devices)
                 return self._draw.get(k, size, x.device).to(x.device)
             return draw_groups(k, size, x.device, self.generator)
