@@ -75,17 +75,19 @@ xp = types.SimpleNamespace(
     else array_api_compat.torch.maximum(a, b))
 
 
+def _traced() -> bool:
+    """Whether TorchScript is tracing or scripting, or a ``torch.func`` transform
+    (``vmap``, ``grad``) is running."""
+    return bool(torch.jit.is_tracing() or torch.jit.is_scripting()
+                or torch._C._are_functorch_transforms_active())
+
+
 def graph_mode() -> bool:
     """Whether a tracer is running: ``torch.compile``/``torch.export``, TorchScript
     tracing or scripting, or a ``torch.func`` transform (``vmap``, ``grad``). Tracers get
     plain differentiable operations (no custom autograd Function, nothing in place) and
     no value-dependent checks."""
-    return bool(
-        torch.compiler.is_compiling()
-        or torch.jit.is_tracing()
-        or torch.jit.is_scripting()
-        or torch._C._are_functorch_transforms_active()
-    )
+    return bool(torch.compiler.is_compiling()) or _traced()
 
 
 def compute_dtype(x: torch.Tensor, weight: torch.Tensor | None) -> torch.dtype:
@@ -170,10 +172,7 @@ def _kernels(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | 
     where the CUDA kernels plug in."""
     if not (x.is_cuda or os.environ.get("LOCALNORM_TRITON") == "1"):
         return None
-    if torch.jit.is_tracing() or torch.jit.is_scripting() \
-            or torch._C._are_functorch_transforms_active():
-        return None
-    if weight is not None and weight.dtype != torch.float32:
+    if _traced() or (weight is not None and weight.dtype != torch.float32):
         return None
     from . import _triton
 

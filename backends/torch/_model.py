@@ -108,12 +108,10 @@ local_norm_layers = localnorm_layers
 _DRAW_HOOKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _remove_draw_hook(model: nn.Module) -> GroupDraw | None:
+def _remove_draw_hook(model: nn.Module) -> None:
     entry = _DRAW_HOOKS.pop(model, None)
-    if entry is None:
-        return None
-    entry[0].remove()
-    return entry[1]
+    if entry is not None:
+        entry[0].remove()
 
 
 def _install_draw_hook(model: nn.Module, draw: GroupDraw) -> None:
