@@ -31,9 +31,10 @@ import torch
 import torch.nn.functional as F
 
 from localnorm import _agnostic as core
+from localnorm import _layer
 
-__all__ = ["LOW_PRECISION", "batch_groups", "compute_dtype", "graph_mode", "group_moments",
-           "running", "set_stats", "single", "update_running"]
+__all__ = ["LOW_PRECISION", "batch_groups", "compute_dtype", "evaluate", "graph_mode",
+           "group_moments", "single", "update_running"]
 
 #: Activation dtypes normalized in float32 (AMP).
 LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -74,23 +75,30 @@ xp = types.SimpleNamespace(
     else array_api_compat.torch.maximum(a, b))
 
 
+def _traced() -> bool:
+    """Whether TorchScript is tracing or scripting, or a ``torch.func`` transform
+    (``vmap``, ``grad``) is running."""
+    return bool(torch.jit.is_tracing() or torch.jit.is_scripting()
+                or torch._C._are_functorch_transforms_active())
+
+
 def graph_mode() -> bool:
     """Whether a tracer is running: ``torch.compile``/``torch.export``, TorchScript
     tracing or scripting, or a ``torch.func`` transform (``vmap``, ``grad``). Tracers get
     plain differentiable operations (no custom autograd Function, nothing in place) and
     no value-dependent checks."""
-    return bool(
-        torch.compiler.is_compiling()
-        or torch.jit.is_tracing()
-        or torch.jit.is_scripting()
-        or torch._C._are_functorch_transforms_active()
-    )
+    return bool(torch.compiler.is_compiling()) or _traced()
 
 
 def compute_dtype(x: torch.Tensor, weight: torch.Tensor | None) -> torch.dtype:
     """The dtype of the statistics and the affine step: the core's
     (:func:`~localnorm._agnostic.compute_dtype`)."""
     return core.compute_dtype(xp, x.dtype, *(() if weight is None else (weight.dtype,)))
+
+
+def _records(*tensors: torch.Tensor) -> bool:
+    """Whether autograd records a derivative of an operation on ``tensors``."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def _layout(k: int, partition: str, axis: int) -> dict:
@@ -154,21 +162,23 @@ def _native(x: torch.Tensor, k: int, partition: str, copies: bool | None = None)
     return xv, lambda y: y.reshape((m, k, c) + spatial).transpose(0, 1).reshape(x.shape)
 
 
-def _kernels(x: torch.Tensor, weight: torch.Tensor | None, cdt: torch.dtype):
-    """The fused Triton kernels (:mod:`._triton`) when they run for ``x``: CUDA tensors
-    (``LOCALNORM_TRITON=0`` turns them off), or CPU tensors under Triton's interpreter
-    (``LOCALNORM_TRITON=1`` with ``TRITON_INTERPRET=1``, for tests); not under TorchScript
-    or ``torch.func`` transforms."""
+def _kernels(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+             cdt: torch.dtype):
+    """The fused Triton kernels (:mod:`._triton`) and the weight/bias to give them (a row
+    of ones and one of zeros without an affine step) when the kernels run for ``x``: CUDA
+    tensors (``LOCALNORM_TRITON=0`` turns them off), or CPU tensors under Triton's
+    interpreter (``LOCALNORM_TRITON=1`` with ``TRITON_INTERPRET=1``, for tests); not under
+    TorchScript or ``torch.func`` transforms. None where they do not run. The one place
+    where the CUDA kernels plug in."""
     if not (x.is_cuda or os.environ.get("LOCALNORM_TRITON") == "1"):
         return None
-    if torch.jit.is_tracing() or torch.jit.is_scripting() \
-            or torch._C._are_functorch_transforms_active():
-        return None
-    if weight is not None and weight.dtype != torch.float32:
+    if _traced() or (weight is not None and weight.dtype != torch.float32):
         return None
     from . import _triton
 
-    return _triton if _triton.enabled(x, cdt) else None
+    if not _triton.enabled(x, cdt):
+        return None
+    return (_triton, *((weight, bias) if weight is not None else _ones(x, cdt)))
 
 
 def _ones(x: torch.Tensor, cdt: torch.dtype):
@@ -184,12 +194,12 @@ def batch_groups(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tenso
     """``"batch"`` mode: K groups along the batch axis, each its own statistics and
     weight/bias row (``weight``/``bias`` (K, C) or one shared (1, C) row, in ``cdt``, or
     None for no affine step; ``x`` in ``cdt`` or float16/bfloat16 with ``cdt`` float32).
-    Updates the (K, C) running statistics in place when given."""
+    Updates the running statistics in place when given: (K, C) rows, one per group, or
+    one (1, C) row shared by the groups (:func:`update_running`)."""
     k = num_groups
-    kernels = _kernels(x, weight, cdt)
-    if kernels is not None:  # CUDA: the fused Triton kernels (issue 14)
-        if weight is None:
-            weight, bias = _ones(x, cdt)
+    fused = _kernels(x, weight, bias, cdt)
+    if fused is not None:  # CUDA: the fused Triton kernels (issue 14)
+        kernels, weight, bias = fused
         y, mean, var = kernels.batch(x, weight, bias, num_groups=k, partition=partition,
                                      eps=eps)
         if running_mean is not None:
@@ -203,24 +213,30 @@ def batch_groups(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tenso
         # one F.batch_norm, BatchNorm's own kernel (strided groups, NCHW: forward+backward
         # at BatchNorm2d's time, benchmarks/discussion.md)
         xv, back = native
-        return back(F.batch_norm(xv, _flat(running_mean), _flat(running_var), _flat(weight),
-                                 _flat(bias), True, momentum, eps))
+        rows = (running_mean, running_var)
+        if running_mean is not None and running_mean.shape[0] != k:
+            # One running row shared by the groups: each group moves its own copy, and the
+            # row becomes their mean (the mean of the groups' updates, as update_running).
+            rows = tuple(r.expand(k, -1).clone() for r in rows)
+        y = back(F.batch_norm(xv, *map(_flat, rows), _flat(weight), _flat(bias), True,
+                              momentum, eps))
+        if rows[0] is not running_mean:
+            with torch.no_grad():
+                running_mean.copy_(rows[0].mean(0, keepdim=True))
+                running_var.copy_(rows[1].mean(0, keepdim=True))
+        return y
     if weight is None:  # no affine step: a scale of one and shift of zero shared by the groups
-        weight = torch.ones((1, x.shape[1]), dtype=cdt, device=x.device)
-        bias = torch.zeros_like(weight)
+        weight, bias = _ones(x, cdt)
     # A channels_last batch runs as the (N, *S, C) view of its memory, channels on the last
     # axis: per-channel values then broadcast along the innermost, contiguous axis.
     cl = _channels_last(x)
     xv, axis = (x.movedim(1, -1), x.ndim - 1) if cl else (x, 1)
-    if graph_mode():
+    if graph_mode() or not _records(x, weight, bias):  # tracers: plain operations
         y, mean, var, _ = core.batch_forward(xp, xv, weight, bias, eps=eps,
+                                             inplace=not graph_mode(),
                                              **_layout(k, partition, axis))
-    elif torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
-                                      or bias.requires_grad):
-        y, mean, var = _Batch.apply(xv, weight, bias, k, partition, eps, axis)
     else:
-        y, mean, var, _ = core.batch_forward(xp, xv, weight, bias, eps=eps, inplace=True,
-                                             **_layout(k, partition, axis))
+        y, mean, var = _Batch.apply(xv, weight, bias, k, partition, eps, axis)
     if running_mean is not None:
         update_running(running_mean, running_var, mean, var, _counts(x, k, partition, cdt),
                        momentum)
@@ -243,16 +259,15 @@ def group_moments(x: torch.Tensor, k: int, partition: str, cdt: torch.dtype):
 
 @torch.no_grad()
 def update_running(running_mean, running_var, mean, var, count, momentum: float) -> None:
-    """BatchNorm's running-statistics update per group along the batch axis, from the
-    group means and biased variances ((K, C), or (C,) for one group) and the number of
-    values per channel in each group ((K, 1)); the running variance is the unbiased one,
-    as BatchNorm's. A group with fewer than two values (only under a compiler, where a
-    batch smaller than K cannot be refused) keeps its running statistics."""
-    count = count.reshape(mean.shape[:-1] + (1,)) if mean.ndim > 1 else count.reshape(1)
-    weight = momentum * (count > 1).to(mean.dtype)
-    unbiased = var * count / torch.clamp(count - 1, min=1)
-    running_mean.lerp_(mean.to(running_mean.dtype), weight.to(running_mean.dtype))
-    running_var.lerp_(unbiased.to(running_var.dtype), weight.to(running_var.dtype))
+    """The core's running-statistics update (:func:`localnorm._layer.running_update`) in
+    place, in PyTorch's convention (``momentum`` the factor, the unbiased variance): of
+    (K, C) rows, one per group along the batch axis, or of one (1, C) row shared by the
+    groups, from the (K, C) group means and biased variances and the (K, 1) number of
+    values per channel in each group."""
+    new = _layer.running_update(xp, running_mean, running_var, mean, var, count, momentum,
+                                unbiased=True)
+    running_mean.copy_(new[0])
+    running_var.copy_(new[1])
 
 
 def _row(p: torch.Tensor | None, group) -> torch.Tensor | None:
@@ -268,14 +283,9 @@ def _row(p: torch.Tensor | None, group) -> torch.Tensor | None:
 
 
 def single(x: torch.Tensor, weight, bias, *, group, eps: float, cdt: torch.dtype) -> torch.Tensor:
-    """``"single"`` mode: each sample its own statistics (over its spatial axes), the
-    weight/bias of ``group`` (an int, a 0-d tensor, or one group per sample as an (N,)
-    int64 tensor)."""
-    kernels = _kernels(x, weight, cdt)
-    if kernels is not None:
-        if weight is None:
-            weight, bias = _ones(x, cdt)
-        return kernels.eval_forward(x, weight, bias, mode="single", group=group, eps=eps)
+    """``"single"`` mode without the fused kernels: each sample its own statistics (over
+    its spatial axes), the weight/bias of ``group`` (an int, a 0-d tensor, or one group
+    per sample as an (N,) int64 tensor)."""
     if not graph_mode() and not _channels_last(x) and x.ndim > 2 \
             and (weight is None or weight.dtype == torch.promote_types(x.dtype, torch.float32)):
         # instance normalization is one F.group_norm with a group per channel: "single" eval
@@ -288,42 +298,32 @@ def single(x: torch.Tensor, weight, bias, *, group, eps: float, cdt: torch.dtype
         y = F.group_norm(x.reshape((1, n * c) + tuple(x.shape[2:])), n * c, *rows, eps)
         return y.reshape(x.shape)
     if weight is None:
-        weight = torch.ones((1, x.shape[1]), dtype=cdt, device=x.device)
-        bias = torch.zeros_like(weight)
+        weight, bias = _ones(x, cdt)
     if isinstance(group, torch.Tensor) and group.ndim == 0:
         group = group.reshape(1)
     # channels_last: the (N, *S, C) view of its memory (as in batch_groups); in place where
     # nothing records a derivative
     cl = _channels_last(x)
     xv, axis = (x.movedim(1, -1), x.ndim - 1) if cl else (x, 1)
-    inplace = not graph_mode() and not (torch.is_grad_enabled() and any(
-        t.requires_grad for t in (x, weight, bias)))
     y = core.eval_forward(xp, xv, weight, bias, axis=axis, mode="single", group=group, eps=eps,
-                          inplace=inplace)
+                          inplace=not graph_mode() and not _records(x, weight, bias))
     return y.movedim(-1, 1) if cl else y
 
 
-def set_stats(x: torch.Tensor, weight, bias, *, group, eps: float) -> torch.Tensor:
-    """``"set"`` mode: one set of statistics over the whole batch, group ``group``'s
-    weight/bias (an int or a 0-d tensor). One F.batch_norm: "set" eval at 1.2x
-    BatchNorm2d's forward where the core takes 3.0x (discussion)."""
-    cdt = compute_dtype(x, weight)
-    kernels = _kernels(x, weight, cdt)
-    if kernels is not None:
-        if weight is None:
-            weight, bias = _ones(x, cdt)
-        return kernels.eval_forward(x, weight, bias, mode="set", group=group, eps=eps)
-    return F.batch_norm(x, None, None, _row(weight, group), _row(bias, group), True, 0.0, eps)
-
-
-def running(x: torch.Tensor, weight, bias, running_mean, running_var, *, group, eps: float,
-            cdt: torch.dtype) -> torch.Tensor:
-    """``"running"`` mode: group ``group``'s running statistics and weight/bias."""
-    kernels = _kernels(x, weight, cdt)
-    if kernels is not None:
-        if weight is None:
-            weight, bias = _ones(x, cdt)
-        return kernels.eval_forward(x, weight, bias, mode="running", group=group, eps=eps,
+def evaluate(x: torch.Tensor, weight, bias, running_mean=None, running_var=None, *,
+             mode: str, group, eps: float, cdt: torch.dtype) -> torch.Tensor:
+    """The evaluation modes, with group ``group``'s weight/bias (an int, a 0-d tensor, or
+    in ``"single"`` mode one group per sample as an (N,) int64 tensor): ``"single"``
+    (:func:`single`); ``"set"``, one set of statistics over the whole batch, one
+    F.batch_norm ("set" eval at 1.2x BatchNorm2d's forward where the core takes 3.0x,
+    discussion); ``"running"``, group ``group``'s running statistics, one F.batch_norm."""
+    fused = _kernels(x, weight, bias, cdt)
+    if fused is not None:  # CUDA: the fused Triton kernels (issue 14)
+        kernels, weight, bias = fused
+        return kernels.eval_forward(x, weight, bias, mode=mode, group=group, eps=eps,
                                     running_mean=running_mean, running_var=running_var)
-    return F.batch_norm(x, _row(running_mean, group).to(cdt), _row(running_var, group).to(cdt),
-                        _row(weight, group), _row(bias, group), False, 0.0, eps)
+    if mode == "single":
+        return single(x, weight, bias, group=group, eps=eps, cdt=cdt)
+    stats = [None if s is None else _row(s, group).to(cdt) for s in (running_mean, running_var)]
+    return F.batch_norm(x, *stats, _row(weight, group), _row(bias, group), mode == "set", 0.0,
+                        eps)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from localnorm import _errors, _model, _spec
+from localnorm import _errors, _layer, _model, _spec
 
 from . import _errors as _torch_errors
 from . import _functional as fn
@@ -57,35 +57,6 @@ class GroupDraw:
         if key not in self.drawn:
             self.drawn[key] = draw_groups(num_groups, size, device, self.generator)
         return self.drawn[key]
-
-
-def _count_non_finite(x: torch.Tensor) -> int:
-    """How many NaN/Inf values ``x`` holds (0 for integer x): one read of x and one host
-    sync when it is clean."""
-    if not x.is_floating_point():
-        return 0
-    # Any NaN or Inf makes the sum non-finite, so a finite sum proves x finite; a
-    # non-finite sum (or a sum of huge finite values that overflowed) is counted exactly.
-    total = x.sum(dtype=torch.promote_types(x.dtype, torch.float32))
-    if bool(torch.isfinite(total)):
-        return 0
-    return int((~torch.isfinite(x)).sum())
-
-
-def _check_finite(x: torch.Tensor) -> None:
-    """Refuse NaN/Inf in ``x``."""
-    count = _count_non_finite(x)
-    if count:
-        raise _errors.not_finite("x", count, x.numel(), dialect=_DIALECT)
-
-
-def _check_group(group: Any, num_groups: int, mode: str) -> Any:
-    """A ``set_mode`` group (:func:`localnorm._spec.layer_group`'s rules; a tensor is read
-    on the host): None (random), an int, or an int64 tensor of shape (N,)."""
-    if isinstance(group, torch.Tensor):
-        group = group.detach().cpu().numpy()
-    group = _spec.layer_group(group, num_groups, mode, allow_none=True)
-    return torch.as_tensor(group) if isinstance(group, np.ndarray) else group
 
 
 class _LocalNorm(nn.Module):
@@ -159,19 +130,6 @@ class _LocalNorm(nn.Module):
         axis, or one shared by all groups (``shared_affine``)."""
         return 1 if self.shared_affine else self.num_groups
 
-    @property
-    def _eval_groups(self) -> int:
-        """The groups an evaluation ``group`` may name: K, or 1 when K is counted per
-        batch from ``virtual_batch_size`` (one shared row)."""
-        return self.num_groups or 1
-
-    def _train_groups(self, batch: int) -> int:
-        """K for a training batch of ``batch`` samples: ``num_groups``, or from the
-        virtual batch size (:func:`localnorm._spec.ghost_groups`)."""
-        if self.virtual_batch_size is None:
-            return self.num_groups
-        return _spec.ghost_groups(batch, self.virtual_batch_size)
-
     def reset_running_stats(self) -> None:
         """Running means to 0, running variances to 1, the step counter to 0."""
         if self.track_running_stats:
@@ -241,62 +199,51 @@ class _LocalNorm(nn.Module):
         -------
         self
         """
-        _spec.check_choice("mode", mode, EVAL_MODES)
-        if mode == _spec.RUNNING and not self.track_running_stats:
-            raise _errors.running_not_tracked()
-        group = _check_group(group, self._eval_groups, mode)
-        self.mode = mode
-        self.group = group
+        self.mode, self.group = self._eval_setting(mode, group)
         self.generator = generator
         self._draw = None
         return self
 
-    # -- forward ----------------------------------------------------------------------
+    def _eval_setting(self, mode: Any, group: Any) -> tuple[str, Any]:
+        """A validated evaluation (mode, group) (:func:`localnorm._layer.eval_setting`,
+        None: random groups); a tensor group is read on the host, and a per-sample one
+        returned as an int64 tensor."""
+        if isinstance(group, torch.Tensor):
+            group = group.detach().cpu().numpy()
+        mode, group = _layer.eval_setting(mode, group, self.num_groups,
+                                          running=self.track_running_stats, allow_none=True)
+        return mode, torch.as_tensor(group) if isinstance(group, np.ndarray) else group
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        if not self._accepts(x.ndim):
-            raise _errors.bad_rank(x.ndim, self._rank_text, type(self).__name__,
-                                   dialect=_DIALECT)
-        if x.shape[1] != self.num_features:
-            raise _errors.bad_channels(x.shape[1], self.num_features, dialect=_DIALECT)
-        if not x.is_floating_point():
-            raise _errors.not_floating(x.dtype, _DIALECT)
+    # -- forward ----------------------------------------------------------------------
 
     def _eval_group(self, x: torch.Tensor, mode: str):
         group = self.group
         if group is None:
             size = (x.shape[0],) if mode == "single" else ()
+            k = self.num_groups or 1  # K counted per batch: the groups of the one shared row
             if self._draw is not None:  # shared by the model's layers (maybe on other devices)
-                return self._draw.get(self._eval_groups, size, x.device).to(x.device)
-            return draw_groups(self._eval_groups, size, x.device, self.generator)
-        if isinstance(group, torch.Tensor):
-            if group.shape[0] != x.shape[0]:
-                raise _errors.group_array_mismatch(group.shape[0], x.shape[0])
-            return group.to(x.device)
-        return group
+                return self._draw.get(k, size, x.device).to(x.device)
+            return draw_groups(k, size, x.device, self.generator)
+        return group.to(x.device) if isinstance(group, torch.Tensor) else group
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalize ``x`` (see the class docstring); the result has x's shape, dtype and
         memory format."""
-        self._check_input(x)
-        # "batch" mode (training, and evaluation in "batch" mode) counts K per batch from
-        # a virtual batch size; the other modes name groups of the shared row.
-        k = self._train_groups(x.shape[0]) if self.training or self.mode == "batch" \
-            else self._eval_groups
-        if self.training:
-            mode = "set" if self.rank_group is not None else "batch"
-        else:
-            mode = self.mode
-        if mode == _spec.RUNNING:  # stored statistics: any batch of at least one sample
-            if x.shape[0] == 0:
-                raise _errors.empty_batch()
-        else:
-            _spec.check_batch(tuple(x.shape), 1, mode, k, _DIALECT)
+        mode = ("set" if self.rank_group is not None else "batch") if self.training \
+            else self.mode
+        batch = x.shape[0] if x.ndim else None  # no batch axis: the rank check refuses it
+        k = _layer.call_groups(batch, mode, self.num_groups, self.virtual_batch_size)
+        _layer.check_call(
+            tuple(x.shape), floating=x.is_floating_point(), dtype=x.dtype,
+            rank_ok=self._accepts(x.ndim), rank=self._rank_text, axis=1,
+            num_features=self.num_features, mode=mode, num_groups=k,
+            group=None if self.training else self.group, where=type(self).__name__,
+            dialect=_DIALECT)
         # "running" mode normalizes each sample with stored statistics, as BatchNorm: a
         # NaN/Inf reaches only its own sample's output, so it is not checked.
         if not self.training and mode != _spec.RUNNING and self.check_finite \
                 and not fn.graph_mode() and _model.layer_checks_enabled():
-            _check_finite(x)
+            _layer.refuse_non_finite(fn.xp, x, _DIALECT)
         if torch.is_autocast_enabled(x.device.type):
             with torch.autocast(x.device.type, enabled=False):
                 return self._forward(x, mode, k)
@@ -321,8 +268,8 @@ class _LocalNorm(nn.Module):
         cdt = fn.compute_dtype(x, self.weight)
         xin = x if x.dtype == cdt or (x.dtype in fn.LOW_PRECISION and cdt == torch.float32) \
             else x.to(cdt)
-        w = self._per_group(None if self.weight is None else self.weight.to(cdt), k)
-        b = self._per_group(None if self.bias is None else self.bias.to(cdt), k)
+        w, b = (self._per_group(None if p is None else p.to(cdt), k)
+                for p in (self.weight, self.bias))
         update = self.training and self.track_running_stats
         if update:
             self.num_batches_tracked.add_(1)
@@ -330,51 +277,27 @@ class _LocalNorm(nn.Module):
         if self.training and self.rank_group is not None:
             y = self._forward_rank_group(xin, w, b, cdt, update, momentum)
         elif mode == "batch":
-            running_mean, running_var = (self.running_mean, self.running_var) if update \
-                else (None, None)
-            shared_stats = update and self.shared_affine
-            if shared_stats:
-                # Each group along the batch axis updates its copy of the one running row;
-                # the row becomes their mean, i.e. the running statistics follow the mean
-                # of the groups' moments (tf-keras's virtual_batch_size rule).
-                running_mean = running_mean.expand(k, -1).clone()
-                running_var = running_var.expand(k, -1).clone()
             y = fn.batch_groups(
-                xin, w, b, num_groups=k, partition=self.partition,
-                eps=self.eps, cdt=cdt, running_mean=running_mean,
-                running_var=running_var, momentum=momentum,
+                xin, w, b, num_groups=k, partition=self.partition, eps=self.eps, cdt=cdt,
+                running_mean=self.running_mean if update else None,
+                running_var=self.running_var if update else None, momentum=momentum,
             )
-            if shared_stats:
-                with torch.no_grad():
-                    self.running_mean.copy_(running_mean.mean(0, keepdim=True))
-                    self.running_var.copy_(running_var.mean(0, keepdim=True))
-        elif mode == "single":
-            y = fn.single(xin, w, b, group=self._eval_group(x, mode), eps=self.eps, cdt=cdt)
-        elif mode == "set":
-            y = fn.set_stats(xin, w, b, group=self._eval_group(x, mode), eps=self.eps)
         else:
-            y = fn.running(
-                xin, w, b, self._per_group(self.running_mean, k),
-                self._per_group(self.running_var, k),
-                group=self._eval_group(x, mode), eps=self.eps, cdt=cdt,
-            )
+            stats = (self.running_mean, self.running_var) if mode == _spec.RUNNING else ()
+            y = fn.evaluate(xin, w, b, *(self._per_group(r, k) for r in stats), mode=mode,
+                            group=self._eval_group(x, mode), eps=self.eps, cdt=cdt)
         return y if y.dtype == x.dtype else y.to(x.dtype)
 
     def _forward_rank_group(self, x, w, b, cdt, update: bool, momentum: float):
         """Group-per-rank training: the whole local batch is group ``rank_group``."""
         g = 0 if self.shared_affine else self.rank_group  # one row shared by the groups
-        wg = None if w is None else w[g]
-        bg = None if b is None else b[g]
-        if update and self.running_mean.dtype == cdt:  # F.batch_norm updates the rows
-            return torch.nn.functional.batch_norm(
-                x, self.running_mean[g], self.running_var[g], wg, bg, True, momentum,
-                self.eps,
-            )
-        y = torch.nn.functional.batch_norm(x, None, None, wg, bg, True, 0.0, self.eps)
-        if update:  # buffers of another dtype than the statistics: update them here
-            with torch.no_grad():
-                mean, var, *_, count = fn.group_moments(x.detach(), 1, "contiguous", cdt)
-            fn.update_running(self.running_mean[g], self.running_var[g], mean[0], var[0],
+        native = update and self.running_mean.dtype == cdt  # F.batch_norm updates the rows
+        rows = (self.running_mean[g], self.running_var[g]) if native else (None, None)
+        wg, bg = (None if p is None else p[g] for p in (w, b))
+        y = torch.nn.functional.batch_norm(x, *rows, wg, bg, True, momentum, self.eps)
+        if update and not native:  # buffers of another dtype than the statistics
+            mean, var, count = fn.group_moments(x.detach(), 1, "contiguous", cdt)
+            fn.update_running(self.running_mean[g:g + 1], self.running_var[g:g + 1], mean, var,
                               count, momentum)
         return y
 

@@ -11,13 +11,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from localnorm import _errors, _model, _spec
+from localnorm import _errors, _layer, _model, _spec
 from localnorm.protocols import Prediction
 
 from . import _errors as _torch_errors
-from ._layers import _DIALECT, EVAL_MODES, GroupDraw, LocalNorm, LocalNorm1d, LocalNorm2d
-from ._layers import GhostBatchNorm1d, GhostBatchNorm2d, GhostBatchNorm3d
-from ._layers import LocalNorm3d, _check_group, _count_non_finite, _LocalNorm
+from . import _functional as fn
+from ._layers import _DIALECT, GroupDraw, LocalNorm, LocalNorm1d, LocalNorm2d, LocalNorm3d
+from ._layers import GhostBatchNorm1d, GhostBatchNorm2d, GhostBatchNorm3d, _LocalNorm
 
 __all__ = [
     "convert_batchnorm",
@@ -43,10 +43,7 @@ class _Torch(_model.Adapter):
         return layer.mode, layer.group, layer.generator, layer._draw
 
     def check(self, layer, mode, group):
-        _spec.check_choice("mode", mode, EVAL_MODES)
-        if mode == _spec.RUNNING and not layer.track_running_stats:
-            raise _errors.running_not_tracked()
-        return mode, _check_group(group, layer._eval_groups, mode), None, None
+        return (*layer._eval_setting(mode, group), None, None)
 
     def assign(self, layer, setting, temporary=False):
         layer.mode, layer.group, layer.generator, layer._draw = setting
@@ -67,7 +64,7 @@ class _Torch(_model.Adapter):
         return torch.as_tensor(x)
 
     def count_non_finite(self, x):
-        return _count_non_finite(x)
+        return _layer.count_non_finite(fn.xp, x)
 
     def group_array(self, groups, x):
         return torch.as_tensor(groups, dtype=torch.long, device=x.device)
@@ -107,23 +104,14 @@ def localnorm_layers(model: nn.Module) -> list[_LocalNorm]:
 local_norm_layers = localnorm_layers
 
 
-def _layers_or_raise(model: nn.Module, where: str) -> list[_LocalNorm]:
-    layers = localnorm_layers(model)
-    if not layers:
-        raise _errors.no_localnorm_layers(f"{where}({type(model).__name__})")
-    return layers
-
-
 #: model -> (hook handle, GroupDraw) of the random-group draw installed by set_eval_mode.
 _DRAW_HOOKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _remove_draw_hook(model: nn.Module) -> GroupDraw | None:
+def _remove_draw_hook(model: nn.Module) -> None:
     entry = _DRAW_HOOKS.pop(model, None)
-    if entry is None:
-        return None
-    entry[0].remove()
-    return entry[1]
+    if entry is not None:
+        entry[0].remove()
 
 
 def _install_draw_hook(model: nn.Module, draw: GroupDraw) -> None:
@@ -207,7 +195,7 @@ def eval_mode(
     >>> model[0].mode
     'batch'
     """
-    layers = _layers_or_raise(model, "eval_mode")
+    layers = _model._layers_or_raise(_TORCH, model, "eval_mode")
     saved = [_TORCH.setting(layer) for layer in layers]
     previous = _DRAW_HOOKS.get(model)
     try:
@@ -289,10 +277,12 @@ def predict(
     )
 
 
+#: What each BatchNorm becomes; SyncBatchNorm takes any rank >= 2, and so does LocalNorm.
 _CONVERSIONS = (
     (nn.BatchNorm1d, LocalNorm1d),
     (nn.BatchNorm2d, LocalNorm2d),
     (nn.BatchNorm3d, LocalNorm3d),
+    (nn.SyncBatchNorm, LocalNorm),
 )
 
 #: The Ghost BatchNorm preset of each rank-checking LocalNorm class.
@@ -306,9 +296,6 @@ def _local_norm_class(bn: nn.Module) -> type[_LocalNorm] | None:
     for bn_cls, ln_cls in _CONVERSIONS:
         if isinstance(bn, bn_cls):
             return ln_cls
-    if isinstance(bn, nn.SyncBatchNorm):
-        # SyncBatchNorm takes any rank >= 2, and so does LocalNorm.
-        return LocalNorm
     return None
 
 
@@ -400,17 +387,11 @@ def _convert_one(bn: nn.Module, cls: type[_LocalNorm], k: int | None, partition:
             layer.set_mode(_spec.RUNNING)
     else:
         layer = cls(bn.num_features, num_groups=k, **options)
-    rows = layer._rows
     with torch.no_grad():
-        if bn.affine:
-            layer.weight.copy_(bn.weight.detach()[None, :].expand(rows, -1))
-            layer.bias.copy_(bn.bias.detach()[None, :].expand(rows, -1))
-            layer.weight.requires_grad_(bn.weight.requires_grad)
-            layer.bias.requires_grad_(bn.bias.requires_grad)
-        if bn.track_running_stats and bn.running_mean is not None:
-            layer.running_mean.copy_(bn.running_mean[None, :].expand(rows, -1))
-            layer.running_var.copy_(bn.running_var[None, :].expand(rows, -1))
-            layer.num_batches_tracked.copy_(bn.num_batches_tracked)
+        for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+            source, target = getattr(bn, name), getattr(layer, name)
+            if source is not None and target is not None:  # a (C,) vector into every row
+                target.copy_(source.detach()).requires_grad_(source.requires_grad)
     layer.train(bn.training)
     return layer
 
@@ -440,11 +421,11 @@ def set_group_per_rank(
     torch.nn.Module
         ``model``.
     """
-    layers = _layers_or_raise(model, "set_group_per_rank")
+    layers = _model._layers_or_raise(_TORCH, model, "set_group_per_rank")
     if enabled and rank is None:
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
             raise _torch_errors.not_distributed("set_group_per_rank")
         rank = torch.distributed.get_rank()
     for layer in layers:
-        layer.rank_group = int(rank) % layer._eval_groups if enabled else None
+        layer.rank_group = int(rank) % (layer.num_groups or 1) if enabled else None
     return model

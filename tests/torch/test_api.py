@@ -3,6 +3,8 @@ convert_batchnorm on a ResNet-style model."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -273,6 +275,21 @@ def test_convert_copies_parameters_into_every_group_and_keeps_flags():
     torch.testing.assert_close(layer.bias, b.expand(3, -1))
     torch.testing.assert_close(layer.running_mean, rm.expand(3, -1))
     assert layer.weight.dtype == w.dtype and layer.track_running_stats
+
+
+def test_convert_copies_running_state_and_frozen_parameters():
+    """A frozen BatchNorm (fine-tuning) stays frozen; its running statistics and step
+    count reach every group's row, and a Ghost conversion's one shared row."""
+    bn = nn.BatchNorm2d(3)
+    bn.weight.requires_grad_(False)
+    bn.train()(torch.randn(6, 3, 2, 2) * 3 + 1)
+    bn(torch.randn(6, 3, 2, 2))
+    for ghost, rows in ((False, 2), (True, 1)):
+        layer = lt.convert_batchnorm(copy.deepcopy(bn), num_groups=2, ghost=ghost)
+        assert not layer.weight.requires_grad and layer.bias.requires_grad
+        assert int(layer.num_batches_tracked) == 2
+        torch.testing.assert_close(layer.running_var, bn.running_var.expand(rows, -1))
+        torch.testing.assert_close(layer.weight, bn.weight.detach().expand(rows, -1))
 
 
 def test_convert_keeps_dtype_and_returns_new_layer_for_a_bare_batchnorm():
