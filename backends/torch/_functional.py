@@ -34,7 +34,7 @@ from localnorm import _agnostic as core
 from localnorm import _layer
 
 __all__ = ["LOW_PRECISION", "batch_groups", "compute_dtype", "evaluate", "graph_mode",
-           "group_moments", "single", "update_running"]
+           "single", "update_running"]
 
 #: Activation dtypes normalized in float32 (AMP).
 LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -247,14 +247,6 @@ def _counts(x: torch.Tensor, k: int, partition: str, cdt: torch.dtype):
     """The number of values per channel in each of the K groups along the batch axis."""
     groups = core.Groups(xp, x, 1, k, partition, cdt)
     return groups.members * groups.spatial_size
-
-
-def group_moments(x: torch.Tensor, k: int, partition: str, cdt: torch.dtype):
-    """The (K, C) group means and biased variances in ``cdt`` of the K groups along the
-    batch axis, and the (K, 1) number of values per channel in each group (the core's)."""
-    groups = core.Groups(xp, x, 1, k, partition, cdt)
-    mean, var = core.group_moments(xp, x.to(cdt), groups)
-    return mean, var, _counts(x, k, partition, cdt)
 
 
 @torch.no_grad()

@@ -296,9 +296,9 @@ class _LocalNorm(nn.Module):
         wg, bg = (None if p is None else p[g] for p in (w, b))
         y = torch.nn.functional.batch_norm(x, *rows, wg, bg, True, momentum, self.eps)
         if update and not native:  # buffers of another dtype than the statistics
-            mean, var, count = fn.group_moments(x.detach(), 1, "contiguous", cdt)
-            fn.update_running(self.running_mean[g:g + 1], self.running_var[g:g + 1], mean, var,
-                              count, momentum)
+            fn.update_running(self.running_mean[g:g + 1], self.running_var[g:g + 1],
+                              *_layer.group_moments(fn.xp, x.detach(), 1, 1, "contiguous"),
+                              momentum)
         return y
 
 

@@ -347,15 +347,8 @@ def convert_batchnorm(
     -------
     torch.nn.Module
     """
-    ghost = _spec.check_flag("ghost", ghost)
-    if not ghost:
-        if virtual_batch_size is not None:
-            raise _errors.virtual_batch_needs_shared(virtual_batch_size)
-        num_groups = 4 if num_groups is None else num_groups
-    if partition is None:
-        partition = "strided" if ghost else "contiguous"
-    k, vbs = _spec.check_ghost_groups(num_groups, virtual_batch_size, shared_affine=ghost)
-    _spec.check_choice("partition", partition, _spec.PARTITIONS)
+    ghost, k, partition, vbs = _layer.convert_options(num_groups, partition, ghost,
+                                                      virtual_batch_size)
     return _convert(module, k, partition, ghost, vbs)
 
 
