@@ -10,7 +10,7 @@ dynamic :class:`~localnorm._agnostic.Groups` path. A batch smaller than K there 
 core's defined case: groups without samples reach no output and their gamma_k/beta_k get
 a zero gradient (see ``docs/spec.md``).
 
-Inputs here are validated already (see ``layers.LocalNormalization``).
+Inputs here are validated already (see ``_layers.LocalNormalization``).
 """
 
 from __future__ import annotations
@@ -25,12 +25,25 @@ from keras import ops
 from localnorm import _agnostic, _errors
 
 
+def _isdtype(dtype, kind: str) -> bool:
+    """The array API's ``isdtype`` for the one kind the core asks about."""
+    if kind != "real floating":
+        raise NotImplementedError(f"isdtype(..., {kind!r}) in the Keras namespace")
+    return keras.backend.is_float_dtype(dtype)
+
+
+def _sum(x, axis=None, keepdims=False, dtype=None):
+    """The array API's ``sum``, whose ``dtype`` (the accumulation's) ``keras.ops.sum`` lacks."""
+    return ops.sum(x if dtype is None else ops.cast(x, dtype), axis=axis, keepdims=keepdims)
+
+
 #: The array-API functions the core calls, in ``keras.ops`` (TensorFlow's namespace).
 KERAS_OPS = types.SimpleNamespace(
     float32="float32", float64="float64", int32="int32",
-    reshape=ops.reshape, sqrt=ops.sqrt, broadcast_to=ops.broadcast_to, sum=ops.sum,
+    reshape=ops.reshape, sqrt=ops.sqrt, broadcast_to=ops.broadcast_to, sum=_sum,
     mean=ops.mean, take=ops.take, zeros_like=ops.zeros_like, ones_like=ops.ones_like,
     maximum=ops.maximum, where=ops.where, astype=ops.cast, arange=ops.arange,
+    isfinite=ops.isfinite, logical_not=ops.logical_not, isdtype=_isdtype,
     concat=lambda arrays, axis=0: ops.concatenate(arrays, axis=axis),
     asarray=lambda a, dtype=None, device=None: ops.convert_to_tensor(
         a, None if dtype is None else keras.backend.standardize_dtype(dtype)),
@@ -101,15 +114,6 @@ def is_traced(x) -> bool:
 
         return isinstance(x, jax.core.Tracer)
     return backend == "torch" and _torch_graph_mode()
-
-
-def count_non_finite(x) -> int:
-    """How many NaN/Inf values an eager tensor holds: one pass and one device-to-host
-    transfer of a bool when all are finite."""
-    finite = ops.isfinite(x)
-    if bool(ops.convert_to_numpy(ops.all(finite))):
-        return 0
-    return int(ops.convert_to_numpy(ops.sum(ops.cast(ops.logical_not(finite), "int32"))))
 
 
 def run_time_batch_check(x, axis: int, mode: str, num_groups: int, dialect: _errors.Dialect):

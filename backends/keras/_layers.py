@@ -11,7 +11,7 @@ from keras import constraints, initializers, ops, regularizers
 from keras.src.backend import get_stateless_scope
 from keras.src.backend.common import global_state
 
-from localnorm import _errors, _model, _spec
+from localnorm import _errors, _layer, _model, _spec
 
 from . import _errors as _keras_errors
 from . import _functional as fn
@@ -457,9 +457,7 @@ class LocalNormalization(keras.layers.Layer):
                 and _model.layer_checks_enabled():
             # ("running" mode uses stored statistics, as BatchNormalization: a NaN/Inf
             # reaches only its own sample's output, so it is not checked)
-            bad = fn.count_non_finite(inputs)
-            if bad:
-                raise _errors.not_finite("x", bad, int(np.prod(shape)), dialect=DIALECT)
+            _layer.refuse_non_finite(fn.namespace(), inputs, DIALECT)
         if mode == _spec.RUNNING:
             return fn.running(inputs, self.gamma, self.beta, self.moving_mean,
                                 self.moving_variance, axis=self._axis, eps=self.epsilon)

@@ -7,10 +7,11 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+import array_api_compat.numpy
 import keras
 import numpy as np
 
-from localnorm import _errors, _model, _spec
+from localnorm import _errors, _layer, _model, _spec
 from localnorm.protocols import Prediction
 
 from . import _errors as _keras_errors
@@ -66,9 +67,7 @@ class _Keras(_model.Adapter):
         return x if isinstance(x, np.ndarray) else np.asarray(keras.ops.convert_to_numpy(x))
 
     def count_non_finite(self, x):
-        if not (np.issubdtype(x.dtype, np.floating) or x.dtype.name == "bfloat16"):
-            return 0  # (an integer x, e.g. token ids for an Embedding, has no NaN)
-        return int(x.size - np.isfinite(x).sum())
+        return _layer.count_non_finite(array_api_compat.numpy, x)
 
     def group_array(self, groups, x):
         return groups
