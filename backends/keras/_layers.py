@@ -399,59 +399,22 @@ class LocalNormalization(keras.layers.Layer):
         w = self.gamma if self.gamma is not None else self.beta
         return None if w is None else int(w.shape[1])
 
-    def _check_input(self, shape: tuple, dtype: Any, mode: str) -> None:
-        dtype = keras.backend.standardize_dtype(dtype)
-        if not keras.backend.is_float_dtype(dtype):
-            raise _errors.not_floating(dtype, DIALECT)
-        if self._ndim is not None and len(shape) != self._ndim:
-            raise _errors.bad_rank(len(shape), str(self._ndim), where=type(self).__name__,
-                                   dialect=DIALECT)
-        channels = shape[self._axis] if self._axis is not None else None
-        expected = self.num_features
-        if isinstance(channels, int) and expected is not None and channels != expected:
-            raise _errors.bad_channels(channels, expected, name="layer.num_features",
-                                       dialect=DIALECT)
-        k = self._groups(shape[0], mode)
-        if mode == _spec.RUNNING:  # stored statistics: any batch of at least one sample
-            if shape[0] == 0:
-                raise _errors.empty_batch()
-        elif k is None:  # K counted at run time: every batch of at least 1 sample has it
-            pass
-        elif all(isinstance(d, int) for d in shape):
-            _spec.check_batch(shape, self._axis, mode, k, DIALECT)
-        elif isinstance(shape[0], int):
-            # Spatial sizes unknown until run time: what the batch size alone decides.
-            if shape[0] == 0:
-                raise _errors.empty_batch()
-            if mode == "batch" and shape[0] < k:
-                raise _errors.too_few_samples(shape[0], k, DIALECT)
-        if mode == "single" and isinstance(self.group, np.ndarray) and isinstance(shape[0], int):
-            if len(self.group) != shape[0]:
-                raise _errors.group_array_mismatch(len(self.group), shape[0])
-
-    def _groups(self, batch: Any, mode: str) -> int | None:
-        """K for a batch of ``batch`` samples in ``mode``: ``num_groups``, or in "batch"
-        mode counted from the virtual batch size (:func:`localnorm._spec.ghost_groups`;
-        None when the batch size is known only at run time); 1 (the shared row) in the
-        other modes."""
-        if self.virtual_batch_size is None:
-            return self.num_groups
-        if mode != "batch":
-            return 1
-        if not isinstance(batch, int):  # a TensorFlow trace's None batch axis: at run time
-            return None
-        return _spec.ghost_groups(batch, self.virtual_batch_size)
-
     def call(self, inputs, training=None, mask=None):
         if mask is not None:
             raise _keras_errors.mask_unsupported(type(self).__name__)
         mode, group = ("batch", 0) if training else self._eval
-        shape = tuple(inputs.shape)
-        self._check_input(shape, inputs.dtype, mode)
-        k = self._groups(shape[0], mode)
+        # A size known only at run time (None in a TensorFlow graph, a symbol in a JAX or
+        # PyTorch export) is None for the core's checks.
+        shape = tuple(d if isinstance(d, int) else None for d in inputs.shape)
+        k = _layer.call_groups(shape[0], mode, self.num_groups, self.virtual_batch_size)
+        dtype = keras.backend.standardize_dtype(inputs.dtype)
+        _layer.check_call(
+            shape, floating=keras.backend.is_float_dtype(dtype), dtype=dtype,
+            rank_ok=self._ndim in (None, len(shape)), rank=str(self._ndim), axis=self._axis,
+            num_features=self.num_features, mode=mode, num_groups=k, group=group,
+            where=type(self).__name__, dialect=DIALECT, channels_name="layer.num_features")
         note_models(self, _enclosing_models())
-        traced = fn.is_traced(inputs)
-        if traced:
+        if fn.is_traced(inputs):
             _note_stateless_trace(self)
         elif not training and mode != _spec.RUNNING and self.check_finite \
                 and _model.layer_checks_enabled():
@@ -469,7 +432,7 @@ class LocalNormalization(keras.layers.Layer):
             # take it); every batch of at least one sample has K <= N
             k = ops.maximum(ops.shape(inputs)[0] // self.virtual_batch_size, 1)
             inputs = fn.run_time_batch_check(inputs, self._axis, mode, 1, DIALECT)
-        elif not all(isinstance(d, int) for d in shape):
+        elif None in shape:
             inputs = fn.run_time_batch_check(inputs, self._axis, mode, k, DIALECT)
         if isinstance(group, np.ndarray):
             group = ops.convert_to_tensor(group, "int32")
