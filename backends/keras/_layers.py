@@ -16,11 +16,7 @@ from localnorm import _errors, _layer, _model, _spec
 from . import _errors as _keras_errors
 from . import _functional as fn
 
-__all__ = ["LocalNormalization", "GhostBatchNormalization", "EVAL_MODES"]
-
-#: Evaluation modes of the layer (training always uses "batch"); "running" needs
-#: ``track_running_stats=True``.
-EVAL_MODES = _spec.MODES + (_spec.RUNNING,)
+__all__ = ["LocalNormalization", "GhostBatchNormalization"]
 
 DIALECT = _keras_errors.KERAS
 
@@ -99,27 +95,10 @@ def _same_setting(a: tuple[str, Any], b: tuple[str, Any]) -> bool:
     return bool(np.array_equal(a[1], b[1])) if isinstance(a[1], np.ndarray) else a[1] == b[1]
 
 
-
 def _reset_functions(model: keras.layers.Layer, names: tuple[str, ...]) -> None:
     for name in names:
         if getattr(model, name, None) is not None:
             setattr(model, name, None)
-
-
-def check_eval_setting(mode: Any, group: Any, num_groups: int | None,
-                       running: bool = False) -> tuple[str, Any]:
-    """Validate an evaluation ``mode``/``group`` pair for a layer with ``num_groups`` groups
-    along the batch axis (None: counted per batch from a virtual batch size, one shared
-    row) and, with ``running``, running statistics; returns ``(mode, group)`` with an
-    array group as int64 NumPy."""
-    num_groups = num_groups or 1
-    if mode == _spec.RUNNING and not running:
-        raise _errors.running_not_tracked()
-    mode = _spec.check_choice("mode", mode, EVAL_MODES)
-    if group is not None and not isinstance(group, (int, np.integer, np.ndarray, list, tuple)) \
-            and hasattr(group, "shape") and hasattr(group, "dtype"):
-        group = ops.convert_to_numpy(group)  # a backend tensor, read on the host
-    return mode, _spec.layer_group(group, num_groups, mode)
 
 
 @keras.saving.register_keras_serializable(package="localnorm")
@@ -283,7 +262,7 @@ class LocalNormalization(keras.layers.Layer):
         self.beta_constraint = constraints.get(beta_constraint)
         self.gamma_constraint = constraints.get(gamma_constraint)
         self._partition = _spec.check_choice("partition", partition, _spec.PARTITIONS)
-        self._eval = check_eval_setting(mode, group, self.num_groups, self.track_running_stats)
+        self._eval = self._checked_setting(mode, group)
         self.check_finite = _spec.check_flag("check_finite", check_finite)
         self.gamma = None
         self.beta = None
@@ -333,8 +312,16 @@ class LocalNormalization(keras.layers.Layer):
         group : int or sequence of int, default 0
             Whose gamma/beta ``"single"``/``"set"`` mode use.
         """
-        self._set_eval(check_eval_setting(mode, group, self.num_groups,
-                                          self.track_running_stats))
+        self._set_eval(self._checked_setting(mode, group))
+
+    def _checked_setting(self, mode: Any, group: Any) -> tuple[str, Any]:
+        """A validated evaluation ``(mode, group)`` for this layer
+        (:func:`localnorm._layer.eval_setting`), an array group as int64 NumPy (a backend
+        tensor is read on the host first)."""
+        if ops.is_tensor(group):
+            group = ops.convert_to_numpy(group)
+        return _layer.eval_setting(mode, group, self.num_groups, running=self.track_running_stats,
+                                   ghost_only=type(self).__name__)
 
     def _set_eval(self, setting: tuple[str, Any], invalidate: bool = True) -> None:
         """Store a validated ``(mode, group)``; unless ``invalidate=False`` (only for a
@@ -501,8 +488,8 @@ class LocalNormalization(keras.layers.Layer):
             _spec.check_flag(flag, config.get(flag, True))
         _spec.check_eps(config.get("epsilon", _spec.DEFAULT_EPS), DIALECT)
         _spec.check_choice("partition", config.get("partition", "contiguous"), _spec.PARTITIONS)
-        check_eval_setting(config.get("mode", "batch"), config.get("group", 0), num_groups,
-                           running)
+        _layer.eval_setting(config.get("mode", "batch"), config.get("group", 0), num_groups,
+                            running=running, ghost_only=cls.__name__)
         return super().from_config(config)
 
     #: Defaults of the class (what a config without these keys means).

@@ -15,7 +15,7 @@ from localnorm import _errors, _layer, _model, _spec
 from localnorm.protocols import Prediction
 
 from . import _errors as _keras_errors
-from ._layers import DIALECT, GhostBatchNormalization, LocalNormalization, check_eval_setting
+from ._layers import DIALECT, GhostBatchNormalization, LocalNormalization
 from ._layers import note_models
 from ._layers import _EVAL_FUNCTIONS, _reset_functions
 
@@ -46,7 +46,7 @@ class _Keras(_model.Adapter):
         return layer._eval
 
     def check(self, layer, mode, group):
-        return check_eval_setting(mode, group, layer.num_groups, layer.track_running_stats)
+        return layer._checked_setting(mode, group)
 
     def assign(self, layer, setting, temporary=False):
         # predict's own passes are undone before a compiled function can run: they keep
