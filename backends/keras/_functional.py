@@ -233,12 +233,14 @@ def local_norm(x, gamma, beta, *, num_groups: int, axis: int, mode: str, group: 
 
 def group_moments(x, *, axis: int, num_groups: int, partition: str):
     """The means and biased variances ((K, C), in the compute dtype) of the K groups
-    along the batch axis of a validated input (the running statistics' update)."""
+    along the batch axis of a validated input, and how many values each group holds
+    per channel ((K, 1)): what :func:`localnorm._layer.running_update` takes."""
     xp = namespace()
     x = ops.convert_to_tensor(x)
     cdt = _agnostic.compute_dtype(xp, x.dtype)
     groups = _agnostic.Groups(xp, x, axis, num_groups, partition, cdt)
-    return _agnostic.group_moments(xp, ops.cast(x, cdt), groups)
+    mean, var = _agnostic.group_moments(xp, ops.cast(x, cdt), groups)
+    return mean, var, groups.members * _agnostic.value_count(xp, x, groups.spatial, cdt)
 
 
 def running(x, gamma, beta, mean, var, *, axis: int, eps: float):

@@ -430,20 +430,19 @@ class LocalNormalization(keras.layers.Layer):
             group=group, partition=self.partition, eps=self.epsilon,
         )
 
-    def _assign_running(self, mean, var) -> None:
-        m = self.momentum
-        for weight, value in ((self.moving_mean, mean), (self.moving_variance, var)):
-            value = ops.mean(value, axis=0, keepdims=True)
-            weight.assign(weight * m + ops.cast(value, weight.dtype) * (1.0 - m))
-
     def _update_running(self, inputs, k: int) -> None:
         """Move the moving mean and (biased, as Keras's BatchNormalization) variance
         toward the mean over the K groups along the batch axis of their moments:
         ``moving = momentum * moving + (1 - momentum) * mean_k(moment_k)``, tf-keras's
-        rule for ``virtual_batch_size``."""
-        mean, var = fn.group_moments(ops.stop_gradient(inputs), axis=self._axis,
-                                       num_groups=k, partition=self.partition)
-        self._assign_running(mean, var)
+        rule for ``virtual_batch_size`` (:func:`localnorm._layer.running_update` with
+        factor ``1 - momentum``)."""
+        mean, var, count = fn.group_moments(ops.stop_gradient(inputs), axis=self._axis,
+                                            num_groups=k, partition=self.partition)
+        moving = (self.moving_mean, self.moving_variance)
+        new = _layer.running_update(fn.namespace(), *map(ops.convert_to_tensor, moving), mean,
+                                    var, count, 1.0 - self.momentum, unbiased=False)
+        for weight, value in zip(moving, new):
+            weight.assign(value)
 
     def compute_output_shape(self, input_shape):
         return input_shape
