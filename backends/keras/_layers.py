@@ -474,25 +474,15 @@ class LocalNormalization(keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config):
-        """Rebuild from :meth:`get_config` (``keras.models.load_model``). The LocalNorm
-        arguments are checked here first: Keras turns a constructor's error into a
-        TypeError after a dump of the whole model config, which would bury the message."""
-        shared = _spec.check_flag("shared_affine", config.get("shared_affine", cls._SHARED))
-        num_groups, _ = _spec.check_ghost_groups(
-            config.get("num_groups", cls._NUM_GROUPS), config.get("virtual_batch_size"), shared)
-        running = _spec.check_running(config.get("track_running_stats", cls._RUNNING), shared,
-                                      "LocalNormalization")
-        _spec.check_momentum(config.get("momentum", 0.99), "0.99")
-        for flag in ("center", "scale", "check_finite"):
-            _spec.check_flag(flag, config.get(flag, True))
-        _spec.check_eps(config.get("epsilon", _spec.DEFAULT_EPS), DIALECT)
-        _spec.check_choice("partition", config.get("partition", "contiguous"), _spec.PARTITIONS)
-        _layer.eval_setting(config.get("mode", "batch"), config.get("group", 0), num_groups,
-                            running=running, ghost_only=cls.__name__)
-        return super().from_config(config)
-
-    #: Defaults of the class (what a config without these keys means).
-    _SHARED, _NUM_GROUPS, _RUNNING = False, 4, False
+        """Rebuild from :meth:`get_config` (``keras.models.load_model``). Keras turns a
+        constructor's error into a TypeError after a dump of the whole model config, which
+        would bury the message: the constructor's LocalNorm error is raised as it is."""
+        try:
+            return super().from_config(config)
+        except TypeError as error:
+            if isinstance(error.__context__, _errors.LocalNormError):
+                raise error.__context__ from None
+            raise
 
     def get_config(self):
         config = super().get_config()
@@ -584,8 +574,6 @@ class GhostBatchNormalization(LocalNormalization):
     >>> tuple(layer(x[:1]).shape)          # inference: any batch size
     (1, 3)
     """
-
-    _SHARED, _NUM_GROUPS, _RUNNING = True, None, True
 
     def __init__(
         self,
