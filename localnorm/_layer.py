@@ -122,3 +122,25 @@ def running_update(xp, running_mean, running_var, mean, var, count, factor: floa
             step = xp.mean(step, axis=0, keepdims=True)
         new.append(xp.astype(xp.astype(running, step.dtype) + step, running.dtype))
     return tuple(new)
+
+
+def conversion_options(num_groups: Any, partition: Any, ghost: Any,
+                       virtual_batch_size: Any) -> tuple[bool, int | None, str, int | None]:
+    """The validated options of every adapter's ``convert_batchnorm``, as
+    ``(ghost, num_groups, partition, virtual_batch_size)``. Without ``ghost`` each
+    BatchNorm becomes a LocalNorm layer with ``num_groups`` (default 4) groups along the
+    batch axis, each its own gamma/beta row, so no virtual batch size; with ``ghost`` a
+    Ghost BatchNorm layer, its groups fixed by ``num_groups`` or counted per batch from
+    ``virtual_batch_size`` (exactly one of them). ``partition`` None means
+    ``"contiguous"``, or ``"strided"`` with ``ghost`` (tf-keras's virtual batches)."""
+    ghost = _spec.check_flag("ghost", ghost)
+    if not ghost:
+        if virtual_batch_size is not None:
+            raise _errors.virtual_batch_needs_shared(virtual_batch_size)
+        num_groups = 4 if num_groups is None else num_groups
+    if partition is None:
+        partition = "strided" if ghost else "contiguous"
+    num_groups, virtual_batch_size = _spec.check_ghost_groups(
+        num_groups, virtual_batch_size, shared_affine=ghost)
+    partition = _spec.check_choice("partition", partition, _spec.PARTITIONS)
+    return ghost, num_groups, partition, virtual_batch_size

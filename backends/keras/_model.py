@@ -11,7 +11,7 @@ import array_api_compat.numpy
 import keras
 import numpy as np
 
-from localnorm import _errors, _layer, _model, _spec
+from localnorm import _layer, _model
 from localnorm.protocols import Prediction
 
 from . import _errors as _keras_errors
@@ -328,16 +328,8 @@ def convert_batchnorm(model, num_groups: int | None = None, partition: str | Non
         For a subclassed model (its layer graph is not known), a bad ``num_groups`` or an
         unknown ``partition``.
     """
-    ghost = _spec.check_flag("ghost", ghost)
-    if not ghost:
-        if virtual_batch_size is not None:
-            raise _errors.virtual_batch_needs_shared(virtual_batch_size)
-        num_groups = 4 if num_groups is None else num_groups
-    if partition is None:
-        partition = "strided" if ghost else "contiguous"
-    num_groups, virtual_batch_size = _spec.check_ghost_groups(
-        num_groups, virtual_batch_size, shared_affine=ghost)
-    partition = _spec.check_choice("partition", partition, _spec.PARTITIONS)
+    ghost, num_groups, partition, virtual_batch_size = _layer.conversion_options(
+        num_groups, partition, ghost, virtual_batch_size)
     options = dict(ghost=ghost, virtual_batch_size=virtual_batch_size)
     if isinstance(model, keras.layers.BatchNormalization):
         return _from_batchnorm(model, num_groups, partition, **options)

@@ -92,3 +92,21 @@ def test_running_update_per_group_and_shared():
         unbiased=False)
     np.testing.assert_allclose(shared_m, 0.01 * mean[:2].mean(0, keepdims=True))
     np.testing.assert_allclose(shared_v, 1 + 0.01 * (var[:2].mean(0, keepdims=True) - 1))
+
+
+def test_conversion_options():
+    options = dict(num_groups=None, partition=None, ghost=False, virtual_batch_size=None)
+    assert _layer.conversion_options(**options) == (False, 4, "contiguous", None)
+    ghost = {**options, "ghost": True}
+    assert _layer.conversion_options(**{**ghost, "virtual_batch_size": 8}) == (
+        True, None, "strided", 8)
+    assert _layer.conversion_options(**{**ghost, "num_groups": 2, "partition": "contiguous"}) \
+        == (True, 2, "contiguous", None)
+    for change, meaning in ((dict(ghost="yes"), "ghost"),
+                            (dict(virtual_batch_size=8), "shared"),
+                            (dict(ghost=True), "virtual_batch_size"),
+                            (dict(ghost=True, num_groups=2, virtual_batch_size=8), "not both"),
+                            (dict(num_groups=0), "num_groups"),
+                            (dict(partition="random"), "partition")):
+        with pytest.raises(LocalNormError, match=meaning):
+            _layer.conversion_options(**{**options, **change})
