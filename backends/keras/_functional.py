@@ -169,6 +169,7 @@ def _batch_custom_gradient(xp, x, gamma, beta, kw):
     return normalize(x, gamma, beta)
 
 
+@functools.cache
 def _torch_batch_function():
     import torch
 
@@ -199,9 +200,6 @@ def _torch_batch_function():
     return Batch
 
 
-_TORCH_BATCH: list = []
-
-
 def local_norm(x, gamma, beta, *, num_groups: int, axis: int, mode: str, group: Any,
                partition: str, eps: float):
     """LocalNorm of Keras tensors (validated input): see :func:`localnorm.local_norm`.
@@ -226,9 +224,7 @@ def local_norm(x, gamma, beta, *, num_groups: int, axis: int, mode: str, group: 
         return _batch_custom_gradient(xp, x, gamma, beta, kw)
     if _torch_graph_mode():
         return _agnostic.batch_forward(xp, x, gamma, beta, **kw)[0]
-    if not _TORCH_BATCH:
-        _TORCH_BATCH.append(_torch_batch_function())
-    return _TORCH_BATCH[0].apply(x, gamma, beta, xp, kw)
+    return _torch_batch_function().apply(x, gamma, beta, xp, kw)
 
 
 def group_moments(x, *, axis: int, num_groups: int, partition: str):

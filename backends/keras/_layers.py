@@ -83,10 +83,7 @@ def note_models(layer: keras.layers.Layer, models) -> None:
     compiled functions."""
     models = [m for m in models if m is not layer]
     if models:
-        known = _MODELS_OF.get(layer)
-        if known is None:
-            known = _MODELS_OF[layer] = weakref.WeakSet()
-        known.update(models)
+        _MODELS_OF.setdefault(layer, weakref.WeakSet()).update(models)
 
 
 def _same_setting(a: tuple[str, Any], b: tuple[str, Any]) -> bool:
