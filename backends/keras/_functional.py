@@ -22,7 +22,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from localnorm import _agnostic, _errors
+from localnorm import _agnostic, _errors, _spec
 
 
 def _isdtype(dtype, kind: str) -> bool:
@@ -130,8 +130,7 @@ def run_time_batch_check(x, axis: int, mode: str, num_groups: int, dialect: _err
 
     shape = tf.shape(x)
     n = shape[0]
-    spatial = tf.reduce_prod([shape[a] for a in range(1, x.ndim) if a != axis] or [1])
-    smallest = n // num_groups if mode == "batch" else (n if mode == "set" else 1)
+    values = _spec.values_per_channel([shape[a] for a in range(x.ndim)], axis, mode, num_groups)
     printed = "(the run-time value, printed below)"
     if mode == "batch":
         first = tf.debugging.assert_greater_equal(
@@ -139,7 +138,7 @@ def run_time_batch_check(x, axis: int, mode: str, num_groups: int, dialect: _err
     else:
         first = tf.debugging.assert_greater_equal(n, 1, message=str(_errors.empty_batch()))
     second = tf.debugging.assert_greater_equal(
-        smallest * spatial, 2, message=str(_errors.single_value_statistics(
+        values, 2, message=str(_errors.single_value_statistics(
             mode, "fewer than 2 " + printed, (None,) + tuple(x.shape[1:]), dialect)))
     with tf.control_dependencies([first, second]):
         return tf.identity(x)
