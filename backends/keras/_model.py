@@ -220,33 +220,21 @@ def predict(
 
 # -- BatchNorm conversion -------------------------------------------------------------
 
+#: The options of a BatchNormalization that the layer replacing it keeps, by their names.
+_KEPT_OPTIONS = ("axis", "epsilon", "center", "scale", "beta_initializer", "gamma_initializer",
+                 "beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint")
+
+
 def _from_batchnorm(bn: keras.layers.BatchNormalization, num_groups: int | None,
                     partition: str, ghost: bool = False,
                     virtual_batch_size: int | None = None) -> LocalNormalization:
     config = bn.get_config()
+    cls, options = LocalNormalization, {name: config[name] for name in _KEPT_OPTIONS}
     if ghost:
-        cls, options = GhostBatchNormalization, dict(
-            virtual_batch_size=virtual_batch_size, momentum=bn.momentum)
-    else:
-        cls, options = LocalNormalization, {}
-    layer = cls(
-        num_groups=num_groups,
-        axis=bn.axis,
-        epsilon=bn.epsilon,
-        center=bn.center,
-        scale=bn.scale,
-        beta_initializer=config["beta_initializer"],
-        gamma_initializer=config["gamma_initializer"],
-        beta_regularizer=config["beta_regularizer"],
-        gamma_regularizer=config["gamma_regularizer"],
-        beta_constraint=config["beta_constraint"],
-        gamma_constraint=config["gamma_constraint"],
-        partition=partition,
-        name=bn.name,
-        dtype=bn.dtype_policy,
-        trainable=bn.trainable,
-        **options,
-    )
+        cls = GhostBatchNormalization
+        options.update(virtual_batch_size=virtual_batch_size, momentum=bn.momentum)
+    layer = cls(num_groups=num_groups, partition=partition, name=bn.name, dtype=bn.dtype_policy,
+                trainable=bn.trainable, **options)
     build_config = bn.get_build_config()
     if bn.built and build_config is not None:
         layer.build_from_config(build_config)
