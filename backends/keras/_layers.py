@@ -86,12 +86,6 @@ def note_models(layer: keras.layers.Layer, models) -> None:
         _MODELS_OF.setdefault(layer, weakref.WeakSet()).update(models)
 
 
-def _same_setting(a: tuple[str, Any], b: tuple[str, Any]) -> bool:
-    if a[0] != b[0] or isinstance(a[1], np.ndarray) != isinstance(b[1], np.ndarray):
-        return False
-    return bool(np.array_equal(a[1], b[1])) if isinstance(a[1], np.ndarray) else a[1] == b[1]
-
-
 def _reset_functions(model: keras.layers.Layer, names: tuple[str, ...]) -> None:
     for name in names:
         if getattr(model, name, None) is not None:
@@ -325,7 +319,8 @@ class LocalNormalization(keras.layers.Layer):
         change undone before any compiled function runs), drop the compiled evaluation
         functions that baked the old one in."""
         old, self._eval = self._eval, setting
-        if invalidate and not _same_setting(old, setting):
+        # (a group is an int or an int64 array: array_equal compares both, shapes first)
+        if invalidate and (old[0] != setting[0] or not np.array_equal(old[1], setting[1])):
             self._invalidate_traces(_EVAL_FUNCTIONS)
 
     def _invalidate_traces(self, names: tuple[str, ...]) -> None:
