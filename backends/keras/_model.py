@@ -259,11 +259,14 @@ def _copy(layer: keras.layers.Layer) -> keras.layers.Layer:
     return clone
 
 
-def _is_functional(model) -> bool:
-    """A model built with the functional API. Keras exports no name for its Functional
-    class, but every functional model is also a public ``keras.Function`` (the graph of
-    operations it is built on); a subclassed model is not."""
-    return isinstance(model, keras.Model) and isinstance(model, keras.Function)
+def _check_convertible(model) -> None:
+    """Refuse a model whose layer graph is not known: a subclassed one. Sequential and
+    functional models are rebuilt; Keras exports no name for its Functional class, but
+    every functional model is also a public ``keras.Function`` (the graph of operations
+    it is built on)."""
+    functional = isinstance(model, keras.Model) and isinstance(model, keras.Function)
+    if not (functional or isinstance(model, keras.Sequential)):
+        raise _keras_errors.cannot_convert(type(model).__name__)
 
 
 def convert_batchnorm(model, num_groups: int | None = None, partition: str | None = None, *,
@@ -318,19 +321,15 @@ def convert_batchnorm(model, num_groups: int | None = None, partition: str | Non
     """
     ghost, num_groups, partition, virtual_batch_size = _layer.conversion_options(
         num_groups, partition, ghost, virtual_batch_size)
-    options = dict(ghost=ghost, virtual_batch_size=virtual_batch_size)
-    if isinstance(model, keras.layers.BatchNormalization):
-        return _from_batchnorm(model, num_groups, partition, **options)
-    if not (isinstance(model, keras.Sequential) or _is_functional(model)):
-        raise _keras_errors.cannot_convert(type(model).__name__)
-
     def clone(layer):
         if isinstance(layer, keras.layers.BatchNormalization):
-            return _from_batchnorm(layer, num_groups, partition, **options)
-        if isinstance(layer, keras.Model) and not (
-            isinstance(layer, keras.Sequential) or _is_functional(layer)
-        ):
-            raise _keras_errors.cannot_convert(type(layer).__name__)
+            return _from_batchnorm(layer, num_groups, partition, ghost, virtual_batch_size)
+        if isinstance(layer, keras.Model):
+            _check_convertible(layer)
         return _copy(layer)
+
+    if isinstance(model, keras.layers.BatchNormalization):
+        return clone(model)
+    _check_convertible(model)
 
     return keras.models.clone_model(model, clone_function=clone, recursive=True)
