@@ -10,7 +10,7 @@ dynamic :class:`~localnorm._agnostic.Groups` path. A batch smaller than K there 
 core's defined case: groups without samples reach no output and their gamma_k/beta_k get
 a zero gradient (see ``docs/spec.md``).
 
-Inputs here are validated already (see ``layers.LocalNormalization``).
+Inputs here are validated already (see ``_layers.LocalNormalization``).
 """
 
 from __future__ import annotations
@@ -22,15 +22,28 @@ from typing import Any
 import keras
 from keras import ops
 
-from localnorm import _agnostic, _errors
+from localnorm import _agnostic, _errors, _spec
+
+
+def _isdtype(dtype, kind: str) -> bool:
+    """The array API's ``isdtype`` for the one kind the core asks about."""
+    if kind != "real floating":
+        raise NotImplementedError(f"isdtype(..., {kind!r}) in the Keras namespace")
+    return keras.backend.is_float_dtype(dtype)
+
+
+def _sum(x, axis=None, keepdims=False, dtype=None):
+    """The array API's ``sum``, whose ``dtype`` (the accumulation's) ``keras.ops.sum`` lacks."""
+    return ops.sum(x if dtype is None else ops.cast(x, dtype), axis=axis, keepdims=keepdims)
 
 
 #: The array-API functions the core calls, in ``keras.ops`` (TensorFlow's namespace).
 KERAS_OPS = types.SimpleNamespace(
     float32="float32", float64="float64", int32="int32",
-    reshape=ops.reshape, sqrt=ops.sqrt, broadcast_to=ops.broadcast_to, sum=ops.sum,
+    reshape=ops.reshape, sqrt=ops.sqrt, broadcast_to=ops.broadcast_to, sum=_sum,
     mean=ops.mean, take=ops.take, zeros_like=ops.zeros_like, ones_like=ops.ones_like,
     maximum=ops.maximum, where=ops.where, astype=ops.cast, arange=ops.arange,
+    isfinite=ops.isfinite, logical_not=ops.logical_not, isdtype=_isdtype,
     concat=lambda arrays, axis=0: ops.concatenate(arrays, axis=axis),
     asarray=lambda a, dtype=None, device=None: ops.convert_to_tensor(
         a, None if dtype is None else keras.backend.standardize_dtype(dtype)),
@@ -103,15 +116,6 @@ def is_traced(x) -> bool:
     return backend == "torch" and _torch_graph_mode()
 
 
-def count_non_finite(x) -> int:
-    """How many NaN/Inf values an eager tensor holds: one pass and one device-to-host
-    transfer of a bool when all are finite."""
-    finite = ops.isfinite(x)
-    if bool(ops.convert_to_numpy(ops.all(finite))):
-        return 0
-    return int(ops.convert_to_numpy(ops.sum(ops.cast(ops.logical_not(finite), "int32"))))
-
-
 def run_time_batch_check(x, axis: int, mode: str, num_groups: int, dialect: _errors.Dialect):
     """Where the batch size is unknown until run time, make a TensorFlow graph refuse
     what :func:`localnorm._spec.check_batch` refuses at trace time (fewer samples than
@@ -126,8 +130,7 @@ def run_time_batch_check(x, axis: int, mode: str, num_groups: int, dialect: _err
 
     shape = tf.shape(x)
     n = shape[0]
-    spatial = tf.reduce_prod([shape[a] for a in range(1, x.ndim) if a != axis] or [1])
-    smallest = n // num_groups if mode == "batch" else (n if mode == "set" else 1)
+    values = _spec.values_per_channel([shape[a] for a in range(x.ndim)], axis, mode, num_groups)
     printed = "(the run-time value, printed below)"
     if mode == "batch":
         first = tf.debugging.assert_greater_equal(
@@ -135,7 +138,7 @@ def run_time_batch_check(x, axis: int, mode: str, num_groups: int, dialect: _err
     else:
         first = tf.debugging.assert_greater_equal(n, 1, message=str(_errors.empty_batch()))
     second = tf.debugging.assert_greater_equal(
-        smallest * spatial, 2, message=str(_errors.single_value_statistics(
+        values, 2, message=str(_errors.single_value_statistics(
             mode, "fewer than 2 " + printed, (None,) + tuple(x.shape[1:]), dialect)))
     with tf.control_dependencies([first, second]):
         return tf.identity(x)
@@ -165,6 +168,7 @@ def _batch_custom_gradient(xp, x, gamma, beta, kw):
     return normalize(x, gamma, beta)
 
 
+@functools.cache
 def _torch_batch_function():
     import torch
 
@@ -195,9 +199,6 @@ def _torch_batch_function():
     return Batch
 
 
-_TORCH_BATCH: list = []
-
-
 def local_norm(x, gamma, beta, *, num_groups: int, axis: int, mode: str, group: Any,
                partition: str, eps: float):
     """LocalNorm of Keras tensors (validated input): see :func:`localnorm.local_norm`.
@@ -222,19 +223,7 @@ def local_norm(x, gamma, beta, *, num_groups: int, axis: int, mode: str, group: 
         return _batch_custom_gradient(xp, x, gamma, beta, kw)
     if _torch_graph_mode():
         return _agnostic.batch_forward(xp, x, gamma, beta, **kw)[0]
-    if not _TORCH_BATCH:
-        _TORCH_BATCH.append(_torch_batch_function())
-    return _TORCH_BATCH[0].apply(x, gamma, beta, xp, kw)
-
-
-def group_moments(x, *, axis: int, num_groups: int, partition: str):
-    """The means and biased variances ((K, C), in the compute dtype) of the K groups
-    along the batch axis of a validated input (the running statistics' update)."""
-    xp = namespace()
-    x = ops.convert_to_tensor(x)
-    cdt = _agnostic.compute_dtype(xp, x.dtype)
-    groups = _agnostic.Groups(xp, x, axis, num_groups, partition, cdt)
-    return _agnostic.group_moments(xp, ops.cast(x, cdt), groups)
+    return _torch_batch_function().apply(x, gamma, beta, xp, kw)
 
 
 def running(x, gamma, beta, mean, var, *, axis: int, eps: float):

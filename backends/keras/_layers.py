@@ -11,16 +11,12 @@ from keras import constraints, initializers, ops, regularizers
 from keras.src.backend import get_stateless_scope
 from keras.src.backend.common import global_state
 
-from localnorm import _errors, _model, _spec
+from localnorm import _errors, _layer, _model, _spec
 
 from . import _errors as _keras_errors
 from . import _functional as fn
 
-__all__ = ["LocalNormalization", "GhostBatchNormalization", "EVAL_MODES"]
-
-#: Evaluation modes of the layer (training always uses "batch"); "running" needs
-#: ``track_running_stats=True``.
-EVAL_MODES = _spec.MODES + (_spec.RUNNING,)
+__all__ = ["LocalNormalization", "GhostBatchNormalization"]
 
 DIALECT = _keras_errors.KERAS
 
@@ -87,39 +83,13 @@ def note_models(layer: keras.layers.Layer, models) -> None:
     compiled functions."""
     models = [m for m in models if m is not layer]
     if models:
-        known = _MODELS_OF.get(layer)
-        if known is None:
-            known = _MODELS_OF[layer] = weakref.WeakSet()
-        known.update(models)
-
-
-def _same_setting(a: tuple[str, Any], b: tuple[str, Any]) -> bool:
-    if a[0] != b[0] or isinstance(a[1], np.ndarray) != isinstance(b[1], np.ndarray):
-        return False
-    return bool(np.array_equal(a[1], b[1])) if isinstance(a[1], np.ndarray) else a[1] == b[1]
-
+        _MODELS_OF.setdefault(layer, weakref.WeakSet()).update(models)
 
 
 def _reset_functions(model: keras.layers.Layer, names: tuple[str, ...]) -> None:
     for name in names:
         if getattr(model, name, None) is not None:
             setattr(model, name, None)
-
-
-def check_eval_setting(mode: Any, group: Any, num_groups: int | None,
-                       running: bool = False) -> tuple[str, Any]:
-    """Validate an evaluation ``mode``/``group`` pair for a layer with ``num_groups`` groups
-    along the batch axis (None: counted per batch from a virtual batch size, one shared
-    row) and, with ``running``, running statistics; returns ``(mode, group)`` with an
-    array group as int64 NumPy."""
-    num_groups = num_groups or 1
-    if mode == _spec.RUNNING and not running:
-        raise _errors.running_not_tracked()
-    mode = _spec.check_choice("mode", mode, EVAL_MODES)
-    if group is not None and not isinstance(group, (int, np.integer, np.ndarray, list, tuple)) \
-            and hasattr(group, "shape") and hasattr(group, "dtype"):
-        group = ops.convert_to_numpy(group)  # a backend tensor, read on the host
-    return mode, _spec.layer_group(group, num_groups, mode)
 
 
 @keras.saving.register_keras_serializable(package="localnorm")
@@ -283,7 +253,7 @@ class LocalNormalization(keras.layers.Layer):
         self.beta_constraint = constraints.get(beta_constraint)
         self.gamma_constraint = constraints.get(gamma_constraint)
         self._partition = _spec.check_choice("partition", partition, _spec.PARTITIONS)
-        self._eval = check_eval_setting(mode, group, self.num_groups, self.track_running_stats)
+        self._eval = self._checked_setting(mode, group)
         self.check_finite = _spec.check_flag("check_finite", check_finite)
         self.gamma = None
         self.beta = None
@@ -333,15 +303,24 @@ class LocalNormalization(keras.layers.Layer):
         group : int or sequence of int, default 0
             Whose gamma/beta ``"single"``/``"set"`` mode use.
         """
-        self._set_eval(check_eval_setting(mode, group, self.num_groups,
-                                          self.track_running_stats))
+        self._set_eval(self._checked_setting(mode, group))
+
+    def _checked_setting(self, mode: Any, group: Any) -> tuple[str, Any]:
+        """A validated evaluation ``(mode, group)`` for this layer
+        (:func:`localnorm._layer.eval_setting`), an array group as int64 NumPy (a backend
+        tensor is read on the host first)."""
+        if ops.is_tensor(group):
+            group = ops.convert_to_numpy(group)
+        return _layer.eval_setting(mode, group, self.num_groups, running=self.track_running_stats,
+                                   ghost_only=type(self).__name__)
 
     def _set_eval(self, setting: tuple[str, Any], invalidate: bool = True) -> None:
         """Store a validated ``(mode, group)``; unless ``invalidate=False`` (only for a
         change undone before any compiled function runs), drop the compiled evaluation
         functions that baked the old one in."""
         old, self._eval = self._eval, setting
-        if invalidate and not _same_setting(old, setting):
+        # (a group is an int or an int64 array: array_equal compares both, shapes first)
+        if invalidate and (old[0] != setting[0] or not np.array_equal(old[1], setting[1])):
             self._invalidate_traces(_EVAL_FUNCTIONS)
 
     def _invalidate_traces(self, names: tuple[str, ...]) -> None:
@@ -399,67 +378,28 @@ class LocalNormalization(keras.layers.Layer):
         w = self.gamma if self.gamma is not None else self.beta
         return None if w is None else int(w.shape[1])
 
-    def _check_input(self, shape: tuple, dtype: Any, mode: str) -> None:
-        dtype = keras.backend.standardize_dtype(dtype)
-        if not keras.backend.is_float_dtype(dtype):
-            raise _errors.not_floating(dtype, DIALECT)
-        if self._ndim is not None and len(shape) != self._ndim:
-            raise _errors.bad_rank(len(shape), str(self._ndim), where=type(self).__name__,
-                                   dialect=DIALECT)
-        channels = shape[self._axis] if self._axis is not None else None
-        expected = self.num_features
-        if isinstance(channels, int) and expected is not None and channels != expected:
-            raise _errors.bad_channels(channels, expected, name="layer.num_features",
-                                       dialect=DIALECT)
-        k = self._groups(shape[0], mode)
-        if mode == _spec.RUNNING:  # stored statistics: any batch of at least one sample
-            if shape[0] == 0:
-                raise _errors.empty_batch()
-        elif k is None:  # K counted at run time: every batch of at least 1 sample has it
-            pass
-        elif all(isinstance(d, int) for d in shape):
-            _spec.check_batch(shape, self._axis, mode, k, DIALECT)
-        elif isinstance(shape[0], int):
-            # Spatial sizes unknown until run time: what the batch size alone decides.
-            if shape[0] == 0:
-                raise _errors.empty_batch()
-            if mode == "batch" and shape[0] < k:
-                raise _errors.too_few_samples(shape[0], k, DIALECT)
-        if mode == "single" and isinstance(self.group, np.ndarray) and isinstance(shape[0], int):
-            if len(self.group) != shape[0]:
-                raise _errors.group_array_mismatch(len(self.group), shape[0])
-
-    def _groups(self, batch: Any, mode: str) -> int | None:
-        """K for a batch of ``batch`` samples in ``mode``: ``num_groups``, or in "batch"
-        mode counted from the virtual batch size (:func:`localnorm._spec.ghost_groups`;
-        None when the batch size is known only at run time); 1 (the shared row) in the
-        other modes."""
-        if self.virtual_batch_size is None:
-            return self.num_groups
-        if mode != "batch":
-            return 1
-        if not isinstance(batch, int):  # a TensorFlow trace's None batch axis: at run time
-            return None
-        return _spec.ghost_groups(batch, self.virtual_batch_size)
-
     def call(self, inputs, training=None, mask=None):
         if mask is not None:
             raise _keras_errors.mask_unsupported(type(self).__name__)
         mode, group = ("batch", 0) if training else self._eval
-        shape = tuple(inputs.shape)
-        self._check_input(shape, inputs.dtype, mode)
-        k = self._groups(shape[0], mode)
+        # A size known only at run time (None in a TensorFlow graph, a symbol in a JAX or
+        # PyTorch export) is None for the core's checks.
+        shape = tuple(d if isinstance(d, int) else None for d in inputs.shape)
+        k = _layer.call_groups(shape[0], mode, self.num_groups, self.virtual_batch_size)
+        dtype = keras.backend.standardize_dtype(inputs.dtype)
+        _layer.check_call(
+            shape, floating=keras.backend.is_float_dtype(dtype), dtype=dtype,
+            rank_ok=self._ndim in (None, len(shape)), rank=str(self._ndim), axis=self._axis,
+            num_features=self.num_features, mode=mode, num_groups=k, group=group,
+            where=type(self).__name__, dialect=DIALECT, channels_name="layer.num_features")
         note_models(self, _enclosing_models())
-        traced = fn.is_traced(inputs)
-        if traced:
+        if fn.is_traced(inputs):
             _note_stateless_trace(self)
         elif not training and mode != _spec.RUNNING and self.check_finite \
                 and _model.layer_checks_enabled():
             # ("running" mode uses stored statistics, as BatchNormalization: a NaN/Inf
             # reaches only its own sample's output, so it is not checked)
-            bad = fn.count_non_finite(inputs)
-            if bad:
-                raise _errors.not_finite("x", bad, int(np.prod(shape)), dialect=DIALECT)
+            _layer.refuse_non_finite(fn.namespace(), inputs, DIALECT)
         if mode == _spec.RUNNING:
             return fn.running(inputs, self.gamma, self.beta, self.moving_mean,
                                 self.moving_variance, axis=self._axis, eps=self.epsilon)
@@ -471,7 +411,7 @@ class LocalNormalization(keras.layers.Layer):
             # take it); every batch of at least one sample has K <= N
             k = ops.maximum(ops.shape(inputs)[0] // self.virtual_batch_size, 1)
             inputs = fn.run_time_batch_check(inputs, self._axis, mode, 1, DIALECT)
-        elif not all(isinstance(d, int) for d in shape):
+        elif None in shape:
             inputs = fn.run_time_batch_check(inputs, self._axis, mode, k, DIALECT)
         if isinstance(group, np.ndarray):
             group = ops.convert_to_tensor(group, "int32")
@@ -482,20 +422,20 @@ class LocalNormalization(keras.layers.Layer):
             group=group, partition=self.partition, eps=self.epsilon,
         )
 
-    def _assign_running(self, mean, var) -> None:
-        m = self.momentum
-        for weight, value in ((self.moving_mean, mean), (self.moving_variance, var)):
-            value = ops.mean(value, axis=0, keepdims=True)
-            weight.assign(weight * m + ops.cast(value, weight.dtype) * (1.0 - m))
-
     def _update_running(self, inputs, k: int) -> None:
         """Move the moving mean and (biased, as Keras's BatchNormalization) variance
         toward the mean over the K groups along the batch axis of their moments:
         ``moving = momentum * moving + (1 - momentum) * mean_k(moment_k)``, tf-keras's
-        rule for ``virtual_batch_size``."""
-        mean, var = fn.group_moments(ops.stop_gradient(inputs), axis=self._axis,
-                                       num_groups=k, partition=self.partition)
-        self._assign_running(mean, var)
+        rule for ``virtual_batch_size`` (:func:`localnorm._layer.running_update` with
+        factor ``1 - momentum``)."""
+        xp = fn.namespace()
+        moments = _layer.group_moments(xp, ops.stop_gradient(inputs), self._axis, k,
+                                       self.partition)
+        moving = (self.moving_mean, self.moving_variance)
+        new = _layer.running_update(xp, *map(ops.convert_to_tensor, moving), *moments,
+                                    1.0 - self.momentum, unbiased=False)
+        for weight, value in zip(moving, new):
+            weight.assign(value)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -527,25 +467,15 @@ class LocalNormalization(keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config):
-        """Rebuild from :meth:`get_config` (``keras.models.load_model``). The LocalNorm
-        arguments are checked here first: Keras turns a constructor's error into a
-        TypeError after a dump of the whole model config, which would bury the message."""
-        shared = _spec.check_flag("shared_affine", config.get("shared_affine", cls._SHARED))
-        num_groups, _ = _spec.check_ghost_groups(
-            config.get("num_groups", cls._NUM_GROUPS), config.get("virtual_batch_size"), shared)
-        running = _spec.check_running(config.get("track_running_stats", cls._RUNNING), shared,
-                                      "LocalNormalization")
-        _spec.check_momentum(config.get("momentum", 0.99), "0.99")
-        for flag in ("center", "scale", "check_finite"):
-            _spec.check_flag(flag, config.get(flag, True))
-        _spec.check_eps(config.get("epsilon", _spec.DEFAULT_EPS), DIALECT)
-        _spec.check_choice("partition", config.get("partition", "contiguous"), _spec.PARTITIONS)
-        check_eval_setting(config.get("mode", "batch"), config.get("group", 0), num_groups,
-                           running)
-        return super().from_config(config)
-
-    #: Defaults of the class (what a config without these keys means).
-    _SHARED, _NUM_GROUPS, _RUNNING = False, 4, False
+        """Rebuild from :meth:`get_config` (``keras.models.load_model``). Keras turns a
+        constructor's error into a TypeError after a dump of the whole model config, which
+        would bury the message: the constructor's LocalNorm error is raised as it is."""
+        try:
+            return super().from_config(config)
+        except TypeError as error:
+            if isinstance(error.__context__, _errors.LocalNormError):
+                raise error.__context__ from None
+            raise
 
     def get_config(self):
         config = super().get_config()
@@ -637,8 +567,6 @@ class GhostBatchNormalization(LocalNormalization):
     >>> tuple(layer(x[:1]).shape)          # inference: any batch size
     (1, 3)
     """
-
-    _SHARED, _NUM_GROUPS, _RUNNING = True, None, True
 
     def __init__(
         self,

@@ -7,14 +7,15 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+import array_api_compat.numpy
 import keras
 import numpy as np
 
-from localnorm import _errors, _model, _spec
+from localnorm import _layer, _model
 from localnorm.protocols import Prediction
 
 from . import _errors as _keras_errors
-from ._layers import DIALECT, GhostBatchNormalization, LocalNormalization, check_eval_setting
+from ._layers import DIALECT, GhostBatchNormalization, LocalNormalization
 from ._layers import note_models
 from ._layers import _EVAL_FUNCTIONS, _reset_functions
 
@@ -45,7 +46,7 @@ class _Keras(_model.Adapter):
         return layer._eval
 
     def check(self, layer, mode, group):
-        return check_eval_setting(mode, group, layer.num_groups, layer.track_running_stats)
+        return layer._checked_setting(mode, group)
 
     def assign(self, layer, setting, temporary=False):
         # predict's own passes are undone before a compiled function can run: they keep
@@ -66,9 +67,7 @@ class _Keras(_model.Adapter):
         return x if isinstance(x, np.ndarray) else np.asarray(keras.ops.convert_to_numpy(x))
 
     def count_non_finite(self, x):
-        if not (np.issubdtype(x.dtype, np.floating) or x.dtype.name == "bfloat16"):
-            return 0  # (an integer x, e.g. token ids for an Embedding, has no NaN)
-        return int(x.size - np.isfinite(x).sum())
+        return _layer.count_non_finite(array_api_compat.numpy, x)
 
     def group_array(self, groups, x):
         return groups
@@ -221,33 +220,21 @@ def predict(
 
 # -- BatchNorm conversion -------------------------------------------------------------
 
+#: The options of a BatchNormalization that the layer replacing it keeps, by their names.
+_KEPT_OPTIONS = ("axis", "epsilon", "center", "scale", "beta_initializer", "gamma_initializer",
+                 "beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint")
+
+
 def _from_batchnorm(bn: keras.layers.BatchNormalization, num_groups: int | None,
                     partition: str, ghost: bool = False,
                     virtual_batch_size: int | None = None) -> LocalNormalization:
     config = bn.get_config()
+    cls, options = LocalNormalization, {name: config[name] for name in _KEPT_OPTIONS}
     if ghost:
-        cls, options = GhostBatchNormalization, dict(
-            virtual_batch_size=virtual_batch_size, momentum=bn.momentum)
-    else:
-        cls, options = LocalNormalization, {}
-    layer = cls(
-        num_groups=num_groups,
-        axis=bn.axis,
-        epsilon=bn.epsilon,
-        center=bn.center,
-        scale=bn.scale,
-        beta_initializer=config["beta_initializer"],
-        gamma_initializer=config["gamma_initializer"],
-        beta_regularizer=config["beta_regularizer"],
-        gamma_regularizer=config["gamma_regularizer"],
-        beta_constraint=config["beta_constraint"],
-        gamma_constraint=config["gamma_constraint"],
-        partition=partition,
-        name=bn.name,
-        dtype=bn.dtype_policy,
-        trainable=bn.trainable,
-        **options,
-    )
+        cls = GhostBatchNormalization
+        options.update(virtual_batch_size=virtual_batch_size, momentum=bn.momentum)
+    layer = cls(num_groups=num_groups, partition=partition, name=bn.name, dtype=bn.dtype_policy,
+                trainable=bn.trainable, **options)
     build_config = bn.get_build_config()
     if bn.built and build_config is not None:
         layer.build_from_config(build_config)
@@ -272,11 +259,14 @@ def _copy(layer: keras.layers.Layer) -> keras.layers.Layer:
     return clone
 
 
-def _is_functional(model) -> bool:
-    """A model built with the functional API. Keras exports no name for its Functional
-    class, but every functional model is also a public ``keras.Function`` (the graph of
-    operations it is built on); a subclassed model is not."""
-    return isinstance(model, keras.Model) and isinstance(model, keras.Function)
+def _check_convertible(model) -> None:
+    """Refuse a model whose layer graph is not known: a subclassed one. Sequential and
+    functional models are rebuilt; Keras exports no name for its Functional class, but
+    every functional model is also a public ``keras.Function`` (the graph of operations
+    it is built on)."""
+    functional = isinstance(model, keras.Model) and isinstance(model, keras.Function)
+    if not (functional or isinstance(model, keras.Sequential)):
+        raise _keras_errors.cannot_convert(type(model).__name__)
 
 
 def convert_batchnorm(model, num_groups: int | None = None, partition: str | None = None, *,
@@ -329,29 +319,17 @@ def convert_batchnorm(model, num_groups: int | None = None, partition: str | Non
         For a subclassed model (its layer graph is not known), a bad ``num_groups`` or an
         unknown ``partition``.
     """
-    ghost = _spec.check_flag("ghost", ghost)
-    if not ghost:
-        if virtual_batch_size is not None:
-            raise _errors.virtual_batch_needs_shared(virtual_batch_size)
-        num_groups = 4 if num_groups is None else num_groups
-    if partition is None:
-        partition = "strided" if ghost else "contiguous"
-    num_groups, virtual_batch_size = _spec.check_ghost_groups(
-        num_groups, virtual_batch_size, shared_affine=ghost)
-    partition = _spec.check_choice("partition", partition, _spec.PARTITIONS)
-    options = dict(ghost=ghost, virtual_batch_size=virtual_batch_size)
-    if isinstance(model, keras.layers.BatchNormalization):
-        return _from_batchnorm(model, num_groups, partition, **options)
-    if not (isinstance(model, keras.Sequential) or _is_functional(model)):
-        raise _keras_errors.cannot_convert(type(model).__name__)
-
+    ghost, num_groups, partition, virtual_batch_size = _layer.convert_options(
+        num_groups, partition, ghost, virtual_batch_size)
     def clone(layer):
         if isinstance(layer, keras.layers.BatchNormalization):
-            return _from_batchnorm(layer, num_groups, partition, **options)
-        if isinstance(layer, keras.Model) and not (
-            isinstance(layer, keras.Sequential) or _is_functional(layer)
-        ):
-            raise _keras_errors.cannot_convert(type(layer).__name__)
+            return _from_batchnorm(layer, num_groups, partition, ghost, virtual_batch_size)
+        if isinstance(layer, keras.Model):
+            _check_convertible(layer)
         return _copy(layer)
+
+    if isinstance(model, keras.layers.BatchNormalization):
+        return clone(model)
+    _check_convertible(model)
 
     return keras.models.clone_model(model, clone_function=clone, recursive=True)
