@@ -15,6 +15,7 @@ Inputs here are validated already (see ``_layers.LocalNormalization``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import types
 from typing import Any
@@ -97,6 +98,17 @@ def _torch_graph_mode() -> bool:
 
     return bool(torch.compiler.is_compiling() or torch.jit.is_tracing()
                 or torch.jit.is_scripting() or torch._C._are_functorch_transforms_active())
+
+
+def eager():
+    """The context a concrete input's value checks run in: on JAX, eagerly even inside a
+    trace (an array captured by a jitted function is concrete, and its check, traced,
+    would have no truth value); elsewhere nothing."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.ensure_compile_time_eval()
+    return contextlib.nullcontext()
 
 
 def is_traced(x) -> bool:

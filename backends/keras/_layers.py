@@ -399,7 +399,8 @@ class LocalNormalization(keras.layers.Layer):
                 and _model.layer_checks_enabled():
             # ("running" mode uses stored statistics, as BatchNormalization: a NaN/Inf
             # reaches only its own sample's output, so it is not checked)
-            _layer.refuse_non_finite(fn.namespace(), inputs, DIALECT)
+            with fn.eager():
+                _layer.refuse_non_finite(fn.namespace(), inputs, DIALECT)
         if mode == _spec.RUNNING:
             return fn.running(inputs, self.gamma, self.beta, self.moving_mean,
                                 self.moving_variance, axis=self._axis, eps=self.epsilon)

@@ -270,6 +270,20 @@ def test_non_finite_input_is_refused_in_eager_evaluation(rng):
     assert poisoned(to_numpy(quiet(x)))
 
 
+@pytest.mark.skipif(BACKEND != "jax", reason="jax.jit is JAX-only")
+def test_concrete_input_captured_by_a_jitted_function_is_checked(rng):
+    # An array closed over by a jitted function is concrete: its check runs eagerly (it
+    # used to be traced, and reading its truth raised TracerBoolConversionError).
+    import jax
+
+    clean = jax.numpy.asarray(rng.normal(size=(8, 3, 2)), "float32")
+    layer = _layer(clean.shape, num_groups=4)
+    assert jax.jit(lambda s: layer(clean) * s)(2.0).shape == clean.shape
+    bad = clean.at[0, 0, 0].set(np.nan)
+    with pytest.raises(localnorm.LocalNormError, match="1 non-finite of 48"):
+        jax.jit(lambda s: layer(bad) * s)(2.0)
+
+
 def test_traced_evaluation_calls_are_not_checked(rng):
     x = rng.normal(size=(8, 3, 2)).astype("float32")
     x[0, 0, 0] = np.nan
