@@ -506,10 +506,12 @@ def bad_num_features(num_features: Any) -> LocalNormError:
     )
 
 
-def running_unsupported(where: str, trackable: bool = False) -> LocalNormError:
+def running_unsupported(where: str) -> LocalNormError:
+    """'running' on a layer whose running statistics come only with Ghost BatchNorm
+    (Keras, Flax), built without them."""
     track = (" or, for Ghost BatchNorm (one scale/shift shared by the groups along the batch "
              "axis), build the layer with shared_affine=True, track_running_stats=True (the "
-             "GhostBatchNorm preset) and train it") if trackable else ""
+             "GhostBatchNorm preset) and train it")
     return LocalNormError(
         f"{where} is stateless: it keeps no running statistics, so 'running' evaluation is "
         f"not available. Received: mode='running'. Fix: evaluate with 'batch' (statistics "

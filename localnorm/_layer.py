@@ -78,7 +78,7 @@ def eval_setting(mode: Any, group: Any, num_groups: int | None, *, running: bool
     _spec.check_choice("mode", mode, _spec.MODES + (_spec.RUNNING,))
     if mode == _spec.RUNNING and not running:
         if ghost_only is not None:
-            raise _errors.running_unsupported(ghost_only, trackable=True)
+            raise _errors.running_unsupported(ghost_only)
         raise _errors.running_not_tracked()
     return mode, _spec.layer_group(group, num_groups or 1, mode, allow_none=allow_none)
 

@@ -40,7 +40,7 @@ from . import _errors as _flax_errors
 DIALECT = _flax_errors.FLAX
 
 
-def eval_setting(mode: Any, group: Any, num_groups: int, *, running: bool | None,
+def eval_setting(mode: Any, group: Any, num_groups: int, *, running: bool,
                  where: str) -> tuple[str, Any]:
     """A Flax layer's validated evaluation setting (:func:`localnorm._layer.eval_setting`)
     for ``num_groups`` groups along the batch axis: the mode, and the group as an int or
@@ -48,14 +48,10 @@ def eval_setting(mode: Any, group: Any, num_groups: int, *, running: bool | None
     data, not a static attribute: under ``nnx.jit`` it is traced, so new per-sample groups
     of the same length reuse the compiled program; a traced array's values are unknown,
     so only its mode, rank and dtype are checked. ``running``: whether the layer tracks
-    running statistics (None: the Linen layer, which cannot keep any)."""
-    if running is None:  # no 'running' mode, and no Ghost BatchNorm preset to offer
-        if mode == _spec.RUNNING:
-            raise _errors.running_unsupported(where)
-        _spec.check_choice("mode", mode, _spec.MODES)
+    running statistics."""
     traced = isinstance(group, jax.core.Tracer) and group.ndim > 0
     mode, checked = _layer.eval_setting(mode, 0 if traced else group, num_groups,
-                                        running=bool(running), ghost_only=where)
+                                        running=running, ghost_only=where)
     if traced:
         if mode != "single":
             raise _errors.group_array_not_single(mode)
@@ -209,6 +205,17 @@ def _local_norm(x, scale, bias, num_groups: int, ax: int, mode: str, group: Any,
     return _agnostic.eval_forward(jnp, x, scale, bias, axis=ax, mode=mode, group=group,
                                   eps=epsilon, fusing=True, reduce_batch=_mesh_mean(
                                       axis_name, x.shape[0] * devices) if across else None)
+
+
+def running_stats(x, mean, var, *, axis: int, num_groups: int, partition: str,
+                  momentum: float):
+    """The running ``mean``/``var`` after a training call on a checked ``x``: Flax's
+    ``ra = momentum * ra + (1 - momentum) * value``, the value the mean over the K groups
+    along the batch axis of their moments (biased variance; tf-keras's rule for virtual
+    batches), by :func:`localnorm._layer.running_update`. No gradient flows into them."""
+    moments = _layer.group_moments(jnp, jax.lax.stop_gradient(x),
+                                   _spec.normalize_axis(axis, x.ndim), num_groups, partition)
+    return _layer.running_update(jnp, mean, var, *moments, 1.0 - momentum, unbiased=False)
 
 
 def _shard_rows(scale, bias, local_batch: int, num_groups: int, devices: int,

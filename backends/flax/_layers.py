@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 from flax.nnx.nn import initializers
@@ -296,18 +295,10 @@ class LocalNorm(nnx.Module):
         )
         # (a device's shard under axis_name may hold fewer samples than the K groups)
         if not det and self.track_running_stats and x.shape[0] >= k:
-            self._update_running(x, k)
+            self.mean[...], self.var[...] = fn.running_stats(
+                x, mean, var, axis=self.axis, num_groups=k, partition=self.partition,
+                momentum=self.momentum)
         return y
-
-    def _update_running(self, x, k: int) -> None:
-        """``ra = momentum * ra + (1 - momentum) * mean over the K groups along the batch
-        axis of their moments`` (biased variance; tf-keras's rule for virtual batches;
-        :func:`localnorm._layer.running_update` with Flax's convention)."""
-        moments = _layer.group_moments(jnp, jax.lax.stop_gradient(x),
-                                       _spec.normalize_axis(self.axis, x.ndim), k,
-                                       self.partition)
-        self.mean[...], self.var[...] = _layer.running_update(
-            jnp, self.mean[...], self.var[...], *moments, 1.0 - self.momentum, unbiased=False)
 
 
 class GhostBatchNorm(LocalNorm):

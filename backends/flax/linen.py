@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 from flax import linen as nn
 from flax.linen import initializers
@@ -203,11 +202,9 @@ class LocalNorm(nn.Module):
         # nn.BatchNorm's rule: init creates the statistics and leaves them as they are
         # (a device's shard under axis_name may hold fewer samples than the K groups)
         if mean is not None and not det and not self.is_initializing() and x.shape[0] >= k:
-            moments = _layer.group_moments(jnp, jax.lax.stop_gradient(x),
-                                           _spec.normalize_axis(self.axis, x.ndim), k,
-                                           self.partition)
-            mean.value, var.value = _layer.running_update(
-                jnp, mean.value, var.value, *moments, 1.0 - self.momentum, unbiased=False)
+            mean.value, var.value = fn.running_stats(
+                x, mean.value, var.value, axis=self.axis, num_groups=k,
+                partition=self.partition, momentum=self.momentum)
         return y
 
     def _mode(self) -> str:

@@ -321,6 +321,7 @@ def convert_batchnorm(model, num_groups: int | None = None, partition: str | Non
     """
     ghost, num_groups, partition, virtual_batch_size = _layer.convert_options(
         num_groups, partition, ghost, virtual_batch_size)
+
     def clone(layer):
         if isinstance(layer, keras.layers.BatchNormalization):
             return _from_batchnorm(layer, num_groups, partition, ghost, virtual_batch_size)
@@ -331,5 +332,4 @@ def convert_batchnorm(model, num_groups: int | None = None, partition: str | Non
     if isinstance(model, keras.layers.BatchNormalization):
         return clone(model)
     _check_convertible(model)
-
     return keras.models.clone_model(model, clone_function=clone, recursive=True)

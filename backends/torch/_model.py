@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from localnorm import _errors, _layer, _model, _spec
+from localnorm import _layer, _model, _spec
 from localnorm.protocols import Prediction
 
 from . import _errors as _torch_errors
