@@ -366,8 +366,11 @@ def batch_vjp(xp, x, gamma, mean, rstd, dy, *, axis: int, num_groups: int, parti
     dtype with gamma's shape ((K, C), or (1, C) for a scale and shift shared by the
     groups: the sum over the groups). Written in ``xp`` operations, so a framework can
     differentiate it again; ``inplace`` (nothing differentiates it: see
-    :func:`batch_forward`) builds dx in ``d``'s array and reads x and dy in their own
-    dtypes."""
+    :func:`batch_forward`) reads x and dy in their own dtypes and builds dx in ``d``'s
+    array as ``a * (dy + d * c1 + c0)`` (``c1 = -rstd**2 * sum(dy * d) / m``, ``c0 =
+    -sum(dy) / m``): four in-place steps and no activation-sized temporary besides
+    ``d`` and the product that ``sum(dy * d)`` reads, where ``a * dy + ...`` writes one
+    more."""
     cdt = mean.dtype
     groups = Groups(xp, x, axis, num_groups, partition, cdt)
     if inplace:
@@ -380,14 +383,15 @@ def batch_vjp(xp, x, gamma, mean, rstd, dy, *, axis: int, num_groups: int, parti
         s_dy = groups.sum(dyc)
     s_dyd = groups.sum(dyc * d)
     a = _as(xp, gamma, cdt) * rstd
-    b1 = -a * rstd * rstd * s_dyd / groups.values_or_1
-    b0 = -a * s_dy / groups.values_or_1
     if inplace:
         dx = d
-        dx *= groups.full(b1)
-        dx += groups.full(b0)
-        dx += dyc * groups.full(a)
+        dx *= groups.full(-rstd * rstd * s_dyd / groups.values_or_1)
+        dx += groups.full(-s_dy / groups.values_or_1)
+        dx += dyc
+        dx *= groups.full(a)
     else:
+        b1 = -a * rstd * rstd * s_dyd / groups.values_or_1
+        b0 = -a * s_dy / groups.values_or_1
         dx = dyc * groups.full(a) + (d * groups.full(b1) + groups.full(b0))
     dgamma, dbeta = s_dyd * rstd, s_dy
     if gamma.shape[0] == 1:  # one row shared by the groups (Ghost BatchNorm): their sum

@@ -247,3 +247,50 @@ def test_single_mode_low_precision_equals_float32_on_same_values(dtype, cl):
     if cl:
         assert y.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(y, yf.to(dtype))
+
+
+@pytest.mark.parametrize("cl", [False, True])
+def test_training_step_allocates_three_activation_sized_arrays(cl):
+    """An eager training step of contiguous groups (the core's in-place forward and VJP)
+    makes three activation-sized arrays: the output, dx, and the product that the VJP's
+    ``sum(dy * (x - mean))`` reads (channels_last: one more, the forward's squared
+    deviations). BatchNorm2d makes two. Each fresh array costs its first touch, so the
+    count is what the CPU benchmarks' training rows pay for (benchmarks/discussion.md);
+    dy and x are left as they are."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from localnorm.torch import LocalNorm2d
+
+    shape = (8, 3, 5, 6)
+
+    class Count(TorchDispatchMode):
+        """Activation-sized results in storage not seen before (views and in-place
+        results reuse theirs); each is kept alive, so that no later array reuses its
+        address unseen."""
+
+        def __init__(self, seen):
+            super().__init__()
+            self.seen, self.fresh = seen, []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor) and out.numel() == x.numel():
+                ptr = out.untyped_storage().data_ptr()
+                if ptr not in self.seen:
+                    self.seen.add(ptr)
+                    self.fresh.append(out)
+            return out
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=g)
+    dy = torch.randn(shape, generator=g)
+    if cl:
+        x, dy = (t.contiguous(memory_format=torch.channels_last) for t in (x, dy))
+    x.requires_grad_(True)
+    x0, dy0 = x.detach().clone(), dy.clone()
+    layer = LocalNorm2d(3, num_groups=4)
+    with Count({t.untyped_storage().data_ptr() for t in (x, dy)}) as count:
+        torch.autograd.grad(layer(x), [x, layer.weight, layer.bias], dy)
+    assert len(count.fresh) == (4 if cl else 3)
+    torch.testing.assert_close(x.detach(), x0, rtol=0, atol=0)
+    torch.testing.assert_close(dy, dy0, rtol=0, atol=0)
