@@ -284,8 +284,9 @@ def scrub(text: str, config: Mapping | None = None) -> str:
     <path>`` become ``DATA_DIR`` and ``OUT_DIR``, the data folder of the config and any
     other absolute path become "the data folder"; lines saying "do not edit by hand" (a
     note for maintainers) are dropped."""
-    text = re.sub(r"(--data-dir[ =])\S+", r"\1DATA_DIR", text)
-    text = re.sub(r"(--out-dir[ =])/\S+", r"\1OUT_DIR", text)
+    # a path ends where a code span, quote, parenthesis or list does (as _ABSOLUTE's)
+    text = re.sub(r"(--data-dir[ =])[^\s`'\")\],;]+", r"\1DATA_DIR", text)
+    text = re.sub(r"(--out-dir[ =])/[^\s`'\")\],;]+", r"\1OUT_DIR", text)
     data_dir = (config or {}).get("data_dir")
     if isinstance(data_dir, str) and data_dir.startswith("/"):
         text = text.replace(data_dir, "the data folder (`--data-dir`)")

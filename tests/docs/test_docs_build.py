@@ -376,6 +376,11 @@ def test_scrub_drops_machine_paths_and_maintainer_notes():
     out = generated.scrub(text)
     assert "edit by hand" not in out and "/tmp/" not in out and "/srv/" not in out
     assert "--out-dir OUT_DIR" in out and "17 minutes" in out and "10000 images" in out
+    # a path inside a code span in parentheses: the span and the parenthesis stay closed
+    out = generated.scrub("(the run, `localnorm bench --out-dir /tmp/b`) and "
+                          "(`localnorm robustness --data-dir /srv/d`).")
+    assert out == ("(the run, `localnorm bench --out-dir OUT_DIR`) and "
+                   "(`localnorm robustness --data-dir DATA_DIR`).\n")
 
 
 def test_benchmarks_are_rendered_from_bench_json(tmp_path):
