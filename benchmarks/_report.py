@@ -427,7 +427,11 @@ def _run_text(doc: dict | None, source: str) -> str:
     if not doc:
         return f"(no {source} run)"
     m = doc.get("machine", {})
-    text = f"the {source} run of {doc.get('created', '?')} on {m.get('cpu_count', '?')} cores"
+    runs = doc.get("merged_from") or [doc.get("created", "?")]
+    text = (f"the {source} run of {runs[0]}" if len(runs) == 1 else
+            f"the {source} runs of {', '.join(runs)}, merged (each section's figures come "
+            "from its latest run)")
+    text += f" on {m.get('cpu_count', '?')} cores"
     if doc.get("load_average"):
         text += f" (load average {doc['load_average']})"
     if doc.get("command"):

@@ -101,6 +101,8 @@ def test_discussion_templates_are_filled_from_the_data():
     assert f"none {R.NOT_MEASURED}" in out
     assert "the bench run of now on 2 cores" in out
     assert "{{" not in out
+    merged = R.render_discussion("{{ run }}", dict(doc, merged_from=["then", "now"]))
+    assert "the bench runs of then, now, merged" in merged and "on 2 cores" in merged
 
 
 def test_discussion_cites_the_profiling_run_by_name():
