@@ -246,7 +246,8 @@ def batch_groups(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tenso
 def _counts(x: torch.Tensor, k: int, partition: str, cdt: torch.dtype):
     """The number of values per channel in each of the K groups along the batch axis."""
     groups = core.Groups(xp, x, 1, k, partition, cdt)
-    return groups.members * groups.spatial_size
+    # value_count, not groups.spatial_size: under TorchScript tracing the sizes are tensors
+    return groups.members * core.value_count(xp, x, groups.spatial, cdt)
 
 
 @torch.no_grad()

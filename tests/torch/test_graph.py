@@ -9,6 +9,7 @@ the backward too) and one representative case with Inductor; the Inductor matrix
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import numpy as np
@@ -296,3 +297,24 @@ def test_compiled_evaluation_skips_the_value_check():
         warnings.simplefilter("ignore")
         y = compiled(x)
     assert torch.isnan(y[0]).all() and torch.isfinite(y[1:]).all()
+
+
+@pytest.mark.parametrize("kw", [{}, {"partition": "strided"}])
+@pytest.mark.parametrize("n", [8, 10])
+def test_jit_trace_training_updates_running_statistics(kw, n):
+    """torch.jit.trace of a training model with running statistics: the group sizes are
+    traced as tensors, and the traced program updates the statistics as eager does."""
+    net = small_net(track_running_stats=True, **kw).train()
+    x = torch.randn(n, 3, 6, 6)
+    state = copy.deepcopy(net.state_dict())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on tensor-to-int conversions
+        traced = torch.jit.trace(net, (x,), check_trace=False)
+    net.load_state_dict(state)
+    y = traced(x)
+    traced_state = {k: v.clone() for k, v in net.state_dict().items()}
+    net.load_state_dict(state)
+    torch.testing.assert_close(y, net(x), atol=1e-5, rtol=1e-5)
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(traced_state[k], v, atol=1e-6, rtol=1e-6)
+    assert not torch.equal(traced_state["1.running_var"], state["1.running_var"])
