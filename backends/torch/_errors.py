@@ -38,3 +38,12 @@ def lazy_batchnorm(kind: str) -> LocalNormError:
         f"Received: an {kind} with uninitialized parameters. Fix: run one forward pass "
         "first (e.g. `model(example_batch)`), then call convert_batchnorm(model, ...)."
     )
+
+
+def not_a_module(where: str, value: object) -> LocalNormError:
+    return LocalNormError(
+        f"{where} takes a torch.nn.Module (a model, or one BatchNorm layer) whose BatchNorm "
+        f"layers it replaces with LocalNorm (groups along the batch axis). Received: "
+        f"type(module)={type(value).__name__}. Fix: pass the model object itself, e.g. "
+        f"`{where}(torchvision.models.resnet18(), num_groups=4)`."
+    )

@@ -349,16 +349,25 @@ def convert_batchnorm(
     """
     ghost, k, partition, vbs = _layer.convert_options(num_groups, partition, ghost,
                                                       virtual_batch_size)
-    return _convert(module, k, partition, ghost, vbs)
+    if not isinstance(module, nn.Module):
+        raise _torch_errors.not_a_module("convert_batchnorm", module)
+    return _convert(module, k, partition, ghost, vbs, {})
 
 
 def _convert(module: nn.Module, k: int | None, partition: str, ghost: bool,
-             vbs: int | None) -> nn.Module:
+             vbs: int | None, memo: dict) -> nn.Module:
+    """``module`` converted; ``memo`` maps each module already seen (by id) to what it
+    became, so that a BatchNorm used in several places becomes one LocalNorm used in all
+    of them (``named_children`` would skip its second place in a container)."""
+    if id(module) in memo:
+        return memo[id(module)]
     cls = _local_norm_class(module)
     if cls is not None:
-        return _convert_one(module, cls, k, partition, ghost, vbs)
-    for name, child in module.named_children():
-        new = _convert(child, k, partition, ghost, vbs)
+        memo[id(module)] = _convert_one(module, cls, k, partition, ghost, vbs)
+        return memo[id(module)]
+    memo[id(module)] = module
+    for name, child in list(module._modules.items()):
+        new = None if child is None else _convert(child, k, partition, ghost, vbs, memo)
         if new is not child:
             setattr(module, name, new)
     return module

@@ -355,6 +355,24 @@ def test_converted_model_trains():
     assert p.scores.shape == (32, 3) and p.agreement.shape == (32,)
 
 
+def test_convert_keeps_a_shared_batchnorm_shared():
+    """A BatchNorm used in two places (twice in one container, or in two containers)
+    becomes one LocalNorm used in both places, its parameters still tied."""
+    bn = nn.BatchNorm2d(4)
+    twice = lt.convert_batchnorm(nn.Sequential(nn.Conv2d(3, 4, 1), bn, nn.Conv2d(4, 4, 1), bn))
+    assert isinstance(twice[1], lt.LocalNorm2d) and twice[3] is twice[1]
+    bn = nn.BatchNorm2d(4)
+    nested = lt.convert_batchnorm(nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 1), bn),
+                                                nn.Sequential(bn)))
+    assert isinstance(nested[0][1], lt.LocalNorm2d) and nested[1][0] is nested[0][1]
+    assert len(list(nested.parameters())) == 4  # conv weight/bias, one weight/bias pair
+
+
+def test_convert_refuses_what_is_not_a_module():
+    with pytest.raises(LocalNormError, match="Received:.*str"):
+        lt.convert_batchnorm("resnet18")
+
+
 def test_convert_bad_arguments():
     with pytest.raises(LocalNormError, match="num_groups"):
         lt.convert_batchnorm(TinyResNet(), 0)

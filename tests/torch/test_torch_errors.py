@@ -15,6 +15,7 @@ def test_every_message_follows_the_template():
     table = {
         "not_distributed": [("set_group_per_rank",)],
         "lazy_batchnorm": [("LazyBatchNorm2d",)],
+        "not_a_module": [("convert_batchnorm", "resnet18")],
     }
     builders = _errors.builders(torch_errors)
     assert set(builders) == set(table), f"add sample args for: {set(builders) ^ set(table)}"
