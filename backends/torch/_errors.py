@@ -47,3 +47,12 @@ def not_a_module(where: str, value: object) -> LocalNormError:
         f"type(module)={type(value).__name__}. Fix: pass the model object itself, e.g. "
         f"`{where}(torchvision.models.resnet18(), num_groups=4)`."
     )
+
+
+def bad_process_rank(rank: object) -> LocalNormError:
+    return LocalNormError(
+        "set_group_per_rank's rank is this process's rank, a non-negative int: its layers "
+        "train the group along the batch axis number rank % num_groups. Received: "
+        f"rank={rank!r}. Fix: pass rank=torch.distributed.get_rank(), or leave rank=None "
+        "to read it from an initialized torch.distributed."
+    )

@@ -8,6 +8,7 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -424,6 +425,10 @@ def set_group_per_rank(
         ``model``.
     """
     layers = _model._layers_or_raise(_TORCH, model, "set_group_per_rank")
+    enabled = _spec.check_flag("enabled", enabled)
+    if rank is not None and (isinstance(rank, (bool, np.bool_))
+                             or not isinstance(rank, (int, np.integer)) or rank < 0):
+        raise _torch_errors.bad_process_rank(rank)
     if enabled and rank is None:
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
             raise _torch_errors.not_distributed("set_group_per_rank")

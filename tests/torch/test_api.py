@@ -394,6 +394,21 @@ def test_group_per_rank_trains_one_row_per_rank():
         lt.set_group_per_rank(net)
 
 
+@pytest.mark.parametrize("rank", [-1, 1.5, "1", True, None])
+def test_group_per_rank_refuses_a_bad_rank_and_flag(rank):
+    """A rank is a non-negative int (a float, string or bool is not read as one, and a
+    negative rank is no process's); ``enabled`` is True or False. Nothing changes."""
+    net = small_net(num_groups=2)
+    with pytest.raises(LocalNormError, match="Received:"):
+        if rank is None:
+            lt.set_group_per_rank(net, rank=1, enabled="no")
+        else:
+            lt.set_group_per_rank(net, rank=rank)
+    assert net[1].rank_group is None
+    lt.set_group_per_rank(net, rank=np.int64(3))
+    assert net[1].rank_group == 1
+
+
 def test_predict_numpy_group_array_is_accepted():
     net = small_net()
     x = _data(4)
