@@ -56,3 +56,14 @@ def bad_process_rank(rank: object) -> LocalNormError:
         f"rank={rank!r}. Fix: pass rank=torch.distributed.get_rank(), or leave rank=None "
         "to read it from an initialized torch.distributed."
     )
+
+
+def bad_layer_generator(where: str, generator: object) -> LocalNormError:
+    return LocalNormError(
+        f"{where}'s generator is the seedable source of the random groups (along the batch "
+        "axis) that the layers draw with torch.randint at every call when group=None. "
+        "Expected None or a torch.Generator. Received: "
+        f"type(generator)={type(generator).__name__}. Fix: pass "
+        "generator=torch.Generator().manual_seed(0) (predict, which draws its groups once, "
+        "also takes an int seed or a numpy.random.Generator)."
+    )

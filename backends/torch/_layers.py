@@ -199,6 +199,8 @@ class _LocalNorm(nn.Module):
         -------
         self
         """
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise _torch_errors.bad_layer_generator("set_mode", generator)
         self.mode, self.group = self._eval_setting(mode, group)
         self.generator = generator
         self._draw = None

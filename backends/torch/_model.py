@@ -163,6 +163,8 @@ def set_eval_mode(
     >>> model(torch.randn(5, 3, 4, 4)).shape   # each image one random group, both layers
     torch.Size([5, 3, 4, 4])
     """
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise _torch_errors.bad_layer_generator("set_eval_mode", generator)
     _model.set_eval_mode(_TORCH, model, mode, group)
     _remove_draw_hook(model)
     layers = localnorm_layers(model)

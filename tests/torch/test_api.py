@@ -83,6 +83,22 @@ def test_random_groups_are_drawn_once_per_model_call(mode):
     assert len(seen) > 1  # and the draws are random
 
 
+@pytest.mark.parametrize("generator", [0, "seed", np.random.default_rng(0)])
+def test_eval_switches_refuse_a_generator_that_is_not_a_torch_generator(generator):
+    """The layers draw random groups with torch.randint, so a generator is a
+    torch.Generator (predict, which draws once with NumPy, also takes seeds): anything
+    else is refused when it is set, not at the model's first call, and nothing changes."""
+    net = small_net().eval()
+    for call in (lambda: net[1].set_mode("single", None, generator),
+                 lambda: lt.set_eval_mode(net, "single", None, generator),
+                 lambda: lt.eval_mode(net, "set", None, generator).__enter__()):
+        with pytest.raises(LocalNormError, match="Received:.*generator"):
+            call()
+        assert (net[1].mode, net[1].generator, net[1]._draw) == ("batch", None, None)
+        assert not net._forward_pre_hooks
+    net(torch.randn(4, 3, 6, 6))
+
+
 def test_layer_set_mode_draws_per_layer_and_hooks_are_removed():
     net = _two_layers()
     lt.set_eval_mode(net, "single", None)
