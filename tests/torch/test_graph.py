@@ -318,3 +318,27 @@ def test_jit_trace_training_updates_running_statistics(kw, n):
     for k, v in net.state_dict().items():
         torch.testing.assert_close(traced_state[k], v, atol=1e-6, rtol=1e-6)
     assert not torch.equal(traced_state["1.running_var"], state["1.running_var"])
+
+
+@pytest.mark.parametrize("layer", [
+    lambda: lt.LocalNorm1d(2, num_groups=2),  # the autograd Function (weight needs grad)
+    lambda: lt.LocalNorm2d(3, num_groups=4, partition="strided", track_running_stats=True),
+    lambda: lt.GhostBatchNorm1d(2, virtual_batch_size=2, track_running_stats=False),
+    lambda: lt.LocalNorm2d(3, num_groups=2, affine=False),
+], ids=["contiguous", "strided-running", "ghost", "no-affine"])
+def test_eager_forward_mode_ad_equals_the_jacobian(layer):
+    """torch.autograd.forward_ad (eager forward mode, as BatchNorm supports): the tangent
+    of the output is the Jacobian times the tangent of the input, on a ragged batch."""
+    import torch.autograd.forward_ad as fwAD
+
+    torch.manual_seed(0)
+    net = layer().double().train()
+    x = torch.randn((7, 2) if isinstance(net, lt.LocalNorm1d) else (7, 3, 2, 2),
+                    dtype=torch.float64)
+    v = torch.randn_like(x)
+    state = copy.deepcopy(net.state_dict())
+    jac = torch.autograd.functional.jacobian(net, x)
+    net.load_state_dict(state)
+    with fwAD.dual_level():
+        tangent = fwAD.unpack_dual(net(fwAD.make_dual(x, v))).tangent
+    torch.testing.assert_close(tangent, torch.tensordot(jac, v, dims=v.ndim))
