@@ -523,9 +523,10 @@ def running_unsupported(where: str) -> LocalNormError:
 def bad_generator(generator: Any) -> LocalNormError:
     return LocalNormError(
         "generator is the seedable source of the random groups (along the batch axis) "
-        "drawn when group=None. Expected None, an int seed, a numpy.random.Generator or a "
-        f"JAX PRNG key. Received: type(generator)={type(generator).__name__}. "
-        "Fix: pass e.g. generator=0 or generator=jax.random.key(0)."
+        "drawn when group=None. Expected None, an int seed, a numpy.random.Generator, or "
+        "the framework's own generator (a torch.Generator in PyTorch, a JAX PRNG key in "
+        f"Flax). Received: type(generator)={type(generator).__name__}. "
+        "Fix: pass e.g. generator=0 (an int seed draws the same groups in every framework)."
     )
 
 

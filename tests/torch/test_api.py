@@ -99,6 +99,14 @@ def test_eval_switches_refuse_a_generator_that_is_not_a_torch_generator(generato
     net(torch.randn(4, 3, 6, 6))
 
 
+def test_predict_bad_generator_names_what_pytorch_takes():
+    """The refusal of predict's generator names the torch.Generator it takes, and a fix a
+    PyTorch user can type (not a JAX key)."""
+    with pytest.raises(LocalNormError, match="Received:") as info:
+        lt.predict(small_net(), torch.randn(4, 3, 6, 6), "single", generator="seed")
+    assert "torch.Generator" in str(info.value) and "generator=0" in str(info.value)
+
+
 def test_layer_set_mode_draws_per_layer_and_hooks_are_removed():
     net = _two_layers()
     lt.set_eval_mode(net, "single", None)
