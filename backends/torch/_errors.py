@@ -67,3 +67,11 @@ def bad_layer_generator(where: str, generator: object) -> LocalNormError:
         "generator=torch.Generator().manual_seed(0) (predict, which draws its groups once, "
         "also takes an int seed or a numpy.random.Generator)."
     )
+
+
+def not_a_tensor(where: str, x: object) -> TypeError:
+    return TypeError(
+        f"{where} normalizes a torch.Tensor of floats, batch on axis 0. Received: "
+        f"type(x)={type(x).__name__}. Fix: convert it first, e.g. "
+        "`torch.as_tensor(x, dtype=torch.float32)`."
+    )

@@ -18,6 +18,7 @@ def test_every_message_follows_the_template():
         "not_a_module": [("convert_batchnorm", "resnet18")],
         "bad_process_rank": [(-1,), ("1",)],
         "bad_layer_generator": [("set_mode", 0)],
+        "not_a_tensor": [("LocalNorm2d", [1.0])],
     }
     builders = _errors.builders(torch_errors)
     assert set(builders) == set(table), f"add sample args for: {set(builders) ^ set(table)}"
