@@ -4,7 +4,6 @@ conversion and the group-per-rank distributed mode."""
 from __future__ import annotations
 
 import contextlib
-import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -105,18 +104,22 @@ def localnorm_layers(model: nn.Module) -> list[_LocalNorm]:
 local_norm_layers = localnorm_layers
 
 
-#: model -> (hook handle, GroupDraw) of the random-group draw installed by set_eval_mode.
-_DRAW_HOOKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+def _draw_hooks(model: nn.Module) -> dict:
+    """The random-group draws installed on ``model`` by set_eval_mode, by hook id: found
+    in the model's own pre-hooks, so that a deep copy or an unpickled model, which carries
+    a copy of the hook and its draw, is switched like the original."""
+    return {hid: hook.__self__ for hid, hook in model._forward_pre_hooks.items()
+            if getattr(hook, "__func__", None) is GroupDraw.reset}
 
 
 def _remove_draw_hook(model: nn.Module) -> None:
-    entry = _DRAW_HOOKS.pop(model, None)
-    if entry is not None:
-        entry[0].remove()
+    for hid in _draw_hooks(model):  # what the hook's RemovableHandle.remove() does
+        del model._forward_pre_hooks[hid]
+        model._forward_pre_hooks_with_kwargs.pop(hid, None)
 
 
 def _install_draw_hook(model: nn.Module, draw: GroupDraw) -> None:
-    _DRAW_HOOKS[model] = (model.register_forward_pre_hook(draw.reset), draw)
+    model.register_forward_pre_hook(draw.reset)
 
 
 def set_eval_mode(
@@ -200,7 +203,7 @@ def eval_mode(
     """
     layers = _model._layers_or_raise(_TORCH, model, "eval_mode")
     saved = [_TORCH.setting(layer) for layer in layers]
-    previous = _DRAW_HOOKS.get(model)
+    previous = next(iter(_draw_hooks(model).values()), None)
     try:
         set_eval_mode(model, mode, group, generator)
         yield model
@@ -209,7 +212,7 @@ def eval_mode(
             _TORCH.assign(layer, setting)
         _remove_draw_hook(model)
         if previous is not None:
-            _install_draw_hook(model, previous[1])
+            _install_draw_hook(model, previous)
 
 
 def predict(

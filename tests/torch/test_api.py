@@ -4,6 +4,7 @@ convert_batchnorm on a ResNet-style model."""
 from __future__ import annotations
 
 import copy
+import pickle
 
 import numpy as np
 import pytest
@@ -124,6 +125,27 @@ def test_layer_set_mode_draws_per_layer_and_hooks_are_removed():
     assert len(net._forward_pre_hooks) == 0 and net[0]._draw is None
     net[0].set_mode("single", None)  # a layer on its own draws at each of its calls
     assert net[0]._draw is None
+
+
+@pytest.mark.parametrize("copy_of", [copy.deepcopy, lambda m: pickle.loads(pickle.dumps(m))],
+                         ids=["deepcopy", "pickle"])
+def test_a_copy_of_a_model_with_random_groups_is_switched_like_the_original(copy_of):
+    """A deep copy or an unpickled model carries its own random-group draw and the hook
+    that resets it: the copy's layers share the copy's draw, a new draw happens at each
+    call, and set_eval_mode / eval_mode on the copy replace that hook (none left over)."""
+    net = copy_of(lt.set_eval_mode(_two_layers(), "single", None))
+    draw = net[0]._draw
+    assert draw is net[2]._draw and len(net._forward_pre_hooks) == 1
+    torch.manual_seed(0)
+    net(torch.randn(64, 3, 2, 2))
+    first = dict(draw.drawn)
+    net(torch.randn(64, 3, 2, 2))
+    assert all(not torch.equal(first[key], draw.drawn[key]) for key in first)
+    with lt.eval_mode(net, "set", None):
+        assert len(net._forward_pre_hooks) == 1 and net[0]._draw is not draw
+    assert len(net._forward_pre_hooks) == 1 and net[0]._draw is draw  # restored
+    lt.set_eval_mode(net, "batch")
+    assert len(net._forward_pre_hooks) == 0 and net[0]._draw is None
 
 
 # -- predict ----------------------------------------------------------------------------
