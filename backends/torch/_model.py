@@ -318,9 +318,11 @@ def convert_batchnorm(
     transfer-learning recipe of the paper (section 3). Like
     :meth:`torch.nn.SyncBatchNorm.convert_sync_batchnorm`, it converts nested children in
     place and returns the module (a new LocalNorm layer when ``module`` itself is a
-    BatchNorm). SyncBatchNorm becomes the rank-agnostic :class:`LocalNorm` (it may see
-    (N, C) as well as (N, C, H, W) input); statistics are then local to each group along
-    the batch axis, with no cross-process collective (see :func:`set_group_per_rank`).
+    BatchNorm). A BatchNorm used in several places becomes one LocalNorm used in all of
+    them, its parameters still shared. SyncBatchNorm becomes the rank-agnostic
+    :class:`LocalNorm` (it may see (N, C) as well as (N, C, H, W) input); statistics are
+    then local to each group along the batch axis, with no cross-process collective (see
+    :func:`set_group_per_rank`).
     Lazy BatchNorm layers (``nn.LazyBatchNorm2d``, ...) become ordinary BatchNorm layers
     at their first forward pass and are converted from then on; an uninitialized one
     raises an error, since its number of channels is not known yet.
@@ -420,7 +422,7 @@ def set_group_per_rank(
     ----------
     model : torch.nn.Module
     rank : int, optional
-        This process's rank; default ``torch.distributed.get_rank()``.
+        This process's rank, a non-negative int; default ``torch.distributed.get_rank()``.
     enabled : bool, default True
         False restores ordinary training (the K groups within the local batch).
 
