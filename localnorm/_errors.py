@@ -299,6 +299,17 @@ def bad_scores(shape: tuple) -> LocalNormError:
     )
 
 
+def not_class_scores(shape: tuple, rows: int) -> LocalNormError:
+    return LocalNormError(
+        "The test-time protocols (predict) need a classifier: a model that returns class "
+        f"scores of shape (N, classes), one row per image, to vote over the groups along "
+        f"the batch axis and take labels. Received: an output of shape {tuple(shape)} for "
+        f"{rows} images. Fix: end the model with a head that maps each image to one score "
+        "per class (e.g. flatten and a linear layer), or call the model directly in an "
+        "evaluation mode (set_eval_mode) for other outputs."
+    )
+
+
 def bad_scores_type(scores: Any, problem: str) -> LocalNormError:
     return LocalNormError(
         "vote() takes per-group scores of shape (K, N, classes) (K groups along the batch "
@@ -523,9 +534,10 @@ def running_unsupported(where: str) -> LocalNormError:
 def bad_generator(generator: Any) -> LocalNormError:
     return LocalNormError(
         "generator is the seedable source of the random groups (along the batch axis) "
-        "drawn when group=None. Expected None, an int seed, a numpy.random.Generator or a "
-        f"JAX PRNG key. Received: type(generator)={type(generator).__name__}. "
-        "Fix: pass e.g. generator=0 or generator=jax.random.key(0)."
+        "drawn when group=None. Expected None, an int seed, a numpy.random.Generator, or "
+        "the framework's own generator (a torch.Generator in PyTorch, a JAX PRNG key in "
+        f"Flax). Received: type(generator)={type(generator).__name__}. "
+        "Fix: pass e.g. generator=0 (an int seed draws the same groups in every framework)."
     )
 
 

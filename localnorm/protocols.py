@@ -138,6 +138,17 @@ def _check_size(name: str, value: Any) -> int | None:
     return int(value)
 
 
+def _classifier(forward: Callable[[Any, str, Any], Any]) -> Callable[[Any, str, Any], Any]:
+    """``forward``, its output checked to be class scores: one row per input row."""
+    def checked(xs, mode, group):
+        out = forward(xs, mode, group)
+        shape = tuple(getattr(out, "shape", ()))  # a list or dict of outputs: no scores
+        if len(shape) != 2 or shape[0] != xs.shape[0]:
+            raise _errors.not_class_scores(shape, xs.shape[0])
+        return out
+    return checked
+
+
 def run_protocol(
     forward: Callable[[Any, str, Any], Any],
     x,
@@ -208,6 +219,7 @@ def run_protocol(
     batch_size = _check_size("batch_size", batch_size)
     set_size = _check_size("set_size", set_size)
     step = n if batch_size is None else batch_size
+    forward = _classifier(forward)
 
     if protocol == "batch":
         if n < k:

@@ -38,3 +38,40 @@ def lazy_batchnorm(kind: str) -> LocalNormError:
         f"Received: an {kind} with uninitialized parameters. Fix: run one forward pass "
         "first (e.g. `model(example_batch)`), then call convert_batchnorm(model, ...)."
     )
+
+
+def not_a_module(where: str, value: object) -> LocalNormError:
+    return LocalNormError(
+        f"{where} takes a torch.nn.Module (a model, or one BatchNorm layer) whose BatchNorm "
+        f"layers it replaces with LocalNorm (groups along the batch axis). Received: "
+        f"type(module)={type(value).__name__}. Fix: pass the model object itself, e.g. "
+        f"`{where}(torchvision.models.resnet18(), num_groups=4)`."
+    )
+
+
+def bad_process_rank(rank: object) -> LocalNormError:
+    return LocalNormError(
+        "set_group_per_rank's rank is this process's rank, a non-negative int: its layers "
+        "train the group along the batch axis number rank % num_groups. Received: "
+        f"rank={rank!r}. Fix: pass rank=torch.distributed.get_rank(), or leave rank=None "
+        "to read it from an initialized torch.distributed."
+    )
+
+
+def bad_layer_generator(where: str, generator: object) -> LocalNormError:
+    return LocalNormError(
+        f"{where}'s generator is the seedable source of the random groups (along the batch "
+        "axis) that the layers draw with torch.randint at every call when group=None. "
+        "Expected None or a torch.Generator. Received: "
+        f"type(generator)={type(generator).__name__}. Fix: pass "
+        "generator=torch.Generator().manual_seed(0) (predict, which draws its groups once, "
+        "also takes an int seed or a numpy.random.Generator)."
+    )
+
+
+def not_a_tensor(where: str, x: object) -> TypeError:
+    return TypeError(
+        f"{where} normalizes a torch.Tensor of floats, batch on axis 0. Received: "
+        f"type(x)={type(x).__name__}. Fix: convert it first, e.g. "
+        "`torch.as_tensor(x, dtype=torch.float32)`."
+    )

@@ -114,9 +114,20 @@ class _Batch(torch.autograd.Function):
         y, mean, var, rstd = core.batch_forward(xp, x, weight, bias, eps=eps, inplace=True,
                                                 **_layout(k, partition, axis))
         ctx.save_for_backward(x, weight, bias, mean, rstd)
+        ctx.save_for_forward(x, weight, mean, rstd)
         ctx.layout, ctx.eps = _layout(k, partition, axis), eps
         ctx.mark_non_differentiable(mean, var)
         return y, mean, var
+
+    @staticmethod
+    def jvp(ctx, dx, dweight, dbias, *_):
+        """Forward-mode AD (``torch.autograd.forward_ad``): the core's closed-form
+        :func:`~localnorm._agnostic.batch_jvp`; a missing tangent is zero."""
+        x, weight, mean, rstd = ctx.saved_tensors
+        tangents = [torch.zeros_like(p) if t is None else t
+                    for t, p in ((dx, x), (dweight, weight), (dbias, weight))]
+        dy = core.batch_jvp(xp, x, weight, mean, rstd, *tangents, **ctx.layout)
+        return dy.to(x.dtype), None, None
 
     @staticmethod
     def backward(ctx, dy, _dmean, _dvar):
@@ -246,7 +257,8 @@ def batch_groups(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tenso
 def _counts(x: torch.Tensor, k: int, partition: str, cdt: torch.dtype):
     """The number of values per channel in each of the K groups along the batch axis."""
     groups = core.Groups(xp, x, 1, k, partition, cdt)
-    return groups.members * groups.spatial_size
+    # value_count, not groups.spatial_size: under TorchScript tracing the sizes are tensors
+    return groups.members * core.value_count(xp, x, groups.spatial, cdt)
 
 
 @torch.no_grad()

@@ -199,6 +199,8 @@ class _LocalNorm(nn.Module):
         -------
         self
         """
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise _torch_errors.bad_layer_generator("set_mode", generator)
         self.mode, self.group = self._eval_setting(mode, group)
         self.generator = generator
         self._draw = None
@@ -229,6 +231,8 @@ class _LocalNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalize ``x`` (see the class docstring); the result has x's shape, dtype and
         memory format."""
+        if not isinstance(x, torch.Tensor):
+            raise _torch_errors.not_a_tensor(type(self).__name__, x)
         mode = ("set" if self.rank_group is not None else "batch") if self.training \
             else self.mode
         batch = x.shape[0] if x.ndim else None  # no batch axis: the rank check refuses it

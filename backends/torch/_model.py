@@ -4,10 +4,10 @@ conversion and the group-per-rank distributed mode."""
 from __future__ import annotations
 
 import contextlib
-import weakref
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -104,18 +104,22 @@ def localnorm_layers(model: nn.Module) -> list[_LocalNorm]:
 local_norm_layers = localnorm_layers
 
 
-#: model -> (hook handle, GroupDraw) of the random-group draw installed by set_eval_mode.
-_DRAW_HOOKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+def _draw_hooks(model: nn.Module) -> dict:
+    """The random-group draws installed on ``model`` by set_eval_mode, by hook id: found
+    in the model's own pre-hooks, so that a deep copy or an unpickled model, which carries
+    a copy of the hook and its draw, is switched like the original."""
+    return {hid: hook.__self__ for hid, hook in model._forward_pre_hooks.items()
+            if getattr(hook, "__func__", None) is GroupDraw.reset}
 
 
 def _remove_draw_hook(model: nn.Module) -> None:
-    entry = _DRAW_HOOKS.pop(model, None)
-    if entry is not None:
-        entry[0].remove()
+    for hid in _draw_hooks(model):  # what the hook's RemovableHandle.remove() does
+        del model._forward_pre_hooks[hid]
+        model._forward_pre_hooks_with_kwargs.pop(hid, None)
 
 
 def _install_draw_hook(model: nn.Module, draw: GroupDraw) -> None:
-    _DRAW_HOOKS[model] = (model.register_forward_pre_hook(draw.reset), draw)
+    model.register_forward_pre_hook(draw.reset)
 
 
 def set_eval_mode(
@@ -162,6 +166,8 @@ def set_eval_mode(
     >>> model(torch.randn(5, 3, 4, 4)).shape   # each image one random group, both layers
     torch.Size([5, 3, 4, 4])
     """
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise _torch_errors.bad_layer_generator("set_eval_mode", generator)
     _model.set_eval_mode(_TORCH, model, mode, group)
     _remove_draw_hook(model)
     layers = localnorm_layers(model)
@@ -197,7 +203,7 @@ def eval_mode(
     """
     layers = _model._layers_or_raise(_TORCH, model, "eval_mode")
     saved = [_TORCH.setting(layer) for layer in layers]
-    previous = _DRAW_HOOKS.get(model)
+    previous = next(iter(_draw_hooks(model).values()), None)
     try:
         set_eval_mode(model, mode, group, generator)
         yield model
@@ -206,7 +212,7 @@ def eval_mode(
             _TORCH.assign(layer, setting)
         _remove_draw_hook(model)
         if previous is not None:
-            _install_draw_hook(model, previous[1])
+            _install_draw_hook(model, previous)
 
 
 def predict(
@@ -312,9 +318,11 @@ def convert_batchnorm(
     transfer-learning recipe of the paper (section 3). Like
     :meth:`torch.nn.SyncBatchNorm.convert_sync_batchnorm`, it converts nested children in
     place and returns the module (a new LocalNorm layer when ``module`` itself is a
-    BatchNorm). SyncBatchNorm becomes the rank-agnostic :class:`LocalNorm` (it may see
-    (N, C) as well as (N, C, H, W) input); statistics are then local to each group along
-    the batch axis, with no cross-process collective (see :func:`set_group_per_rank`).
+    BatchNorm). A BatchNorm used in several places becomes one LocalNorm used in all of
+    them, its parameters still shared. SyncBatchNorm becomes the rank-agnostic
+    :class:`LocalNorm` (it may see (N, C) as well as (N, C, H, W) input); statistics are
+    then local to each group along the batch axis, with no cross-process collective (see
+    :func:`set_group_per_rank`).
     Lazy BatchNorm layers (``nn.LazyBatchNorm2d``, ...) become ordinary BatchNorm layers
     at their first forward pass and are converted from then on; an uninitialized one
     raises an error, since its number of channels is not known yet.
@@ -349,16 +357,25 @@ def convert_batchnorm(
     """
     ghost, k, partition, vbs = _layer.convert_options(num_groups, partition, ghost,
                                                       virtual_batch_size)
-    return _convert(module, k, partition, ghost, vbs)
+    if not isinstance(module, nn.Module):
+        raise _torch_errors.not_a_module("convert_batchnorm", module)
+    return _convert(module, k, partition, ghost, vbs, {})
 
 
 def _convert(module: nn.Module, k: int | None, partition: str, ghost: bool,
-             vbs: int | None) -> nn.Module:
+             vbs: int | None, memo: dict) -> nn.Module:
+    """``module`` converted; ``memo`` maps each module already seen (by id) to what it
+    became, so that a BatchNorm used in several places becomes one LocalNorm used in all
+    of them (``named_children`` would skip its second place in a container)."""
+    if id(module) in memo:
+        return memo[id(module)]
     cls = _local_norm_class(module)
     if cls is not None:
-        return _convert_one(module, cls, k, partition, ghost, vbs)
-    for name, child in module.named_children():
-        new = _convert(child, k, partition, ghost, vbs)
+        memo[id(module)] = _convert_one(module, cls, k, partition, ghost, vbs)
+        return memo[id(module)]
+    memo[id(module)] = module
+    for name, child in list(module._modules.items()):
+        new = None if child is None else _convert(child, k, partition, ghost, vbs, memo)
         if new is not child:
             setattr(module, name, new)
     return module
@@ -405,7 +422,7 @@ def set_group_per_rank(
     ----------
     model : torch.nn.Module
     rank : int, optional
-        This process's rank; default ``torch.distributed.get_rank()``.
+        This process's rank, a non-negative int; default ``torch.distributed.get_rank()``.
     enabled : bool, default True
         False restores ordinary training (the K groups within the local batch).
 
@@ -415,6 +432,10 @@ def set_group_per_rank(
         ``model``.
     """
     layers = _model._layers_or_raise(_TORCH, model, "set_group_per_rank")
+    enabled = _spec.check_flag("enabled", enabled)
+    if rank is not None and (isinstance(rank, (bool, np.bool_))
+                             or not isinstance(rank, (int, np.integer)) or rank < 0):
+        raise _torch_errors.bad_process_rank(rank)
     if enabled and rank is None:
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
             raise _torch_errors.not_distributed("set_group_per_rank")

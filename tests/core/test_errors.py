@@ -285,6 +285,7 @@ def _sample_args():
         "scores_not_finite": [(2, False), (1, True)],
         "soft_vote_not_probabilities": [(-3.0, 4.5)],
         "not_an_array": [("x", "abc")],
+        "not_class_scores": [((8, 3, 4, 4), 8)],
     }
 
 

@@ -246,3 +246,20 @@ def test_protocols_on_torch_arrays():
         b = run_protocol(mt, torch.from_numpy(xn), protocol=protocol, num_groups=K, **kw)
         assert isinstance(b.scores, torch.Tensor)
         np.testing.assert_allclose(b.scores.numpy(), a.scores, atol=1e-12)
+
+
+@pytest.mark.parametrize("protocol", ["batch", "single", "single-voting", "voting"])
+@pytest.mark.parametrize("output", ["feature maps", "one row short", "flat"])
+def test_a_forward_that_is_not_a_classifier_is_refused(x, protocol, output):
+    """The protocols take class scores of shape (rows, classes); a model returning feature
+    maps, a row count other than its input's, or one value per image is refused with the
+    shape it returned (not a reshape error inside a vote, nor labels from an argmax over a
+    spatial axis)."""
+    net = TinyModel()
+
+    def forward(xs, mode, group):
+        y = net(xs, mode, group)
+        return {"feature maps": y[:, :, None], "one row short": y[1:], "flat": y[:, 0]}[output]
+
+    with pytest.raises(LocalNormError, match="Received:.*shape"):
+        run_protocol(forward, x, protocol=protocol, num_groups=K, group=0)

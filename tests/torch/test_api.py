@@ -4,6 +4,7 @@ convert_batchnorm on a ResNet-style model."""
 from __future__ import annotations
 
 import copy
+import pickle
 
 import numpy as np
 import pytest
@@ -83,6 +84,30 @@ def test_random_groups_are_drawn_once_per_model_call(mode):
     assert len(seen) > 1  # and the draws are random
 
 
+@pytest.mark.parametrize("generator", [0, "seed", np.random.default_rng(0)])
+def test_eval_switches_refuse_a_generator_that_is_not_a_torch_generator(generator):
+    """The layers draw random groups with torch.randint, so a generator is a
+    torch.Generator (predict, which draws once with NumPy, also takes seeds): anything
+    else is refused when it is set, not at the model's first call, and nothing changes."""
+    net = small_net().eval()
+    for call in (lambda: net[1].set_mode("single", None, generator),
+                 lambda: lt.set_eval_mode(net, "single", None, generator),
+                 lambda: lt.eval_mode(net, "set", None, generator).__enter__()):
+        with pytest.raises(LocalNormError, match="Received:.*generator"):
+            call()
+        assert (net[1].mode, net[1].generator, net[1]._draw) == ("batch", None, None)
+        assert not net._forward_pre_hooks
+    net(torch.randn(4, 3, 6, 6))
+
+
+def test_predict_bad_generator_names_what_pytorch_takes():
+    """The refusal of predict's generator names the torch.Generator it takes, and a fix a
+    PyTorch user can type (not a JAX key)."""
+    with pytest.raises(LocalNormError, match="Received:") as info:
+        lt.predict(small_net(), torch.randn(4, 3, 6, 6), "single", generator="seed")
+    assert "torch.Generator" in str(info.value) and "generator=0" in str(info.value)
+
+
 def test_layer_set_mode_draws_per_layer_and_hooks_are_removed():
     net = _two_layers()
     lt.set_eval_mode(net, "single", None)
@@ -100,6 +125,27 @@ def test_layer_set_mode_draws_per_layer_and_hooks_are_removed():
     assert len(net._forward_pre_hooks) == 0 and net[0]._draw is None
     net[0].set_mode("single", None)  # a layer on its own draws at each of its calls
     assert net[0]._draw is None
+
+
+@pytest.mark.parametrize("copy_of", [copy.deepcopy, lambda m: pickle.loads(pickle.dumps(m))],
+                         ids=["deepcopy", "pickle"])
+def test_a_copy_of_a_model_with_random_groups_is_switched_like_the_original(copy_of):
+    """A deep copy or an unpickled model carries its own random-group draw and the hook
+    that resets it: the copy's layers share the copy's draw, a new draw happens at each
+    call, and set_eval_mode / eval_mode on the copy replace that hook (none left over)."""
+    net = copy_of(lt.set_eval_mode(_two_layers(), "single", None))
+    draw = net[0]._draw
+    assert draw is net[2]._draw and len(net._forward_pre_hooks) == 1
+    torch.manual_seed(0)
+    net(torch.randn(64, 3, 2, 2))
+    first = dict(draw.drawn)
+    net(torch.randn(64, 3, 2, 2))
+    assert all(not torch.equal(first[key], draw.drawn[key]) for key in first)
+    with lt.eval_mode(net, "set", None):
+        assert len(net._forward_pre_hooks) == 1 and net[0]._draw is not draw
+    assert len(net._forward_pre_hooks) == 1 and net[0]._draw is draw  # restored
+    lt.set_eval_mode(net, "batch")
+    assert len(net._forward_pre_hooks) == 0 and net[0]._draw is None
 
 
 # -- predict ----------------------------------------------------------------------------
@@ -355,6 +401,24 @@ def test_converted_model_trains():
     assert p.scores.shape == (32, 3) and p.agreement.shape == (32,)
 
 
+def test_convert_keeps_a_shared_batchnorm_shared():
+    """A BatchNorm used in two places (twice in one container, or in two containers)
+    becomes one LocalNorm used in both places, its parameters still tied."""
+    bn = nn.BatchNorm2d(4)
+    twice = lt.convert_batchnorm(nn.Sequential(nn.Conv2d(3, 4, 1), bn, nn.Conv2d(4, 4, 1), bn))
+    assert isinstance(twice[1], lt.LocalNorm2d) and twice[3] is twice[1]
+    bn = nn.BatchNorm2d(4)
+    nested = lt.convert_batchnorm(nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 1), bn),
+                                                nn.Sequential(bn)))
+    assert isinstance(nested[0][1], lt.LocalNorm2d) and nested[1][0] is nested[0][1]
+    assert len(list(nested.parameters())) == 4  # conv weight/bias, one weight/bias pair
+
+
+def test_convert_refuses_what_is_not_a_module():
+    with pytest.raises(LocalNormError, match="Received:.*str"):
+        lt.convert_batchnorm("resnet18")
+
+
 def test_convert_bad_arguments():
     with pytest.raises(LocalNormError, match="num_groups"):
         lt.convert_batchnorm(TinyResNet(), 0)
@@ -374,6 +438,21 @@ def test_group_per_rank_trains_one_row_per_rank():
     assert net[1].rank_group is None
     with pytest.raises(LocalNormError, match="init_process_group"):
         lt.set_group_per_rank(net)
+
+
+@pytest.mark.parametrize("rank", [-1, 1.5, "1", True, None])
+def test_group_per_rank_refuses_a_bad_rank_and_flag(rank):
+    """A rank is a non-negative int (a float, string or bool is not read as one, and a
+    negative rank is no process's); ``enabled`` is True or False. Nothing changes."""
+    net = small_net(num_groups=2)
+    with pytest.raises(LocalNormError, match="Received:"):
+        if rank is None:
+            lt.set_group_per_rank(net, rank=1, enabled="no")
+        else:
+            lt.set_group_per_rank(net, rank=rank)
+    assert net[1].rank_group is None
+    lt.set_group_per_rank(net, rank=np.int64(3))
+    assert net[1].rank_group == 1
 
 
 def test_predict_numpy_group_array_is_accepted():

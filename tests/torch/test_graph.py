@@ -9,6 +9,7 @@ the backward too) and one representative case with Inductor; the Inductor matrix
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import numpy as np
@@ -296,3 +297,48 @@ def test_compiled_evaluation_skips_the_value_check():
         warnings.simplefilter("ignore")
         y = compiled(x)
     assert torch.isnan(y[0]).all() and torch.isfinite(y[1:]).all()
+
+
+@pytest.mark.parametrize("kw", [{}, {"partition": "strided"}])
+@pytest.mark.parametrize("n", [8, 10])
+def test_jit_trace_training_updates_running_statistics(kw, n):
+    """torch.jit.trace of a training model with running statistics: the group sizes are
+    traced as tensors, and the traced program updates the statistics as eager does."""
+    net = small_net(track_running_stats=True, **kw).train()
+    x = torch.randn(n, 3, 6, 6)
+    state = copy.deepcopy(net.state_dict())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on tensor-to-int conversions
+        traced = torch.jit.trace(net, (x,), check_trace=False)
+    net.load_state_dict(state)
+    y = traced(x)
+    traced_state = {k: v.clone() for k, v in net.state_dict().items()}
+    net.load_state_dict(state)
+    torch.testing.assert_close(y, net(x), atol=1e-5, rtol=1e-5)
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(traced_state[k], v, atol=1e-6, rtol=1e-6)
+    assert not torch.equal(traced_state["1.running_var"], state["1.running_var"])
+
+
+@pytest.mark.parametrize("layer", [
+    lambda: lt.LocalNorm1d(2, num_groups=2),  # the autograd Function (weight needs grad)
+    lambda: lt.LocalNorm2d(3, num_groups=4, partition="strided", track_running_stats=True),
+    lambda: lt.GhostBatchNorm1d(2, virtual_batch_size=2, track_running_stats=False),
+    lambda: lt.LocalNorm2d(3, num_groups=2, affine=False),
+], ids=["contiguous", "strided-running", "ghost", "no-affine"])
+def test_eager_forward_mode_ad_equals_the_jacobian(layer):
+    """torch.autograd.forward_ad (eager forward mode, as BatchNorm supports): the tangent
+    of the output is the Jacobian times the tangent of the input, on a ragged batch."""
+    import torch.autograd.forward_ad as fwAD
+
+    torch.manual_seed(0)
+    net = layer().double().train()
+    x = torch.randn((7, 2) if isinstance(net, lt.LocalNorm1d) else (7, 3, 2, 2),
+                    dtype=torch.float64)
+    v = torch.randn_like(x)
+    state = copy.deepcopy(net.state_dict())
+    jac = torch.autograd.functional.jacobian(net, x)
+    net.load_state_dict(state)
+    with fwAD.dual_level():
+        tangent = fwAD.unpack_dual(net(fwAD.make_dual(x, v))).tangent
+    torch.testing.assert_close(tangent, torch.tensordot(jac, v, dims=v.ndim))

@@ -311,6 +311,14 @@ def test_integer_input_is_refused():
         lt.LocalNorm2d(3, 2)(torch.ones(8, 3, 2, 2, dtype=torch.long))
 
 
+@pytest.mark.parametrize("x", [np.ones((8, 3, 2, 2), np.float32), [[1.0, 2.0, 3.0]] * 8])
+def test_input_that_is_not_a_tensor_is_refused(x):
+    """A NumPy array or a list gets a TypeError naming its type and the conversion (as
+    BatchNorm refuses it), not an AttributeError from inside the layer."""
+    with pytest.raises(TypeError, match=f"Received:.*{type(x).__name__}.*torch.as_tensor"):
+        lt.LocalNorm(3, 2)(x)
+
+
 # -- the rank-agnostic LocalNorm ------------------------------------------------------
 
 

@@ -15,6 +15,10 @@ def test_every_message_follows_the_template():
     table = {
         "not_distributed": [("set_group_per_rank",)],
         "lazy_batchnorm": [("LazyBatchNorm2d",)],
+        "not_a_module": [("convert_batchnorm", "resnet18")],
+        "bad_process_rank": [(-1,), ("1",)],
+        "bad_layer_generator": [("set_mode", 0)],
+        "not_a_tensor": [("LocalNorm2d", [1.0])],
     }
     builders = _errors.builders(torch_errors)
     assert set(builders) == set(table), f"add sample args for: {set(builders) ^ set(table)}"
