@@ -413,7 +413,9 @@ class LocalNormalization(keras.layers.Layer):
             k = ops.maximum(ops.shape(inputs)[0] // self.virtual_batch_size, 1)
             inputs = fn.run_time_batch_check(inputs, self._axis, mode, 1, DIALECT)
         elif None in shape:
-            inputs = fn.run_time_batch_check(inputs, self._axis, mode, k, DIALECT)
+            inputs = fn.run_time_batch_check(
+                inputs, self._axis, mode, k, DIALECT,
+                group_length=group.shape[0] if isinstance(group, np.ndarray) and group.ndim else None)
         if isinstance(group, np.ndarray):
             group = ops.convert_to_tensor(group, "int32")
         if training and self.track_running_stats:
