@@ -166,7 +166,8 @@ class LocalNormalization(keras.layers.Layer):
         With ``shared_affine=True``: keep ``moving_mean``/``moving_variance`` of shape
         (1, C) and allow the ``"running"`` evaluation mode. Each training step moves
         them toward the mean over the groups of their moments (biased variance, as
-        Keras's ``BatchNormalization``).
+        Keras's ``BatchNormalization``). As there, a layer with ``trainable=False`` runs
+        in its evaluation mode also when training, and leaves them as they are.
     momentum : float, default 0.99
         Keras's convention: ``moving = momentum * moving + (1 - momentum) * value``
         (PyTorch's ``momentum`` is ``1 -`` this one). Used with
@@ -381,6 +382,11 @@ class LocalNormalization(keras.layers.Layer):
     def call(self, inputs, training=None, mask=None):
         if mask is not None:
             raise _keras_errors.mask_unsupported(type(self).__name__)
+        if self.track_running_stats and not self.trainable:
+            # Frozen (``trainable=False``, e.g. a frozen base model): inference, as Keras's
+            # BatchNormalization (and tf-keras's virtual batches): the moving statistics
+            # are used and left as they are, also in model.fit.
+            training = False
         mode, group = ("batch", 0) if training else self._eval
         # A size known only at run time (None in a TensorFlow graph, a symbol in a JAX or
         # PyTorch export) is None for the core's checks.
@@ -517,7 +523,9 @@ class GhostBatchNormalization(LocalNormalization):
     TensorFlow, JAX and PyTorch backends. In training (``model.fit``) each virtual batch
     (a group **along the batch axis**) is normalized with its own mean and variance; in
     inference (``model.predict``, ``training=False``) the moving statistics are used, as
-    ``BatchNormalization``'s, so any batch size (also one sample) can be inferred. A
+    ``BatchNormalization``'s, so any batch size (also one sample) can be inferred. As
+    ``BatchNormalization``'s, a frozen layer (``trainable=False``) runs in inference
+    mode also in training: its moving statistics are used and not updated. A
     thin preset of :class:`LocalNormalization` (``shared_affine=True``,
     ``track_running_stats=True``, evaluation mode ``"running"``, Keras's
     ``BatchNormalization`` defaults ``momentum=0.99``, ``epsilon=1e-3``); the math is
