@@ -126,7 +126,7 @@ def bad_rank(ndim: int, expected: str, where: str = "local_norm",
 def bad_axis(axis: int, ndim: int) -> LocalNormError:
     return LocalNormError(
         "The channel axis must be one of the non-batch axes of x (axis 0 is the batch axis, "
-        f"along which the groups are taken). Received: axis={axis} for x.ndim={ndim}. "
+        f"along which the groups are taken). Received: axis={axis!r} for x.ndim={ndim}. "
         f"Fix: pass axis in [1, {ndim - 1}] or [-{ndim - 1}, -1]."
     )
 
@@ -523,8 +523,9 @@ def running_unsupported(where: str) -> LocalNormError:
 def bad_generator(generator: Any) -> LocalNormError:
     return LocalNormError(
         "generator is the seedable source of the random groups (along the batch axis) "
-        "drawn when group=None. Expected None, an int seed, a numpy.random.Generator or a "
-        f"JAX PRNG key. Received: type(generator)={type(generator).__name__}. "
+        "drawn when group=None. Expected None, an int seed >= 0, a numpy.random.Generator "
+        f"or a JAX PRNG key. Received: generator={generator!r} "
+        f"(type {type(generator).__name__}). "
         "Fix: pass e.g. generator=0 or generator=jax.random.key(0)."
     )
 
