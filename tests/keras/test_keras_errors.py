@@ -16,6 +16,8 @@ def test_every_message_follows_the_template():
         "unknown_channels": [(-1, (None, None))],
         "cannot_convert": [("MyModel",)],
         "mask_unsupported": [("LocalNormalization",)],
+        "batchnorm_out_of_reach": [("time_distributed", "TimeDistributed")],
+        "cannot_copy": [("block", "Block", 4, 0)],
     }
     builders = _errors.builders(keras_errors)
     assert set(builders) == set(table), f"add sample args for: {set(builders) ^ set(table)}"
