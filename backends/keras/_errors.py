@@ -73,3 +73,13 @@ def cannot_copy(name: str, kind: str, saved: int, rebuilt: int) -> LocalNormErro
         "create the layer's sublayers' weights in its build() (then Keras can rebuild it), "
         "or build the model with LocalNormalization layers directly."
     )
+
+
+def not_floating_policy(where: str, policy: str) -> LocalNormError:
+    return LocalNormError(
+        f"{where} computes means and variances over the groups along the batch axis and "
+        "learns a gamma/beta per group, which needs a floating-point dtype policy (its input "
+        f"is cast to the policy's compute dtype). Received: dtype={policy!r}. Fix: leave "
+        "dtype unset, or pass a floating policy such as 'float32', 'mixed_float16' or "
+        "'mixed_bfloat16'."
+    )

@@ -237,6 +237,10 @@ class LocalNormalization(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        policy = self.dtype_policy
+        if not all(keras.backend.is_float_dtype(d)
+                   for d in (policy.compute_dtype, policy.variable_dtype)):
+            raise _keras_errors.not_floating_policy(type(self).__name__, policy.name)
         self.shared_affine = _spec.check_flag("shared_affine", shared_affine)
         self.num_groups, self.virtual_batch_size = _spec.check_ghost_groups(
             num_groups, virtual_batch_size, self.shared_affine)

@@ -261,6 +261,16 @@ def test_integer_input_is_refused_not_returned_as_integers(rng):
         LocalNormalization(num_groups=2)(keras.Input((4, 4, 3), dtype="uint8"))
 
 
+@pytest.mark.parametrize("dtype", ["int32", "uint8", "bool"])
+def test_an_integer_dtype_policy_is_refused_when_the_layer_is_made(dtype):
+    """An integer policy cast the float input to integers, whose refusal then told the
+    user to cast the input to float32 (which would not help); on PyTorch it was a raw
+    RuntimeError when the weights were made."""
+    with pytest.raises(localnorm.LocalNormError, match=f"dtype='{dtype}'.*Fix"):
+        LocalNormalization(num_groups=2, dtype=dtype)
+    assert LocalNormalization(num_groups=2, dtype="mixed_bfloat16").num_groups == 2
+
+
 def test_partition_is_validated_when_set():
     layer = LocalNormalization(num_groups=2)
     layer.partition = "strided"
