@@ -126,7 +126,7 @@ def bad_rank(ndim: int, expected: str, where: str = "local_norm",
 def bad_axis(axis: int, ndim: int) -> LocalNormError:
     return LocalNormError(
         "The channel axis must be one of the non-batch axes of x (axis 0 is the batch axis, "
-        f"along which the groups are taken). Received: axis={axis} for x.ndim={ndim}. "
+        f"along which the groups are taken). Received: axis={axis!r} for x.ndim={ndim}. "
         f"Fix: pass axis in [1, {ndim - 1}] or [-{ndim - 1}, -1]."
     )
 
@@ -534,9 +534,9 @@ def running_unsupported(where: str) -> LocalNormError:
 def bad_generator(generator: Any) -> LocalNormError:
     return LocalNormError(
         "generator is the seedable source of the random groups (along the batch axis) "
-        "drawn when group=None. Expected None, an int seed, a numpy.random.Generator, or "
-        "the framework's own generator (a torch.Generator in PyTorch, a JAX PRNG key in "
-        f"Flax). Received: type(generator)={type(generator).__name__}. "
+        "drawn when group=None. Expected None, an int seed >= 0, a numpy.random.Generator, "
+        "or the framework's own generator (a torch.Generator in PyTorch, a JAX PRNG key in "
+        f"Flax). Received: generator={generator!r} (type {type(generator).__name__}). "
         "Fix: pass e.g. generator=0 (an int seed draws the same groups in every framework)."
     )
 

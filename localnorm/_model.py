@@ -218,7 +218,9 @@ def predict(
         # virtual batches of each pass).
         k = 1
     partition = shared_attribute(layers, "partition")
-    x = adapter.asarray(x)
+    given, x = x, adapter.asarray(x)
+    if not getattr(x, "ndim", 0):  # None, a dict, a dataset object: a 0-d array at best
+        raise _errors.not_an_array("x", given)
     n = x.shape[0]
     if check_finite:
         bad = adapter.count_non_finite(x)

@@ -51,3 +51,35 @@ def mask_unsupported(where: str) -> LocalNormError:
         "axis and cannot leave masked entries out. Received: a non-None mask. Fix: drop "
         "the mask before this layer, or normalize masked sequences with another layer."
     )
+
+
+def batchnorm_out_of_reach(name: str, kind: str) -> LocalNormError:
+    return LocalNormError(
+        "convert_batchnorm() rebuilds Sequential and functional models layer by layer, and "
+        f"cannot reach the BatchNormalization inside layer {name!r}, a {kind} (a wrapper or "
+        "a custom layer), to give it K groups along the batch axis; it would have stayed a "
+        f"BatchNormalization. Received: a BatchNormalization inside {kind}. Fix: build that "
+        "layer with a LocalNormalization (or GhostBatchNormalization) directly, or convert "
+        "the layer it wraps, e.g. `keras.layers.TimeDistributed(convert_batchnorm(bn))`."
+    )
+
+
+def cannot_copy(name: str, kind: str, saved: int, rebuilt: int) -> LocalNormError:
+    return LocalNormError(
+        "convert_batchnorm() copies every layer that is not a BatchNormalization (the groups "
+        f"along the batch axis concern only those) from its config and weights, but layer "
+        f"{name!r}, a {kind}, builds fewer weights from its config than it holds. "
+        f"Received: {saved} weights, {rebuilt} after rebuilding from its config. Fix: "
+        "create the layer's sublayers' weights in its build() (then Keras can rebuild it), "
+        "or build the model with LocalNormalization layers directly."
+    )
+
+
+def not_floating_policy(where: str, policy: str) -> LocalNormError:
+    return LocalNormError(
+        f"{where} computes means and variances over the groups along the batch axis and "
+        "learns a gamma/beta per group, which needs a floating-point dtype policy (its input "
+        f"is cast to the policy's compute dtype). Received: dtype={policy!r}. Fix: leave "
+        "dtype unset, or pass a floating policy such as 'float32', 'mixed_float16' or "
+        "'mixed_bfloat16'."
+    )

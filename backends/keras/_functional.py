@@ -128,10 +128,13 @@ def is_traced(x) -> bool:
     return backend == "torch" and _torch_graph_mode()
 
 
-def run_time_batch_check(x, axis: int, mode: str, num_groups: int, dialect: _errors.Dialect):
+def run_time_batch_check(x, axis: int, mode: str, num_groups: int, dialect: _errors.Dialect,
+                         group_length: int | None = None):
     """Where the batch size is unknown until run time, make a TensorFlow graph refuse
     what :func:`localnorm._spec.check_batch` refuses at trace time (fewer samples than
-    groups in "batch" mode, a statistics set with one value per channel), through
+    groups in "batch" mode, a statistics set with one value per channel) and what
+    :func:`localnorm._layer.check_call` refuses for a per-sample group array of
+    ``group_length`` entries (a batch of another size), through
     ``tf.debugging`` assertions that raise ``InvalidArgumentError`` with the
     :mod:`localnorm._errors` message. XLA (``jit_compile=True``) drops assertions, and
     JAX, ONNX and exported programs cannot raise: there the result is the core's defined
@@ -152,8 +155,26 @@ def run_time_batch_check(x, axis: int, mode: str, num_groups: int, dialect: _err
     second = tf.debugging.assert_greater_equal(
         values, 2, message=str(_errors.single_value_statistics(
             mode, "fewer than 2 " + printed, (None,) + tuple(x.shape[1:]), dialect)))
-    with tf.control_dependencies([first, second]):
-        return tf.identity(x)
+    checks = [first, second]
+    if group_length is not None:
+        checks.append(tf.debugging.assert_equal(n, group_length, message=str(
+            _errors.group_array_mismatch(group_length, printed))))
+    with tf.control_dependencies(checks):
+        x = tf.identity(x)
+    if group_length is not None and _in_xla():
+        # XLA drops the assertions: the known length makes another batch size a compile
+        # error there, not a broadcast of one sample to len(group) outputs. (Outside XLA
+        # this would fail before the assertion and hide its message.)
+        x = tf.ensure_shape(x, (group_length,) + tuple(x.shape[1:]))
+    return x
+
+
+def _in_xla() -> bool:
+    """Whether the TensorFlow graph being traced is compiled by XLA (``jit_compile``)."""
+    from tensorflow.python.framework import ops as tf_ops
+    from tensorflow.python.ops import control_flow_util
+
+    return control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph())
 
 
 def _vjp(xp, x, gamma, beta, mean, rstd, dy, kw, inplace: bool = False):

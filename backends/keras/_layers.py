@@ -166,7 +166,8 @@ class LocalNormalization(keras.layers.Layer):
         With ``shared_affine=True``: keep ``moving_mean``/``moving_variance`` of shape
         (1, C) and allow the ``"running"`` evaluation mode. Each training step moves
         them toward the mean over the groups of their moments (biased variance, as
-        Keras's ``BatchNormalization``).
+        Keras's ``BatchNormalization``). As there, a layer with ``trainable=False`` runs
+        in its evaluation mode also when training, and leaves them as they are.
     momentum : float, default 0.99
         Keras's convention: ``moving = momentum * moving + (1 - momentum) * value``
         (PyTorch's ``momentum`` is ``1 -`` this one). Used with
@@ -236,6 +237,10 @@ class LocalNormalization(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        policy = self.dtype_policy
+        if not all(keras.backend.is_float_dtype(d)
+                   for d in (policy.compute_dtype, policy.variable_dtype)):
+            raise _keras_errors.not_floating_policy(type(self).__name__, policy.name)
         self.shared_affine = _spec.check_flag("shared_affine", shared_affine)
         self.num_groups, self.virtual_batch_size = _spec.check_ghost_groups(
             num_groups, virtual_batch_size, self.shared_affine)
@@ -381,6 +386,11 @@ class LocalNormalization(keras.layers.Layer):
     def call(self, inputs, training=None, mask=None):
         if mask is not None:
             raise _keras_errors.mask_unsupported(type(self).__name__)
+        if self.track_running_stats and not self.trainable:
+            # Frozen (``trainable=False``, e.g. a frozen base model): inference, as Keras's
+            # BatchNormalization (and tf-keras's virtual batches): the moving statistics
+            # are used and left as they are, also in model.fit.
+            training = False
         mode, group = ("batch", 0) if training else self._eval
         # A size known only at run time (None in a TensorFlow graph, a symbol in a JAX or
         # PyTorch export) is None for the core's checks.
@@ -413,7 +423,9 @@ class LocalNormalization(keras.layers.Layer):
             k = ops.maximum(ops.shape(inputs)[0] // self.virtual_batch_size, 1)
             inputs = fn.run_time_batch_check(inputs, self._axis, mode, 1, DIALECT)
         elif None in shape:
-            inputs = fn.run_time_batch_check(inputs, self._axis, mode, k, DIALECT)
+            inputs = fn.run_time_batch_check(
+                inputs, self._axis, mode, k, DIALECT,
+                group_length=group.shape[0] if isinstance(group, np.ndarray) and group.ndim else None)
         if isinstance(group, np.ndarray):
             group = ops.convert_to_tensor(group, "int32")
         if training and self.track_running_stats:
@@ -515,7 +527,9 @@ class GhostBatchNormalization(LocalNormalization):
     TensorFlow, JAX and PyTorch backends. In training (``model.fit``) each virtual batch
     (a group **along the batch axis**) is normalized with its own mean and variance; in
     inference (``model.predict``, ``training=False``) the moving statistics are used, as
-    ``BatchNormalization``'s, so any batch size (also one sample) can be inferred. A
+    ``BatchNormalization``'s, so any batch size (also one sample) can be inferred. As
+    ``BatchNormalization``'s, a frozen layer (``trainable=False``) runs in inference
+    mode also in training: its moving statistics are used and not updated. A
     thin preset of :class:`LocalNormalization` (``shared_affine=True``,
     ``track_running_stats=True``, evaluation mode ``"running"``, Keras's
     ``BatchNormalization`` defaults ``momentum=0.99``, ``epsilon=1e-3``); the math is

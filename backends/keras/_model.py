@@ -255,6 +255,9 @@ def _copy(layer: keras.layers.Layer) -> keras.layers.Layer:
     build_config = layer.get_build_config()
     if layer.built and layer.weights and build_config is not None:
         clone.build_from_config(build_config)
+        if len(clone.weights) != len(layer.weights):
+            raise _keras_errors.cannot_copy(layer.name, type(layer).__name__,
+                                            len(layer.weights), len(clone.weights))
         clone.set_weights(layer.get_weights())
     return clone
 
@@ -317,7 +320,10 @@ def convert_batchnorm(model, num_groups: int | None = None, partition: str | Non
     ------
     ValueError
         For a subclassed model (its layer graph is not known), a bad ``num_groups`` or an
-        unknown ``partition``.
+        unknown ``partition``; for a BatchNormalization it cannot reach (inside a wrapper
+        such as ``TimeDistributed`` or a custom layer), which would otherwise stay a
+        BatchNormalization; for a custom layer that does not rebuild its weights from
+        its config.
     """
     ghost, num_groups, partition, virtual_batch_size = _layer.convert_options(
         num_groups, partition, ghost, virtual_batch_size)
@@ -327,6 +333,9 @@ def convert_batchnorm(model, num_groups: int | None = None, partition: str | Non
             return _from_batchnorm(layer, num_groups, partition, ghost, virtual_batch_size)
         if isinstance(layer, keras.Model):
             _check_convertible(layer)
+        elif any(isinstance(sub, keras.layers.BatchNormalization)
+                 for sub in layer._flatten_layers(include_self=False, recursive=True)):
+            raise _keras_errors.batchnorm_out_of_reach(layer.name, type(layer).__name__)
         return _copy(layer)
 
     if isinstance(model, keras.layers.BatchNormalization):

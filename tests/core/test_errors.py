@@ -78,7 +78,8 @@ def test_axis_out_of_range_or_batch(impl, axis):
 @pytest.mark.parametrize("axis", [1.0, "1", None])
 def test_axis_not_an_int(impl, axis):
     x, g, b = _data()
-    with raises(LocalNormError, f"axis={axis}"):
+    # repr: the string "1" must not read as the valid axis 1 the fix then suggests
+    with raises(LocalNormError, f"axis={axis!r}"):
         impl(x, g, b, axis=axis)
 
 

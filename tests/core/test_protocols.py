@@ -156,6 +156,8 @@ def test_draw_groups_refuses_what_is_not_a_seed(seed):
     with pytest.raises(LocalNormError) as info:
         draw_groups(5, K, seed)
     assert "generator" in str(info.value) and "Fix" in str(info.value)
+    # the value itself, not only its type: a negative int is an int, but not a seed
+    assert f"generator={seed!r}" in str(info.value)
 
 
 def test_draw_groups_takes_seed_sequences_and_numpy_ints():

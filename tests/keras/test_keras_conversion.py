@@ -144,3 +144,34 @@ def test_errors():
         convert_batchnorm(_sequential(), 0)
     with pytest.raises(localnorm.LocalNormError, match="partition='rows'"):
         convert_batchnorm(_sequential(), 2, partition="rows")
+
+
+class _Block(keras.layers.Layer):
+    """A custom layer holding a sublayer it creates in __init__ and builds when called."""
+
+    def __init__(self, inner=None, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = inner if inner is not None else keras.layers.Dense(4)
+
+    def call(self, x):
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("wrapper", ["time_distributed", "custom"])
+def test_a_batchnorm_out_of_reach_is_refused_not_left_in_place(wrapper):
+    """A BatchNormalization inside a wrapper or a custom layer cannot be rebuilt; it stayed
+    a BatchNormalization (TimeDistributed) or failed in Keras's set_weights (custom)."""
+    bn = keras.layers.BatchNormalization()
+    if wrapper == "time_distributed":
+        model = keras.Sequential([keras.Input((5, 4)), keras.layers.TimeDistributed(bn)])
+    else:
+        model = keras.Sequential([keras.Input((4,)), _Block(bn, name="block")])
+    with pytest.raises(localnorm.LocalNormError, match="cannot reach the BatchNormalization"):
+        convert_batchnorm(model, 2)
+
+
+def test_a_layer_that_cannot_be_rebuilt_with_its_weights_is_named():
+    model = keras.Sequential([keras.Input((4,)), _Block(name="block"),
+                              keras.layers.BatchNormalization()])
+    with pytest.raises(localnorm.LocalNormError, match="'block'.*Received: 2 weights, 0"):
+        convert_batchnorm(model, 2)

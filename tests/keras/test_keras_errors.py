@@ -16,6 +16,9 @@ def test_every_message_follows_the_template():
         "unknown_channels": [(-1, (None, None))],
         "cannot_convert": [("MyModel",)],
         "mask_unsupported": [("LocalNormalization",)],
+        "batchnorm_out_of_reach": [("time_distributed", "TimeDistributed")],
+        "cannot_copy": [("block", "Block", 4, 0)],
+        "not_floating_policy": [("LocalNormalization", "int32")],
     }
     builders = _errors.builders(keras_errors)
     assert set(builders) == set(table), f"add sample args for: {set(builders) ^ set(table)}"

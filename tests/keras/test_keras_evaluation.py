@@ -235,6 +235,24 @@ def test_errors_name_the_problem(rng):
     assert [ln.mode for ln in localnorm_layers(mixed)] == ["batch", "batch"]
 
 
+@pytest.mark.parametrize("x", [None, {"images": np.zeros((8, 3, 3, 2))}, 1.5],
+                         ids=["none", "dict", "scalar"])
+def test_predict_refuses_what_is_not_an_array_of_images(x):
+    """What ``model.predict`` would take but an array is not (a dict, a scalar, None)
+    gets the project's message, not an IndexError from ``x.shape[0]``."""
+    with pytest.raises(TypeError, match="must be an array.*Received: type\\(x\\)"):
+        predict(_model(), x)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="needs tf.data")
+def test_predict_refuses_a_dataset():
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices(np.zeros((8, 3, 3, 2), "float32")).batch(4)
+    with pytest.raises(TypeError, match="must be an array.*Dataset"):
+        predict(_model(), dataset)
+
+
 def _functional_nested():
     """The same network as :func:`_nested` with a functional outer model, built from the
     symbolic outputs of the already built inner model (no Sequential build around it)."""

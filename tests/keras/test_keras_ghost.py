@@ -162,3 +162,29 @@ def test_run_time_group_count_on_tensorflow_equals_the_reference(partition):
         _, rdg, rdb = reference.local_norm_vjp(x.astype(np.float64), g, b, ct, **kw)
         np.testing.assert_allclose(dg, rdg, rtol=1e-3, atol=1e-3)
         np.testing.assert_allclose(db, rdb, rtol=1e-3, atol=1e-3)
+
+
+def test_frozen_ghost_runs_in_inference_as_batchnorm():
+    """``trainable=False`` (a frozen base model): Keras's BatchNormalization then runs in
+    inference also in training; so does Ghost BatchNorm, and a frozen BatchNormalization
+    converted with ``ghost=True`` keeps training as the original did."""
+    rng = np.random.default_rng(5)
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.BatchNormalization(momentum=0.5)(
+        keras.layers.Dense(4)(inputs)))
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(rng.normal(size=(16, 3)), rng.normal(size=(16, 4)), batch_size=8, verbose=0)
+    model.trainable = False
+    ghost = convert_batchnorm(model, ghost=True, virtual_batch_size=4)
+    layer = [lay for lay in ghost.layers if isinstance(lay, GhostBatchNormalization)][0]
+    assert not layer.trainable
+    moving = to_numpy(layer.moving_mean).copy()
+    x = (rng.normal(size=(8, 3)) * 3 + 2).astype("float32")
+    np.testing.assert_allclose(to_numpy(ghost(x, training=True)), to_numpy(model(x, training=True)),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(ghost(x, training=True)), to_numpy(ghost(x)), rtol=1e-6)
+    np.testing.assert_array_equal(to_numpy(layer.moving_mean), moving)
+    # Unfrozen again, training uses the virtual batches' statistics and moves the state.
+    layer.trainable = True
+    ghost(x, training=True)
+    assert not np.allclose(to_numpy(layer.moving_mean), moving)

@@ -163,6 +163,30 @@ def test_tf_function_with_unknown_batch_size(rng):
         fn(rng.normal(size=(6, 2)).astype("float32"))  # groups of 2, 2, 1, 1 samples
 
 
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="only TensorFlow traces an unknown batch size")
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_tf_graph_refuses_a_group_array_of_another_length(rng, jit_compile):
+    """A per-sample group array in a graph traced with an unknown batch size (as
+    ``model.export`` and Keras's retrace of a ragged last batch make): a batch of another
+    size is refused at run time (under XLA, at compile time), never broadcast to
+    len(group) outputs (one sample gave 8) or failed with a raw shape error (5 samples)."""
+    import tensorflow as tf
+
+    layer = _layer((8, 3, 3, 2), num_groups=4)
+    layer.set_eval_mode("single", [0, 1, 2, 3] * 2)
+    fn = tf.function(lambda t: layer(t), jit_compile=jit_compile,
+                     input_signature=[tf.TensorSpec([None, 3, 3, 2], tf.float32)])
+    x = rng.normal(size=(8, 3, 3, 2)).astype("float32")
+    np.testing.assert_allclose(fn(x).numpy(), _ref(layer, x, mode="single",
+                                                     group=np.array([0, 1, 2, 3] * 2)),
+                               atol=2e-5)
+    for n in (1, 5):
+        # XLA drops the assertion: its compile error names the shapes instead
+        meaning = "not compatible.*8,3,3,2" if jit_compile else "one entry per sample.*len\\(group\\)=8"
+        with pytest.raises(tf.errors.InvalidArgumentError, match=meaning):
+            fn(x[:n])
+
+
 @pytest.mark.skipif(BACKEND != "jax", reason="jax.jit is JAX-only")
 def test_jax_jit_stateless_call(rng):
     import jax
@@ -235,6 +259,16 @@ def test_integer_input_is_refused_not_returned_as_integers(rng):
     assert "keras.ops.cast" in str(info.value)
     with pytest.raises(TypeError, match="x.dtype=uint8"):  # refused when the model is built
         LocalNormalization(num_groups=2)(keras.Input((4, 4, 3), dtype="uint8"))
+
+
+@pytest.mark.parametrize("dtype", ["int32", "uint8", "bool"])
+def test_an_integer_dtype_policy_is_refused_when_the_layer_is_made(dtype):
+    """An integer policy cast the float input to integers, whose refusal then told the
+    user to cast the input to float32 (which would not help); on PyTorch it was a raw
+    RuntimeError when the weights were made."""
+    with pytest.raises(localnorm.LocalNormError, match=f"dtype='{dtype}'.*Fix"):
+        LocalNormalization(num_groups=2, dtype=dtype)
+    assert LocalNormalization(num_groups=2, dtype="mixed_bfloat16").num_groups == 2
 
 
 def test_partition_is_validated_when_set():
