@@ -117,7 +117,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="mnistnet: the paper's 16c-16c-32c-32c-512d-1024d network; resnet: ResNet-20; "
                    "vgg19: the paper's CIFAR-10 VGG-19 (16 convolutions, 64-512 channels, "
                    "the normalization after each); vgg19-narrow: the same at a quarter of "
-                   "the width (torch only)")
+                   "the width (both VGGs: --backend torch only)")
     g.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, metavar="METHOD",
                    help=f"among {', '.join(METHODS)}")
     g.add_argument("--groups", default=None, type=_number(

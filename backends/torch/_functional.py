@@ -147,7 +147,10 @@ class _Batch(torch.autograd.Function):
 
 
 def _flat(p: torch.Tensor | None) -> torch.Tensor | None:
-    return None if p is None else p.reshape(-1)
+    # contiguous: a shared row expanded to K groups of one channel flattens to a stride-0
+    # view, from which F.batch_norm's CPU backward computes a wrong input gradient
+    # (tests/torch/test_shared_row_native.py); a running buffer, contiguous, stays itself.
+    return None if p is None else p.reshape(-1).contiguous()
 
 
 def _native(x: torch.Tensor, k: int, partition: str, copies: bool | None = None):

@@ -81,6 +81,32 @@ def test_argument_names_and_defaults(column):
     assert checked >= 3
 
 
+#: Cells that say a column has no such thing.
+ABSENT = {"none", "n/a", "no"}
+
+
+@pytest.mark.parametrize("column", range(1, len(COLUMNS)), ids=COLUMNS[1:])
+def test_absent_cells_have_no_such_argument(column):
+    """A cell that says "none", "n/a" or "no" where other columns name an argument
+    (``momentum=0.99``) is checked too: the column's callable must not take it (the
+    Linen column said "none" and "n/a" for running statistics and momentum after the
+    Linen layer had gained both)."""
+    target = _import_column(COLUMNS[column])
+    params = inspect.signature(target.__init__ if isinstance(target, type) else target).parameters
+    checked = 0
+    for row in ROWS:
+        if row[column].strip().lower() not in ABSENT:
+            continue
+        names = {name for cell in row[1:] for name in re.findall(r"`(\w+)=[^`]+`", cell)}
+        for name in names:
+            assert name not in params, (
+                f"{COLUMNS[column]} takes {name}={params[name].default!r}, but the spec table "
+                f"says {row[column]!r} (row {row[0]!r})")
+            checked += 1
+    if COLUMNS[column] == "localnorm.local_norm":  # the functional has no layer options
+        assert checked >= 5, "the rule found no absent cells to check"
+
+
 def _built(identifier):
     if identifier == "localnorm.torch.LocalNorm2d":
         return _load(identifier)(C, track_running_stats=True)
