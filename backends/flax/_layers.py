@@ -84,8 +84,10 @@ class LocalNorm(nnx.Module):
         sharded over this mesh axis: each device's shard holds ``num_groups / devices``
         whole groups (contiguous partition, local batch a multiple of the local group
         count), uses its own rows of scale/bias, and no statistics cross devices.
-        Unlike ``nnx.BatchNorm(axis_name=...)``, nothing is averaged over the axis in
-        training. In ``"set"`` evaluation the set is the global batch (its moments are
+        Unlike ``nnx.BatchNorm(axis_name=...)``, the statistics that normalize are not
+        averaged over the axis in training; running statistics (``track_running_stats``)
+        move by the mean over all K groups, one ``pmean`` per step, and K from
+        ``virtual_batch_size`` is counted on the global batch. In ``"set"`` evaluation the set is the global batch (its moments are
         summed over the axis). Calling the layer outside ``shard_map`` is an error;
         :func:`localnorm.flax.predict` runs it on one device.
     check_finite : bool, default True

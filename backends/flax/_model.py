@@ -106,7 +106,8 @@ def set_eval_mode(model: nnx.Module, mode: str, group: Any = 0) -> nnx.Module:
     model : nnx.Module
         A model holding :class:`~localnorm.flax.LocalNorm` layers (or one such layer).
     mode : str
-        One of ``"batch"``, ``"single"``, ``"set"``. ``"batch"``: K groups along the batch axis, statistics recomputed on the test
+        One of ``"batch"``, ``"single"``, ``"set"``, or ``"running"`` (layers with running
+        statistics, :class:`GhostBatchNorm`). ``"batch"``: K groups along the batch axis, statistics recomputed on the test
         batch (the paper's BATCH). ``"single"``: per-sample statistics. ``"set"``: one
         set of statistics over the whole batch.
     group : int, or in ``"single"`` mode an integer array with one entry per sample
