@@ -153,3 +153,14 @@ def bad_axis_name(axis_name: Any) -> LocalNormError:
         "Fix: pass the mesh axis's name, e.g. axis_name='data' for "
         "`Mesh(devices, ('data',))`, or None."
     )
+
+
+def symbolic_virtual_batch(where: str, batch: Any, virtual_batch_size: int) -> LocalNormError:
+    return LocalNormError(
+        f"{where} counts its groups along the batch axis from each training batch's size "
+        f"(K = max(1, N // virtual_batch_size)), but this batch size is symbolic (a "
+        f"`jax.export` with a symbolic batch), so K cannot be counted. Received: "
+        f"x.shape[0]={batch} (symbolic), virtual_batch_size={virtual_batch_size}. Fix: "
+        "export the training step with a concrete batch size, or build the layer with a "
+        "fixed num_groups; an exported evaluation ('running' mode) takes any batch size."
+    )

@@ -177,7 +177,9 @@ def normalize(
     floating = bool(jnp.issubdtype(x.dtype, jnp.floating))
     ax = _spec.normalize_axis(axis, x.ndim) if floating and x.ndim >= 2 else None
     sharded = axis_name is not None and mode in ("batch", "set")  # batch checked below
-    _layer.check_call(tuple(x.shape), floating=floating, dtype=x.dtype, rank_ok=x.ndim >= 2,
+    # a symbolic size (jax.export with a symbolic batch) is unknown to the checks
+    shape = tuple(d if isinstance(d, int) else None for d in x.shape)
+    _layer.check_call(shape, floating=floating, dtype=x.dtype, rank_ok=x.ndim >= 2,
                       rank=">= 2", axis=ax, num_features=num_features, mode=mode,
                       num_groups=None if sharded else num_groups,
                       group=None if axis_name else group, where=where, dialect=DIALECT)
@@ -239,9 +241,11 @@ def call_groups(x, mode: str, num_groups: int | None, virtual_batch_size: int | 
     the global batch, as the single-device layer counts it on the whole batch; each
     device then holds K / devices of the groups."""
     batch = (x.shape or (None,))[0]
-    if virtual_batch_size is not None and axis_name is not None and mode == "batch" \
-            and batch is not None:
-        batch *= _axis_size(axis_name, where)
+    if virtual_batch_size is not None and mode == "batch" and batch is not None:
+        if not isinstance(batch, int):
+            raise _flax_errors.symbolic_virtual_batch(where, batch, virtual_batch_size)
+        if axis_name is not None:
+            batch *= _axis_size(axis_name, where)
     return _layer.call_groups(batch, mode, num_groups, virtual_batch_size)
 
 
@@ -258,7 +262,7 @@ def running_stats(x, mean, var, *, axis: int, num_groups: int, partition: str,
     groups, the same on every device."""
     if axis_name is not None:
         num_groups //= _axis_size(axis_name, "LocalNorm")
-    moments = _layer.group_moments(jnp, jax.lax.stop_gradient(x),
+    moments = _layer.group_moments(_namespace(x), jax.lax.stop_gradient(x),
                                    _spec.normalize_axis(axis, x.ndim), num_groups, partition)
     new = _layer.running_update(jnp, mean, var, *moments, 1.0 - momentum, unbiased=False)
     if axis_name is not None:
@@ -305,12 +309,36 @@ def _mesh_mean(axis_name: str, global_batch: int):
     return mean
 
 
+class _SymbolicBatch:
+    """``jax.numpy`` with the sizes the core's group layout asks for when the batch size
+    is symbolic (``jax.export`` with a symbolic batch): ``batch_size``, ``device_of``."""
+
+    def __getattr__(self, name):
+        return getattr(jnp, name)
+
+    @staticmethod
+    def batch_size(x):
+        return x.shape[0]
+
+    @staticmethod
+    def device_of(x):
+        return None
+
+
+_SYMBOLIC = _SymbolicBatch()
+
+
+def _namespace(x):
+    """The namespace the core computes ``x``'s groups with."""
+    return jnp if isinstance(x.shape[0], int) else _SYMBOLIC
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4, 5, 6))
 def batch_norm_groups(x, scale, bias, k: int, partition: str, ax: int, epsilon: float):
     """LocalNorm in ``"batch"`` mode on validated input (at least K samples; ``ax``
     non-negative; (K, C) ``scale``/``bias``), in x's dtype, with the closed-form
     derivative of ``_agnostic.batch_jvp`` as its ``jax.custom_jvp`` rule."""
-    return _agnostic.batch_forward(jnp, x, scale, bias, axis=ax, num_groups=k,
+    return _agnostic.batch_forward(_namespace(x), x, scale, bias, axis=ax, num_groups=k,
                                    partition=partition, eps=epsilon, fusing=True)[0]
 
 
@@ -318,7 +346,8 @@ def batch_norm_groups(x, scale, bias, k: int, partition: str, ax: int, epsilon: 
 def _batch_norm_groups_jvp(k, partition, ax, epsilon, primals, tangents):
     x, scale, _ = primals
     layout = dict(axis=ax, num_groups=k, partition=partition)
-    y, mean, _, rstd = _agnostic.batch_forward(jnp, *primals, eps=epsilon, fusing=True,
+    xp = _namespace(x)
+    y, mean, _, rstd = _agnostic.batch_forward(xp, *primals, eps=epsilon, fusing=True,
                                                **layout)
-    dy = _agnostic.batch_jvp(jnp, x, scale, mean, rstd, *tangents, **layout)
+    dy = _agnostic.batch_jvp(xp, x, scale, mean, rstd, *tangents, **layout)
     return y, dy.astype(y.dtype)

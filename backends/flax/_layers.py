@@ -275,7 +275,9 @@ class LocalNorm(nnx.Module):
         fn.check_params({"scale": scale, "bias": bias, "mean": mean, "var": var}, rows,
                         self.num_features, shared=self.shared_affine,
                         num_groups_name=self.num_groups)
-        mode = self.mode if det else "batch"
+        # (the attribute is public: checked here too, as deterministic)
+        mode = _spec.check_choice("mode", self.mode, _spec.MODES + (_spec.RUNNING,)) \
+            if det else "batch"
         k = fn.call_groups(x, mode, self.num_groups, self.virtual_batch_size, self.axis_name,
                            type(self).__name__)
         # "running" mode uses stored statistics, as nnx.BatchNorm: a NaN/Inf reaches only

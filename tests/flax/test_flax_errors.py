@@ -26,6 +26,7 @@ def test_every_message_follows_the_template():
         "not_nnx_module": [(object(),)],
         "bad_dtype": [("dtype", "int32"), ("param_dtype", "foo")],
         "bad_axis_name": [(5,)],
+        "symbolic_virtual_batch": [("GhostBatchNorm", "b", 4)],
     }
     builders = _errors.builders(flax_errors)
     assert set(builders) == set(table), f"add sample args for: {set(builders) ^ set(table)}"

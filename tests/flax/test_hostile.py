@@ -130,3 +130,53 @@ def test_axis_name_is_a_mesh_axis_name():
         with pytest.raises(LocalNormError, match="axis_name"):
             ll.LocalNorm(axis_name=bad)
     assert nnx_layer(axis_name=("data", "model")).axis_name == ("data", "model")
+
+
+def export(fn, shape):
+    batch, = jax.export.symbolic_shape("b")
+    return jax.export.export(jax.jit(fn))(jax.ShapeDtypeStruct((batch, *shape), jnp.float32))
+
+
+@pytest.mark.parametrize("partition", ["contiguous", "strided"])
+def test_training_exports_with_a_symbolic_batch(partition):
+    """docs/spec.md ("Batches smaller than K"): a JAX program exported with a symbolic
+    batch size cannot refuse N < K, so its result is defined and finite. The training
+    ("batch" mode) export raised InconclusiveDimensionOperation ('b' < '4') in the
+    checks, then an AttributeError in the group layout."""
+    layer = nnx_layer(partition=partition)
+    layer.scale[...] = 1 + jnp.arange(16.0).reshape(4, 4) / 8
+    exported = export(lambda x: layer(x), X.shape[1:])
+    x9 = jnp.concatenate([X, X[:1] * 2])
+    for x in (X, x9):  # even and ragged: the eager layer's output
+        np.testing.assert_allclose(exported.call(x), layer(x), rtol=1e-5, atol=1e-5)
+    # N=2 < K=4: two groups of one sample each (spatial values), two empty groups
+    x2 = X[:2]
+    # (either partition puts samples 0 and 1 in groups 0 and 1)
+    single = nnx_layer(deterministic=True).set_mode("single", np.array([0, 1]))
+    single.scale[...] = layer.scale[...]
+    np.testing.assert_allclose(exported.call(x2), single(x2), rtol=1e-5, atol=1e-5)
+    # and the gradient through the exported-shape program stays finite
+    dense = nnx_layer()
+    grads = jax.grad(lambda x: jnp.sum(dense(x) ** 2))
+    g = jax.export.export(jax.jit(grads))(jax.ShapeDtypeStruct(
+        (jax.export.symbolic_shape("b")[0], 4), jnp.float32)).call(jnp.ones((3, 4)))
+    assert bool(jnp.isfinite(g).all())
+
+
+def test_a_virtual_batch_size_with_a_symbolic_batch_is_refused():
+    ghost = lf.GhostBatchNorm(4, virtual_batch_size=2, rngs=nnx.Rngs(0))
+    with pytest.raises(LocalNormError, match="symbolic") as err:
+        export(lambda x: ghost(x), X.shape[1:])
+    assert "num_groups" in str(err.value)
+    ghost.eval()  # running statistics: any batch size
+    exported = export(lambda x: ghost(x), X.shape[1:])
+    np.testing.assert_allclose(exported.call(X[:1]), ghost(X[:1]), atol=1e-6)
+
+
+def test_the_nnx_mode_attribute_is_checked_at_the_call():
+    layer = nnx_layer(deterministic=True)
+    layer.mode = "sets"  # an assignment, not set_mode: it ran the layer in no mode
+    with pytest.raises(LocalNormError, match="Received: mode='sets'"):
+        layer(X)
+    layer.deterministic = False  # training ignores the evaluation mode
+    assert layer(X).shape == X.shape
