@@ -97,3 +97,70 @@ def sharded_group_array(length: int, local_batch: int, devices: int,
         f"axis_size={devices}. Fix: pass a group array of length {local_batch * devices} "
         "for the global batch, or an int group."
     )
+
+
+def traced_group(group: Any, mode: str) -> LocalNormError:
+    return LocalNormError(
+        f"In {mode!r} mode an int group picks the row of scale/bias (one group along the "
+        "batch axis) when the program is traced, so it must be a concrete int, not a "
+        "value traced by `jax.jit`/`nnx.jit`. Received: group=traced "
+        f"{group.dtype}[] scalar. Fix: pass a Python int (static: one compilation per "
+        "group), or in 'single' mode a per-sample group array, e.g. "
+        "`jnp.full((x.shape[0],), g)`, which is traced data."
+    )
+
+
+def bad_key_generator(generator: Any) -> LocalNormError:
+    return LocalNormError(
+        "generator is the seedable source of the random groups (along the batch axis) "
+        "drawn when group=None; a jax array there must be one PRNG key (a "
+        "`jax.random.key(seed)`, or a legacy uint32 `jax.random.PRNGKey(seed)` of shape "
+        f"(2,)). Received: generator with shape {tuple(generator.shape)} and dtype "
+        f"{generator.dtype}. Fix: pass one key, e.g. generator=jax.random.key(0) (not a "
+        "batch of keys from jax.random.split), or an int seed such as generator=0."
+    )
+
+
+def not_nnx_module(model: Any) -> LocalNormError:
+    linen = any(c.__module__.startswith("flax.linen") for c in type(model).__mro__)
+    what = "a flax.linen Module" if linen else "not an nnx.Module"
+    return LocalNormError(
+        "convert_batchnorm replaces the nnx.BatchNorm layers of a Flax NNX model (an "
+        f"nnx.Module, or an nnx.BatchNorm itself). Received: type(model)="
+        f"{type(model).__name__} ({what}). Fix: pass an NNX model; a Linen model is a "
+        "definition, not an object to convert: write localnorm.flax.linen.LocalNorm (or "
+        "GhostBatchNorm) where it has nn.BatchNorm and initialize its variables again."
+    )
+
+
+def bad_dtype(name: str, value: Any) -> LocalNormError:
+    default = "None (the input's dtype)" if name == "dtype" else "jnp.float32"
+    return LocalNormError(
+        f"{name} is the dtype of the layer's {'result' if name == 'dtype' else 'scale and bias'}"
+        ", and LocalNorm's output and parameters are real floating point (a cast to an "
+        "integer or complex dtype would silently truncate them). Received: "
+        f"{name}={value!r}. Fix: pass a real floating dtype (jnp.float32, jnp.bfloat16, "
+        f"jnp.float16, jnp.float64) or leave the default {default}."
+    )
+
+
+def bad_axis_name(axis_name: Any) -> LocalNormError:
+    return LocalNormError(
+        "axis_name names the mesh axis (inside `jax.shard_map`) over which the batch is "
+        "sharded, each device holding whole groups along the batch axis: a string, a "
+        "tuple of strings for several mesh axes, or None for no sharding (JAX reads an "
+        f"int as a positional array axis instead). Received: axis_name={axis_name!r}. "
+        "Fix: pass the mesh axis's name, e.g. axis_name='data' for "
+        "`Mesh(devices, ('data',))`, or None."
+    )
+
+
+def symbolic_virtual_batch(where: str, batch: Any, virtual_batch_size: int) -> LocalNormError:
+    return LocalNormError(
+        f"{where} counts its groups along the batch axis from each training batch's size "
+        f"(K = max(1, N // virtual_batch_size)), but this batch size is symbolic (a "
+        f"`jax.export` with a symbolic batch), so K cannot be counted. Received: "
+        f"x.shape[0]={batch} (symbolic), virtual_batch_size={virtual_batch_size}. Fix: "
+        "export the training step with a concrete batch size, or build the layer with a "
+        "fixed num_groups; an exported evaluation ('running' mode) takes any batch size."
+    )

@@ -49,10 +49,12 @@ def eval_setting(mode: Any, group: Any, num_groups: int, *, running: bool,
     of the same length reuse the compiled program; a traced array's values are unknown,
     so only its mode, rank and dtype are checked. ``running``: whether the layer tracks
     running statistics."""
-    traced = isinstance(group, jax.core.Tracer) and group.ndim > 0
+    traced = isinstance(group, jax.core.Tracer)
     mode, checked = _layer.eval_setting(mode, 0 if traced else group, num_groups,
                                         running=running, ghost_only=where)
     if traced:
+        if group.ndim == 0:  # an int group is static: it picks a row when tracing
+            raise _flax_errors.traced_group(group, mode)
         if mode != "single":
             raise _errors.group_array_not_single(mode)
         if group.ndim != 1:
@@ -77,6 +79,29 @@ def check_axis(axis: Any) -> int:
     if value == 0:
         raise _flax_errors.bad_channel_axis(axis)
     return value
+
+
+def check_dtypes(dtype: Any, param_dtype: Any) -> None:
+    """Refuse a result ``dtype`` (None: the input's) or a ``param_dtype`` that is not a
+    real floating dtype: an int32 ``dtype`` would truncate the output, an int32
+    ``param_dtype`` gives parameters no gradient can train."""
+    for name, value in (("dtype", dtype), ("param_dtype", param_dtype)):
+        if value is None and name == "dtype":
+            continue
+        try:
+            floating = jnp.issubdtype(jnp.dtype(value), jnp.floating)
+        except TypeError:
+            floating = False
+        if not floating:
+            raise _flax_errors.bad_dtype(name, value)
+
+
+def check_axis_name(axis_name: Any) -> Any:
+    """A mesh axis name: None, a string, or a non-empty tuple of strings."""
+    names = axis_name if isinstance(axis_name, tuple) and axis_name else (axis_name,)
+    if axis_name is not None and not all(isinstance(n, str) for n in names):
+        raise _flax_errors.bad_axis_name(axis_name)
+    return axis_name
 
 
 def check_params(params: dict[str, Any], num_groups: int, num_features: int, *,
@@ -152,7 +177,9 @@ def normalize(
     floating = bool(jnp.issubdtype(x.dtype, jnp.floating))
     ax = _spec.normalize_axis(axis, x.ndim) if floating and x.ndim >= 2 else None
     sharded = axis_name is not None and mode in ("batch", "set")  # batch checked below
-    _layer.check_call(tuple(x.shape), floating=floating, dtype=x.dtype, rank_ok=x.ndim >= 2,
+    # a symbolic size (jax.export with a symbolic batch) is unknown to the checks
+    shape = tuple(d if isinstance(d, int) else None for d in x.shape)
+    _layer.check_call(shape, floating=floating, dtype=x.dtype, rank_ok=x.ndim >= 2,
                       rank=">= 2", axis=ax, num_features=num_features, mode=mode,
                       num_groups=None if sharded else num_groups,
                       group=None if axis_name else group, where=where, dialect=DIALECT)
@@ -207,15 +234,40 @@ def _local_norm(x, scale, bias, num_groups: int, ax: int, mode: str, group: Any,
                                       axis_name, x.shape[0] * devices) if across else None)
 
 
+def call_groups(x, mode: str, num_groups: int | None, virtual_batch_size: int | None,
+                axis_name: str | None, where: str) -> Any:
+    """K for a call on ``x`` (:func:`localnorm._layer.call_groups`). Inside
+    ``jax.shard_map`` (``axis_name``) K counted from a virtual batch size is counted on
+    the global batch, as the single-device layer counts it on the whole batch; each
+    device then holds K / devices of the groups."""
+    batch = (x.shape or (None,))[0]
+    if virtual_batch_size is not None and mode == "batch" and batch is not None:
+        if not isinstance(batch, int):
+            raise _flax_errors.symbolic_virtual_batch(where, batch, virtual_batch_size)
+        if axis_name is not None:
+            batch *= _axis_size(axis_name, where)
+    return _layer.call_groups(batch, mode, num_groups, virtual_batch_size)
+
+
 def running_stats(x, mean, var, *, axis: int, num_groups: int, partition: str,
-                  momentum: float):
+                  momentum: float, axis_name: str | None = None):
     """The running ``mean``/``var`` after a training call on a checked ``x``: Flax's
     ``ra = momentum * ra + (1 - momentum) * value``, the value the mean over the K groups
     along the batch axis of their moments (biased variance; tf-keras's rule for virtual
-    batches), by :func:`localnorm._layer.running_update`. No gradient flows into them."""
-    moments = _layer.group_moments(jnp, jax.lax.stop_gradient(x),
+    batches), by :func:`localnorm._layer.running_update`. No gradient flows into them.
+
+    Inside ``jax.shard_map`` (``axis_name``) each device's shard holds K / devices whole
+    groups: each device moves the statistics by its own groups, and the mean over the
+    devices (one all-reduce of two (1, C) rows) is the single-device update over all K
+    groups, the same on every device."""
+    if axis_name is not None:
+        num_groups //= _axis_size(axis_name, "LocalNorm")
+    moments = _layer.group_moments(_namespace(x), jax.lax.stop_gradient(x),
                                    _spec.normalize_axis(axis, x.ndim), num_groups, partition)
-    return _layer.running_update(jnp, mean, var, *moments, 1.0 - momentum, unbiased=False)
+    new = _layer.running_update(jnp, mean, var, *moments, 1.0 - momentum, unbiased=False)
+    if axis_name is not None:
+        new = tuple(jax.lax.pmean(v, axis_name) for v in new)
+    return new
 
 
 def _shard_rows(scale, bias, local_batch: int, num_groups: int, devices: int,
@@ -257,12 +309,36 @@ def _mesh_mean(axis_name: str, global_batch: int):
     return mean
 
 
+class _SymbolicBatch:
+    """``jax.numpy`` with the sizes the core's group layout asks for when the batch size
+    is symbolic (``jax.export`` with a symbolic batch): ``batch_size``, ``device_of``."""
+
+    def __getattr__(self, name):
+        return getattr(jnp, name)
+
+    @staticmethod
+    def batch_size(x):
+        return x.shape[0]
+
+    @staticmethod
+    def device_of(x):
+        return None
+
+
+_SYMBOLIC = _SymbolicBatch()
+
+
+def _namespace(x):
+    """The namespace the core computes ``x``'s groups with."""
+    return jnp if isinstance(x.shape[0], int) else _SYMBOLIC
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4, 5, 6))
 def batch_norm_groups(x, scale, bias, k: int, partition: str, ax: int, epsilon: float):
     """LocalNorm in ``"batch"`` mode on validated input (at least K samples; ``ax``
     non-negative; (K, C) ``scale``/``bias``), in x's dtype, with the closed-form
     derivative of ``_agnostic.batch_jvp`` as its ``jax.custom_jvp`` rule."""
-    return _agnostic.batch_forward(jnp, x, scale, bias, axis=ax, num_groups=k,
+    return _agnostic.batch_forward(_namespace(x), x, scale, bias, axis=ax, num_groups=k,
                                    partition=partition, eps=epsilon, fusing=True)[0]
 
 
@@ -270,7 +346,8 @@ def batch_norm_groups(x, scale, bias, k: int, partition: str, ax: int, epsilon: 
 def _batch_norm_groups_jvp(k, partition, ax, epsilon, primals, tangents):
     x, scale, _ = primals
     layout = dict(axis=ax, num_groups=k, partition=partition)
-    y, mean, _, rstd = _agnostic.batch_forward(jnp, *primals, eps=epsilon, fusing=True,
+    xp = _namespace(x)
+    y, mean, _, rstd = _agnostic.batch_forward(xp, *primals, eps=epsilon, fusing=True,
                                                **layout)
-    dy = _agnostic.batch_jvp(jnp, x, scale, mean, rstd, *tangents, **layout)
+    dy = _agnostic.batch_jvp(xp, x, scale, mean, rstd, *tangents, **layout)
     return y, dy.astype(y.dtype)

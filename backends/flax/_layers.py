@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.nnx.nn import initializers
 
-from localnorm import _layer, _model, _spec
+from localnorm import _model, _spec
 
 from . import _functional as fn
 
@@ -84,8 +84,10 @@ class LocalNorm(nnx.Module):
         sharded over this mesh axis: each device's shard holds ``num_groups / devices``
         whole groups (contiguous partition, local batch a multiple of the local group
         count), uses its own rows of scale/bias, and no statistics cross devices.
-        Unlike ``nnx.BatchNorm(axis_name=...)``, nothing is averaged over the axis in
-        training. In ``"set"`` evaluation the set is the global batch (its moments are
+        Unlike ``nnx.BatchNorm(axis_name=...)``, the statistics that normalize are not
+        averaged over the axis in training; running statistics (``track_running_stats``)
+        move by the mean over all K groups, one ``pmean`` per step, and K from
+        ``virtual_batch_size`` is counted on the global batch. In ``"set"`` evaluation the set is the global batch (its moments are
         summed over the axis). Calling the layer outside ``shard_map`` is an error;
         :func:`localnorm.flax.predict` runs it on one device.
     check_finite : bool, default True
@@ -168,12 +170,13 @@ class LocalNorm(nnx.Module):
         self.epsilon = _spec.check_eps(epsilon, fn.DIALECT)
         self.partition = _spec.check_choice("partition", partition, _spec.PARTITIONS)
         self.axis = fn.check_axis(axis)  # its range is checked against the input's rank
+        fn.check_dtypes(dtype, param_dtype)
         self.dtype = dtype
         self.param_dtype = param_dtype
         self.use_bias = _spec.check_flag("use_bias", use_bias)
         self.use_scale = _spec.check_flag("use_scale", use_scale)
         self.deterministic = _spec.check_flag("deterministic", deterministic)
-        self.axis_name = axis_name
+        self.axis_name = fn.check_axis_name(axis_name)
         self.check_finite = _spec.check_flag("check_finite", check_finite)
         shape = (1 if self.shared_affine else self.num_groups, self.num_features)
         self.mean: nnx.BatchStat | None
@@ -261,7 +264,9 @@ class LocalNorm(nnx.Module):
         jax.Array
             Same shape as x; dtype ``self.dtype``, or x's dtype when that is None.
         """
-        det = self.deterministic if deterministic is None else deterministic
+        # the attribute too: model.eval() sets it, but so can a user's assignment
+        det = _spec.check_flag("deterministic", self.deterministic if deterministic is None
+                               else deterministic)
         x = jnp.asarray(x)
         scale, bias, mean, var = (None if v is None else v[...]
                                   for v in (self.scale, self.bias, self.mean, self.var))
@@ -270,9 +275,11 @@ class LocalNorm(nnx.Module):
         fn.check_params({"scale": scale, "bias": bias, "mean": mean, "var": var}, rows,
                         self.num_features, shared=self.shared_affine,
                         num_groups_name=self.num_groups)
-        mode = self.mode if det else "batch"
-        k = _layer.call_groups((x.shape or (None,))[0], mode, self.num_groups,
-                               self.virtual_batch_size)
+        # (the attribute is public: checked here too, as deterministic)
+        mode = _spec.check_choice("mode", self.mode, _spec.MODES + (_spec.RUNNING,)) \
+            if det else "batch"
+        k = fn.call_groups(x, mode, self.num_groups, self.virtual_batch_size, self.axis_name,
+                           type(self).__name__)
         # "running" mode uses stored statistics, as nnx.BatchNorm: a NaN/Inf reaches only
         # its own sample's output, so it is not checked
         check_finite = self.check_finite and bool(det) and mode != _spec.RUNNING \
@@ -293,11 +300,10 @@ class LocalNorm(nnx.Module):
             mean=mean,
             var=var,
         )
-        # (a device's shard under axis_name may hold fewer samples than the K groups)
-        if not det and self.track_running_stats and x.shape[0] >= k:
+        if not det and self.track_running_stats:
             self.mean[...], self.var[...] = fn.running_stats(
                 x, mean, var, axis=self.axis, num_groups=k, partition=self.partition,
-                momentum=self.momentum)
+                momentum=self.momentum, axis_name=self.axis_name)
         return y
 
 

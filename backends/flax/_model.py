@@ -11,9 +11,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from localnorm import _layer, _model
+from localnorm import _layer, _model, _spec
 from localnorm.protocols import Prediction
 
+from . import _errors as _flax_errors
 from . import _functional as fn
 from ._layers import GhostBatchNorm, LocalNorm
 
@@ -73,6 +74,10 @@ class _Flax(_model.Adapter):
 
     def seed(self, generator):
         if isinstance(generator, jax.Array):  # a PRNG key: one NumPy seed drawn from it
+            typed = jnp.issubdtype(generator.dtype, jax.dtypes.prng_key)
+            legacy = generator.dtype == jnp.uint32 and generator.shape == (2,)
+            if not (legacy or typed and generator.shape == ()):
+                raise _flax_errors.bad_key_generator(generator)
             return int(jax.random.randint(generator, (), 0, 2**31 - 1))
         return generator
 
@@ -101,7 +106,8 @@ def set_eval_mode(model: nnx.Module, mode: str, group: Any = 0) -> nnx.Module:
     model : nnx.Module
         A model holding :class:`~localnorm.flax.LocalNorm` layers (or one such layer).
     mode : str
-        One of ``"batch"``, ``"single"``, ``"set"``. ``"batch"``: K groups along the batch axis, statistics recomputed on the test
+        One of ``"batch"``, ``"single"``, ``"set"``, or ``"running"`` (layers with running
+        statistics, :class:`GhostBatchNorm`). ``"batch"``: K groups along the batch axis, statistics recomputed on the test
         batch (the paper's BATCH). ``"single"``: per-sample statistics. ``"set"``: one
         set of statistics over the whole batch.
     group : int, or in ``"single"`` mode an integer array with one entry per sample
@@ -187,7 +193,7 @@ def predict(
         and SINGLE.
     """
     adapter = _Flax()
-    adapter.jit = jit
+    adapter.jit = _spec.check_flag("jit", jit)
     return _model.predict(
         adapter, model, x, protocol=protocol, vote=vote, group=group, generator=generator,
         batch_size=batch_size, set_size=set_size, from_logits=from_logits,
@@ -296,6 +302,8 @@ def convert_batchnorm(model: nnx.Module, num_groups: int | None = None,
     ghost, k, partition, vbs = _layer.convert_options(num_groups, partition, ghost,
                                                       virtual_batch_size)
     options = dict(ghost=ghost, virtual_batch_size=vbs)
+    if not isinstance(model, nnx.Module):
+        raise _flax_errors.not_nnx_module(model)
     if isinstance(model, nnx.BatchNorm):
         return _from_batchnorm(model, k, partition, **options)
     edges = [e for e in _edges(model) if isinstance(e[2], nnx.BatchNorm)]

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 from flax.linen import initializers
 
-from localnorm import _layer, _spec
+from localnorm import _spec
 
 from . import _functional as fn
 
@@ -134,6 +134,8 @@ class LocalNorm(nn.Module):
         _spec.check_eps(self.epsilon, fn.DIALECT)
         _spec.check_choice("partition", self.partition, _spec.PARTITIONS)
         fn.check_axis(self.axis)
+        fn.check_dtypes(self.dtype, self.param_dtype)
+        fn.check_axis_name(self.axis_name)
         fn.eval_setting(self._mode(), self.group, self.num_groups or 1,
                         running=self.track_running_stats, where=_WHERE)
         super().__post_init__()
@@ -166,8 +168,8 @@ class LocalNorm(nn.Module):
         num_groups, vbs = _spec.check_ghost_groups(self.num_groups, self.virtual_batch_size,
                                                    self.shared_affine)
         mode = self._mode() if mode is None else mode
-        k = _layer.call_groups((x.shape or (None,))[0], mode if det else "batch", num_groups,
-                               vbs) or 1
+        k = fn.call_groups(x, mode if det else "batch", num_groups, vbs, self.axis_name,
+                           _WHERE) or 1
         group = (self.group if group is None else group) if det else 0
         mode, group = fn.eval_setting(mode, group, k, running=self.track_running_stats,
                                       where=_WHERE)
@@ -200,11 +202,10 @@ class LocalNorm(nn.Module):
             mean=None if mean is None else mean.value, var=None if var is None else var.value,
         )
         # nn.BatchNorm's rule: init creates the statistics and leaves them as they are
-        # (a device's shard under axis_name may hold fewer samples than the K groups)
-        if mean is not None and not det and not self.is_initializing() and x.shape[0] >= k:
+        if mean is not None and not det and not self.is_initializing():
             mean.value, var.value = fn.running_stats(
                 x, mean.value, var.value, axis=self.axis, num_groups=k,
-                partition=self.partition, momentum=self.momentum)
+                partition=self.partition, momentum=self.momentum, axis_name=self.axis_name)
         return y
 
     def _mode(self) -> str:

@@ -7,6 +7,8 @@ import pytest
 
 pytest.importorskip("flax")
 
+import jax.numpy as jnp  # noqa: E402
+
 from localnorm import _errors  # noqa: E402
 from localnorm.flax import _errors as flax_errors  # noqa: E402
 
@@ -19,6 +21,12 @@ def test_every_message_follows_the_template():
         "sharded_groups": [(3, 4, "data")],
         "sharded_ragged": [(5, 2, 4, "data")],
         "sharded_group_array": [(7, 4, 4, "data")],
+        "traced_group": [(jnp.zeros((), jnp.int32), "set")],
+        "bad_key_generator": [(jnp.zeros((2, 2), jnp.uint32),)],
+        "not_nnx_module": [(object(),)],
+        "bad_dtype": [("dtype", "int32"), ("param_dtype", "foo")],
+        "bad_axis_name": [(5,)],
+        "symbolic_virtual_batch": [("GhostBatchNorm", "b", 4)],
     }
     builders = _errors.builders(flax_errors)
     assert set(builders) == set(table), f"add sample args for: {set(builders) ^ set(table)}"

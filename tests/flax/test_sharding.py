@@ -16,6 +16,7 @@ import jax.numpy as jnp  # noqa: E402
 from jax.sharding import Mesh, NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
+import localnorm.flax as lf  # noqa: E402
 from localnorm import LocalNormError  # noqa: E402
 from localnorm.flax import LocalNorm  # noqa: E402
 from localnorm.flax import linen as ll  # noqa: E402
@@ -204,3 +205,41 @@ def test_local_batch_must_hold_whole_groups(num_groups, batch):
     local = batch // 4
     assert f"x.shape[0]={local}" in str(info.value)
     assert f"num_groups={num_groups}" in str(info.value)
+
+
+@pytest.mark.parametrize("groups", [dict(virtual_batch_size=2), dict(num_groups=8)])
+def test_ghost_batchnorm_under_shard_map_equals_single_device(groups):
+    """Ghost BatchNorm (running statistics) with axis_name, N=16 on 4 devices: 8 virtual
+    batches of 2, two per device. K from virtual_batch_size was counted on the local
+    shard (4 // 2 = 2, then 2 / 4 devices: one group of 4 per device, another output),
+    and the running update grouped each shard by the global K (groups of 1 sample: no
+    update at all on (N, C) input) and differed per device. Now the outputs and the
+    running statistics (the same on every device) are the single-device layer's."""
+    x = jax.random.normal(jax.random.key(3), (16, 3)) * jnp.arange(1.0, 17.0)[:, None]
+    options = dict(partition="contiguous", momentum=0.5, **groups)
+    single = lf.GhostBatchNorm(3, rngs=nnx.Rngs(0), **options)
+    shard = lf.GhostBatchNorm(3, axis_name="data", rngs=nnx.Rngs(0), **options)
+    graph, state = nnx.split(shard)
+
+    def step(state, x):
+        layer = nnx.merge(graph, state)
+        return layer(x), nnx.state(layer, nnx.BatchStat)
+
+    y, stats = jax.jit(jax.shard_map(step, mesh=mesh(), in_specs=(P(), P("data")),
+                                     out_specs=(P("data"), P())))(state, x)
+    np.testing.assert_allclose(y, single(x), atol=1e-5)
+    assert float(jnp.abs(single.mean[...]).max()) > 0.1
+    np.testing.assert_allclose(stats["mean"][...], single.mean[...], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stats["var"][...], single.var[...], rtol=1e-5)
+
+    linen = ll.GhostBatchNorm(axis_name="data", **options)
+    variables = ll.GhostBatchNorm(**options).init(jax.random.key(0), x)
+    y, updates = jax.jit(jax.shard_map(
+        lambda v, x: linen.apply(v, x, mutable=["batch_stats"]), mesh=mesh(),
+        in_specs=(P(), P("data")), out_specs=(P("data"), P())))(variables, x)
+    want, want_updates = ll.GhostBatchNorm(**options).apply(variables, x,
+                                                             mutable=["batch_stats"])
+    np.testing.assert_allclose(y, want, atol=1e-5)
+    for name in ("mean", "var"):
+        np.testing.assert_allclose(updates["batch_stats"][name],
+                                   want_updates["batch_stats"][name], rtol=1e-5, atol=1e-6)
