@@ -294,8 +294,9 @@ class LocalNormalization(keras.layers.Layer):
         gamma/beta ``"single"``/``"set"`` mode use."""
         return self._eval[1]
 
-    def set_eval_mode(self, mode: str, group: Any = 0) -> None:
-        """Set this layer's evaluation mode and group along the batch axis.
+    def set_mode(self, mode: str, group: Any = 0) -> LocalNormalization:
+        """Set this layer's evaluation mode and group along the batch axis (the name the
+        PyTorch and Flax layers use too; ``set_eval_mode`` is its earlier name).
 
         The next ``model.predict``/``evaluate`` of any model that contains the layer
         re-traces with the new setting. :func:`localnorm.keras.set_eval_mode` sets every
@@ -307,8 +308,17 @@ class LocalNormalization(keras.layers.Layer):
             See the class docstring.
         group : int or sequence of int, default 0
             Whose gamma/beta ``"single"``/``"set"`` mode use.
+
+        Returns
+        -------
+        LocalNormalization
+            The layer itself.
         """
         self._set_eval(self._checked_setting(mode, group))
+        return self
+
+    #: The earlier name of :meth:`set_mode`.
+    set_eval_mode = set_mode
 
     def _checked_setting(self, mode: Any, group: Any) -> tuple[str, Any]:
         """A validated evaluation ``(mode, group)`` for this layer

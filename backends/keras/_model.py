@@ -33,7 +33,7 @@ class _Keras(_model.Adapter):
             return []
         found = list(model._flatten_layers(include_self=True, recursive=True))
         # Keras's layer tracking names, for each model here, the LocalNorm layers it
-        # contains: a later change made through a layer itself (layer.set_eval_mode,
+        # contains: a later change made through a layer itself (layer.set_mode,
         # layer.partition) then reaches these models' compiled functions too.
         for sub in found:
             if isinstance(sub, keras.Model):

@@ -83,9 +83,17 @@ def test_training_selects_batch_mode_whatever_the_eval_mode(rng):
 def test_eval_modes(mode, group, rng):
     x = rng.normal(size=(8, 3, 3, 2)).astype("float32")
     layer = _layer(x.shape, num_groups=4)
-    layer.set_eval_mode(mode, group)
+    assert layer.set_mode(mode, group) is layer  # set_mode, as the torch and Flax layers
     want = _ref(layer, x, mode=mode, group=np.asarray(group) if isinstance(group, list) else group)
     np.testing.assert_allclose(to_numpy(layer(x)), want, atol=2e-5)
+
+
+def test_set_eval_mode_is_the_earlier_name_of_set_mode(rng):
+    x = rng.normal(size=(8, 3)).astype("float32")
+    layer = _layer(x.shape, num_groups=4)
+    layer.set_eval_mode("set", 2)
+    assert (layer.mode, layer.group) == ("set", 2)
+    assert LocalNormalization.set_eval_mode is LocalNormalization.set_mode
 
 
 def test_without_scale_or_center(rng):
