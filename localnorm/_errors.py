@@ -237,6 +237,16 @@ def group_array_not_single(mode: str) -> LocalNormError:
     )
 
 
+def group_not_used(protocol: str, group: Any) -> LocalNormError:
+    return LocalNormError(
+        "predict's group chooses the group along the batch axis whose gamma/beta each image "
+        "uses in the SINGLE protocol; the other protocols use every group (BATCH each "
+        "image's own group in its batch, the voting protocols all K in turn), so a group "
+        f"there would be ignored. Received: protocol={protocol!r}, group={group!r}. Fix: "
+        "leave group=None, or use protocol='single'."
+    )
+
+
 def empty_batch() -> LocalNormError:
     return LocalNormError(
         "LocalNorm got an empty batch; its statistics (per group along the batch axis, per "

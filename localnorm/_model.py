@@ -227,6 +227,8 @@ def predict(
         if bad:
             size = int(np.prod(x.shape))
             raise _errors.not_finite("x", bad, size, dialect=adapter.dialect)
+    if protocol != "single" and group is not None:
+        raise _errors.group_not_used(protocol, group)
     if protocol == "single":
         if group is None:
             group = random_groups(adapter, generator, n, k)

@@ -164,7 +164,7 @@ def predict(
         How the voting protocols combine the K groups along the batch axis.
     group : int, integer array of shape (N,), or None
         SINGLE: the group whose scale/bias each image uses; None draws one per image
-        from ``generator``.
+        from ``generator``. The other protocols use every group and refuse one.
     generator : None, int, numpy.random.Generator or jax PRNG key
         Seedable source of the random groups of SINGLE with ``group=None`` (None: fresh
         entropy). Every adapter draws with one scheme: the same int seed gives the same

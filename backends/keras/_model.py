@@ -179,7 +179,8 @@ def predict(
         How the voting protocols combine the K groups (:func:`localnorm.vote`).
     group : int, sequence of int or None
         SINGLE: the group along the batch axis whose gamma/beta every image uses, or one
-        per image; None draws one uniformly per image from ``generator``.
+        per image; None draws one uniformly per image from ``generator``. The other
+        protocols use every group and refuse one.
     generator : int, numpy.random.Generator or None
         Seed or NumPy generator for the random groups of SINGLE with ``group=None`` (one
         scheme in every adapter: the same seed gives the same groups in PyTorch, Keras

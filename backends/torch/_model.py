@@ -252,7 +252,8 @@ def predict(
         How the voting protocols combine the groups (:func:`localnorm.vote`).
     group : int, int64 tensor of shape (N,), or None
         SINGLE: the group along the batch axis of every image; None draws one uniformly
-        per image from ``generator``, once, shared by all layers.
+        per image from ``generator``, once, shared by all layers. The other protocols
+        use every group and refuse one.
     generator : None, int, numpy.random.Generator or torch.Generator
         Seedable source of SINGLE's random groups. Every adapter draws with one scheme:
         the same int seed gives the same groups in PyTorch, Keras and Flax; a

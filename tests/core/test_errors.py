@@ -287,6 +287,7 @@ def _sample_args():
         "soft_vote_not_probabilities": [(-3.0, 4.5)],
         "not_an_array": [("x", "abc")],
         "not_class_scores": [((8, 3, 4, 4), 8)],
+        "group_not_used": [("voting", 2)],
     }
 
 

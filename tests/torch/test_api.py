@@ -108,6 +108,16 @@ def test_predict_bad_generator_names_what_pytorch_takes():
     assert "torch.Generator" in str(info.value) and "generator=0" in str(info.value)
 
 
+@pytest.mark.parametrize("protocol", ["batch", "single-voting", "voting"])
+def test_predict_refuses_a_group_that_only_single_uses(protocol):
+    """A group given to a protocol that uses every group is refused, not ignored (the
+    check is the shared predict's, so every adapter refuses it)."""
+    with pytest.raises(LocalNormError, match="protocol='single'") as info:
+        lt.predict(small_net(), torch.randn(8, 3, 6, 6), protocol, group=1)
+    assert f"protocol={protocol!r}" in str(info.value)
+    lt.predict(small_net(), torch.randn(8, 3, 6, 6), "single", group=1)  # where it is used
+
+
 def test_layer_set_mode_draws_per_layer_and_hooks_are_removed():
     net = _two_layers()
     lt.set_eval_mode(net, "single", None)
