@@ -22,6 +22,7 @@ on CPU (TensorFlow keeps no CPU peak counter).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from typing import Any
 
@@ -388,8 +389,16 @@ def _protocol_records(ctx: Context, be, lk) -> list[dict]:
     net = ctx.protocol_net
     bn, ln = _pair(net, lk)
     x, _ = _data(net)
+    # On PyTorch, predict's passes run under torch.no_grad (as model.predict): so does the
+    # baseline
+    grad_off = be.torch.no_grad if isinstance(be, _Torch) else contextlib.nullcontext
+
+    def bn_inference():
+        with grad_off():
+            return keras.ops.convert_to_numpy(bn(x, training=False))
+
     fns = {
-        "BatchNorm inference": lambda: keras.ops.convert_to_numpy(bn(x, training=False)),
+        "BatchNorm inference": bn_inference,
         "BATCH": lambda: lk.predict(ln, x, protocol="batch").scores,
         "SINGLE": lambda: lk.predict(ln, x, protocol="single", generator=0).scores,
         "SINGLE-VOTING": lambda: lk.predict(ln, x, protocol="single-voting").scores,
@@ -400,7 +409,8 @@ def _protocol_records(ctx: Context, be, lk) -> list[dict]:
             R.row(t, "SINGLE-VOTING", baseline="SINGLE", scale=float(net.k))]
     return [R.timing_record("protocol", f"{net.label}, {net.batch} test images", t, rows,
                             op="evaluation (model(x, training=False), as localnorm.keras."
-                               "predict runs)", layout="NHWC")]
+                               "predict runs; under torch.no_grad on PyTorch)",
+                            layout="NHWC")]
 
 
 def _memory_records(ctx: Context, be, lk) -> list[dict]:

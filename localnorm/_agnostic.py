@@ -473,18 +473,28 @@ def eval_forward(xp, x, gamma, beta, *, axis: int, mode: str, group: Any, eps: f
     return _as(xp, y, x.dtype)
 
 
-def running_forward(xp, x, gamma, beta, mean, var, *, axis: int, eps: float):
+def running_forward(xp, x, gamma, beta, mean, var, *, axis: int, eps: float,
+                    inplace: bool = False):
     """``"running"`` mode with one stored (1, C) row of statistics and of gamma/beta (a
     Ghost BatchNorm layer's shared row; None: no scale / no shift): ``(x - mean) *
     (gamma * rstd) + beta``, the subtraction first as in the other modes, computed in at
-    least float32; the result in x's dtype. Any batch of at least one sample."""
+    least float32; the result in x's dtype. Any batch of at least one sample.
+    ``inplace``: see :func:`batch_forward` (x is read in its own dtype, and ``x - mean``
+    becomes the output)."""
     dtypes = [a.dtype for a in (x, gamma, beta) if a is not None]
     cdt = compute_dtype(xp, *dtypes)
     shape = bshape(x.ndim, axis, x.shape[axis])
     scale = 1.0 / xp.sqrt(_as(xp, var, cdt) + eps)
     if gamma is not None:
         scale = scale * _as(xp, gamma, cdt)
-    y = (_as(xp, x, cdt) - xp.reshape(_as(xp, mean, cdt), shape)) * xp.reshape(scale, shape)
+    mean, scale = xp.reshape(_as(xp, mean, cdt), shape), xp.reshape(scale, shape)
+    if inplace:
+        y = x - mean
+        y *= scale
+        if beta is not None:
+            y += xp.reshape(_as(xp, beta, cdt), shape)
+        return _as(xp, y, x.dtype)
+    y = (_as(xp, x, cdt) - mean) * scale
     if beta is not None:
         y = y + xp.reshape(_as(xp, beta, cdt), shape)
     return _as(xp, y, x.dtype)

@@ -250,7 +250,7 @@ def local_norm(x, gamma, beta, *, num_groups: int, axis: int, mode: str, group: 
     beta = xp.zeros(shape, dtype=cdt, device=device) if beta is None else ops.cast(beta, beta.dtype)
     if mode != "batch":
         return _agnostic.eval_forward(xp, x, gamma, beta, axis=axis, mode=mode, group=group,
-                                      eps=eps)
+                                      eps=eps, inplace=_in_place(x, gamma, beta))
     kw = dict(axis=axis, num_groups=num_groups, partition=partition, eps=eps)
     if keras.backend.backend() != "torch":
         return _batch_custom_gradient(xp, x, gamma, beta, kw)
@@ -262,8 +262,20 @@ def local_norm(x, gamma, beta, *, num_groups: int, axis: int, mode: str, group: 
 def running(x, gamma, beta, mean, var, *, axis: int, eps: float):
     """``"running"`` mode with one stored (1, C) row of statistics and of gamma/beta
     (None: no scale / no shift): the core's :func:`~localnorm._agnostic.running_forward`."""
-    xp = namespace()
-    return _agnostic.running_forward(
-        xp, ops.convert_to_tensor(x), *(None if p is None else ops.convert_to_tensor(p)
-                                        for p in (gamma, beta, mean, var)),
-        axis=axis, eps=eps)
+    x, gamma, beta, mean, var = (None if p is None else ops.convert_to_tensor(p)
+                                 for p in (x, gamma, beta, mean, var))
+    return _agnostic.running_forward(namespace(), x, gamma, beta, mean, var, axis=axis, eps=eps,
+                                     inplace=_in_place(x, gamma, beta))
+
+
+def _in_place(*tensors) -> bool:
+    """Whether the core may evaluate in place (``inplace``: fewer activation-sized
+    arrays): eager PyTorch with no derivative recorded (``model.predict`` and
+    :func:`localnorm.keras.predict` run under ``torch.no_grad``). Never on TensorFlow or
+    JAX, whose arrays are immutable."""
+    if keras.backend.backend() != "torch" or _torch_graph_mode():
+        return False
+    import torch
+
+    return not (torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                                for t in tensors))

@@ -63,6 +63,17 @@ class _Keras(_model.Adapter):
 
     # The protocols run on NumPy (TensorFlow tensors have no array-API namespace); the
     # result is converted to the backend's tensors at the end.
+    @contextlib.contextmanager
+    def evaluating(self, model, layers):
+        """On PyTorch, no autograd graph for predict's passes (as ``model.predict``)."""
+        if keras.backend.backend() != "torch":
+            yield
+            return
+        import torch
+
+        with torch.no_grad():
+            yield
+
     def asarray(self, x):
         return x if isinstance(x, np.ndarray) else np.asarray(keras.ops.convert_to_numpy(x))
 

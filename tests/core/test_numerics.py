@@ -274,6 +274,34 @@ def test_in_place_evaluation_modes_equal_the_plain_expression(mode, group, shape
     np.testing.assert_array_equal(x, x_copy)
 
 
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("dtype", [np.float64, np.float16])
+@pytest.mark.parametrize("shape, axis", [((6, 3, 4, 5), 1), ((5, 4, 4, 3), 3), ((4, 3), 1)])
+def test_in_place_running_mode_equals_the_plain_expression(shape, axis, dtype, affine):
+    """``running_forward(inplace=True)`` equals the plain expression (a float16 input
+    read as it is, the arithmetic in float32) and leaves the input unchanged."""
+    import array_api_compat.numpy as xp
+
+    from localnorm import _agnostic
+
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=shape) * 2 + 3).astype(dtype)
+    x_copy = x.copy()
+    c = shape[axis]
+    pdt = np.float64 if dtype == np.float64 else np.float32
+    mean, gamma, beta = (rng.normal(size=(1, c)).astype(pdt) for _ in range(3))
+    var = (rng.random((1, c)) + 0.5).astype(pdt)
+    params = (gamma, beta) if affine else (None, None)
+    plain = _agnostic.running_forward(xp, x, *params, mean, var, axis=axis, eps=1e-5)
+    inplace = _agnostic.running_forward(xp, x, *params, mean, var, axis=axis, eps=1e-5,
+                                        inplace=True)
+    assert inplace.dtype == x.dtype
+    tol = 1e-12 if dtype == np.float64 else 1e-3
+    np.testing.assert_allclose(inplace.astype(np.float64), plain.astype(np.float64),
+                               rtol=tol, atol=tol)
+    np.testing.assert_array_equal(x, x_copy)
+
+
 @pytest.mark.parametrize("partition", ["contiguous", "strided"])
 @pytest.mark.parametrize("n", [9, 12])
 def test_groups_counted_at_run_time_equal_a_static_k(partition, n):

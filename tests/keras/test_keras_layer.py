@@ -505,3 +505,72 @@ def test_jax_export_with_a_symbolic_batch_smaller_than_k(rng):
         _assert_defined_step(layer, x, w, *(np.asarray(t) for t in (y, dgamma, dbeta)))
     with pytest.raises(localnorm.LocalNormError, match="at least 4 samples"):
         layer(x, training=True)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="in-place evaluation is eager PyTorch's")
+@pytest.mark.parametrize("mode, group", [("single", 2), ("single", [0, 1, 2, 3] * 2),
+                                         ("set", 1), ("running", 0)])
+def test_evaluation_without_autograd_runs_in_place_and_equals_the_recorded_form(mode, group):
+    """On PyTorch under ``torch.no_grad`` (``model.predict``, ``localnorm.keras.predict``)
+    the evaluation modes run in place: one activation-sized array for "running" and the
+    centered copy plus the squared deviations for "single"/"set" (where the plain
+    expression writes five), with the values of the form autograd records, x unchanged."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from localnorm.keras import GhostBatchNormalization
+
+    x = torch.as_tensor(np.random.default_rng(4).normal(size=(8, 4, 5, 3)) * 2 + 3,
+                        dtype=torch.float32)
+    x_copy = x.clone()
+    if mode == "running":
+        layer = GhostBatchNormalization(virtual_batch_size=2)
+        layer.build(x.shape)
+        layer.moving_mean.assign(np.full((1, 3), 2.5))
+        layer.moving_variance.assign(np.full((1, 3), 4.0))
+    else:
+        layer = _layer(tuple(x.shape), num_groups=4)
+        layer.set_mode(mode, group)
+    recorded = to_numpy(layer(x, training=False))
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen, self.fresh = {x.untyped_storage().data_ptr()}, []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor) and out.numel() == x.numel() \
+                    and out.untyped_storage().data_ptr() not in self.seen:
+                self.seen.add(out.untyped_storage().data_ptr())
+                self.fresh.append(out)
+            return out
+
+    with torch.no_grad(), Count() as count:
+        y = layer(x, training=False)
+    assert len(count.fresh) == (1 if mode == "running" else 2)
+    np.testing.assert_allclose(to_numpy(y), recorded, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x, x_copy, rtol=0, atol=0)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="autograd is PyTorch's")
+def test_predict_records_no_autograd_graph():
+    """localnorm.keras.predict runs its passes under torch.no_grad, as model.predict:
+    nothing is recorded for a derivative nobody takes (and the layers evaluate in place)."""
+    import torch
+
+    class GradMode(keras.layers.Layer):
+        seen: list = []
+
+        def call(self, x):
+            self.seen.append(torch.is_grad_enabled())
+            return x
+
+    model = keras.Sequential([keras.Input((4, 4, 3)), LocalNormalization(num_groups=2),
+                              GradMode(), keras.layers.Flatten(), keras.layers.Dense(3)])
+    x = np.random.default_rng(0).normal(size=(8, 4, 4, 3)).astype("float32")
+    GradMode.seen.clear()
+    for protocol in ("batch", "single", "voting"):
+        localnorm.keras.predict(model, x, protocol)
+    assert GradMode.seen and not any(GradMode.seen)
+    assert torch.is_grad_enabled()  # restored
