@@ -61,8 +61,6 @@ class _Keras(_model.Adapter):
             if isinstance(layer, keras.Model):
                 _reset_functions(layer, _EVAL_FUNCTIONS)
 
-    # The protocols run on NumPy (TensorFlow tensors have no array-API namespace); the
-    # result is converted to the backend's tensors at the end.
     @contextlib.contextmanager
     def evaluating(self, model, layers):
         """On PyTorch, no autograd graph for predict's passes (as ``model.predict``)."""
@@ -74,6 +72,8 @@ class _Keras(_model.Adapter):
         with torch.no_grad():
             yield
 
+    # The protocols run on NumPy (TensorFlow tensors have no array-API namespace); the
+    # result is converted to the backend's tensors at the end.
     def asarray(self, x):
         return x if isinstance(x, np.ndarray) else np.asarray(keras.ops.convert_to_numpy(x))
 
