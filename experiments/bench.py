@@ -154,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
         by_name: dict = {}
         for d in docs:
             for sec in d["sections"]:
-                sec = {**sec, "created": d["created"]}
+                # a section of a merged file keeps the runs it came from
+                sec = {**sec, "created": sec.get("created") or d["created"]}
                 old = by_name.get(sec["name"])
                 if old is not None and sec["records"]:
                     # a later run replaces the kinds of figure it measured, keeps the rest
@@ -168,7 +169,8 @@ def run(args: argparse.Namespace) -> int:
                     sec["reason"] = "; ".join(reasons)
                 by_name[sec["name"]] = sec
         merged["sections"] = [by_name[n] for n in SECTIONS if n in by_name]
-        merged["merged_from"] = [d["created"] for d in docs]
+        merged["merged_from"] = list(dict.fromkeys(
+            run for d in docs for run in d.get("merged_from") or [d["created"]]))
         merged.pop("discussion", None)  # rendered from benchmarks/discussion.md
         out_dir = Path(args.out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)

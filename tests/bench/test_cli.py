@@ -164,6 +164,24 @@ def test_merge_combines_sections_of_separate_runs(tmp_path):
     assert "merged from runs of t1, t2, t3" in (tmp_path / "m" / "bench.md").read_text()
 
 
+def test_merging_a_merged_file_keeps_the_runs_it_came_from(tmp_path):
+    """A bench.json that is itself a merge keeps each section's runs and its list of
+    runs when merged again (they were replaced by the merged file's first run)."""
+    paths = [tmp_path / f"{n}.json" for n in ("a", "b", "ab", "c")]
+    paths[0].write_text(json.dumps(_section_doc("torch", "t1", 1.5)))
+    paths[1].write_text(json.dumps(_section_doc("torch", "t2", 1.1)))
+    assert bench("--merge", str(paths[0]), str(paths[1]), "--out-dir", str(tmp_path / "ab"),
+                 cwd=tmp_path).returncode == 0
+    paths[2].write_text((tmp_path / "ab" / "bench.json").read_text())
+    paths[3].write_text(json.dumps(_section_doc("flax", "t3", 1.2)))
+    proc = bench("--merge", str(paths[2]), str(paths[3]), "--out-dir", str(tmp_path / "m"),
+                 cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads((tmp_path / "m" / "bench.json").read_text())
+    assert doc["merged_from"] == ["t1", "t2", "t3"]
+    assert [s["created"] for s in doc["sections"]] == ["t1, t2 (layer)", "t3"]
+
+
 def test_merge_replaces_only_the_kinds_a_later_run_measured(tmp_path):
     first = _section_doc("torch", "t1", 1.5)
     mem = _report.memory_record("net", "BN", 100, {"LN": 120}, method="m")
