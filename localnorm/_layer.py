@@ -155,3 +155,12 @@ def group_moments(xp, x, axis: int, num_groups: int, partition: str):
     groups = _agnostic.Groups(xp, x, axis, num_groups, partition, cdt)
     mean, var = _agnostic.group_moments(xp, xp.astype(x, cdt), groups)
     return mean, var, groups.members * _agnostic.value_count(xp, x, groups.spatial, cdt)
+
+
+def group_counts(xp, x, axis: int, num_groups: int, partition: str):
+    """The (K, 1) number of values per channel in each of the K groups along the batch
+    axis of ``x`` (0 for a group without samples), in the compute dtype: what
+    :func:`running_update` takes beside moments a forward has already computed."""
+    cdt = compute_dtype(xp, x.dtype)
+    groups = _agnostic.Groups(xp, x, axis, num_groups, partition, cdt)
+    return groups.members * _agnostic.value_count(xp, x, groups.spatial, cdt)

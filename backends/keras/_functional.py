@@ -211,17 +211,21 @@ def _torch_batch_function():
         backward could not be differentiated again; here a backward that is being
         differentiated (``create_graph=True``) recomputes the statistics from x. Nothing
         records the forward, nor a backward that is not differentiated: the core runs
-        them in place (``inplace``: fewer activation-sized temporaries)."""
+        them in place (``inplace``: fewer activation-sized temporaries). Returns y and
+        the (K, C) group means and biased variances, which the moving statistics reuse
+        (not differentiable)."""
 
         @staticmethod
         def forward(ctx, x, gamma, beta, xp, kw):
-            y, mean, _, rstd = _agnostic.batch_forward(xp, x, gamma, beta, inplace=True, **kw)
+            y, mean, var, rstd = _agnostic.batch_forward(xp, x, gamma, beta, inplace=True,
+                                                         **kw)
             ctx.save_for_backward(x, gamma, beta, mean, rstd)
             ctx.xp, ctx.kw = xp, kw
-            return y
+            ctx.mark_non_differentiable(mean, var)
+            return y, mean, var
 
         @staticmethod
-        def backward(ctx, dy):
+        def backward(ctx, dy, _dmean, _dvar):
             x, gamma, beta, mean, rstd = ctx.saved_tensors
             again = torch.is_grad_enabled()
             if again:
@@ -233,13 +237,16 @@ def _torch_batch_function():
 
 
 def local_norm(x, gamma, beta, *, num_groups: int, axis: int, mode: str, group: Any,
-               partition: str, eps: float):
+               partition: str, eps: float, moments: bool = False):
     """LocalNorm of Keras tensors (validated input): see :func:`localnorm.local_norm`.
 
     ``gamma``/``beta`` of shape (K, C), or None for no scale / no shift. Statistics and
     the affine transform are computed in at least float32; the result has x's dtype.
     "batch" mode has the core's closed-form derivative (except under a PyTorch tracer,
-    which differentiates the forward itself)."""
+    which differentiates the forward itself). ``moments``: return ``(y, (mean, var))``,
+    the (K, C) group moments of "batch" mode where eager PyTorch computed them anyway
+    (for the moving statistics), else ``(y, None)``; a compiler (XLA, ``tf.function``)
+    shares a second computation of them by itself."""
     xp = namespace()
     x = ops.convert_to_tensor(x)
     shape = (1, x.shape[axis])  # no scale / no shift: one row of ones / zeros for every group
@@ -248,15 +255,18 @@ def local_norm(x, gamma, beta, *, num_groups: int, axis: int, mode: str, group: 
     # Tensors, not variables (TensorFlow's custom_gradient refuses a variable input).
     gamma = xp.ones(shape, dtype=cdt, device=device) if gamma is None else ops.cast(gamma, gamma.dtype)
     beta = xp.zeros(shape, dtype=cdt, device=device) if beta is None else ops.cast(beta, beta.dtype)
-    if mode != "batch":
-        return _agnostic.eval_forward(xp, x, gamma, beta, axis=axis, mode=mode, group=group,
-                                      eps=eps, inplace=_in_place(x, gamma, beta))
+    stats = None
     kw = dict(axis=axis, num_groups=num_groups, partition=partition, eps=eps)
-    if keras.backend.backend() != "torch":
-        return _batch_custom_gradient(xp, x, gamma, beta, kw)
-    if _torch_graph_mode():
-        return _agnostic.batch_forward(xp, x, gamma, beta, **kw)[0]
-    return _torch_batch_function().apply(x, gamma, beta, xp, kw)
+    if mode != "batch":
+        y = _agnostic.eval_forward(xp, x, gamma, beta, axis=axis, mode=mode, group=group,
+                                   eps=eps, inplace=_in_place(x, gamma, beta))
+    elif keras.backend.backend() != "torch":
+        y = _batch_custom_gradient(xp, x, gamma, beta, kw)
+    elif _torch_graph_mode():
+        y = _agnostic.batch_forward(xp, x, gamma, beta, **kw)[0]
+    else:
+        y, *stats = _torch_batch_function().apply(x, gamma, beta, xp, kw)
+    return (y, stats) if moments else y
 
 
 def running(x, gamma, beta, mean, var, *, axis: int, eps: float):

@@ -438,22 +438,27 @@ class LocalNormalization(keras.layers.Layer):
                 group_length=group.shape[0] if isinstance(group, np.ndarray) and group.ndim else None)
         if isinstance(group, np.ndarray):
             group = ops.convert_to_tensor(group, "int32")
-        if training and self.track_running_stats:
-            self._update_running(inputs, k)
-        return fn.local_norm(
+        y, moments = fn.local_norm(
             inputs, self.gamma, self.beta, num_groups=k, axis=self._axis, mode=mode,
-            group=group, partition=self.partition, eps=self.epsilon,
+            group=group, partition=self.partition, eps=self.epsilon, moments=True,
         )
+        if training and self.track_running_stats:
+            self._update_running(inputs, k, moments)
+        return y
 
-    def _update_running(self, inputs, k: int) -> None:
+    def _update_running(self, inputs, k: int, moments=None) -> None:
         """Move the moving mean and (biased, as Keras's BatchNormalization) variance
         toward the mean over the K groups along the batch axis of their moments:
         ``moving = momentum * moving + (1 - momentum) * mean_k(moment_k)``, tf-keras's
         rule for ``virtual_batch_size`` (:func:`localnorm._layer.running_update` with
-        factor ``1 - momentum``)."""
+        factor ``1 - momentum``). ``moments``: the forward's (K, C) group means and
+        variances where it returned them (eager PyTorch), else computed here."""
         xp = fn.namespace()
-        moments = _layer.group_moments(xp, ops.stop_gradient(inputs), self._axis, k,
-                                       self.partition)
+        x = ops.stop_gradient(inputs)
+        if moments is None:
+            moments = _layer.group_moments(xp, x, self._axis, k, self.partition)
+        else:
+            moments = (*moments, _layer.group_counts(xp, x, self._axis, k, self.partition))
         moving = (self.moving_mean, self.moving_variance)
         new = _layer.running_update(xp, *map(ops.convert_to_tensor, moving), *moments,
                                     1.0 - self.momentum, unbiased=False)

@@ -252,16 +252,9 @@ def batch_groups(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tenso
     else:
         y, mean, var = _Batch.apply(xv, weight, bias, k, partition, eps, axis)
     if running_mean is not None:
-        update_running(running_mean, running_var, mean, var, _counts(x, k, partition, cdt),
-                       momentum)
+        update_running(running_mean, running_var, mean, var,
+                       _layer.group_counts(xp, x, 1, k, partition), momentum)
     return y.movedim(-1, 1) if cl else y
-
-
-def _counts(x: torch.Tensor, k: int, partition: str, cdt: torch.dtype):
-    """The number of values per channel in each of the K groups along the batch axis."""
-    groups = core.Groups(xp, x, 1, k, partition, cdt)
-    # value_count, not groups.spatial_size: under TorchScript tracing the sizes are tensors
-    return groups.members * core.value_count(xp, x, groups.spatial, cdt)
 
 
 @torch.no_grad()

@@ -128,3 +128,12 @@ def test_group_moments_feed_running_update(partition):
         np.testing.assert_allclose(var[g], values.var(1), rtol=1e-4)
     _, _, count = _layer.group_moments(xp, x[:2], 2, 3, partition)
     assert count[:, 0].tolist() == [2, 2, 0]  # a group without samples counts no values
+
+
+@pytest.mark.parametrize("n, partition", [(8, "contiguous"), (9, "strided"), (3, "contiguous")])
+def test_group_counts_are_group_moments_counts(n, partition):
+    """group_counts gives the counts group_moments gives with the moments (0 for a group
+    without samples), for a forward that computed the moments itself."""
+    x = np.random.default_rng(n).normal(size=(n, 3, 2, 5))
+    want = _layer.group_moments(xp, x, 1, 4, partition)[2]
+    np.testing.assert_array_equal(_layer.group_counts(xp, x, 1, 4, partition), want)

@@ -507,6 +507,58 @@ def test_jax_export_with_a_symbolic_batch_smaller_than_k(rng):
         layer(x, training=True)
 
 
+def _fresh_arrays(x, call):
+    """``call()``'s result and how many arrays of x's size it made in storage not seen
+    before (views and in-place results reuse theirs; each new one is kept alive, so that
+    no later array reuses its address unseen). PyTorch only."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen, self.fresh = {x.untyped_storage().data_ptr()}, []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor) and out.numel() == x.numel() \
+                    and out.untyped_storage().data_ptr() not in self.seen:
+                self.seen.add(out.untyped_storage().data_ptr())
+                self.fresh.append(out)
+            return out
+
+    with Count() as count:
+        result = call()
+    return result, len(count.fresh)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="the forward's moments are eager PyTorch's")
+def test_ghost_training_moves_moving_statistics_by_the_forwards_moments():
+    """On eager PyTorch a Ghost layer's training call moves its moving statistics by the
+    group moments its forward computed (two activation-sized arrays in all, where
+    computing them again made five), to the values of the recomputed form."""
+    import torch
+
+    from localnorm import _layer
+    from localnorm.keras import GhostBatchNormalization
+
+    x = torch.as_tensor(np.random.default_rng(5).normal(size=(8, 5, 6, 3)) * 2 + 3,
+                        dtype=torch.float32)
+    layer = GhostBatchNormalization(virtual_batch_size=2, momentum=0.9)
+    layer.build(x.shape)
+    with torch.no_grad():
+        _, fresh = _fresh_arrays(x, lambda: layer(x, training=True))
+    assert fresh == 2
+    mean, var, count = _layer.group_moments(array_api_compat.numpy, x.numpy().astype(np.float64),
+                                            3, 4, "strided")
+    want = _layer.running_update(array_api_compat.numpy, np.zeros((1, 3)), np.ones((1, 3)),
+                                 mean, var, count, 0.1, unbiased=False)
+    np.testing.assert_allclose(to_numpy(layer.moving_mean), want[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(layer.moving_variance), want[1], rtol=1e-5, atol=1e-6)
+    with torch.enable_grad():  # a recorded training call moves them alike
+        layer(x.requires_grad_(True), training=True)
+
+
 @pytest.mark.skipif(BACKEND != "torch", reason="in-place evaluation is eager PyTorch's")
 @pytest.mark.parametrize("mode, group", [("single", 2), ("single", [0, 1, 2, 3] * 2),
                                          ("set", 1), ("running", 0)])
@@ -516,7 +568,6 @@ def test_evaluation_without_autograd_runs_in_place_and_equals_the_recorded_form(
     centered copy plus the squared deviations for "single"/"set" (where the plain
     expression writes five), with the values of the form autograd records, x unchanged."""
     import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
 
     from localnorm.keras import GhostBatchNormalization
 
@@ -533,22 +584,9 @@ def test_evaluation_without_autograd_runs_in_place_and_equals_the_recorded_form(
         layer.set_mode(mode, group)
     recorded = to_numpy(layer(x, training=False))
 
-    class Count(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.seen, self.fresh = {x.untyped_storage().data_ptr()}, []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            if isinstance(out, torch.Tensor) and out.numel() == x.numel() \
-                    and out.untyped_storage().data_ptr() not in self.seen:
-                self.seen.add(out.untyped_storage().data_ptr())
-                self.fresh.append(out)
-            return out
-
-    with torch.no_grad(), Count() as count:
-        y = layer(x, training=False)
-    assert len(count.fresh) == (1 if mode == "running" else 2)
+    with torch.no_grad():
+        y, fresh = _fresh_arrays(x, lambda: layer(x, training=False))
+    assert fresh == (1 if mode == "running" else 2)
     np.testing.assert_allclose(to_numpy(y), recorded, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(x, x_copy, rtol=0, atol=0)
 

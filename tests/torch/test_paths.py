@@ -17,6 +17,7 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
 from localnorm import _agnostic as core  # noqa: E402
+from localnorm import _layer  # noqa: E402
 from localnorm import reference  # noqa: E402
 from localnorm.torch import _functional as fn  # noqa: E402
 
@@ -182,7 +183,8 @@ def test_running_statistics_same_on_every_path(n, partition):
         if force_plain:
             y, mean, var, _ = core.batch_forward(fn.xp, x, w, b, axis=1, num_groups=K,
                                                  partition=partition, eps=1e-5)
-            fn.update_running(rm, rv, mean, var, fn._counts(x, K, partition, F64), 0.3)
+            counts = _layer.group_counts(fn.xp, x, 1, K, partition)
+            fn.update_running(rm, rv, mean, var, counts, 0.3)
         else:
             y = fn.batch_groups(x, w, b, num_groups=K, partition=partition, eps=1e-5, cdt=F64,
                                 running_mean=rm, running_var=rv, momentum=0.3)
