@@ -154,7 +154,7 @@ def group_moments(xp, x, axis: int, num_groups: int, partition: str):
     cdt = compute_dtype(xp, x.dtype)
     groups = _agnostic.Groups(xp, x, axis, num_groups, partition, cdt)
     mean, var = _agnostic.group_moments(xp, xp.astype(x, cdt), groups)
-    return mean, var, groups.members * _agnostic.value_count(xp, x, groups.spatial, cdt)
+    return mean, var, _counts(xp, x, groups, cdt)
 
 
 def group_counts(xp, x, axis: int, num_groups: int, partition: str):
@@ -162,5 +162,8 @@ def group_counts(xp, x, axis: int, num_groups: int, partition: str):
     axis of ``x`` (0 for a group without samples), in the compute dtype: what
     :func:`running_update` takes beside moments a forward has already computed."""
     cdt = compute_dtype(xp, x.dtype)
-    groups = _agnostic.Groups(xp, x, axis, num_groups, partition, cdt)
+    return _counts(xp, x, _agnostic.Groups(xp, x, axis, num_groups, partition, cdt), cdt)
+
+
+def _counts(xp, x, groups, cdt):
     return groups.members * _agnostic.value_count(xp, x, groups.spatial, cdt)

@@ -210,6 +210,8 @@ def predict(
     _spec.check_choice("vote", vote, _spec.VOTE_METHODS)
     from_logits = _spec.check_flag("from_logits", from_logits)
     check_finite = _spec.check_flag("check_finite", check_finite)
+    if protocol != "single" and group is not None:
+        raise _errors.group_not_used(protocol, group)
     layers = _layers_or_raise(adapter, model, "predict")
     k = shared_attribute(layers, "num_groups")
     if k is None:
@@ -227,8 +229,6 @@ def predict(
         if bad:
             size = int(np.prod(x.shape))
             raise _errors.not_finite("x", bad, size, dialect=adapter.dialect)
-    if protocol != "single" and group is not None:
-        raise _errors.group_not_used(protocol, group)
     if protocol == "single":
         if group is None:
             group = random_groups(adapter, generator, n, k)
