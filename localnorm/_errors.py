@@ -58,6 +58,11 @@ class Dialect:
     has_running: bool
     #: How to turn the NaN/Inf check off.
     finite_off: str
+    #: The running statistics' momentum convention: PyTorch's (the weight of the new
+    #: batch, None for a cumulative average) or Keras's and Flax's (the weight kept).
+    torch_momentum: bool = False
+    #: The layers' default momentum, as the framework's BatchNorm has it.
+    momentum_default: str = "0.99"
 
 
 CORE = Dialect(

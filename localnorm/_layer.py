@@ -20,6 +20,36 @@ from . import _agnostic, _errors, _spec
 from ._agnostic import compute_dtype
 
 
+def layer_options(dialect: _errors.Dialect, where: str, *, num_groups: Any,
+                  virtual_batch_size: Any, shared_affine: Any, track_running_stats: Any,
+                  momentum: Any, eps: Any, partition: Any, check_finite: Any,
+                  num_features: Any = None, **flags: Any) -> dict[str, Any]:
+    """The validated options every adapter's layer ``where`` takes, as the attributes it
+    keeps (the epsilon under the dialect's name): C (``num_features``, where the
+    constructor takes it), how it counts its groups along the batch axis (a fixed
+    ``num_groups``, or a ``virtual_batch_size`` with ``shared_affine``), the running
+    statistics (per group only where the dialect has a "running" mode of its own, PyTorch;
+    Keras and Flax keep one shared row) and their momentum in the dialect's convention,
+    eps, the partition, and every on/off option (``check_finite`` and ``flags``: the
+    framework's own, e.g. ``affine``)."""
+    options: dict[str, Any] = {}
+    if num_features is not None:
+        options["num_features"] = _spec.check_num_features(num_features)
+    shared = options["shared_affine"] = _spec.check_flag("shared_affine", shared_affine)
+    options["num_groups"], options["virtual_batch_size"] = _spec.check_ghost_groups(
+        num_groups, virtual_batch_size, shared)
+    options["track_running_stats"] = (
+        _spec.check_flag("track_running_stats", track_running_stats) if dialect.has_running
+        else _spec.check_running(track_running_stats, shared, where))
+    options["momentum"] = _spec.check_momentum(momentum, dialect.momentum_default,
+                                               torch=dialect.torch_momentum)
+    options[dialect.eps] = _spec.check_eps(eps, dialect)
+    options["partition"] = _spec.check_choice("partition", partition, _spec.PARTITIONS)
+    for name, value in dict(flags, check_finite=check_finite).items():
+        options[name] = _spec.check_flag(name, value)
+    return options
+
+
 def call_groups(batch: Any, mode: str, num_groups: int | None,
                 virtual_batch_size: int | None) -> Any:
     """K, the number of groups along the batch axis of a call in ``mode`` on a batch of

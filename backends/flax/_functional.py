@@ -200,6 +200,25 @@ def normalize(
     return y if dtype is None else y.astype(dtype)
 
 
+def layer_forward(layer: Any, x, scale, bias, mean, var, *, update: bool, mode: str,
+                  group: Any, num_groups: int, check_finite: bool, where: str,
+                  num_features: int | None = None):
+    """One call of a Flax layer, NNX or Linen (``layer`` holds their common options:
+    ``axis``, ``partition``, ``epsilon``, ``dtype``, ``axis_name``, ``momentum``):
+    :func:`normalize` in ``mode`` with K = ``num_groups`` groups along the batch axis,
+    and, where ``update`` (a training call of a layer with running statistics), the
+    running statistics after it (:func:`running_stats`). Returns ``(y, (mean, var))``."""
+    y = normalize(x, scale, bias, num_groups=num_groups, axis=layer.axis, mode=mode,
+                  group=group, partition=layer.partition, epsilon=layer.epsilon,
+                  dtype=layer.dtype, axis_name=layer.axis_name, check_finite=check_finite,
+                  where=where, num_features=num_features, mean=mean, var=var)
+    if update:
+        mean, var = running_stats(x, mean, var, axis=layer.axis, num_groups=num_groups,
+                                  partition=layer.partition, momentum=layer.momentum,
+                                  axis_name=layer.axis_name)
+    return y, (mean, var)
+
+
 def _local_norm(x, scale, bias, num_groups: int, ax: int, mode: str, group: Any,
                 partition: str, epsilon: float, axis_name: str | None, where: str):
     """:func:`normalize` in the core's modes on a checked ``x``, with the batch checks

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.nnx.nn import initializers
 
-from localnorm import _model, _spec
+from localnorm import _layer, _model, _spec
 
 from . import _functional as fn
 
@@ -160,24 +160,19 @@ class LocalNorm(nnx.Module):
         momentum: float = 0.99,
         rngs: nnx.Rngs,
     ):
-        self.num_features = _spec.check_num_features(num_features)
-        self.shared_affine = _spec.check_flag("shared_affine", shared_affine)
-        self.num_groups, self.virtual_batch_size = _spec.check_ghost_groups(
-            num_groups, virtual_batch_size, self.shared_affine)
-        self.track_running_stats = _spec.check_running(
-            track_running_stats, self.shared_affine, type(self).__name__)
-        self.momentum = _spec.check_momentum(momentum, "0.99")
-        self.epsilon = _spec.check_eps(epsilon, fn.DIALECT)
-        self.partition = _spec.check_choice("partition", partition, _spec.PARTITIONS)
+        for name, value in _layer.layer_options(
+                fn.DIALECT, type(self).__name__, num_features=num_features,
+                num_groups=num_groups, virtual_batch_size=virtual_batch_size,
+                shared_affine=shared_affine, track_running_stats=track_running_stats,
+                momentum=momentum, eps=epsilon, partition=partition,
+                check_finite=check_finite, use_bias=use_bias, use_scale=use_scale,
+                deterministic=deterministic).items():
+            setattr(self, name, value)
         self.axis = fn.check_axis(axis)  # its range is checked against the input's rank
         fn.check_dtypes(dtype, param_dtype)
         self.dtype = dtype
         self.param_dtype = param_dtype
-        self.use_bias = _spec.check_flag("use_bias", use_bias)
-        self.use_scale = _spec.check_flag("use_scale", use_scale)
-        self.deterministic = _spec.check_flag("deterministic", deterministic)
         self.axis_name = fn.check_axis_name(axis_name)
-        self.check_finite = _spec.check_flag("check_finite", check_finite)
         shape = (1 if self.shared_affine else self.num_groups, self.num_features)
         self.mean: nnx.BatchStat | None
         self.var: nnx.BatchStat | None
@@ -284,26 +279,13 @@ class LocalNorm(nnx.Module):
         # its own sample's output, so it is not checked
         check_finite = self.check_finite and bool(det) and mode != _spec.RUNNING \
             and _model.layer_checks_enabled()
-        y = fn.normalize(
-            x, scale, bias,
-            num_groups=k,
-            axis=self.axis,
-            mode=mode,
-            group=self.group if det else 0,
-            partition=self.partition,
-            epsilon=self.epsilon,
-            dtype=self.dtype,
-            axis_name=self.axis_name,
-            check_finite=check_finite,
-            where=type(self).__name__,
-            num_features=self.num_features,
-            mean=mean,
-            var=var,
-        )
-        if not det and self.track_running_stats:
-            self.mean[...], self.var[...] = fn.running_stats(
-                x, mean, var, axis=self.axis, num_groups=k, partition=self.partition,
-                momentum=self.momentum, axis_name=self.axis_name)
+        update = not det and self.track_running_stats
+        y, stats = fn.layer_forward(self, x, scale, bias, mean, var, update=update, mode=mode,
+                                    group=self.group if det else 0, num_groups=k,
+                                    check_finite=check_finite, where=type(self).__name__,
+                                    num_features=self.num_features)
+        if update:
+            self.mean[...], self.var[...] = stats
         return y
 
 

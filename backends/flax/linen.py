@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 from flax.linen import initializers
 
-from localnorm import _spec
+from localnorm import _layer, _spec
 
 from . import _functional as fn
 
@@ -125,14 +125,11 @@ class LocalNorm(nn.Module):
     def __post_init__(self):
         # Refuse bad options when the layer is built, as the NNX layer does (the
         # channel count is only known from the input).
-        for flag in ("use_bias", "use_scale", "deterministic", "check_finite",
-                     "shared_affine"):
-            _spec.check_flag(flag, getattr(self, flag))
-        _spec.check_ghost_groups(self.num_groups, self.virtual_batch_size, self.shared_affine)
-        _spec.check_running(self.track_running_stats, self.shared_affine, _WHERE)
-        _spec.check_momentum(self.momentum, "0.99")
-        _spec.check_eps(self.epsilon, fn.DIALECT)
-        _spec.check_choice("partition", self.partition, _spec.PARTITIONS)
+        _layer.layer_options(
+            fn.DIALECT, _WHERE, **{name: getattr(self, name) for name in (
+                "num_groups", "virtual_batch_size", "shared_affine", "track_running_stats",
+                "momentum", "partition", "check_finite", "use_bias", "use_scale",
+                "deterministic")}, eps=self.epsilon)
         fn.check_axis(self.axis)
         fn.check_dtypes(self.dtype, self.param_dtype)
         fn.check_axis_name(self.axis_name)
@@ -193,19 +190,15 @@ class LocalNorm(nn.Module):
         if self.track_running_stats:
             mean = self.variable("batch_stats", "mean", jnp.zeros, (1, c), self.param_dtype)
             var = self.variable("batch_stats", "var", jnp.ones, (1, c), self.param_dtype)
-        mode = mode if det else "batch"
-        y = fn.normalize(
-            x, scale, bias, num_groups=k, axis=self.axis, mode=mode, group=group,
-            partition=self.partition, epsilon=self.epsilon, dtype=self.dtype,
-            axis_name=self.axis_name, where=_WHERE,
-            check_finite=self.check_finite and bool(det) and mode != _spec.RUNNING,
-            mean=None if mean is None else mean.value, var=None if var is None else var.value,
-        )
         # nn.BatchNorm's rule: init creates the statistics and leaves them as they are
-        if mean is not None and not det and not self.is_initializing():
-            mean.value, var.value = fn.running_stats(
-                x, mean.value, var.value, axis=self.axis, num_groups=k,
-                partition=self.partition, momentum=self.momentum, axis_name=self.axis_name)
+        update = mean is not None and not det and not self.is_initializing()
+        y, stats = fn.layer_forward(
+            self, x, scale, bias, None if mean is None else mean.value,
+            None if var is None else var.value, update=update, mode=mode if det else "batch",
+            group=group, num_groups=k, where=_WHERE,
+            check_finite=self.check_finite and bool(det) and mode != _spec.RUNNING)
+        if update:
+            mean.value, var.value = stats
         return y
 
     def _mode(self) -> str:

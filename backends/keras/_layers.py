@@ -241,25 +241,22 @@ class LocalNormalization(keras.layers.Layer):
         if not all(keras.backend.is_float_dtype(d)
                    for d in (policy.compute_dtype, policy.variable_dtype)):
             raise _keras_errors.not_floating_policy(type(self).__name__, policy.name)
-        self.shared_affine = _spec.check_flag("shared_affine", shared_affine)
-        self.num_groups, self.virtual_batch_size = _spec.check_ghost_groups(
-            num_groups, virtual_batch_size, self.shared_affine)
-        self.track_running_stats = _spec.check_running(track_running_stats, self.shared_affine,
-                                                       "LocalNormalization")
-        self.momentum = _spec.check_momentum(momentum, "0.99")
+        options = _layer.layer_options(
+            DIALECT, "LocalNormalization", num_groups=num_groups,
+            virtual_batch_size=virtual_batch_size, shared_affine=shared_affine,
+            track_running_stats=track_running_stats, momentum=momentum, eps=epsilon,
+            partition=partition, check_finite=check_finite, center=center, scale=scale)
+        self._partition = options.pop("partition")
+        for name, value in options.items():
+            setattr(self, name, value)
         self.axis = axis  # checked against the input's rank in build()
-        self.epsilon = _spec.check_eps(epsilon, DIALECT)
-        self.center = _spec.check_flag("center", center)
-        self.scale = _spec.check_flag("scale", scale)
         self.beta_initializer = initializers.get(beta_initializer)
         self.gamma_initializer = initializers.get(gamma_initializer)
         self.beta_regularizer = regularizers.get(beta_regularizer)
         self.gamma_regularizer = regularizers.get(gamma_regularizer)
         self.beta_constraint = constraints.get(beta_constraint)
         self.gamma_constraint = constraints.get(gamma_constraint)
-        self._partition = _spec.check_choice("partition", partition, _spec.PARTITIONS)
         self._eval = self._checked_setting(mode, group)
-        self.check_finite = _spec.check_flag("check_finite", check_finite)
         self.gamma = None
         self.beta = None
         self.moving_mean = None

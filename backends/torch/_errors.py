@@ -18,6 +18,8 @@ TORCH = Dialect(
     batch_fix="`DataLoader(..., drop_last=True)`",
     has_running=True,
     finite_off="set `layer.check_finite = False` (or pass check_finite=False to predict)",
+    torch_momentum=True,
+    momentum_default="0.1",
 )
 
 

@@ -86,16 +86,11 @@ class _LocalNorm(nn.Module):
         virtual_batch_size: int | None = None,
     ) -> None:
         super().__init__()
-        self.num_features = _spec.check_num_features(num_features)
-        self.shared_affine = _spec.check_flag("shared_affine", shared_affine)
-        self.num_groups, self.virtual_batch_size = _spec.check_ghost_groups(
-            num_groups, virtual_batch_size, self.shared_affine)
-        self.eps = _spec.check_eps(eps, _DIALECT)
-        self.momentum = _spec.check_momentum(momentum, "0.1", torch=True)
-        self.affine = _spec.check_flag("affine", affine)
-        self.track_running_stats = _spec.check_flag("track_running_stats", track_running_stats)
-        self.partition = _spec.check_choice("partition", partition, _spec.PARTITIONS)
-        self.check_finite = _spec.check_flag("check_finite", check_finite)
+        vars(self).update(_layer.layer_options(
+            _DIALECT, type(self).__name__, num_features=num_features, num_groups=num_groups,
+            virtual_batch_size=virtual_batch_size, shared_affine=shared_affine,
+            track_running_stats=track_running_stats, momentum=momentum, eps=eps,
+            partition=partition, check_finite=check_finite, affine=affine))
         self.mode = "batch"
         self.group: Any = 0
         self.generator: torch.Generator | None = None
