@@ -488,6 +488,16 @@ def bad_protocol_inputs(protocol: str, batch: int, needed: int, what: str) -> Lo
     )
 
 
+def batch_size_below_groups(batch_size: int, num_groups: int) -> LocalNormError:
+    return LocalNormError(
+        "Protocol 'batch' evaluates chunks of batch_size test images, each split into the "
+        f"K={num_groups} groups along the batch axis with their own statistics, so a chunk "
+        f"needs at least K images. Received: batch_size={batch_size}, num_groups="
+        f"{num_groups}. Fix: pass batch_size >= {num_groups} (the paper's test batch is the "
+        "training batch size), or batch_size=None for the whole of x in one pass."
+    )
+
+
 def bad_noise_level(name: str, value: Any, valid: str,
                     problem: str = "it is out of range") -> LocalNormError:
     return LocalNormError(

@@ -175,8 +175,9 @@ def run_protocol(
     num_groups : int
         K, the number of groups along the batch axis of the model's LocalNorm layers.
     batch_size : int, optional
-        BATCH: the evaluation batch (default: the whole of x). Other protocols: how many
-        rows one pass holds (memory and speed only, the result does not change; default:
+        BATCH: the evaluation batch, at least K (default: the whole of x). Other
+        protocols: how many rows one pass holds (memory and speed only, the result does
+        not change; default:
         ``len(x)``, so SINGLE is one pass). SINGLE-VOTING tiles each image K times, so a
         pass holds ``ceil(batch_size / K)`` images: ``batch_size`` rounded up to a
         multiple of K, and never fewer than K rows (one image through all K groups).
@@ -204,8 +205,8 @@ def run_protocol(
     ------
     LocalNormError
         For an unknown protocol, vote or partition, a bad ``num_groups``, an empty x,
-        ``batch_size``/``set_size`` not a positive int, BATCH with fewer than K images,
-        or SINGLE without a group.
+        ``batch_size``/``set_size`` not a positive int, BATCH with fewer than K images
+        or a ``batch_size`` below K, or SINGLE without a group.
     """
     _spec.check_choice("protocol", protocol, _spec.PROTOCOLS)
     _spec.check_choice("vote", vote, _spec.VOTE_METHODS)
@@ -224,7 +225,9 @@ def run_protocol(
     if protocol == "batch":
         if n < k:
             raise _errors.bad_protocol_inputs(protocol, n, k, f"at least {k} images (one per group)")
-        outs = [forward(x[s:e, ...], "batch", 0) for s, e in chunks(n, max(step, k), min_size=k)]
+        if step < k:
+            raise _errors.batch_size_below_groups(step, k)
+        outs = [forward(x[s:e, ...], "batch", 0) for s, e in chunks(n, step, min_size=k)]
         scores = outs[0] if len(outs) == 1 else xp.concat(outs, axis=0)
         return Prediction(scores, xp.argmax(scores, axis=-1), None)
 

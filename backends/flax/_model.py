@@ -171,8 +171,8 @@ def predict(
         groups in PyTorch, Keras and Flax; a key is turned into the seed
         ``jax.random.randint(key, (), 0, 2**31 - 1)``.
     batch_size : int, optional
-        BATCH: the evaluation batch; other protocols: rows per pass (memory only). See
-        :func:`localnorm.protocols.run_protocol`.
+        BATCH: the evaluation batch (at least K); other protocols: rows per pass
+        (memory only). See :func:`localnorm.protocols.run_protocol`.
     set_size : int, optional
         VOTING: images per set, normally the training group size. See
         :func:`localnorm.protocols.run_protocol`.

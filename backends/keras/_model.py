@@ -197,9 +197,9 @@ def predict(
         scheme in every adapter: the same seed gives the same groups in PyTorch, Keras
         and Flax).
     batch_size : int, optional
-        BATCH: the evaluation batch (default all of x). Other protocols: how many rows
-        one pass holds (default ``len(x)``; SINGLE-VOTING tiles each image K times, see
-        :func:`localnorm.protocols.run_protocol`).
+        BATCH: the evaluation batch, at least K (default all of x). Other protocols: how
+        many rows one pass holds (default ``len(x)``; SINGLE-VOTING tiles each image K
+        times, see :func:`localnorm.protocols.run_protocol`).
     set_size : int, optional
         VOTING: images per set, normally the training group size (batch size / K).
     from_logits : bool, default True

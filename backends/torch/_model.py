@@ -260,7 +260,8 @@ def predict(
         ``torch.Generator`` is turned into the seed
         ``torch.randint(2**31 - 1, (), generator=generator)``.
     batch_size : int, optional
-        BATCH: the evaluation batch (default all of x). Others: images per pass (memory).
+        BATCH: the evaluation batch, at least K (default all of x). Others: images per
+        pass (memory).
     set_size : int, optional
         VOTING: images per set (default ``len(x) // K``, the training group size when
         ``len(x)`` is the training batch size).

@@ -270,6 +270,7 @@ def _sample_args():
         "ghost_groups_both": [(4, 32)],
         "bad_virtual_batch_size": [(0,)],
         "virtual_batch_needs_shared": [(32,)],
+        "batch_size_below_groups": [(2, 4)],
         "bad_protocol_inputs": [("voting", 2, 4, "a set of at least 4 images"),
                                 ("batch", 2, 4, "at least 4 images (one per group)")],
         "bad_noise_level": [("sigma", -1, ">= 0")],

@@ -63,6 +63,18 @@ def test_batch_protocol_chunks_and_merges_a_short_tail(x):
     assert [c[0] for c in m.calls] == [4, 6]  # a tail of 2 < K is merged
 
 
+def test_batch_protocol_refuses_a_batch_size_below_k(x):
+    """A chunk of fewer than K images cannot fill the K groups: the batch_size is refused,
+    not silently raised to K (as it was)."""
+    m = TinyModel()
+    with pytest.raises(LocalNormError) as info:
+        run_protocol(m, x, protocol="batch", num_groups=K, batch_size=K - 1)
+    assert f"batch_size={K - 1}" in str(info.value) and f"batch_size >= {K}" in str(info.value)
+    assert m.calls == []
+    run_protocol(m, x[:2 * K], protocol="batch", num_groups=K, batch_size=K)
+    assert [c[0] for c in m.calls] == [K, K]
+
+
 def test_batch_protocol_needs_k_images(x):
     with pytest.raises(LocalNormError) as info:
         run_protocol(TinyModel(), x[:2], protocol="batch", num_groups=K)
