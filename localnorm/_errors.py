@@ -128,7 +128,14 @@ def bad_rank(ndim: int, expected: str, where: str = "local_norm",
     )
 
 
-def bad_axis(axis: int, ndim: int) -> LocalNormError:
+def bad_axis(axis: Any, ndim: int | None = None) -> LocalNormError:
+    if ndim is None:  # a layer's axis, checked before the input's rank is known
+        return LocalNormError(
+            "axis is the one channel axis of the input: a single int other than 0 (axis 0 is "
+            "the batch axis, along which the groups are taken); negative values count from "
+            f"the end. Received: axis={axis!r}. Fix: pass one int, e.g. axis=-1 for "
+            "channels-last input or axis=1 for channels-first."
+        )
     return LocalNormError(
         "The channel axis must be one of the non-batch axes of x (axis 0 is the batch axis, "
         f"along which the groups are taken). Received: axis={axis!r} for x.ndim={ndim}. "

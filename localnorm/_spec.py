@@ -207,6 +207,23 @@ def check_eps(eps: Any, dialect: _errors.Dialect = _errors.CORE) -> float:
     return value
 
 
+def check_channel_axis(axis: Any) -> int:
+    """A layer's channel axis before the input's rank is known: one int other than 0 (the
+    batch axis); a one-element tuple or list (``nnx.BatchNorm`` accepts those) is
+    unwrapped. Its range is checked against the input by :func:`normalize_axis`."""
+    if isinstance(axis, (tuple, list)) and len(axis) == 1:
+        axis = axis[0]
+    if isinstance(axis, bool):
+        raise _errors.bad_axis(axis)
+    try:
+        value = operator.index(axis)
+    except TypeError:
+        raise _errors.bad_axis(axis) from None
+    if value == 0:
+        raise _errors.bad_axis(axis)
+    return value
+
+
 def normalize_axis(axis: Any, ndim: int) -> int:
     """Return the channel axis as a non-negative int; axis 0 (the batch axis) is refused."""
     if isinstance(axis, bool):

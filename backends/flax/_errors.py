@@ -33,15 +33,6 @@ FLAX_LINEN = dataclasses.replace(
 )
 
 
-def bad_channel_axis(axis: Any) -> LocalNormError:
-    return LocalNormError(
-        "axis is the one channel axis of the input: a single int other than 0 (axis 0 is "
-        "the batch axis, along which the groups are taken); negative values count from the "
-        f"end. Received: axis={axis!r}. Fix: pass one int, e.g. axis=-1 for channels-last "
-        "input (Flax's layout) or axis=1 for channels-first."
-    )
-
-
 def unbound_axis_name(axis_name: str, where: str) -> LocalNormError:
     return LocalNormError(
         f"{where} was built with axis_name={axis_name!r} for group-per-device data "

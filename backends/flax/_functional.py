@@ -26,7 +26,6 @@ tracers; it works under ``jit``, ``vmap`` and ``shard_map``):
 from __future__ import annotations
 
 import functools
-import operator
 from typing import Any
 
 import jax
@@ -63,22 +62,6 @@ def eval_setting(mode: Any, group: Any, num_groups: int, *, running: bool,
             raise _errors.bad_group(group, num_groups)
         checked = group
     return mode, checked if isinstance(checked, int) else jnp.asarray(checked, jnp.int32)
-
-
-def check_axis(axis: Any) -> int:
-    """Validate the channel axis before the input's rank is known: one int, not 0 (the
-    batch axis). A one-element tuple (``nnx.BatchNorm`` accepts those) is unwrapped."""
-    if isinstance(axis, (tuple, list)) and len(axis) == 1:
-        axis = axis[0]
-    if isinstance(axis, bool):
-        raise _flax_errors.bad_channel_axis(axis)
-    try:
-        value = operator.index(axis)
-    except TypeError:
-        raise _flax_errors.bad_channel_axis(axis) from None
-    if value == 0:
-        raise _flax_errors.bad_channel_axis(axis)
-    return value
 
 
 def check_dtypes(dtype: Any, param_dtype: Any) -> None:

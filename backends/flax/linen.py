@@ -130,7 +130,7 @@ class LocalNorm(nn.Module):
                 "num_groups", "virtual_batch_size", "shared_affine", "track_running_stats",
                 "momentum", "partition", "check_finite", "use_bias", "use_scale",
                 "deterministic")}, eps=self.epsilon)
-        fn.check_axis(self.axis)
+        _spec.check_channel_axis(self.axis)
         fn.check_dtypes(self.dtype, self.param_dtype)
         fn.check_axis_name(self.axis_name)
         fn.eval_setting(self._mode(), self.group, self.num_groups or 1,

@@ -249,7 +249,7 @@ class LocalNormalization(keras.layers.Layer):
         self._partition = options.pop("partition")
         for name, value in options.items():
             setattr(self, name, value)
-        self.axis = axis  # checked against the input's rank in build()
+        self.axis = _spec.check_channel_axis(axis)  # its range: against the input in build()
         self.beta_initializer = initializers.get(beta_initializer)
         self.gamma_initializer = initializers.get(gamma_initializer)
         self.beta_regularizer = regularizers.get(beta_regularizer)

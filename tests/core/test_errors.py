@@ -243,7 +243,7 @@ def _sample_args():
     return {
         "not_floating": [("int32",)],
         "bad_rank": [(1, ">= 2")],
-        "bad_axis": [(0, 3)],
+        "bad_axis": [(0, 3), ((1, 2),)],
         "bad_channels": [(5, 3)],
         "bad_param_shape": [("gamma", (3,), "(K, 3)")],
         "bad_num_groups": [(0,)],

@@ -15,7 +15,6 @@ from localnorm.flax import _errors as flax_errors  # noqa: E402
 
 def test_every_message_follows_the_template():
     table = {
-        "bad_channel_axis": [((1, 2),)],
         "unbound_axis_name": [("data", "LocalNorm")],
         "sharded_partition": [("strided",)],
         "sharded_groups": [(3, 4, "data")],

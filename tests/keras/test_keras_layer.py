@@ -217,6 +217,8 @@ def test_jax_jit_stateless_call(rng):
     (dict(mode="vote"), "mode='vote'"),
     (dict(group=4), "group=4"),
     (dict(mode="set", group=[0, 1]), "mode='set'"),
+    (dict(axis=0), "axis=0"),  # the batch axis, refused before build (it was at build)
+    (dict(axis="channels"), "axis='channels'"),
 ])
 def test_bad_arguments_raise_early(kwargs, named):
     with pytest.raises(localnorm.LocalNormError, match=named.replace("(", r"\(")) as info:
