@@ -70,6 +70,10 @@ def _layer_records(ctx: Context, lf) -> list[dict]:
         layers = {
             "BatchNorm": nnx.BatchNorm(c, use_running_average=False, rngs=nnx.Rngs(0)),
             f"GroupNorm({gn_groups})": nnx.GroupNorm(c, num_groups=gn_groups, rngs=nnx.Rngs(0)),
+            # the baseline's variance is E[x^2] - E[x]^2 (one fused pass); the two-pass
+            # variance, as accurate as LocalNorm's moments, shows what that formula buys
+            "BatchNorm, two-pass variance": nnx.BatchNorm(
+                c, use_running_average=False, use_fast_variance=False, rngs=nnx.Rngs(0)),
         }
         for part in ("contiguous", "strided"):
             layers[f"LocalNorm {part}"] = lf.LocalNorm(c, num_groups=k, partition=part,
@@ -92,6 +96,7 @@ def _layer_records(ctx: Context, lf) -> list[dict]:
 
         bn_eval = nnx.BatchNorm(c, use_running_average=True, rngs=nnx.Rngs(0))
         ev = {"BatchNorm": fwd["BatchNorm"],
+              "BatchNorm, two-pass variance": fwd["BatchNorm, two-pass variance"],
               "BatchNorm eval (running stats)": (lambda f=_jit_forward(bn_eval): f(x))}
         for mode in ("single", "set"):
             ln = lf.LocalNorm(c, num_groups=k, deterministic=True, mode=mode, group=0,
@@ -330,8 +335,10 @@ def run(ctx: Context) -> dict:
                   versions={"jax": jax.__version__, "flax": flax.__version__})
     sec["notes"] += [
         "Baselines: nnx.BatchNorm(use_running_average=False) (batch statistics; its unused "
-        "running-average update is removed by XLA) and nnx.GroupNorm(C, min(32, C)), on "
-        "the same input. Layout: NHWC only (flax's own; nnx.Conv has no NCHW).",
+        "running-average update is removed by XLA; its variance E[x^2] - E[x]^2 in one "
+        "fused pass, flax's default use_fast_variance=True), the same with "
+        "use_fast_variance=False (the two-pass variance) as a row, and "
+        "nnx.GroupNorm(C, min(32, C)), on the same input. Layout: NHWC only (flax's own; nnx.Conv has no NCHW).",
         "Networks: NNX BatchNorm models converted with localnorm.flax.convert_batchnorm "
         "(each partition); one jitted SGD step (optax, momentum 0.9) per call.",
     ]
