@@ -77,3 +77,13 @@ def not_a_tensor(where: str, x: object) -> TypeError:
         f"type(x)={type(x).__name__}. Fix: convert it first, e.g. "
         "`torch.as_tensor(x, dtype=torch.float32)`."
     )
+
+
+def not_scriptable(where: str) -> LocalNormError:
+    return LocalNormError(
+        f"{where} cannot be compiled by torch.jit.script: its math is localnorm's Python "
+        "code, written once for every framework, which TorchScript's compiler does not "
+        f"accept. Received: torch.jit.script of a module holding a {where}. Fix: trace it "
+        "instead, `torch.jit.trace(model, example_input)` (the traced graph takes other "
+        "batch sizes too), or use torch.compile, torch.export or torch.onnx.export."
+    )

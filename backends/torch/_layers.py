@@ -151,6 +151,11 @@ class _LocalNorm(nn.Module):
             text += ", shared_affine=True"
         return text if self.check_finite else text + ", check_finite=False"
 
+    def __prepare_scriptable__(self):
+        # torch.jit.script calls this on every module before compiling: a remedy instead
+        # of TorchScript's compile error deep inside the core's Python code
+        raise _torch_errors.not_scriptable(type(self).__name__)
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         expected = (self._rows, self.num_features)
         for name in ("weight", "bias", "running_mean", "running_var"):

@@ -4,6 +4,8 @@ conformance suite's job (``conformance --subjects=torch``); here are the layer f
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -317,6 +319,19 @@ def test_input_that_is_not_a_tensor_is_refused(x):
     BatchNorm refuses it), not an AttributeError from inside the layer."""
     with pytest.raises(TypeError, match=f"Received:.*{type(x).__name__}.*torch.as_tensor"):
         lt.LocalNorm(3, 2)(x)
+
+
+def test_torchscript_scripting_is_refused_with_a_remedy_and_tracing_works():
+    """torch.jit.script cannot compile the core's Python math: a model holding a LocalNorm
+    layer is refused with the remedy (tracing), which works for other batch sizes too."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), lt.LocalNorm2d(4, 2))
+    with pytest.raises(LocalNormError, match="torch.jit.script.*LocalNorm2d.*torch.jit.trace"):
+        torch.jit.script(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(model, torch.randn(8, 3, 2, 2))
+    x = torch.randn(6, 3, 2, 2)
+    torch.testing.assert_close(traced(x), model(x))
 
 
 # -- the rank-agnostic LocalNorm ------------------------------------------------------

@@ -19,6 +19,7 @@ def test_every_message_follows_the_template():
         "bad_process_rank": [(-1,), ("1",)],
         "bad_layer_generator": [("set_mode", 0)],
         "not_a_tensor": [("LocalNorm2d", [1.0])],
+        "not_scriptable": [("LocalNorm2d",)],
     }
     builders = _errors.builders(torch_errors)
     assert set(builders) == set(table), f"add sample args for: {set(builders) ^ set(table)}"
