@@ -200,8 +200,8 @@ class LocalNormalization(keras.layers.Layer):
     raises in a TensorFlow graph; under XLA (``jit_compile=True``) and in exported
     JAX/ONNX programs, which cannot raise, it has the spec's defined finite result: a
     group without samples reaches no output and its gamma/beta rows get a zero gradient,
-    a group with one value per channel outputs its beta (``docs/spec.md``, "Where a
-    program cannot raise"; the Keras guide, "Compiling and exporting").
+    a group with one value per channel outputs its beta (``docs/spec.md``, "Batches
+    smaller than K"; the Keras guide, "Compiling and exporting").
 
     Examples
     --------
