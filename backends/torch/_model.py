@@ -342,8 +342,8 @@ def convert_batchnorm(
     ----------
     module : torch.nn.Module
     num_groups : int, optional
-        K, the number of groups along the batch axis; default 4 (and for Ghost
-        BatchNorm, default: ``virtual_batch_size`` must be given instead).
+        K, the number of groups along the batch axis; default 4 (with ``ghost=True``,
+        give this or ``virtual_batch_size``, exactly one).
     partition : str or None, default None
         "contiguous" or "strided"; None means "contiguous", or "strided" with ``ghost=True`` (the Ghost BatchNorm
         presets', tf-keras's virtual batches).
