@@ -260,11 +260,12 @@ def predict(
         ``torch.Generator`` is turned into the seed
         ``torch.randint(2**31 - 1, (), generator=generator)``.
     batch_size : int, optional
-        BATCH: the evaluation batch, at least K (default all of x). Others: images per
-        pass (memory).
+        BATCH: the evaluation batch, at least K (default all of x). Others: rows per
+        pass (memory only, default ``len(x)``; SINGLE-VOTING's pass holds
+        ``ceil(batch_size / K)`` images tiled K times).
     set_size : int, optional
-        VOTING: images per set (default ``len(x) // K``, the training group size when
-        ``len(x)`` is the training batch size).
+        VOTING: images per set (default ``max(len(x) // K, 1)``, the training group
+        size when ``len(x)`` is the training batch size).
     from_logits : bool, default True
         Whether the model returns logits (soft voting applies a softmax).
     check_finite : bool, default True
