@@ -115,8 +115,9 @@ class LocalNormalization(keras.layers.Layer):
         counted per batch). A training batch needs at least K samples (2 per group for
         dense input); ``num_groups=1`` is BatchNormalization with batch statistics.
     axis : int, default -1
-        The channel axis (any axis but the batch axis 0). Input of any rank >= 2 works;
-        the batch size is never fixed.
+        The channel axis (any axis but the batch axis 0; 0 or a non-int is refused when
+        the layer is made, an axis out of the input's range when it is built). Input of
+        any rank >= 2 works; the batch size is never fixed.
     epsilon : float, default 1e-5
         Added to the variance. Keras's ``BatchNormalization`` defaults to 1e-3; 1e-5 is
         the LocalNorm paper's and the other adapters' value (see ``docs/spec.md``).
