@@ -138,8 +138,9 @@ def set_eval_mode(
     model : torch.nn.Module
         A model holding LocalNorm layers (or one such layer).
     mode : str
-        One of ``"batch"``, ``"single"``, ``"set"``, ``"running"``: the layer mode (see :func:`localnorm.local_norm`; ``"running"`` uses per-group
-        running statistics and needs ``track_running_stats=True``).
+        One of ``"batch"``, ``"single"``, ``"set"``, ``"running"``: the layer mode (see
+        :func:`localnorm.local_norm`; ``"running"`` uses the running statistics, per
+        group or one shared row, and needs ``track_running_stats=True``).
     group : int, int64 tensor of shape (N,), or None, default 0
         The group along the batch axis whose weight/bias the ``"single"``, ``"set"`` and
         ``"running"`` modes use; a per-sample tensor in ``"single"`` mode; None for random
