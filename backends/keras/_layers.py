@@ -238,10 +238,6 @@ class LocalNormalization(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        policy = self.dtype_policy
-        if not all(keras.backend.is_float_dtype(d)
-                   for d in (policy.compute_dtype, policy.variable_dtype)):
-            raise _keras_errors.not_floating_policy(type(self).__name__, policy.name)
         options = _layer.layer_options(
             DIALECT, "LocalNormalization", num_groups=num_groups,
             virtual_batch_size=virtual_batch_size, shared_affine=shared_affine,
@@ -251,6 +247,11 @@ class LocalNormalization(keras.layers.Layer):
         for name, value in options.items():
             setattr(self, name, value)
         self.axis = _spec.check_channel_axis(axis)  # its range: against the input in build()
+        # The framework's own options after the shared ones (the order of every adapter).
+        policy = self.dtype_policy
+        if not all(keras.backend.is_float_dtype(d)
+                   for d in (policy.compute_dtype, policy.variable_dtype)):
+            raise _keras_errors.not_floating_policy(type(self).__name__, policy.name)
         self.beta_initializer = initializers.get(beta_initializer)
         self.gamma_initializer = initializers.get(gamma_initializer)
         self.beta_regularizer = regularizers.get(beta_regularizer)
