@@ -7,7 +7,7 @@ The layers of ``localnorm.torch``, ``localnorm.keras`` and ``localnorm.flax`` ho
 parameters and state in their framework's idiom and call these functions, so a rule
 changes in one place. Shapes may hold None where a size is known only at run time (a
 Keras layer traced with an unknown batch axis): what needs that size is then left to the
-run-time check (``docs/spec.md``, "Hostile input"). Arrays go through the namespace
+run-time check (``docs/spec.md``, "Batches smaller than K"). Arrays go through the namespace
 ``xp``; nothing here imports a framework.
 """
 

@@ -218,6 +218,8 @@ def uniform(x, sigma: float, *, seed: Any = None, centered: bool = False):
         Generator is used as it is (and advanced); None draws fresh entropy.
     centered : bool, default False
         Draw u from Uniform(-0.5, 0.5) (zero-mean) instead of the original Uniform(0, 1).
+        Must be ``True`` or ``False`` (the string ``"False"`` is refused, not read as
+        true).
 
     Returns
     -------
@@ -229,11 +231,13 @@ def uniform(x, sigma: float, *, seed: Any = None, centered: bool = False):
     TypeError
         If x is not real floating point.
     LocalNormError
-        If sigma is out of range, or seed is not one of the above.
+        If sigma is out of range, seed is not one of the above, or centered is not a
+        bool.
     """
     x = _as_array(x)
     _check_x(x)
     s = _level(sigma)
+    centered = _spec.check_flag("centered", centered)
     u = _rng(seed).random(tuple(x.shape))
     if centered:
         u = u - 0.5

@@ -126,9 +126,11 @@ def local_norm(
     """Reference LocalNorm: float64 NumPy output of :func:`localnorm.local_norm`.
 
     Same arguments and checks as :func:`localnorm.local_norm` (see there and
-    docs/spec.md for the math); the result is always float64. With
-    ``check_finite=False`` NaN/Inf input is not refused and poisons the outputs of its
-    statistics set, as it does in every implementation.
+    docs/spec.md for the math), except that ``check_finite`` reads only ``x``: NaN/Inf
+    in ``gamma`` or ``beta`` is not refused here and reaches the outputs that use its
+    row. The result is always float64. With ``check_finite=False`` NaN/Inf input is not
+    refused and poisons the outputs of its statistics set, as it does in every
+    implementation.
     """
     x, gamma, beta, axis, group, eps = _prepare(x, gamma, beta, axis, mode, group, partition,
                                                 eps, check_finite, num_groups)

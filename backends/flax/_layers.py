@@ -61,7 +61,8 @@ class LocalNorm(nnx.Module):
         Initializer of ``scale``, called with shape (K, C).
     axis : int, default -1
         The channel axis (channels-last, as Flax): one int, any axis but 0, the batch
-        axis.
+        axis (a one-element tuple or list, as ``nnx.BatchNorm`` takes, is read as its
+        int).
     partition : {"contiguous", "strided"}, default "contiguous"
         How the batch is split into groups (see :func:`localnorm.group_index`).
     deterministic : bool, default False

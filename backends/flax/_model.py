@@ -182,10 +182,10 @@ def predict(
         Run the model under ``nnx.jit``: one compilation per input shape, layer mode and
         int group, reused across chunks and calls (per-sample groups are traced data, so
         random SINGLE groups do not recompile). False runs it eagerly.
-
     check_finite : bool, default True
         Refuse ``x`` with NaN/Inf, checked once on the whole input before any pass (the
         layers' own checks are skipped inside ``predict``, jitted or not).
+
     Returns
     -------
     localnorm.Prediction

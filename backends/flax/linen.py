@@ -54,7 +54,8 @@ class LocalNorm(nn.Module):
     scale_init : initializer, default ones_init()
         Initializer of ``scale``, called with shape (K, C).
     axis : int, default -1
-        The channel axis: one int, any axis but 0, the batch axis.
+        The channel axis: one int, any axis but 0, the batch axis (a one-element tuple
+        or list, as ``nn.BatchNorm`` takes, is read as its int).
     partition : {"contiguous", "strided"}, default "contiguous"
         How the batch is split into groups along the batch axis.
     deterministic : bool, default False
@@ -130,7 +131,9 @@ class LocalNorm(nn.Module):
                 "num_groups", "virtual_batch_size", "shared_affine", "track_running_stats",
                 "momentum", "partition", "check_finite", "use_bias", "use_scale",
                 "deterministic")}, eps=self.epsilon)
-        _spec.check_channel_axis(self.axis)
+        # A one-element tuple or list (as nn.BatchNorm takes) is kept as its int, so that
+        # every later use of self.axis reads one int, as the NNX layer stores it.
+        object.__setattr__(self, "axis", _spec.check_channel_axis(self.axis))
         fn.check_dtypes(self.dtype, self.param_dtype)
         fn.check_axis_name(self.axis_name)
         fn.eval_setting(self._mode(), self.group, self.num_groups or 1,

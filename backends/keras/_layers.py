@@ -115,8 +115,9 @@ class LocalNormalization(keras.layers.Layer):
         counted per batch). A training batch needs at least K samples (2 per group for
         dense input); ``num_groups=1`` is BatchNormalization with batch statistics.
     axis : int, default -1
-        The channel axis (any axis but the batch axis 0). Input of any rank >= 2 works;
-        the batch size is never fixed.
+        The channel axis (any axis but the batch axis 0; 0 or a non-int is refused when
+        the layer is made, an axis out of the input's range when it is built). Input of
+        any rank >= 2 works; the batch size is never fixed.
     epsilon : float, default 1e-5
         Added to the variance. Keras's ``BatchNormalization`` defaults to 1e-3; 1e-5 is
         the LocalNorm paper's and the other adapters' value (see ``docs/spec.md``).
@@ -200,8 +201,8 @@ class LocalNormalization(keras.layers.Layer):
     raises in a TensorFlow graph; under XLA (``jit_compile=True``) and in exported
     JAX/ONNX programs, which cannot raise, it has the spec's defined finite result: a
     group without samples reaches no output and its gamma/beta rows get a zero gradient,
-    a group with one value per channel outputs its beta (``docs/spec.md``, "Where a
-    program cannot raise"; the Keras guide, "Compiling and exporting").
+    a group with one value per channel outputs its beta (``docs/spec.md``, "Batches
+    smaller than K"; the Keras guide, "Compiling and exporting").
 
     Examples
     --------
@@ -237,10 +238,6 @@ class LocalNormalization(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        policy = self.dtype_policy
-        if not all(keras.backend.is_float_dtype(d)
-                   for d in (policy.compute_dtype, policy.variable_dtype)):
-            raise _keras_errors.not_floating_policy(type(self).__name__, policy.name)
         options = _layer.layer_options(
             DIALECT, "LocalNormalization", num_groups=num_groups,
             virtual_batch_size=virtual_batch_size, shared_affine=shared_affine,
@@ -250,6 +247,11 @@ class LocalNormalization(keras.layers.Layer):
         for name, value in options.items():
             setattr(self, name, value)
         self.axis = _spec.check_channel_axis(axis)  # its range: against the input in build()
+        # The framework's own options after the shared ones (the order of every adapter).
+        policy = self.dtype_policy
+        if not all(keras.backend.is_float_dtype(d)
+                   for d in (policy.compute_dtype, policy.variable_dtype)):
+            raise _keras_errors.not_floating_policy(type(self).__name__, policy.name)
         self.beta_initializer = initializers.get(beta_initializer)
         self.gamma_initializer = initializers.get(gamma_initializer)
         self.beta_regularizer = regularizers.get(beta_regularizer)

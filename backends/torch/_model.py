@@ -138,8 +138,9 @@ def set_eval_mode(
     model : torch.nn.Module
         A model holding LocalNorm layers (or one such layer).
     mode : str
-        One of ``"batch"``, ``"single"``, ``"set"``, ``"running"``: the layer mode (see :func:`localnorm.local_norm`; ``"running"`` uses per-group
-        running statistics and needs ``track_running_stats=True``).
+        One of ``"batch"``, ``"single"``, ``"set"``, ``"running"``: the layer mode (see
+        :func:`localnorm.local_norm`; ``"running"`` uses the running statistics, per
+        group or one shared row, and needs ``track_running_stats=True``).
     group : int, int64 tensor of shape (N,), or None, default 0
         The group along the batch axis whose weight/bias the ``"single"``, ``"set"`` and
         ``"running"`` modes use; a per-sample tensor in ``"single"`` mode; None for random
@@ -260,11 +261,12 @@ def predict(
         ``torch.Generator`` is turned into the seed
         ``torch.randint(2**31 - 1, (), generator=generator)``.
     batch_size : int, optional
-        BATCH: the evaluation batch, at least K (default all of x). Others: images per
-        pass (memory).
+        BATCH: the evaluation batch, at least K (default all of x). Others: rows per
+        pass (memory only, default ``len(x)``; SINGLE-VOTING's pass holds
+        ``ceil(batch_size / K)`` images tiled K times).
     set_size : int, optional
-        VOTING: images per set (default ``len(x) // K``, the training group size when
-        ``len(x)`` is the training batch size).
+        VOTING: images per set (default ``max(len(x) // K, 1)``, the training group
+        size when ``len(x)`` is the training batch size).
     from_logits : bool, default True
         Whether the model returns logits (soft voting applies a softmax).
     check_finite : bool, default True
@@ -342,8 +344,8 @@ def convert_batchnorm(
     ----------
     module : torch.nn.Module
     num_groups : int, optional
-        K, the number of groups along the batch axis; default 4 (and for Ghost
-        BatchNorm, default: ``virtual_batch_size`` must be given instead).
+        K, the number of groups along the batch axis; default 4 (with ``ghost=True``,
+        give this or ``virtual_batch_size``, exactly one).
     partition : str or None, default None
         "contiguous" or "strided"; None means "contiguous", or "strided" with ``ghost=True`` (the Ghost BatchNorm
         presets', tf-keras's virtual batches).

@@ -71,6 +71,13 @@ def test_uniform_moments(centered, mean):
     assert f.min() >= lo - 1e-12 and f.max() <= hi + 1e-12
 
 
+@pytest.mark.parametrize("centered", ["False", 0, 1, None])
+def test_uniform_centered_is_a_bool(centered):
+    # The string "False" is truthy: an on/off option is never read for its truth value.
+    with pytest.raises(LocalNormError, match="centered"):
+        noise.uniform(ONES, 0.4, seed=0, centered=centered)
+
+
 @pytest.mark.parametrize("name", sorted(noise.NOISES))
 def test_multiplicative_and_deterministic(name):
     fn = noise.NOISES[name]

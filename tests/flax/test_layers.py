@@ -249,6 +249,19 @@ def test_linen_construction_errors(kwargs, named):
         ll.LocalNorm(**kwargs)
 
 
+@pytest.mark.parametrize("axis", [(1,), [1], (-2,)])
+def test_one_element_axis_tuple_is_its_int_in_both_apis(axis):
+    # nnx.BatchNorm and nn.BatchNorm take axis=(1,); the Linen layer accepted it when made
+    # and then refused it at its first call.
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(8, 3, 5)), jnp.float32)
+    layer = ll.LocalNorm(num_groups=2, axis=axis)
+    variables = layer.init(jax.random.key(0), x)
+    assert variables["params"]["scale"].shape == (2, 3)
+    expected = reference.local_norm(np.asarray(x), np.ones((2, 3)), np.zeros((2, 3)), axis=1)
+    np.testing.assert_allclose(layer.apply(variables, x), expected, atol=1e-5)
+    np.testing.assert_allclose(nnx_layer(3, 2, axis=axis)(x), expected, atol=1e-5)
+
+
 def test_running_mode_says_stateless():
     with pytest.raises(LocalNormError, match="stateless"):
         nnx_layer(3).set_mode("running")

@@ -281,6 +281,15 @@ def test_an_integer_dtype_policy_is_refused_when_the_layer_is_made(dtype):
     assert LocalNormalization(num_groups=2, dtype="mixed_bfloat16").num_groups == 2
 
 
+def test_shared_options_are_checked_before_the_dtype_policy():
+    # One order in every adapter: the options all layers share (here the groups along
+    # the batch axis), then the framework's own (axis, the dtype policy).
+    with pytest.raises(localnorm.LocalNormError, match="num_groups=0"):
+        LocalNormalization(num_groups=0, dtype="int32")
+    with pytest.raises(localnorm.LocalNormError, match="axis=0"):
+        LocalNormalization(axis=0, dtype="int32")
+
+
 def test_partition_is_validated_when_set():
     layer = LocalNormalization(num_groups=2)
     layer.partition = "strided"
