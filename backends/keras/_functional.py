@@ -208,13 +208,12 @@ def _jax_batch_function():
     @functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4, 5, 6))
     def batch(x, gamma, beta, axis: int, num_groups: int, partition: str, eps: float):
         """``"batch"`` mode with the core's closed-form forward-mode derivative
-        (``_agnostic.batch_jvp``) as its ``jax.custom_jvp`` rule. JAX transposes the rule
-        into the closed-form backward and XLA chooses what the backward keeps of the
-        forward, where a custom VJP (Keras's ``custom_gradient``) pins x, the means and
-        rstd as residuals: 1.49x BatchNormalization's temporary memory in a resnet20
-        training step where this takes the Flax adapter's 1.00x (see the benchmarks'
-        discussion). The rule is ordinary JAX code: ``jax.jvp``, second derivatives,
-        ``vmap`` and ``jax.export`` work through it."""
+        (``_agnostic.batch_jvp``) as its ``jax.custom_jvp`` rule, as in the Flax adapter.
+        JAX transposes the rule into the closed-form backward; the rule is ordinary JAX
+        code, so ``jax.jvp`` (``jacfwd``, ``hessian``), second derivatives, ``vmap`` and
+        ``jax.export`` work through it, where a custom VJP (Keras's ``custom_gradient``)
+        refuses forward mode. ``fusing``: XLA compiles it (see
+        :func:`localnorm._agnostic.sample_moments`)."""
         return _agnostic.batch_forward(namespace(), x, gamma, beta, axis=axis,
                                        num_groups=num_groups, partition=partition, eps=eps,
                                        fusing=True)[0]

@@ -1,8 +1,8 @@
 """The layer's closed-form derivative against the backend's own autodiff.
 
 ``_functional.local_norm`` (what the layer calls) gives ``"batch"`` mode the core's closed-form
-derivative per group along the batch axis (``keras.ops.custom_gradient`` on TensorFlow
-and JAX, a ``torch.autograd.Function`` on eager PyTorch). ``plain`` is the core's same
+derivative per group along the batch axis (``keras.ops.custom_gradient`` on TensorFlow,
+a ``jax.custom_jvp`` on JAX, a ``torch.autograd.Function`` on eager PyTorch). ``plain`` is the core's same
 forward pass on the same namespace, differentiated by the backend. Both must agree on the
 output, the first derivatives (which the conformance suite also checks against the NumPy
 reference) and the second derivatives (a gradient penalty differentiates the backward
