@@ -212,19 +212,18 @@ def _jax_batch_function():
         JAX transposes the rule into the closed-form backward; the rule is ordinary JAX
         code, so ``jax.jvp`` (``jacfwd``, ``hessian``), second derivatives, ``vmap`` and
         ``jax.export`` work through it, where a custom VJP (Keras's ``custom_gradient``)
-        refuses forward mode. ``fusing``: XLA compiles it (see
-        :func:`localnorm._agnostic.sample_moments`)."""
+        refuses forward mode. The plain moments, not the flax adapter's ``fusing`` ones,
+        which measured slower here (the benchmarks' discussion, keras section)."""
         return _agnostic.batch_forward(namespace(), x, gamma, beta, axis=axis,
-                                       num_groups=num_groups, partition=partition, eps=eps,
-                                       fusing=True)[0]
+                                       num_groups=num_groups, partition=partition,
+                                       eps=eps)[0]
 
     @batch.defjvp
     def _batch_jvp(axis, num_groups, partition, eps, primals, tangents):
         x, gamma, _ = primals
         layout = dict(axis=axis, num_groups=num_groups, partition=partition)
         xp = namespace()
-        y, mean, _, rstd = _agnostic.batch_forward(xp, *primals, eps=eps, fusing=True,
-                                                   **layout)
+        y, mean, _, rstd = _agnostic.batch_forward(xp, *primals, eps=eps, **layout)
         dy = _agnostic.batch_jvp(xp, x, gamma, mean, rstd, *tangents, **layout)
         return y, xp.astype(dy, y.dtype)
 
