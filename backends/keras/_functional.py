@@ -210,7 +210,7 @@ def _jax_batch_function():
         """``"batch"`` mode with the core's closed-form forward-mode derivative
         (``_agnostic.batch_jvp``) as its ``jax.custom_jvp`` rule, as in the Flax adapter.
         JAX transposes the rule into the closed-form backward; the rule is ordinary JAX
-        code, so ``jax.jvp`` (``jacfwd``, ``hessian``), second derivatives, ``vmap`` and
+        code, so ``jax.jvp`` (``jacfwd``), second derivatives, ``vmap`` and
         ``jax.export`` work through it, where a custom VJP (Keras's ``custom_gradient``)
         refuses forward mode. The plain moments, not the flax adapter's ``fusing`` ones,
         which measured slower here (the benchmarks' discussion, keras section)."""

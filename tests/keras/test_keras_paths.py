@@ -152,7 +152,7 @@ def test_torch_eager_low_precision_keeps_the_dtype(dtype):
                                             ((8, 3), 1, 4)])
 def test_jax_forward_mode_matches_plain_autodiff(shape, axis, k, partition):
     """On JAX the closed-form derivative is a ``jax.custom_jvp`` rule, so forward mode
-    (``jax.jvp``, what ``jax.jacfwd`` and ``jax.hessian`` use) works in training and
+    (``jax.jvp``, what ``jax.jacfwd`` uses) works in training and
     agrees with JAX differentiating the core's forward; a custom VJP (``keras.ops.
     custom_gradient``) refuses ``jax.jvp``. Even and ragged batches, (K, C) and shared
     (1, C) gamma/beta (Ghost BatchNorm)."""
