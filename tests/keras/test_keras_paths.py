@@ -1,8 +1,8 @@
 """The layer's closed-form derivative against the backend's own autodiff.
 
 ``_functional.local_norm`` (what the layer calls) gives ``"batch"`` mode the core's closed-form
-derivative per group along the batch axis (``keras.ops.custom_gradient`` on TensorFlow
-and JAX, a ``torch.autograd.Function`` on eager PyTorch). ``plain`` is the core's same
+derivative per group along the batch axis (``keras.ops.custom_gradient`` on TensorFlow,
+a ``jax.custom_jvp`` on JAX, a ``torch.autograd.Function`` on eager PyTorch). ``plain`` is the core's same
 forward pass on the same namespace, differentiated by the backend. Both must agree on the
 output, the first derivatives (which the conformance suite also checks against the NumPy
 reference) and the second derivatives (a gradient penalty differentiates the backward
@@ -144,3 +144,60 @@ def test_torch_eager_low_precision_keeps_the_dtype(dtype):
     assert got.dtype == xt.dtype
     np.testing.assert_allclose(got.float().numpy(), want.float().numpy(), rtol=0,
                                atol=2e-2 if dtype == "bfloat16" else 4e-3)
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="jax.jvp is JAX's forward mode")
+@pytest.mark.parametrize("partition", ["contiguous", "strided"])
+@pytest.mark.parametrize("shape, axis, k", [((8, 4, 4, 3), 3, 4), ((10, 3, 3, 2), 3, 4),
+                                            ((8, 3), 1, 4)])
+def test_jax_forward_mode_matches_plain_autodiff(shape, axis, k, partition):
+    """On JAX the closed-form derivative is a ``jax.custom_jvp`` rule, so forward mode
+    (``jax.jvp``, what ``jax.jacfwd`` uses) works in training and
+    agrees with JAX differentiating the core's forward; a custom VJP (``keras.ops.
+    custom_gradient``) refuses ``jax.jvp``. Even and ragged batches, (K, C) and shared
+    (1, C) gamma/beta (Ghost BatchNorm)."""
+    import jax
+
+    x, g, b, _ = _data(shape, axis, k)
+    kw = _kwargs(axis, k, partition)
+    rng = np.random.default_rng(1)
+    for rows in (k, 1):
+        params = (x, g[:rows], b[:rows])
+        tangents = tuple(rng.normal(size=p.shape).astype("float32") for p in params)
+        y, dy = jax.jvp(lambda *a: fast(*a, **kw), params, tangents)
+        y0, dy0 = jax.jvp(lambda *a: plain(*a, **kw), params, tangents)
+        np.testing.assert_allclose(np.asarray(y), np.asarray(y0), rtol=0, atol=1e-5)
+        scale = max(float(np.max(np.abs(np.asarray(dy0)))), 1.0)
+        np.testing.assert_allclose(np.asarray(dy), np.asarray(dy0), rtol=0,
+                                   atol=2e-5 * scale, err_msg=f"gamma rows {rows}")
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="jax.jvp is JAX's forward mode")
+def test_jax_forward_mode_through_the_layer_in_training():
+    """``jax.jvp`` through a Ghost BatchNorm layer's ``stateless_call(...,
+    training=True)``: the tangent of y agrees with finite differences of the layer, and
+    the moving statistics still move by the groups' moments (the update is not
+    differentiated)."""
+    import jax
+    import jax.numpy as jnp
+
+    from localnorm.keras import GhostBatchNormalization
+
+    x, *_ = _data((8, 4, 4, 3), 3, 4)
+    layer = GhostBatchNormalization(num_groups=4)
+    layer.build(x.shape)
+    tv = [v.value for v in layer.trainable_variables]
+    ntv = [v.value for v in layer.non_trainable_variables]
+
+    def f(x):
+        return layer.stateless_call(tv, ntv, x, training=True)
+
+    dx = np.random.default_rng(2).normal(size=x.shape).astype("float32")
+    (y, moved), (dy, _) = jax.jvp(f, (jnp.asarray(x),), (jnp.asarray(dx),))
+    np.testing.assert_allclose(np.asarray(y), np.asarray(f(x)[0]), rtol=0, atol=1e-6)
+    h = 1e-2
+    fd = (np.asarray(f(x + h * dx)[0], "float64") - np.asarray(f(x - h * dx)[0], "float64")) / (2 * h)
+    np.testing.assert_allclose(np.asarray(dy), fd, rtol=0, atol=2e-3)
+    mean = x.reshape(-1, 3).mean(axis=0)  # the K groups' mean of their means (equal sizes)
+    want = 0.99 * np.asarray(ntv[0]) + 0.01 * mean  # momentum 0.99, Keras's default
+    np.testing.assert_allclose(np.asarray(moved[0]), want, rtol=0, atol=1e-5)
