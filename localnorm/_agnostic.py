@@ -303,7 +303,9 @@ def _centered(xp, x, spatial: tuple[int, ...], cdt):
         return mean0, mean, squares / count, d
     d *= d
     var = xp.sum(d, axis=spatial, keepdims=True) / count
-    return mean, mean, var, xp.subtract(x, mean, out=d)
+    d[...] = x
+    d -= mean
+    return mean, mean, var, d
 
 
 def group_moments(xp, xc, groups: Groups, *, fusing: bool = False, sample=None):
@@ -381,9 +383,9 @@ def batch_vjp(xp, x, gamma, mean, rstd, dy, *, axis: int, num_groups: int, parti
     differentiate it again; ``inplace`` (nothing differentiates it: see
     :func:`batch_forward`) reads x and dy in their own dtypes and builds dx in ``d``'s
     array as ``a * (dy + d * c1 + c0)`` (``c1 = -rstd**2 * sum(dy * d) / m``, ``c0 =
-    -sum(dy) / m``): four in-place steps and no activation-sized temporary besides
-    ``d`` and the product that ``sum(dy * d)`` reads, where ``a * dy + ...`` writes one
-    more."""
+    -sum(dy) / m``): four in-place steps, and ``dy * d`` is written in that array too
+    before ``d`` is written there again, so dx is the only activation-sized array made,
+    where ``a * dy + ...`` writes several more."""
     cdt = mean.dtype
     groups = Groups(xp, x, axis, num_groups, partition, cdt)
     if inplace:
@@ -395,7 +397,8 @@ def batch_vjp(xp, x, gamma, mean, rstd, dy, *, axis: int, num_groups: int, parti
         # sum(dy * d) makes a second (page faults on CPU: benchmarks/discussion.md)
         d *= dy
         s_dyd = groups.sum(d)
-        d = xp.subtract(x, mean_s, out=d)
+        d[...] = x
+        d -= mean_s
     else:
         d = _as(xp, x, cdt) - groups.full(mean)
         dyc = _as(xp, dy, cdt)
