@@ -273,24 +273,39 @@ def sample_moments(xp, xc, axis: int, *, fusing: bool = False):
     return mean0 + correction, _mean(xp, d * d, spatial, count)
 
 
-def _sum_squares(xp, d, axes: tuple[int, ...]):
-    """``sum(d * d)`` over ``axes`` (keepdims). A namespace may offer ``sum_of_squares(d,
-    axes)``, one native reduction that writes no squared copy of ``d`` (the torch adapter's
-    namespace does, for eager PyTorch, where nothing fuses the product into the sum)."""
+def _native_sum_of_squares(xp, d, axes: tuple[int, ...]):
+    """``sum(d * d)`` over ``axes`` (keepdims) by the namespace's own ``sum_of_squares(d,
+    axes)``, one native reduction that writes no squared copy of ``d`` (the torch
+    adapter's, where the axes are the trailing ones of a contiguous tensor); None where
+    the namespace has none for these axes."""
     own = getattr(xp, "sum_of_squares", None)
-    return own(d, axes) if own is not None else xp.sum(d * d, axis=axes, keepdims=True)
+    return None if own is None else own(d, axes)
 
 
 def _centered(xp, x, spatial: tuple[int, ...], cdt):
     """The in-place variant of :func:`sample_moments` (the same corrected two-pass):
-    ``(mean0, mean, var, d)`` with ``d = x - mean0`` a new array in ``cdt``, which the
-    caller may overwrite. x is read in its own dtype (float16/bfloat16: the sums accumulate
-    in ``cdt`` and the subtraction promotes), so no ``cdt`` copy of x is made."""
+    ``(centre, mean, var, d)`` with ``d = x - centre`` a new array in ``cdt``, which the
+    caller may overwrite, and ``centre`` the per-sample value subtracted (keepdims). x is
+    read in its own dtype (float16/bfloat16: the sums accumulate in ``cdt`` and the
+    subtraction promotes), so no ``cdt`` copy of x is made.
+
+    ``d`` is the only activation-sized array made: where the namespace has no native sum
+    of squares (:func:`_native_sum_of_squares`), the deviations are squared in their own
+    array and ``d`` is then written again as ``x - mean`` (``centre`` is the corrected
+    mean), where ``sum(d * d)`` would make a second array (on CPU a fresh allocation's
+    page faults cost more than the two extra passes: benchmarks/discussion.md)."""
     count = value_count(xp, x, spatial, cdt)
     mean0 = xp.sum(x, axis=spatial, keepdims=True, dtype=cdt) / count
     d = x - mean0
     mean = mean0 + xp.sum(d, axis=spatial, keepdims=True) / count
-    return mean0, mean, _sum_squares(xp, d, spatial) / count, d
+    squares = _native_sum_of_squares(xp, d, spatial)
+    if squares is not None:
+        return mean0, mean, squares / count, d
+    d *= d
+    var = xp.sum(d, axis=spatial, keepdims=True) / count
+    d[...] = x
+    d -= mean
+    return mean, mean, var, d
 
 
 def group_moments(xp, xc, groups: Groups, *, fusing: bool = False, sample=None):
@@ -325,13 +340,13 @@ def batch_forward(xp, x, gamma, beta, *, axis: int, num_groups: int, partition: 
     ``inplace``: for a caller that records no derivative of this call (an autograd
     function's forward, inference) on a library with mutable arrays (NumPy, eager
     PyTorch). The same arithmetic, evaluated as ``d * scale + offset`` with ``d = x -
-    mean0`` the per-sample centered values (:func:`_centered`) and ``offset = (mean0 -
+    centre`` the per-sample centered values (:func:`_centered`) and ``offset = (centre -
     mean) * scale + beta`` per sample: the one activation-sized temporary becomes the
     output in place (``*=``, ``+=``), where the plain expression writes five."""
     cdt = compute_dtype(xp, x.dtype, gamma.dtype, beta.dtype)
     groups = Groups(xp, x, axis, num_groups, partition, cdt)
     if inplace and groups.spatial:
-        mean0, m_s, v_s, y = _centered(xp, x, groups.spatial, cdt)
+        centre, m_s, v_s, y = _centered(xp, x, groups.spatial, cdt)
         mean, var = group_moments(xp, None, groups, sample=(m_s, v_s))
     else:
         xc = _as(xp, x, cdt)
@@ -344,7 +359,7 @@ def batch_forward(xp, x, gamma, beta, *, axis: int, num_groups: int, partition: 
     if inplace and groups.spatial:
         scale_s = groups.to_samples(scale)
         y *= groups.expand(scale_s)
-        y += groups.expand((xp.reshape(mean0, scale_s.shape) - groups.to_samples(mean))
+        y += groups.expand((xp.reshape(centre, scale_s.shape) - groups.to_samples(mean))
                            * scale_s + (shift if shared else groups.to_samples(shift)))
     else:
         shift = xp.reshape(shift, bshape(x.ndim, axis, groups.c)) if shared \
@@ -368,20 +383,27 @@ def batch_vjp(xp, x, gamma, mean, rstd, dy, *, axis: int, num_groups: int, parti
     differentiate it again; ``inplace`` (nothing differentiates it: see
     :func:`batch_forward`) reads x and dy in their own dtypes and builds dx in ``d``'s
     array as ``a * (dy + d * c1 + c0)`` (``c1 = -rstd**2 * sum(dy * d) / m``, ``c0 =
-    -sum(dy) / m``): four in-place steps and no activation-sized temporary besides
-    ``d`` and the product that ``sum(dy * d)`` reads, where ``a * dy + ...`` writes one
-    more."""
+    -sum(dy) / m``): four in-place steps, and ``dy * d`` is written in that array too
+    before ``d`` is written there again, so dx is the only activation-sized array made,
+    where ``a * dy + ...`` writes several more."""
     cdt = mean.dtype
     groups = Groups(xp, x, axis, num_groups, partition, cdt)
     if inplace:
-        d = x - groups.full(mean)
+        mean_s = groups.full(mean)
+        d = x - mean_s
         dyc = dy
         s_dy = groups.sum(dy, dtype=cdt)
+        # dy * d in d's own array, then d written again: one activation-sized array where
+        # sum(dy * d) makes a second (page faults on CPU: benchmarks/discussion.md)
+        d *= dy
+        s_dyd = groups.sum(d)
+        d[...] = x
+        d -= mean_s
     else:
         d = _as(xp, x, cdt) - groups.full(mean)
         dyc = _as(xp, dy, cdt)
         s_dy = groups.sum(dyc)
-    s_dyd = groups.sum(dyc * d)
+        s_dyd = groups.sum(dyc * d)
     a = _as(xp, gamma, cdt) * rstd
     if inplace:
         dx = d
@@ -452,7 +474,7 @@ def eval_forward(xp, x, gamma, beta, *, axis: int, mode: str, group: Any, eps: f
     cdt = compute_dtype(xp, x.dtype, gamma.dtype, beta.dtype)
     spatial = tuple(a for a in range(1, x.ndim) if a != axis)
     if inplace and spatial:
-        mean0, mean, var, y = _centered(xp, x, spatial, cdt)
+        centre, mean, var, y = _centered(xp, x, spatial, cdt)
     else:
         xc = _as(xp, x, cdt)
         mean, var = sample_moments(xp, xc, axis, fusing=fusing)
@@ -464,10 +486,10 @@ def eval_forward(xp, x, gamma, beta, *, axis: int, mode: str, group: Any, eps: f
     rstd = 1.0 / xp.sqrt(var + eps)
     g = _rows(xp, _as(xp, gamma, cdt), group, x.ndim, axis)
     b = _rows(xp, _as(xp, beta, cdt), group, x.ndim, axis)
-    if inplace and spatial:  # y holds x - mean0: (x - mean) * s + b = y * s + (mean0 - mean) * s + b
+    if inplace and spatial:  # y holds x - c: (x - mean) * s + b = y * s + (c - mean) * s + b
         scale = rstd * g
         y *= scale
-        y += (mean0 - mean) * scale + b
+        y += (centre - mean) * scale + b
     else:
         y = (xc - mean) * (rstd * g) + b
     return _as(xp, y, x.dtype)

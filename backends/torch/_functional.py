@@ -23,6 +23,7 @@ read in its own dtype and only x, not a float32 copy, is saved for backward.
 
 from __future__ import annotations
 
+import math
 import os
 import types
 
@@ -48,10 +49,33 @@ def _channels_last(x: torch.Tensor) -> bool:
         return False
 
 
-def _sum_of_squares(d: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
+def _core_view(x: torch.Tensor):
+    """``(xv, axis, back)``: x as the core runs it, ``axis`` its channel axis, and
+    ``back(y)`` to put the core's output in x's layout. A channels_last batch runs as the
+    (N, *S, C) view of its memory, channels on the last axis: per-channel values then
+    broadcast along the innermost, contiguous axis. Eager and contiguous (in its memory
+    format), the spatial axes are flattened into one, (N, C, S) or (N, S, C), still a
+    view: the per-sample reductions then cover one axis, which torch's CPU kernels run in
+    0.72-0.86x of the time of two on the bench's channels_last shapes
+    (benchmarks/discussion.md)."""
+    cl = _channels_last(x)
+    xv, axis = (x.movedim(1, -1), x.ndim - 1) if cl else (x, 1)
+    if xv.ndim <= 3 or graph_mode() or not xv.is_contiguous():
+        return xv, axis, (lambda y: y.movedim(-1, 1)) if cl else (lambda y: y)
+    shape = xv.shape
+    if cl:
+        flat = (shape[0], math.prod(shape[1:-1]), shape[-1])
+        return xv.reshape(flat), 2, lambda y: y.reshape(shape).movedim(-1, 1)
+    return xv.reshape(shape[:2] + (math.prod(shape[2:]),)), 1, lambda y: y.reshape(shape)
+
+
+def _sum_of_squares(d: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor | None:
+    """``sum(d * d)`` over the trailing ``axes`` of a contiguous ``d`` as one native
+    reduction, which writes no squared copy of ``d``; None for other axes (a channels_last
+    batch's spatial axes), where ``vector_norm`` is many times slower on CPU than the
+    core's own way (it squares ``d`` in place)."""
     if axes != tuple(range(d.ndim - len(axes), d.ndim)) or not d.is_contiguous():
-        # vector_norm over outer axes is many times slower on CPU than a product and a sum
-        return torch.sum(d * d, dim=axes, keepdim=True)
+        return None
     return torch.linalg.vector_norm(d, 2, axes, keepdim=True).square()
 
 
@@ -241,10 +265,7 @@ def batch_groups(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tenso
         return y
     if weight is None:  # no affine step: a scale of one and shift of zero shared by the groups
         weight, bias = _ones(x, cdt)
-    # A channels_last batch runs as the (N, *S, C) view of its memory, channels on the last
-    # axis: per-channel values then broadcast along the innermost, contiguous axis.
-    cl = _channels_last(x)
-    xv, axis = (x.movedim(1, -1), x.ndim - 1) if cl else (x, 1)
+    xv, axis, back = _core_view(x)
     if graph_mode() or not _records(x, weight, bias):  # tracers: plain operations
         y, mean, var, _ = core.batch_forward(xp, xv, weight, bias, eps=eps,
                                              inplace=not graph_mode(),
@@ -254,7 +275,7 @@ def batch_groups(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tenso
     if running_mean is not None:
         update_running(running_mean, running_var, mean, var,
                        _layer.group_counts(xp, x, 1, k, partition), momentum)
-    return y.movedim(-1, 1) if cl else y
+    return back(y)
 
 
 @torch.no_grad()
@@ -301,13 +322,11 @@ def single(x: torch.Tensor, weight, bias, *, group, eps: float, cdt: torch.dtype
         weight, bias = _ones(x, cdt)
     if isinstance(group, torch.Tensor) and group.ndim == 0:
         group = group.reshape(1)
-    # channels_last: the (N, *S, C) view of its memory (as in batch_groups); in place where
-    # nothing records a derivative
-    cl = _channels_last(x)
-    xv, axis = (x.movedim(1, -1), x.ndim - 1) if cl else (x, 1)
+    # in place where nothing records a derivative
+    xv, axis, back = _core_view(x)
     y = core.eval_forward(xp, xv, weight, bias, axis=axis, mode="single", group=group, eps=eps,
                           inplace=not graph_mode() and not _records(x, weight, bias))
-    return y.movedim(-1, 1) if cl else y
+    return back(y)
 
 
 def evaluate(x: torch.Tensor, weight, bias, running_mean=None, running_var=None, *,

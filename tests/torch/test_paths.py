@@ -15,6 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import torch.nn.functional as F  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from localnorm import _agnostic as core  # noqa: E402
 from localnorm import _layer  # noqa: E402
@@ -251,38 +252,41 @@ def test_single_mode_low_precision_equals_float32_on_same_values(dtype, cl):
     torch.testing.assert_close(y, yf.to(dtype))
 
 
+class _CountFresh(TorchDispatchMode):
+    """Activation-sized results (``numel`` elements) in storage not seen before (views
+    and in-place results reuse theirs); each is kept alive, so that no later array
+    reuses its address unseen."""
+
+    def __init__(self, seen, numel):
+        super().__init__()
+        self.seen, self.numel, self.fresh = set(seen), numel, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in torch.utils._pytree.tree_leaves(out):  # a tuple: BatchNorm's kernels
+            if isinstance(t, torch.Tensor) and t.numel() == self.numel:
+                ptr = t.untyped_storage().data_ptr()
+                if ptr not in self.seen:
+                    self.seen.add(ptr)
+                    self.fresh.append(t)
+        return out
+
+
 @pytest.mark.parametrize("cl", [False, True])
-def test_training_step_allocates_three_activation_sized_arrays(cl):
-    """An eager training step of contiguous groups (the core's in-place forward and VJP)
-    makes three activation-sized arrays: the output, dx, and the product that the VJP's
-    ``sum(dy * (x - mean))`` reads (channels_last: one more, the forward's squared
-    deviations). BatchNorm2d makes two. Each fresh array costs its first touch, so the
-    count is what the CPU benchmarks' training rows pay for (benchmarks/discussion.md);
-    dy and x are left as they are."""
-    from torch.utils._python_dispatch import TorchDispatchMode
+@pytest.mark.parametrize("partition", ["contiguous", "strided"])
+def test_training_step_allocates_as_many_activation_sized_arrays_as_batchnorm(cl, partition):
+    """An eager training step of groups on the core's path (the in-place forward and
+    VJP; a batch that is not a multiple of K keeps strided groups off the native path)
+    makes two activation-sized arrays, the output and dx, as BatchNorm2d does: the sums
+    of squares and of ``dy * (x - mean)`` read products written in the array that
+    becomes the output. Each fresh array costs its first touch, so the count is what the
+    CPU benchmarks' training rows pay for (benchmarks/discussion.md); dy and x are left
+    as they are."""
+    from torch import nn
 
     from localnorm.torch import LocalNorm2d
 
-    shape = (8, 3, 5, 6)
-
-    class Count(TorchDispatchMode):
-        """Activation-sized results in storage not seen before (views and in-place
-        results reuse theirs); each is kept alive, so that no later array reuses its
-        address unseen."""
-
-        def __init__(self, seen):
-            super().__init__()
-            self.seen, self.fresh = seen, []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            if isinstance(out, torch.Tensor) and out.numel() == x.numel():
-                ptr = out.untyped_storage().data_ptr()
-                if ptr not in self.seen:
-                    self.seen.add(ptr)
-                    self.fresh.append(out)
-            return out
-
+    shape = (7, 3, 5, 6)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=g)
     dy = torch.randn(shape, generator=g)
@@ -290,9 +294,36 @@ def test_training_step_allocates_three_activation_sized_arrays(cl):
         x, dy = (t.contiguous(memory_format=torch.channels_last) for t in (x, dy))
     x.requires_grad_(True)
     x0, dy0 = x.detach().clone(), dy.clone()
-    layer = LocalNorm2d(3, num_groups=4)
-    with Count({t.untyped_storage().data_ptr() for t in (x, dy)}) as count:
-        torch.autograd.grad(layer(x), [x, layer.weight, layer.bias], dy)
-    assert len(count.fresh) == (4 if cl else 3)
+    counts = []
+    for layer in (LocalNorm2d(3, num_groups=4, partition=partition), nn.BatchNorm2d(3)):
+        with _CountFresh({t.untyped_storage().data_ptr() for t in (x, dy)}, x.numel()) as count:
+            torch.autograd.grad(layer(x), [x, layer.weight, layer.bias], dy)
+        counts.append(len(count.fresh))
+    assert counts == [2, 2]
     torch.testing.assert_close(x.detach(), x0, rtol=0, atol=0)
     torch.testing.assert_close(dy, dy0, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("cl", [False, True])
+@pytest.mark.parametrize("mode", ["batch", "single"])
+def test_forward_without_autograd_allocates_one_activation_sized_array(cl, mode):
+    """The training forward and "single" evaluation without autograd (inference, the
+    benchmarks' forward rows) make one activation-sized array, the output, in either
+    layout (channels_last: the squared deviations are written in it, not in a second
+    array), and leave x as it is."""
+    from localnorm.torch import LocalNorm2d, set_eval_mode
+
+    shape = (8, 3, 5, 6)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1)) * 1e-3 + 1e4
+    if cl:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x0 = x.clone()
+    layer = LocalNorm2d(3, num_groups=4, partition="contiguous")
+    if mode == "single":
+        layer.eval()
+        set_eval_mode(layer, "single", group=1)
+    with torch.no_grad(), _CountFresh({x.untyped_storage().data_ptr()}, x.numel()) as count:
+        y = layer(x)
+    assert len(count.fresh) == 1
+    assert y.is_contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
+    torch.testing.assert_close(x, x0, rtol=0, atol=0)
