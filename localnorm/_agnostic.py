@@ -383,27 +383,20 @@ def batch_vjp(xp, x, gamma, mean, rstd, dy, *, axis: int, num_groups: int, parti
     differentiate it again; ``inplace`` (nothing differentiates it: see
     :func:`batch_forward`) reads x and dy in their own dtypes and builds dx in ``d``'s
     array as ``a * (dy + d * c1 + c0)`` (``c1 = -rstd**2 * sum(dy * d) / m``, ``c0 =
-    -sum(dy) / m``): four in-place steps, and ``dy * d`` is written in that array too
-    before ``d`` is written there again, so dx is the only activation-sized array made,
-    where ``a * dy + ...`` writes several more."""
+    -sum(dy) / m``): four in-place steps and no activation-sized temporary besides
+    ``d`` and the product that ``sum(dy * d)`` reads, where ``a * dy + ...`` writes one
+    more."""
     cdt = mean.dtype
     groups = Groups(xp, x, axis, num_groups, partition, cdt)
     if inplace:
-        mean_s = groups.full(mean)
-        d = x - mean_s
+        d = x - groups.full(mean)
         dyc = dy
         s_dy = groups.sum(dy, dtype=cdt)
-        # dy * d in d's own array, then d written again: one activation-sized array where
-        # sum(dy * d) makes a second (page faults on CPU: benchmarks/discussion.md)
-        d *= dy
-        s_dyd = groups.sum(d)
-        d[...] = x
-        d -= mean_s
     else:
         d = _as(xp, x, cdt) - groups.full(mean)
         dyc = _as(xp, dy, cdt)
         s_dy = groups.sum(dyc)
-        s_dyd = groups.sum(dyc * d)
+    s_dyd = groups.sum(dyc * d)
     a = _as(xp, gamma, cdt) * rstd
     if inplace:
         dx = d
