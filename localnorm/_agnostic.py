@@ -438,6 +438,17 @@ def batch_jvp(xp, x, gamma, mean, rstd, dx, dgamma, dbeta, *, axis: int, num_gro
             + xhat * groups.full(_as(xp, dgamma, cdt) - a * mean_dx_xhat))
 
 
+def batch_jvp_rule(xp, primals, tangents, *, axis: int, num_groups: int, partition: str,
+                   eps: float, fusing: bool = False):
+    """The forward-mode rule of :func:`batch_forward` for a framework that takes one
+    (``jax.custom_jvp``): ``primals`` and ``tangents`` are ``(x, gamma, beta)`` and their
+    tangents; returns ``(y, dy)``, dy (:func:`batch_jvp`) in y's dtype."""
+    layout = dict(axis=axis, num_groups=num_groups, partition=partition)
+    y, mean, _, rstd = batch_forward(xp, *primals, eps=eps, fusing=fusing, **layout)
+    dy = batch_jvp(xp, primals[0], primals[1], mean, rstd, *tangents, **layout)
+    return y, _as(xp, dy, y.dtype)
+
+
 def _rows(xp, p, group, ndim: int, axis: int):
     """The gamma/beta row(s) of ``group`` (an int, or an (N,) integer array: one group per
     sample), broadcastable against the input; a (1, C) parameter is shared by all groups."""

@@ -346,10 +346,6 @@ def batch_norm_groups(x, scale, bias, k: int, partition: str, ax: int, epsilon: 
 
 @batch_norm_groups.defjvp
 def _batch_norm_groups_jvp(k, partition, ax, epsilon, primals, tangents):
-    x, scale, _ = primals
-    layout = dict(axis=ax, num_groups=k, partition=partition)
-    xp = _namespace(x)
-    y, mean, _, rstd = _agnostic.batch_forward(xp, *primals, eps=epsilon, fusing=True,
-                                               **layout)
-    dy = _agnostic.batch_jvp(xp, x, scale, mean, rstd, *tangents, **layout)
-    return y, dy.astype(y.dtype)
+    return _agnostic.batch_jvp_rule(_namespace(primals[0]), primals, tangents, axis=ax,
+                                    num_groups=k, partition=partition, eps=epsilon,
+                                    fusing=True)

@@ -220,12 +220,8 @@ def _jax_batch_function():
 
     @batch.defjvp
     def _batch_jvp(axis, num_groups, partition, eps, primals, tangents):
-        x, gamma, _ = primals
-        layout = dict(axis=axis, num_groups=num_groups, partition=partition)
-        xp = namespace()
-        y, mean, _, rstd = _agnostic.batch_forward(xp, *primals, eps=eps, **layout)
-        dy = _agnostic.batch_jvp(xp, x, gamma, mean, rstd, *tangents, **layout)
-        return y, xp.astype(dy, y.dtype)
+        return _agnostic.batch_jvp_rule(namespace(), primals, tangents, axis=axis,
+                                        num_groups=num_groups, partition=partition, eps=eps)
 
     return batch
 
