@@ -93,9 +93,9 @@ def local_norm(
         with the gamma/beta of ``group`` (the building block of VOTING).
     group : int or integer array, default 0
         Which row of gamma/beta to use in ``"single"`` and ``"set"`` mode (unused in
-        ``"batch"`` mode, but still checked: an int in [0, K)). In ``"single"`` mode it may also be an integer array of shape
-        ``(N,)`` giving each sample its own group, so that the SINGLE and SINGLE-VOTING
-        protocols run as one pass.
+        ``"batch"`` mode, but still checked: an int in [0, K)). In ``"single"`` mode it
+        may also be an integer array of shape ``(N,)`` giving each sample its own group,
+        so that the SINGLE and SINGLE-VOTING protocols run as one pass.
     partition : {"contiguous", "strided"}, default "contiguous"
         How ``"batch"`` mode assigns samples to groups. ``"contiguous"`` (the paper's):
         group k holds consecutive samples; ``"strided"``: sample n is in group n mod K.

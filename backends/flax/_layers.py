@@ -169,7 +169,7 @@ class LocalNorm(nnx.Module):
                 check_finite=check_finite, use_bias=use_bias, use_scale=use_scale,
                 deterministic=deterministic).items():
             setattr(self, name, value)
-        self.axis = _spec.check_channel_axis(axis)  # its range is checked against the input's rank
+        self.axis = _spec.check_channel_axis(axis)  # its range: against the input's rank
         fn.check_dtypes(dtype, param_dtype)
         self.dtype = dtype
         self.param_dtype = param_dtype
