@@ -178,8 +178,12 @@ def ghost_groups(batch: int, virtual_batch_size: int) -> int:
     >>> [ghost_groups(n, 32) for n in (8, 32, 63, 64, 100, 128)]
     [1, 1, 1, 2, 3, 4]
     """
-    # batch stays as given (no int()): a traced size keeps K symbolic, not specialized
-    return max(1, batch // int(virtual_batch_size))
+    q = batch // int(virtual_batch_size)
+    if isinstance(q, (int, np.integer)):
+        return max(1, int(q))
+    # A traced size (torch.export's dynamic batch) stays symbolic: max(1, q) for q >= 0
+    # without a comparison, which the tracer would record as a guard on the batch size.
+    return q + 1 // (q + 1)
 
 
 #: The smallest eps accepted: float32's smallest normal number. Statistics are computed

@@ -87,14 +87,22 @@ def _size(x: torch.Tensor, axis: int):
     return size if isinstance(size, torch.SymInt) else torch.as_tensor(size)
 
 
+def _segment_sum(v: torch.Tensor, ids: torch.Tensor, k) -> torch.Tensor:
+    """Per-group sums of ``v`` (N, ...) for K = ``k`` groups along the batch axis (sample
+    i in group ``ids[i]``): the core's sums for a K counted from ``torch.export``'s
+    symbolic batch size."""
+    return v.new_zeros((k, *v.shape[1:])).index_add(0, ids, v)
+
+
 #: The namespace the core runs on: array-api-compat's torch namespace, the device read
 #: from the tensor itself (which graph tracers follow), sizes known only at run time
 #: (``dim_size``, ``batch_size``: see the core's ``Groups``; ``size_max`` for a symbolic
-#: one), and one native reduction for the core's in-place sum of squares (no squared copy
-#: of the activations).
+#: one; ``segment_sum`` for a symbolic K), and one native reduction for the core's
+#: in-place sum of squares (no squared copy of the activations).
 xp = types.SimpleNamespace(
     **vars(array_api_compat.torch), device_of=lambda x: x.device,
     dim_size=_size, batch_size=lambda x: _size(x, 0), sum_of_squares=_sum_of_squares,
+    segment_sum=_segment_sum,
     size_max=lambda a, b: torch.sym_max(a, b) if isinstance(a, torch.SymInt)
     else array_api_compat.torch.maximum(a, b))
 
@@ -185,6 +193,8 @@ def _native(x: torch.Tensor, k: int, partition: str, copies: bool | None = None)
     (default: on CUDA) also contiguous groups, through one layout copy in and one out."""
     n, c, spatial = x.shape[0], x.shape[1], tuple(x.shape[2:])
     copies = x.is_cuda if copies is None else copies
+    if not isinstance(k, int):  # K counted from torch.export's dynamic batch size
+        return None
     if k == 1:
         return x, lambda y: y
     if isinstance(n, torch.SymInt):  # torch.export's dynamic batch: no guard on N % K
@@ -245,7 +255,7 @@ def batch_groups(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tenso
                            kernels.group_counts(x, k), momentum)
         return y
     buffers_ok = running_mean is None or running_mean.dtype == cdt
-    shared = weight is not None and weight.shape[0] != k
+    shared = weight is not None and (not isinstance(k, int) or weight.shape[0] != k)
     native = None if shared or not buffers_ok else _native(x, k, partition)
     if native is not None:
         # one F.batch_norm, BatchNorm's own kernel (strided groups, NCHW: forward+backward

@@ -240,7 +240,8 @@ class _LocalNorm(nn.Module):
         _layer.check_call(
             tuple(x.shape), floating=x.is_floating_point(), dtype=x.dtype,
             rank_ok=self._accepts(x.ndim), rank=self._rank_text, axis=1,
-            num_features=self.num_features, mode=mode, num_groups=k,
+            num_features=self.num_features, mode=mode,
+            num_groups=None if isinstance(k, torch.SymInt) else k,  # counted at run time
             group=None if self.training else self.group, where=type(self).__name__,
             dialect=_DIALECT)
         # "running" mode normalizes each sample with stored statistics, as BatchNorm: a
@@ -261,7 +262,9 @@ class _LocalNorm(nn.Module):
     def _per_group(self, p: torch.Tensor | None, k: int) -> torch.Tensor | None:
         """A (K, C) view of weight/bias/running statistics: a shared row is expanded to
         the K groups along the batch axis (autograd sums its gradient over them)."""
-        if p is None or p.shape[0] == k:
+        if p is None or not isinstance(k, int) or p.shape[0] == k:
+            # A K counted from torch.export's dynamic batch size: the core broadcasts the
+            # shared row itself, where expand would record a guard K != 1.
             return p
         return p.expand(k, p.shape[1])
 

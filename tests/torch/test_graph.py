@@ -145,6 +145,37 @@ def test_export_with_a_dynamic_batch():
         torch.testing.assert_close(program.module()(x), net(x), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("partition", ["strided", "contiguous"])
+def test_export_ghost_training_with_a_dynamic_batch(partition):
+    """A Ghost BatchNorm training step exported with a symbolic batch size counts K =
+    max(1, N // virtual_batch_size) groups along the batch axis when it runs: one program
+    gives the eager layer's output, input gradient and running statistics for even,
+    ragged and prime batches (before, the core found no per-group sum for a symbolic K).
+    The batch dimension's minimum is 2 * virtual_batch_size, so that K >= 2 (torch
+    specializes a size that may be 1)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3),
+                              lt.GhostBatchNorm2d(4, virtual_batch_size=4, partition=partition))
+    with torch.no_grad():
+        net[1].weight.uniform_(0.5, 1.5)
+        net[1].bias.uniform_(-1.0, 1.0)
+    eager = copy.deepcopy(net)
+    batch = torch.export.Dim("batch", min=8, max=1024)
+    program = torch.export.export(net, (torch.randn(16, 3, 8, 8),),
+                                  dynamic_shapes=({0: batch},)).module()
+    for n in (8, 13, 16, 23):
+        x = torch.randn(n, 3, 8, 8)
+        xe, xp = x.clone().requires_grad_(), x.clone().requires_grad_()
+        ye, yp = eager(xe), program(xp)
+        torch.testing.assert_close(yp, ye, atol=1e-5, rtol=1e-5)
+        (ye * torch.arange(n).view(n, 1, 1, 1)).sum().backward()
+        (yp * torch.arange(n).view(n, 1, 1, 1)).sum().backward()
+        torch.testing.assert_close(xp.grad, xe.grad, atol=1e-4, rtol=1e-4)
+        for name in ("running_mean", "running_var"):
+            torch.testing.assert_close(program.state_dict()["1." + name],
+                                       getattr(eager[1], name), atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize("mode, kw", [
     ("single", {}), ("set", {}), ("running", {"track_running_stats": True}),
 ])
