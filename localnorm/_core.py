@@ -15,6 +15,9 @@ __all__ = ["local_norm"]
 
 
 def _namespace(x, gamma, beta):
+    for name, value in (("x", x), ("gamma", gamma), ("beta", beta)):
+        if not array_api_compat.is_array_api_obj(value):  # array_namespace skips None
+            raise _errors.not_an_argument_array(name, value)
     try:
         return array_api_compat.array_namespace(x, gamma, beta)
     except TypeError:

@@ -119,6 +119,16 @@ def not_floating(dtype: Any, dialect: Dialect = CORE) -> TypeError:
     )
 
 
+def noise_not_floating(dtype: Any) -> TypeError:
+    return TypeError(
+        "The noise functions return the noisy images in x's dtype, and noise multiplied "
+        "into an integer or bool image would be truncated: x must be real floating point "
+        f"(float16, bfloat16, float32 or float64). Received: x.dtype={dtype}. Fix: cast "
+        "the images first, e.g. `x.astype(np.float32)` (the noise is multiplicative, so "
+        "any scale, [0, 1] or [0, 255], works)."
+    )
+
+
 def bad_rank(ndim: int, expected: str, where: str = "local_norm",
              dialect: Dialect = CORE) -> LocalNormError:
     return LocalNormError(
@@ -168,6 +178,14 @@ def bad_num_groups(num_groups: Any) -> LocalNormError:
         "num_groups (the number K of groups along the batch axis) must be a positive int. "
         f"Received: num_groups={num_groups!r}. "
         "Fix: pass an int >= 1; num_groups=1 is ordinary BatchNorm with batch statistics."
+    )
+
+
+def bad_batch_count(batch: Any, name: str = "batch") -> LocalNormError:
+    return LocalNormError(
+        f"{name} is N, the number of samples along the batch axis that the groups split, so "
+        f"it must be an int >= 0. Received: {name}={batch!r}. Fix: pass the batch size, "
+        "e.g. x.shape[0]."
     )
 
 
@@ -310,6 +328,17 @@ def mixed_namespaces(names: str) -> TypeError:
         "x, gamma and beta must come from one array library (one array-API namespace), "
         "the (K, C) gamma/beta holding one row per group along the batch axis. "
         f"Received: {names}. Fix: convert gamma and beta to x's array type first."
+    )
+
+
+def not_an_argument_array(name: str, value: Any) -> TypeError:
+    fix = ("pass an array of that library, e.g. `np.asarray(x, dtype=np.float32)`"
+           if name == "x" else "pass an array of x's library; for no scale or shift, ones "
+           "or zeros of shape (K, C), e.g. `xp.ones((K, C))`")
+    return TypeError(
+        f"local_norm takes x, gamma and beta as arrays of one array library (NumPy, torch, "
+        f"JAX, ...); gamma and beta are (K, C), one row per group along the batch axis. "
+        f"Received: type({name})={type(value).__name__}. Fix: {fix}."
     )
 
 

@@ -244,6 +244,13 @@ def normalize_axis(axis: Any, ndim: int) -> int:
     return a
 
 
+def check_batch_count(batch: Any, name: str = "batch") -> int:
+    """A number of samples N along the batch axis: an int >= 0."""
+    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 0:
+        raise _errors.bad_batch_count(batch, name)
+    return int(batch)
+
+
 def group_sizes(batch: int, num_groups: int) -> np.ndarray:
     """Sizes of the K groups along the batch axis for a batch of ``batch`` samples.
 
@@ -264,12 +271,18 @@ def group_sizes(batch: int, num_groups: int) -> np.ndarray:
     numpy.ndarray
         int64 array of shape ``(num_groups,)`` summing to ``batch``.
 
+    Raises
+    ------
+    LocalNormError
+        For a batch that is not an int >= 0 or a num_groups that is not an int >= 1.
+
     Examples
     --------
     >>> import localnorm
     >>> localnorm.group_sizes(10, 4).tolist()
     [3, 3, 2, 2]
     """
+    batch, num_groups = check_batch_count(batch), check_num_groups(num_groups)
     q, r = divmod(batch, num_groups)
     sizes = np.full(num_groups, q, dtype=np.int64)
     sizes[:r] += 1
@@ -300,7 +313,8 @@ def group_index(batch: int, num_groups: int, partition: str = "contiguous") -> n
     Raises
     ------
     LocalNormError
-        For an unknown partition.
+        For an unknown partition, a batch that is not an int >= 0 or a num_groups that
+        is not an int >= 1.
 
     Examples
     --------
@@ -311,6 +325,7 @@ def group_index(batch: int, num_groups: int, partition: str = "contiguous") -> n
     [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
     """
     check_choice("partition", partition, PARTITIONS)
+    batch, num_groups = check_batch_count(batch), check_num_groups(num_groups)
     if partition == "strided":
         return np.arange(batch, dtype=np.int64) % num_groups
     return np.repeat(np.arange(num_groups, dtype=np.int64), group_sizes(batch, num_groups))

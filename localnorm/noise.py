@@ -85,7 +85,7 @@ def _check_x(x) -> None:
     """Refuse non-floating x before any noise is drawn."""
     xp = array_api_compat.array_namespace(x)
     if not _spec.is_real_floating(xp, x.dtype):
-        raise _errors.not_floating(x.dtype)
+        raise _errors.noise_not_floating(x.dtype)
 
 
 def _apply(x, factor: np.ndarray):

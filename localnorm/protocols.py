@@ -72,14 +72,19 @@ def chunks(n: int, size: int, min_size: int = 1) -> list[tuple[int, int]]:
     n : int
         Number of samples.
     size : int
-        Samples per chunk (values below 1 count as 1).
+        Samples per chunk, >= 1.
     min_size : int, default 1
-        Smallest acceptable last chunk.
+        Smallest acceptable last chunk, >= 1.
 
     Returns
     -------
     list of (int, int)
         The chunks' bounds, covering ``range(n)`` in order.
+
+    Raises
+    ------
+    LocalNormError
+        If n is not an int >= 0, or size or min_size is not an int >= 1.
 
     Examples
     --------
@@ -87,7 +92,10 @@ def chunks(n: int, size: int, min_size: int = 1) -> list[tuple[int, int]]:
     >>> chunks(10, 4), chunks(10, 4, min_size=3)
     ([(0, 4), (4, 8), (8, 10)], [(0, 4), (4, 10)])
     """
-    size = max(int(size), 1)
+    n = _spec.check_batch_count(n, "n")
+    for name, value in (("size", size), ("min_size", min_size)):
+        if not _is_int(value) or value < 1:
+            raise _errors.bad_protocol_size(name, value)
     bounds = [(s, min(s + size, n)) for s in range(0, n, size)]
     if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < min_size:
         (s, _), (_, e) = bounds[-2], bounds[-1]
@@ -121,8 +129,10 @@ def draw_groups(n: int, num_groups: int, seed: Any = None) -> np.ndarray:
     Raises
     ------
     LocalNormError
-        If ``seed`` is none of the above (for example a string or a bool).
+        If ``seed`` is none of the above (for example a string or a bool), n is not an
+        int >= 0 or num_groups not an int >= 1.
     """
+    n, num_groups = _spec.check_batch_count(n, "n"), _spec.check_num_groups(num_groups)
     rng = _spec.as_generator(seed)
     if rng is None:
         raise _errors.bad_generator(seed)

@@ -230,6 +230,31 @@ def test_mixed_namespaces():
         localnorm.local_norm(x, torch.from_numpy(g), b, axis=1)
 
 
+@pytest.mark.parametrize("name", ["x", "gamma", "beta"])
+@pytest.mark.parametrize("value", [None, 1.0, [[1.0, 1.0, 1.0]] * 2])
+def test_argument_that_is_not_an_array(name, value):
+    """None or a Python number or list for x, gamma or beta is refused by name (None
+    passed array-api-compat's namespace lookup and failed later with an AttributeError;
+    a list for x was called a mix of array libraries)."""
+    args = dict(zip(("x", "gamma", "beta"), _data()))
+    args[name] = value
+    with raises(TypeError, f"type({name})={type(value).__name__}"):
+        localnorm.local_norm(args["x"], args["gamma"], args["beta"], axis=1)
+
+
+@pytest.mark.parametrize("fn", ["group_sizes", "group_index"])
+@pytest.mark.parametrize("batch, num_groups, needle", [
+    (-1, 4, "batch=-1"), (8.0, 4, "batch=8.0"), (True, 4, "batch=True"),
+    (8, 0, "num_groups=0"), (8, 2.0, "num_groups=2.0"), (8, None, "num_groups=None"),
+])
+def test_group_layout_refuses_bad_sizes(fn, batch, num_groups, needle):
+    """The public layout functions name a bad batch or K (before: a ZeroDivisionError for
+    K = 0, a slicing TypeError for a float batch, and silently negative sizes for a
+    negative batch)."""
+    with raises(LocalNormError, needle):
+        getattr(localnorm, fn)(batch, num_groups)
+
+
 def test_wrong_channel_count_names_both(impl):
     x, _, _ = _data(c=3)
     with raises(LocalNormError, "(K, 3)", "gamma.shape=(2, 5)"):
@@ -242,11 +267,13 @@ def _sample_args():
     tests: tests/torch, tests/keras, tests/flax, tests/cli.)"""
     return {
         "not_floating": [("int32",)],
+        "noise_not_floating": [("uint8",)],
         "bad_rank": [(1, ">= 2")],
         "bad_axis": [(0, 3), ((1, 2),)],
         "bad_channels": [(5, 3)],
         "bad_param_shape": [("gamma", (3,), "(K, 3)")],
         "bad_num_groups": [(0,)],
+        "bad_batch_count": [(-1,)],
         "bad_eps": [(-1.0,)],
         "bad_choice": [("mode", "x", ("batch",)), ("partition", "x", ("strided",)),
                        ("protocol", "x", ("batch",)), ("vote", "x", ("hard",)),
@@ -260,6 +287,7 @@ def _sample_args():
         "single_value_statistics": [("batch", 1, (4, 3))],
         "not_finite": [(), ("x", 3, 24)],
         "mixed_namespaces": [("type(x)=numpy.ndarray, type(gamma)=torch.Tensor",)],
+        "not_an_argument_array": [("x", None), ("gamma", None)],
         "bad_scores": [((2, 3),)],
         "checkpoint_mismatch": [("gamma", (2, 3), (4, 3))],
         "running_needs_shared": [("LocalNormalization",)],

@@ -141,8 +141,10 @@ def test_mbn_sigma_above_one():
 
 @pytest.mark.parametrize("name", sorted(noise.NOISES))
 def test_non_floating_input(name):
-    with pytest.raises(TypeError, match="x.dtype=uint8"):
+    with pytest.raises(TypeError, match="x.dtype=uint8") as info:
         noise.NOISES[name](np.ones((2, 3, 3), dtype=np.uint8), 0.1, seed=0)
+    # the noise's own reason, not the normalization's (it once said "LocalNorm normalizes")
+    assert "noise" in str(info.value) and "normalizes" not in str(info.value)
 
 
 @pytest.mark.parametrize("axis", [0, 4, -5])

@@ -85,7 +85,23 @@ def test_chunks():
     assert chunks(10, 4) == [(0, 4), (4, 8), (8, 10)]
     assert chunks(10, 4, min_size=3) == [(0, 4), (4, 10)]
     assert chunks(3, 10) == [(0, 3)]
-    assert chunks(5, 0) == [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]
+    assert chunks(0, 4) == []
+
+
+@pytest.mark.parametrize("call, needle", [
+    (lambda: chunks(5, 0), "size=0"), (lambda: chunks(5, 2.5), "size=2.5"),
+    (lambda: chunks(5, None), "size=None"), (lambda: chunks(5, 2, min_size=0), "min_size=0"),
+    (lambda: chunks(-1, 2), "n=-1"), (lambda: chunks(5.0, 2), "n=5.0"),
+    (lambda: draw_groups(4, 0, seed=0), "num_groups=0"),
+    (lambda: draw_groups(-1, 2, seed=0), "n=-1"), (lambda: draw_groups(4, 2.0), "num_groups=2.0"),
+])
+def test_public_helpers_refuse_bad_sizes(call, needle):
+    """chunks and draw_groups name a bad size (before: chunks turned a size below 1 into
+    1 silently and returned no chunks for a negative n; draw_groups raised NumPy's
+    "high <= 0")."""
+    with pytest.raises(LocalNormError, match=needle) as info:
+        call()
+    assert "Received:" in str(info.value) and "Fix:" in str(info.value)
 
 
 @pytest.mark.parametrize("group", [0, 2])
