@@ -22,6 +22,13 @@ from . import _errors, _spec
 __all__ = ["local_norm", "local_norm_vjp", "statistics_sets"]
 
 
+def _as_float64(name: str, value) -> np.ndarray:
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):  # e.g. a string: no number to read
+        raise _errors.not_an_argument_array(name, value) from None
+
+
 def _prepare(x, gamma, beta, axis, mode, group, partition, eps, check_finite=True,
              num_groups=None):
     x = np.asarray(x)
@@ -34,8 +41,7 @@ def _prepare(x, gamma, beta, axis, mode, group, partition, eps, check_finite=Tru
     _spec.check_choice("partition", partition, _spec.PARTITIONS)
     eps = _spec.check_eps(eps)
     check_finite = _spec.check_flag("check_finite", check_finite)
-    gamma = np.asarray(gamma, dtype=np.float64)
-    beta = np.asarray(beta, dtype=np.float64)
+    gamma, beta = _as_float64("gamma", gamma), _as_float64("beta", beta)
     c = x.shape[axis]
     k = _spec.check_param_shapes(tuple(gamma.shape), tuple(beta.shape), c, num_groups)
     # One scale and shift shared by the K groups (Ghost BatchNorm) is row 0 for all.

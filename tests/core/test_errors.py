@@ -255,6 +255,16 @@ def test_group_layout_refuses_bad_sizes(fn, batch, num_groups, needle):
         getattr(localnorm, fn)(batch, num_groups)
 
 
+@pytest.mark.parametrize("name", ["gamma", "beta"])
+def test_reference_names_a_parameter_that_is_no_number(name):
+    """The reference reads array-likes, and names one it cannot read as numbers (it
+    raised NumPy's "could not convert string to float")."""
+    args = dict(zip(("x", "gamma", "beta"), _data()))
+    args[name] = "ones"
+    with raises(TypeError, f"type({name})=str"):
+        localnorm.reference.local_norm(args["x"], args["gamma"], args["beta"], axis=1)
+
+
 def test_wrong_channel_count_names_both(impl):
     x, _, _ = _data(c=3)
     with raises(LocalNormError, "(K, 3)", "gamma.shape=(2, 5)"):
