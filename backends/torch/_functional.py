@@ -90,8 +90,9 @@ def _size(x: torch.Tensor, axis: int):
 def _segment_sum(v: torch.Tensor, ids: torch.Tensor, k) -> torch.Tensor:
     """Per-group sums of ``v`` (N, ...) for K = ``k`` groups along the batch axis (sample
     i in group ``ids[i]``): the core's sums for a K counted from ``torch.export``'s
-    symbolic batch size."""
-    return v.new_zeros((k, *v.shape[1:])).index_add(0, ids, v)
+    symbolic batch size. The core's int32 ids are read as int64, the index type of ONNX's
+    ScatterND, to which ``torch.onnx.export`` turns ``index_add``."""
+    return v.new_zeros((k, *v.shape[1:])).index_add(0, ids.long(), v)
 
 
 #: The namespace the core runs on: array-api-compat's torch namespace, the device read

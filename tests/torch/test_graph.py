@@ -279,6 +279,36 @@ def test_onnx_single_mode_runs_in_onnxruntime(tmp_path, dynamo):
             np.testing.assert_allclose(y, net(batch).numpy(), atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("partition", ["strided", "contiguous"])
+def test_onnx_ghost_batch_mode_with_a_dynamic_batch_runs_in_onnxruntime(tmp_path, partition):
+    """A Ghost BatchNorm evaluated in "batch" mode (its default without running
+    statistics) counts K = N // virtual_batch_size groups along the batch axis when the
+    exported program runs; its per-group sums become ONNX ScatterND nodes, whose indices
+    must be int64 (before, int32 ids made onnxruntime refuse the model as invalid)."""
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        lt.GhostBatchNorm2d(4, virtual_batch_size=2, partition=partition,
+                            track_running_stats=False)).eval()
+    with torch.no_grad():
+        net[1].weight.uniform_(0.5, 1.5)
+        net[1].bias.normal_()
+    path = str(tmp_path / "ghost.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.randn(6, 3, 4, 4),), path, dynamo=True,
+                          input_names=["x"],
+                          dynamic_shapes=({0: torch.export.Dim("n", min=4, max=512)},))
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for n in (4, 9, 12):  # K = 2, 4 (ragged), 6
+        x = torch.randn(n, 3, 4, 4)
+        (y,) = session.run(None, {"x": x.numpy()})
+        with torch.no_grad():
+            np.testing.assert_allclose(y, net(x).numpy(), atol=1e-5, rtol=1e-4)
+
+
 def test_functional_call_and_vmap_over_ensembles():
     members = [small_net() for _ in range(3)]
     for i, m in enumerate(members):  # distinct members
