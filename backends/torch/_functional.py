@@ -115,6 +115,24 @@ def _traced() -> bool:
                 or torch._C._are_functorch_transforms_active())
 
 
+def _vmap_levels(t: torch.Tensor) -> set:
+    """The ``torch.func.vmap`` levels that map ``t`` (through any grad wrappers)."""
+    f = torch._C._functorch
+    levels = set()
+    while f.is_functorch_wrapped_tensor(t):
+        if f.is_batchedtensor(t):
+            levels.add(f.maybe_get_level(t))
+        t = f.get_unwrapped(t)
+    return levels
+
+
+def vmapped_over(x: torch.Tensor, state: torch.Tensor) -> bool:
+    """Whether a ``torch.func.vmap`` maps ``x`` but not ``state`` (a buffer the layer
+    updates in place): the update would write every mapped batch into one buffer."""
+    return torch._C._are_functorch_transforms_active() \
+        and bool(_vmap_levels(x) - _vmap_levels(state))
+
+
 def graph_mode() -> bool:
     """Whether a tracer is running: ``torch.compile``/``torch.export``, TorchScript
     tracing or scripting, or a ``torch.func`` transform (``vmap``, ``grad``). Tracers get

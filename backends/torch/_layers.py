@@ -279,6 +279,8 @@ class _LocalNorm(nn.Module):
                 for p in (self.weight, self.bias))
         update = self.training and self.track_running_stats
         if update:
+            if fn.vmapped_over(x, self.running_mean):
+                raise _torch_errors.unmapped_running_stats(type(self).__name__)
             self.num_batches_tracked.add_(1)
         momentum = self._momentum() if update else 0.0
         if self.training and self.rank_group is not None:

@@ -345,6 +345,35 @@ def test_vmap_over_batches_every_mode(mode):
     assert grads["weight"].shape == (2, 3) and torch.isfinite(grads["weight"]).all()
 
 
+@pytest.mark.parametrize("layer", [
+    lambda: lt.LocalNorm2d(3, 2, track_running_stats=True),
+    lambda: lt.LocalNorm2d(3, 2, partition="strided", track_running_stats=True),
+    lambda: lt.GhostBatchNorm2d(3, virtual_batch_size=2),
+], ids=["contiguous", "strided", "ghost"])
+def test_vmap_training_with_running_statistics(layer):
+    """vmap of a training step with running statistics: with the buffers mapped too (an
+    ensemble from stack_module_state) each member updates its own, as eagerly; with the
+    buffers left unmapped one buffer cannot take every mapped batch's update, which is
+    refused with the remedy (before: a raw in-place error from inside the torch glue,
+    or BatchNorm's, whose functorch patch does not apply to these layers)."""
+    torch.manual_seed(0)
+    members = [layer() for _ in range(3)]
+    for i, m in enumerate(members):
+        with torch.no_grad():
+            m.weight.mul_(i + 1)
+    params, buffers = stack_module_state(members)
+    base = copy.deepcopy(members[0])
+    x = torch.randn(6, 3, 2, 2)
+    out = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)),
+               in_dims=(0, 0, None))(params, buffers, x)
+    torch.testing.assert_close(out, torch.stack([m(x) for m in members]))
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(buffers[name], torch.stack([getattr(m, name) for m in members]))
+    with pytest.raises(ValueError, match="stack_module_state") as info:
+        vmap(base)(torch.randn(2, 6, 3, 2, 2))
+    assert "track_running_stats=False" in str(info.value)
+
+
 def test_compiled_evaluation_skips_the_value_check():
     """The NaN/Inf check reads values, which a graph cannot: under torch.compile it is
     skipped (no graph break with fullgraph=True), and NaN propagates as in BatchNorm."""
