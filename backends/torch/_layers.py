@@ -53,7 +53,9 @@ class GroupDraw:
 
     def get(self, num_groups: int, size: tuple, device: torch.device) -> torch.Tensor:
         """The groups of this forward pass for ``size`` samples (drawn on first use)."""
-        key = (num_groups, size)
+        # A symbolic batch size (torch.export's dynamic dimension) is not hashable: its
+        # symbol's name keys it, the same in every layer of the pass.
+        key = (num_groups, tuple(str(s) if isinstance(s, torch.SymInt) else s for s in size))
         if key not in self.drawn:
             self.drawn[key] = draw_groups(num_groups, size, device, self.generator)
         return self.drawn[key]

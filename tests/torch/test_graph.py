@@ -217,6 +217,32 @@ def test_compile_fullgraph_random_groups(mode, kw):
     )}) > 1  # random
 
 
+def test_export_random_groups_with_a_dynamic_batch():
+    """set_eval_mode(..., "single", group=None) exports with a symbolic batch size: one
+    draw per call, a group along the batch axis per image, shared by both layers (the
+    draw was keyed by the batch size, which a symbol cannot hash: a raw TypeError)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(lt.LocalNorm2d(3, 4), torch.nn.Tanh(), lt.LocalNorm2d(3, 4))
+    with torch.no_grad():
+        for layer in (net[0], net[2]):
+            layer.weight.uniform_(0.5, 2.0)
+            layer.bias.normal_()
+    net.eval()
+    lt.set_eval_mode(net, "single", None)
+    program = torch.export.export(
+        net, (torch.randn(6, 3, 4, 4),),
+        dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=256)},)).module()
+    x = torch.randn(9, 3, 4, 4)
+    with torch.no_grad():
+        fixed = []
+        for g in range(4):
+            with lt.eval_mode(net, "single", g):
+                fixed.append(net(x))
+        y = program(x)
+    distance = torch.stack([(y - f).abs().flatten(1).amax(1) for f in fixed])  # (K, N)
+    assert (distance.amin(0) < 1e-5).all()
+
+
 def test_compile_inductor_representative():
     _check_compiled(("batch", {"partition": "strided"}, True, 8), "inductor")
 
