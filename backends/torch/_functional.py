@@ -257,7 +257,8 @@ def _ones(x: torch.Tensor, cdt: torch.dtype):
 def batch_groups(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, *,
                  num_groups: int, partition: str, eps: float, cdt: torch.dtype,
                  running_mean: torch.Tensor | None = None,
-                 running_var: torch.Tensor | None = None, momentum: float = 0.0) -> torch.Tensor:
+                 running_var: torch.Tensor | None = None,
+                 momentum: float | torch.Tensor = 0.0) -> torch.Tensor:
     """``"batch"`` mode: K groups along the batch axis, each its own statistics and
     weight/bias row (``weight``/``bias`` (K, C) or one shared (1, C) row, in ``cdt``, or
     None for no affine step; ``x`` in ``cdt`` or float16/bfloat16 with ``cdt`` float32).
@@ -273,7 +274,9 @@ def batch_groups(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tenso
             update_running(running_mean, running_var, mean, var,
                            kernels.group_counts(x, k), momentum)
         return y
-    buffers_ok = running_mean is None or running_mean.dtype == cdt
+    # F.batch_norm updates the buffers with a float momentum (a traced one is a tensor)
+    buffers_ok = running_mean is None or (running_mean.dtype == cdt
+                                          and isinstance(momentum, float))
     shared = weight is not None and (not isinstance(k, int) or weight.shape[0] != k)
     native = None if shared or not buffers_ok else _native(x, k, partition)
     if native is not None:

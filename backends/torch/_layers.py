@@ -256,8 +256,14 @@ class _LocalNorm(nn.Module):
                 return self._forward(x, mode, k)
         return self._forward(x, mode, k)
 
-    def _momentum(self) -> float:
+    def _momentum(self) -> float | torch.Tensor:
         if self.momentum is None:  # cumulative moving average, as BatchNorm
+            if fn.graph_mode():
+                # A tensor: a tracer records the step count, where float() would bake its
+                # value at trace time into the program (torch.jit.trace) or refuse a
+                # data-dependent value (torch.export, torch.compile's fused batch_norm).
+                dtype = torch.promote_types(self.running_mean.dtype, torch.float32)
+                return 1.0 / self.num_batches_tracked.to(dtype)
             return 1.0 / float(self.num_batches_tracked)
         return self.momentum
 
@@ -302,10 +308,12 @@ class _LocalNorm(nn.Module):
     def _forward_rank_group(self, x, w, b, cdt, update: bool, momentum: float):
         """Group-per-rank training: the whole local batch is group ``rank_group``."""
         g = 0 if self.shared_affine else self.rank_group  # one row shared by the groups
-        native = update and self.running_mean.dtype == cdt  # F.batch_norm updates the rows
+        # F.batch_norm updates the rows (a float momentum; a traced one is a tensor)
+        native = update and self.running_mean.dtype == cdt and isinstance(momentum, float)
         rows = (self.running_mean[g], self.running_var[g]) if native else (None, None)
         wg, bg = (None if p is None else p[g] for p in (w, b))
-        y = torch.nn.functional.batch_norm(x, *rows, wg, bg, True, momentum, self.eps)
+        y = torch.nn.functional.batch_norm(x, *rows, wg, bg, True,
+                                           momentum if native else 0.0, self.eps)
         if update and not native:  # buffers of another dtype than the statistics
             fn.update_running(self.running_mean[g:g + 1], self.running_var[g:g + 1],
                               *_layer.group_moments(fn.xp, x.detach(), 1, 1, "contiguous"),

@@ -436,6 +436,40 @@ def test_jit_trace_training_updates_running_statistics(kw, n):
     assert not torch.equal(traced_state["1.running_var"], state["1.running_var"])
 
 
+@pytest.mark.parametrize("tool", ["compile", "export", "trace"])
+@pytest.mark.parametrize("layer", [
+    lambda: lt.GhostBatchNorm2d(3, virtual_batch_size=2, momentum=None),  # fused batch_norm
+    lambda: lt.LocalNorm2d(3, 2, track_running_stats=True, momentum=None),  # the core's math
+], ids=["ghost-strided", "contiguous"])
+def test_cumulative_average_running_statistics_under_every_tracer(tool, layer):
+    """momentum=None (the cumulative moving average, 1 / num_batches_tracked) in a traced
+    training step: the step count is read when the program runs. Before, float() of it
+    was baked into a torch.jit.trace program (silently wrong statistics from the second
+    step) and refused by torch.export and torch.compile(fullgraph=True) on the fused
+    batch_norm path as a data-dependent value (nn.BatchNorm2d fails the same ways)."""
+    torch.manual_seed(0)
+    net = layer()
+    eager = copy.deepcopy(net)
+    x0 = torch.randn(8, 3, 2, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if tool == "compile":
+            torch._dynamo.reset()
+            program = torch.compile(net, fullgraph=True, backend="aot_eager")
+        elif tool == "export":
+            program = torch.export.export(net, (x0,)).module()
+        else:
+            program = torch.jit.trace(copy.deepcopy(net), (x0,), check_trace=False)
+            program.load_state_dict(net.state_dict())  # tracing ran one step
+        state = program if tool != "compile" else net
+        for step in range(3):
+            x = torch.randn(8, 3, 2, 2)
+            torch.testing.assert_close(program(x), eager(x), atol=1e-5, rtol=1e-5)
+            for name in ("running_mean", "running_var", "num_batches_tracked"):
+                torch.testing.assert_close(state.state_dict()[name], getattr(eager, name),
+                                           atol=1e-6, rtol=1e-5, msg=f"{name}, step {step}")
+
+
 @pytest.mark.parametrize("layer", [
     lambda: lt.LocalNorm1d(2, num_groups=2),  # the autograd Function (weight needs grad)
     lambda: lt.LocalNorm2d(3, num_groups=4, partition="strided", track_running_stats=True),
