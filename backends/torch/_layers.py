@@ -305,7 +305,7 @@ class _LocalNorm(nn.Module):
                             group=self._eval_group(x, mode), eps=self.eps, cdt=cdt)
         return y if y.dtype == x.dtype else y.to(x.dtype)
 
-    def _forward_rank_group(self, x, w, b, cdt, update: bool, momentum: float):
+    def _forward_rank_group(self, x, w, b, cdt, update: bool, momentum: float | torch.Tensor):
         """Group-per-rank training: the whole local batch is group ``rank_group``."""
         g = 0 if self.shared_affine else self.rank_group  # one row shared by the groups
         # F.batch_norm updates the rows (a float momentum; a traced one is a tensor)
@@ -314,7 +314,7 @@ class _LocalNorm(nn.Module):
         wg, bg = (None if p is None else p[g] for p in (w, b))
         y = torch.nn.functional.batch_norm(x, *rows, wg, bg, True,
                                            momentum if native else 0.0, self.eps)
-        if update and not native:  # buffers of another dtype than the statistics
+        if update and not native:  # buffers of another dtype, or a traced momentum
             fn.update_running(self.running_mean[g:g + 1], self.running_var[g:g + 1],
                               *_layer.group_moments(fn.xp, x.detach(), 1, 1, "contiguous"),
                               momentum)

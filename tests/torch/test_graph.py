@@ -394,7 +394,8 @@ def test_vmap_training_with_running_statistics(layer):
                in_dims=(0, 0, None))(params, buffers, x)
     torch.testing.assert_close(out, torch.stack([m(x) for m in members]))
     for name in ("running_mean", "running_var", "num_batches_tracked"):
-        torch.testing.assert_close(buffers[name], torch.stack([getattr(m, name) for m in members]))
+        expected = torch.stack([getattr(m, name) for m in members])
+        torch.testing.assert_close(buffers[name], expected)
     with pytest.raises(ValueError, match="stack_module_state") as info:
         vmap(base)(torch.randn(2, 6, 3, 2, 2))
     assert "track_running_stats=False" in str(info.value)
