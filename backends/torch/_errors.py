@@ -87,3 +87,16 @@ def not_scriptable(where: str) -> LocalNormError:
         "instead, `torch.jit.trace(model, example_input)` (the traced graph takes other "
         "batch sizes too), or use torch.compile, torch.export or torch.onnx.export."
     )
+
+
+def unmapped_running_stats(where: str) -> LocalNormError:
+    return LocalNormError(
+        f"{where} updates its running statistics in place in training, but torch.func.vmap "
+        "maps the input and not the running_mean/running_var buffers, so each mapped batch "
+        "would write into the one shared buffer. Received: a vmapped x with unmapped "
+        "running statistics (track_running_stats=True, in training). Fix: map the buffers "
+        "too, e.g. `params, buffers = torch.func.stack_module_state(models)` then "
+        "`vmap(lambda p, b, x: functional_call(model, (p, b), (x,)))(params, buffers, xs)`; "
+        "or call the model in evaluation (`model.eval()`), or build the layer with "
+        "track_running_stats=False."
+    )

@@ -90,8 +90,9 @@ def _size(x: torch.Tensor, axis: int):
 def _segment_sum(v: torch.Tensor, ids: torch.Tensor, k) -> torch.Tensor:
     """Per-group sums of ``v`` (N, ...) for K = ``k`` groups along the batch axis (sample
     i in group ``ids[i]``): the core's sums for a K counted from ``torch.export``'s
-    symbolic batch size."""
-    return v.new_zeros((k, *v.shape[1:])).index_add(0, ids, v)
+    symbolic batch size. The core's int32 ids are read as int64, the index type of ONNX's
+    ScatterND, to which ``torch.onnx.export`` turns ``index_add``."""
+    return v.new_zeros((k, *v.shape[1:])).index_add(0, ids.long(), v)
 
 
 #: The namespace the core runs on: array-api-compat's torch namespace, the device read
@@ -112,6 +113,24 @@ def _traced() -> bool:
     (``vmap``, ``grad``) is running."""
     return bool(torch.jit.is_tracing() or torch.jit.is_scripting()
                 or torch._C._are_functorch_transforms_active())
+
+
+def _vmap_levels(t: torch.Tensor) -> set:
+    """The ``torch.func.vmap`` levels that map ``t`` (through any grad wrappers)."""
+    f = torch._C._functorch
+    levels = set()
+    while f.is_functorch_wrapped_tensor(t):
+        if f.is_batchedtensor(t):
+            levels.add(f.maybe_get_level(t))
+        t = f.get_unwrapped(t)
+    return levels
+
+
+def vmapped_over(x: torch.Tensor, state: torch.Tensor) -> bool:
+    """Whether a ``torch.func.vmap`` maps ``x`` but not ``state`` (a buffer the layer
+    updates in place): the update would write every mapped batch into one buffer."""
+    return torch._C._are_functorch_transforms_active() \
+        and bool(_vmap_levels(x) - _vmap_levels(state))
 
 
 def graph_mode() -> bool:
@@ -238,7 +257,8 @@ def _ones(x: torch.Tensor, cdt: torch.dtype):
 def batch_groups(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, *,
                  num_groups: int, partition: str, eps: float, cdt: torch.dtype,
                  running_mean: torch.Tensor | None = None,
-                 running_var: torch.Tensor | None = None, momentum: float = 0.0) -> torch.Tensor:
+                 running_var: torch.Tensor | None = None,
+                 momentum: float | torch.Tensor = 0.0) -> torch.Tensor:
     """``"batch"`` mode: K groups along the batch axis, each its own statistics and
     weight/bias row (``weight``/``bias`` (K, C) or one shared (1, C) row, in ``cdt``, or
     None for no affine step; ``x`` in ``cdt`` or float16/bfloat16 with ``cdt`` float32).
@@ -254,7 +274,9 @@ def batch_groups(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tenso
             update_running(running_mean, running_var, mean, var,
                            kernels.group_counts(x, k), momentum)
         return y
-    buffers_ok = running_mean is None or running_mean.dtype == cdt
+    # F.batch_norm updates the buffers with a float momentum (a traced one is a tensor)
+    buffers_ok = running_mean is None or (running_mean.dtype == cdt
+                                          and isinstance(momentum, float))
     shared = weight is not None and (not isinstance(k, int) or weight.shape[0] != k)
     native = None if shared or not buffers_ok else _native(x, k, partition)
     if native is not None:

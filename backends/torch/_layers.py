@@ -53,7 +53,9 @@ class GroupDraw:
 
     def get(self, num_groups: int, size: tuple, device: torch.device) -> torch.Tensor:
         """The groups of this forward pass for ``size`` samples (drawn on first use)."""
-        key = (num_groups, size)
+        # A symbolic batch size (torch.export's dynamic dimension) is not hashable: its
+        # symbol's name keys it, the same in every layer of the pass.
+        key = (num_groups, tuple(str(s) if isinstance(s, torch.SymInt) else s for s in size))
         if key not in self.drawn:
             self.drawn[key] = draw_groups(num_groups, size, device, self.generator)
         return self.drawn[key]
@@ -254,8 +256,14 @@ class _LocalNorm(nn.Module):
                 return self._forward(x, mode, k)
         return self._forward(x, mode, k)
 
-    def _momentum(self) -> float:
+    def _momentum(self) -> float | torch.Tensor:
         if self.momentum is None:  # cumulative moving average, as BatchNorm
+            if fn.graph_mode():
+                # A tensor: a tracer records the step count, where float() would bake its
+                # value at trace time into the program (torch.jit.trace) or refuse a
+                # data-dependent value (torch.export, torch.compile's fused batch_norm).
+                dtype = torch.promote_types(self.running_mean.dtype, torch.float32)
+                return 1.0 / self.num_batches_tracked.to(dtype)
             return 1.0 / float(self.num_batches_tracked)
         return self.momentum
 
@@ -279,6 +287,8 @@ class _LocalNorm(nn.Module):
                 for p in (self.weight, self.bias))
         update = self.training and self.track_running_stats
         if update:
+            if fn.vmapped_over(x, self.running_mean):
+                raise _torch_errors.unmapped_running_stats(type(self).__name__)
             self.num_batches_tracked.add_(1)
         momentum = self._momentum() if update else 0.0
         if self.training and self.rank_group is not None:
@@ -295,14 +305,16 @@ class _LocalNorm(nn.Module):
                             group=self._eval_group(x, mode), eps=self.eps, cdt=cdt)
         return y if y.dtype == x.dtype else y.to(x.dtype)
 
-    def _forward_rank_group(self, x, w, b, cdt, update: bool, momentum: float):
+    def _forward_rank_group(self, x, w, b, cdt, update: bool, momentum: float | torch.Tensor):
         """Group-per-rank training: the whole local batch is group ``rank_group``."""
         g = 0 if self.shared_affine else self.rank_group  # one row shared by the groups
-        native = update and self.running_mean.dtype == cdt  # F.batch_norm updates the rows
+        # F.batch_norm updates the rows (a float momentum; a traced one is a tensor)
+        native = update and self.running_mean.dtype == cdt and isinstance(momentum, float)
         rows = (self.running_mean[g], self.running_var[g]) if native else (None, None)
         wg, bg = (None if p is None else p[g] for p in (w, b))
-        y = torch.nn.functional.batch_norm(x, *rows, wg, bg, True, momentum, self.eps)
-        if update and not native:  # buffers of another dtype than the statistics
+        y = torch.nn.functional.batch_norm(x, *rows, wg, bg, True,
+                                           momentum if native else 0.0, self.eps)
+        if update and not native:  # buffers of another dtype, or a traced momentum
             fn.update_running(self.running_mean[g:g + 1], self.running_var[g:g + 1],
                               *_layer.group_moments(fn.xp, x.detach(), 1, 1, "contiguous"),
                               momentum)

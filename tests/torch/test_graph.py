@@ -217,6 +217,32 @@ def test_compile_fullgraph_random_groups(mode, kw):
     )}) > 1  # random
 
 
+def test_export_random_groups_with_a_dynamic_batch():
+    """set_eval_mode(..., "single", group=None) exports with a symbolic batch size: one
+    draw per call, a group along the batch axis per image, shared by both layers (the
+    draw was keyed by the batch size, which a symbol cannot hash: a raw TypeError)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(lt.LocalNorm2d(3, 4), torch.nn.Tanh(), lt.LocalNorm2d(3, 4))
+    with torch.no_grad():
+        for layer in (net[0], net[2]):
+            layer.weight.uniform_(0.5, 2.0)
+            layer.bias.normal_()
+    net.eval()
+    lt.set_eval_mode(net, "single", None)
+    program = torch.export.export(
+        net, (torch.randn(6, 3, 4, 4),),
+        dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=256)},)).module()
+    x = torch.randn(9, 3, 4, 4)
+    with torch.no_grad():
+        fixed = []
+        for g in range(4):
+            with lt.eval_mode(net, "single", g):
+                fixed.append(net(x))
+        y = program(x)
+    distance = torch.stack([(y - f).abs().flatten(1).amax(1) for f in fixed])  # (K, N)
+    assert (distance.amin(0) < 1e-5).all()
+
+
 def test_compile_inductor_representative():
     _check_compiled(("batch", {"partition": "strided"}, True, 8), "inductor")
 
@@ -279,6 +305,36 @@ def test_onnx_single_mode_runs_in_onnxruntime(tmp_path, dynamo):
             np.testing.assert_allclose(y, net(batch).numpy(), atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("partition", ["strided", "contiguous"])
+def test_onnx_ghost_batch_mode_with_a_dynamic_batch_runs_in_onnxruntime(tmp_path, partition):
+    """A Ghost BatchNorm evaluated in "batch" mode (its default without running
+    statistics) counts K = N // virtual_batch_size groups along the batch axis when the
+    exported program runs; its per-group sums become ONNX ScatterND nodes, whose indices
+    must be int64 (before, int32 ids made onnxruntime refuse the model as invalid)."""
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        lt.GhostBatchNorm2d(4, virtual_batch_size=2, partition=partition,
+                            track_running_stats=False)).eval()
+    with torch.no_grad():
+        net[1].weight.uniform_(0.5, 1.5)
+        net[1].bias.normal_()
+    path = str(tmp_path / "ghost.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.randn(6, 3, 4, 4),), path, dynamo=True,
+                          input_names=["x"],
+                          dynamic_shapes=({0: torch.export.Dim("n", min=4, max=512)},))
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for n in (4, 9, 12):  # K = 2, 4 (ragged), 6
+        x = torch.randn(n, 3, 4, 4)
+        (y,) = session.run(None, {"x": x.numpy()})
+        with torch.no_grad():
+            np.testing.assert_allclose(y, net(x).numpy(), atol=1e-5, rtol=1e-4)
+
+
 def test_functional_call_and_vmap_over_ensembles():
     members = [small_net() for _ in range(3)]
     for i, m in enumerate(members):  # distinct members
@@ -315,6 +371,36 @@ def test_vmap_over_batches_every_mode(mode):
     assert grads["weight"].shape == (2, 3) and torch.isfinite(grads["weight"]).all()
 
 
+@pytest.mark.parametrize("layer", [
+    lambda: lt.LocalNorm2d(3, 2, track_running_stats=True),
+    lambda: lt.LocalNorm2d(3, 2, partition="strided", track_running_stats=True),
+    lambda: lt.GhostBatchNorm2d(3, virtual_batch_size=2),
+], ids=["contiguous", "strided", "ghost"])
+def test_vmap_training_with_running_statistics(layer):
+    """vmap of a training step with running statistics: with the buffers mapped too (an
+    ensemble from stack_module_state) each member updates its own, as eagerly; with the
+    buffers left unmapped one buffer cannot take every mapped batch's update, which is
+    refused with the remedy (before: a raw in-place error from inside the torch glue,
+    or BatchNorm's, whose functorch patch does not apply to these layers)."""
+    torch.manual_seed(0)
+    members = [layer() for _ in range(3)]
+    for i, m in enumerate(members):
+        with torch.no_grad():
+            m.weight.mul_(i + 1)
+    params, buffers = stack_module_state(members)
+    base = copy.deepcopy(members[0])
+    x = torch.randn(6, 3, 2, 2)
+    out = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)),
+               in_dims=(0, 0, None))(params, buffers, x)
+    torch.testing.assert_close(out, torch.stack([m(x) for m in members]))
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        expected = torch.stack([getattr(m, name) for m in members])
+        torch.testing.assert_close(buffers[name], expected)
+    with pytest.raises(ValueError, match="stack_module_state") as info:
+        vmap(base)(torch.randn(2, 6, 3, 2, 2))
+    assert "track_running_stats=False" in str(info.value)
+
+
 def test_compiled_evaluation_skips_the_value_check():
     """The NaN/Inf check reads values, which a graph cannot: under torch.compile it is
     skipped (no graph break with fullgraph=True), and NaN propagates as in BatchNorm."""
@@ -349,6 +435,40 @@ def test_jit_trace_training_updates_running_statistics(kw, n):
     for k, v in net.state_dict().items():
         torch.testing.assert_close(traced_state[k], v, atol=1e-6, rtol=1e-6)
     assert not torch.equal(traced_state["1.running_var"], state["1.running_var"])
+
+
+@pytest.mark.parametrize("tool", ["compile", "export", "trace"])
+@pytest.mark.parametrize("layer", [
+    lambda: lt.GhostBatchNorm2d(3, virtual_batch_size=2, momentum=None),  # fused batch_norm
+    lambda: lt.LocalNorm2d(3, 2, track_running_stats=True, momentum=None),  # the core's math
+], ids=["ghost-strided", "contiguous"])
+def test_cumulative_average_running_statistics_under_every_tracer(tool, layer):
+    """momentum=None (the cumulative moving average, 1 / num_batches_tracked) in a traced
+    training step: the step count is read when the program runs. Before, float() of it
+    was baked into a torch.jit.trace program (silently wrong statistics from the second
+    step) and refused by torch.export and torch.compile(fullgraph=True) on the fused
+    batch_norm path as a data-dependent value (nn.BatchNorm2d fails the same ways)."""
+    torch.manual_seed(0)
+    net = layer()
+    eager = copy.deepcopy(net)
+    x0 = torch.randn(8, 3, 2, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if tool == "compile":
+            torch._dynamo.reset()
+            program = torch.compile(net, fullgraph=True, backend="aot_eager")
+        elif tool == "export":
+            program = torch.export.export(net, (x0,)).module()
+        else:
+            program = torch.jit.trace(copy.deepcopy(net), (x0,), check_trace=False)
+            program.load_state_dict(net.state_dict())  # tracing ran one step
+        state = program if tool != "compile" else net
+        for step in range(3):
+            x = torch.randn(8, 3, 2, 2)
+            torch.testing.assert_close(program(x), eager(x), atol=1e-5, rtol=1e-5)
+            for name in ("running_mean", "running_var", "num_batches_tracked"):
+                torch.testing.assert_close(state.state_dict()[name], getattr(eager, name),
+                                           atol=1e-6, rtol=1e-5, msg=f"{name}, step {step}")
 
 
 @pytest.mark.parametrize("layer", [

@@ -20,6 +20,7 @@ def test_every_message_follows_the_template():
         "bad_layer_generator": [("set_mode", 0)],
         "not_a_tensor": [("LocalNorm2d", [1.0])],
         "not_scriptable": [("LocalNorm2d",)],
+        "unmapped_running_stats": [("GhostBatchNorm2d",)],
     }
     builders = _errors.builders(torch_errors)
     assert set(builders) == set(table), f"add sample args for: {set(builders) ^ set(table)}"
