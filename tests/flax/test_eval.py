@@ -185,6 +185,35 @@ def test_convert_batchnorm_keeps_shared_layers_shared():
     assert len(lf.localnorm_layers(model)) == 2
 
 
+@pytest.mark.parametrize("ghost", [False, True])
+def test_convert_batchnorm_of_layers_stacked_for_nnx_scan(ghost):
+    """BatchNorm layers built under nnx.vmap (stacked for nnx.scan) have (L, C) leaves:
+    they were tiled into (L * K, C) parameters, refused at the call as a checkpoint of
+    another group count; now each stacked layer's row goes to its K groups along the batch
+    axis, (L, K, C), and the scan gives the converted layers' output one by one."""
+    @nnx.split_rngs(splits=3)
+    @nnx.vmap(in_axes=(0,), out_axes=0)
+    def create(rngs):
+        return nnx.BatchNorm(4, rngs=rngs)
+
+    stack = create(nnx.Rngs(0))
+    stack.scale[...] = 1 + jnp.arange(12.0).reshape(3, 4) / 10
+    stack.mean[...] = jnp.arange(12.0).reshape(3, 4) / 10
+    converted = lf.convert_batchnorm(stack, num_groups=2, ghost=ghost)
+    rows = 1 if ghost else 2
+    assert converted.scale.shape == (3, rows, 4)
+    np.testing.assert_array_equal(converted.scale[...][:, -1], stack.scale[...])
+    if ghost:
+        np.testing.assert_array_equal(converted.mean[...][:, 0], stack.mean[...])
+    x = jax.random.normal(jax.random.key(0), (8, 4))
+    scan = nnx.scan(lambda layer, x: layer(x), in_axes=(0, nnx.Carry), out_axes=nnx.Carry)
+    graphdef, state = nnx.split(converted)
+    want = x
+    for i in range(3):
+        want = nnx.merge(graphdef, jax.tree.map(lambda v: v[i], state))(want)
+    np.testing.assert_allclose(scan(converted, x), want, rtol=1e-5, atol=1e-5)
+
+
 def test_convert_batchnorm_refuses_several_channel_axes_up_front():
     class Two(nnx.Module):
         def __init__(self):
