@@ -155,3 +155,15 @@ def symbolic_virtual_batch(where: str, batch: Any, virtual_batch_size: int) -> L
         "export the training step with a concrete batch size, or build the layer with a "
         "fixed num_groups; an exported evaluation ('running' mode) takes any batch size."
     )
+
+
+def symbolic_group_array(length: int, batch: Any) -> LocalNormError:
+    return LocalNormError(
+        "A per-sample group array gives one group along the batch axis to each sample, so "
+        "its length is the batch size; this one has a fixed length, but the batch size is "
+        "symbolic (a `jax.export` with a symbolic batch), so it cannot fit every batch the "
+        f"program takes. Received: len(group)={length}, x.shape[0]={batch} (symbolic). Fix: "
+        "make the groups an argument of the exported function, of the same symbolic length "
+        "as the batch, and set them inside it (`localnorm.flax.set_eval_mode(model, "
+        "'single', group)`); or export with a concrete batch size; or use an int group."
+    )
