@@ -78,6 +78,21 @@ def sharded_ragged(local_batch: int, local_groups: int, devices: int,
     )
 
 
+def sharded_virtual_batch(local_batch: int, virtual_batch_size: int, num_groups: int,
+                          devices: int, axis_name: str, where: str) -> LocalNormError:
+    return LocalNormError(
+        f"{where} counts K = max(1, N // virtual_batch_size) groups along the batch axis on "
+        f"the global batch, and group-per-device sharding over mesh axis {axis_name!r} "
+        f"needs whole groups on each of its {devices} devices: K a multiple of {devices}, "
+        "and each device's shard of the batch a multiple of its K / devices groups. "
+        f"Received: global x.shape[0]={local_batch * devices} (local {local_batch}), "
+        f"virtual_batch_size={virtual_batch_size}, so K={num_groups}; axis_size={devices}. "
+        f"Fix: use a global batch that is a multiple of {devices} * virtual_batch_size = "
+        f"{devices * virtual_batch_size} (drop the last, short batch of each epoch), or "
+        f"build the layer with a fixed num_groups that is a multiple of {devices}."
+    )
+
+
 def sharded_group_array(length: int, local_batch: int, devices: int,
                         axis_name: str) -> LocalNormError:
     return LocalNormError(

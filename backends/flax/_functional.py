@@ -244,13 +244,19 @@ def call_groups(x, mode: str, num_groups: int | None, virtual_batch_size: int | 
     """K for a call on ``x`` (:func:`localnorm._layer.call_groups`). Inside
     ``jax.shard_map`` (``axis_name``) K counted from a virtual batch size is counted on
     the global batch, as the single-device layer counts it on the whole batch; each
-    device then holds K / devices of the groups."""
+    device then holds K / devices of the groups (refused, in the virtual batch's terms,
+    where the devices cannot hold whole groups)."""
     batch = (x.shape or (None,))[0]
     if virtual_batch_size is not None and mode == "batch" and batch is not None:
         if not isinstance(batch, int):
             raise _flax_errors.symbolic_virtual_batch(where, batch, virtual_batch_size)
         if axis_name is not None:
-            batch *= _axis_size(axis_name, where)
+            devices = _axis_size(axis_name, where)
+            k = _spec.ghost_groups(batch * devices, virtual_batch_size)
+            if k % devices or batch % (k // devices):
+                raise _flax_errors.sharded_virtual_batch(batch, virtual_batch_size, k,
+                                                         devices, axis_name, where)
+            batch *= devices
     return _layer.call_groups(batch, mode, num_groups, virtual_batch_size)
 
 
