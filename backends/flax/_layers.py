@@ -231,7 +231,14 @@ class LocalNorm(nnx.Module):
         if isinstance(group, int):
             self._int_group, self._sample_groups = group, None
         else:
-            self._int_group, self._sample_groups = 0, group
+            # Layers stacked for nnx.scan/nnx.vmap (built under nnx.vmap: (L, K, C)
+            # leaves) keep the groups once per layer, so that the transform slices them
+            # with the rest of the state (not into one sample's group per layer).
+            stack = next((v.shape[:-2] for v in (self.scale, self.bias, self.mean)
+                          if v is not None), ())
+            self._int_group = 0
+            self._sample_groups = jnp.broadcast_to(group, stack + group.shape[-1:]) \
+                if stack else group
 
     def set_view(self, deterministic: bool | None = None) -> None:
         """Used by ``nnx.view(model, deterministic=...)``.

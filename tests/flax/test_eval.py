@@ -214,6 +214,49 @@ def test_convert_batchnorm_of_layers_stacked_for_nnx_scan(ghost):
     np.testing.assert_allclose(scan(converted, x), want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("n", [3, 8])
+def test_per_sample_groups_on_layers_stacked_for_nnx_scan(n):
+    """A per-sample group array set on LocalNorm layers stacked for nnx.scan was state of
+    the stack, so the scan sliced it per layer: with N equal to the number of layers
+    (3) layer i silently gave every sample group i's scale/bias, otherwise the scan
+    raised ('different leading axis sizes'). The stack now keeps the groups once per
+    layer: set_eval_mode and predict give the layers' output one by one."""
+    @nnx.split_rngs(splits=3)
+    @nnx.vmap(in_axes=(0,), out_axes=0)
+    def create(rngs):
+        return lf.LocalNorm(4, rngs=rngs)
+
+    readout = jax.random.normal(jax.random.key(7), (3, 3, 4))
+
+    class Stacked(nnx.Module):
+        def __init__(self):
+            self.stack = create(nnx.Rngs(0))
+            self.stack.scale[...] = 1 + jax.random.uniform(jax.random.key(1),
+                                                           self.stack.scale.shape)
+
+        def __call__(self, x):
+            scan = nnx.scan(lambda layer, x: layer(x), in_axes=(0, nnx.Carry),
+                            out_axes=nnx.Carry)
+            return (scan(self.stack, x) * readout).sum(axis=(1, 2))
+
+    model = Stacked()
+    graphdef, state = nnx.split(model.stack)
+    layers = [nnx.merge(graphdef, jax.tree.map(lambda v: v[i], state)) for i in range(3)]
+    x = jax.random.normal(jax.random.key(n), (n, 3, 3, 4))
+    groups = (np.arange(n) * 3 + 1) % 4
+    want = x
+    for layer in layers:
+        layer.eval()
+        want = layer.set_mode("single", groups)(want)
+    want = (want * readout).sum(axis=(1, 2))
+    np.testing.assert_allclose(lf.predict(model, x, protocol="single", group=groups).scores,
+                               want, rtol=1e-5, atol=1e-5)
+    model.eval()
+    lf.set_eval_mode(model, "single", groups)
+    np.testing.assert_allclose(model(x), want, rtol=1e-5, atol=1e-5)
+    assert lf.predict(model, x, protocol="single", generator=0).scores.shape == (n, 4)
+
+
 def test_convert_batchnorm_refuses_several_channel_axes_up_front():
     class Two(nnx.Module):
         def __init__(self):
