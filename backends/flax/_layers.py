@@ -199,7 +199,8 @@ class LocalNorm(nnx.Module):
     @property
     def group(self) -> Any:
         """The evaluation group: an int, or in ``"single"`` mode an int32 array with one
-        group (along the batch axis) per sample. Set it with :meth:`set_mode`."""
+        group (along the batch axis) per sample (kept once per layer, (L, N), by layers
+        stacked for ``nnx.scan``). Set it with :meth:`set_mode`."""
         return self._int_group if self._sample_groups is None else self._sample_groups
 
     def set_mode(self, mode: str, group: Any = 0) -> LocalNorm:
