@@ -289,8 +289,13 @@ class LocalNorm(nnx.Module):
         check_finite = self.check_finite and bool(det) and mode != _spec.RUNNING \
             and _model.layer_checks_enabled()
         update = not det and self.track_running_stats
+        group = self.group if det else 0
+        if getattr(group, "ndim", 0) == 2:
+            # a stack's groups, one identical row per layer (see _assign), reaching a layer
+            # unsliced: a transform that broadcasts this state (nnx.StateAxes ... None)
+            group = group[0]
         y, stats = fn.layer_forward(self, x, scale, bias, mean, var, update=update, mode=mode,
-                                    group=self.group if det else 0, num_groups=k,
+                                    group=group, num_groups=k,
                                     check_finite=check_finite, where=type(self).__name__,
                                     num_features=self.num_features)
         if update:

@@ -220,7 +220,8 @@ def test_per_sample_groups_on_layers_stacked_for_nnx_scan(n):
     the stack, so the scan sliced it per layer: with N equal to the number of layers
     (3) layer i silently gave every sample group i's scale/bias, otherwise the scan
     raised ('different leading axis sizes'). The stack now keeps the groups once per
-    layer: set_eval_mode and predict give the layers' output one by one."""
+    layer: set_eval_mode and predict give the layers' output one by one, also under a scan
+    that broadcasts the state other than the parameters."""
     @nnx.split_rngs(splits=3)
     @nnx.vmap(in_axes=(0,), out_axes=0)
     def create(rngs):
@@ -255,6 +256,11 @@ def test_per_sample_groups_on_layers_stacked_for_nnx_scan(n):
     lf.set_eval_mode(model, "single", groups)
     np.testing.assert_allclose(model(x), want, rtol=1e-5, atol=1e-5)
     assert lf.predict(model, x, protocol="single", generator=0).scores.shape == (n, 4)
+    # a scan that slices only the parameters and broadcasts the rest of the state
+    broadcast = nnx.scan(lambda layer, x: layer(x), out_axes=nnx.Carry,
+                         in_axes=(nnx.StateAxes({nnx.Param: 0, ...: None}), nnx.Carry))
+    np.testing.assert_allclose((broadcast(model.stack, x) * readout).sum(axis=(1, 2)), want,
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_convert_batchnorm_refuses_several_channel_axes_up_front():
