@@ -165,10 +165,12 @@ def symbolic_virtual_batch(where: str, batch: Any, virtual_batch_size: int) -> L
     return LocalNormError(
         f"{where} counts its groups along the batch axis from each training batch's size "
         f"(K = max(1, N // virtual_batch_size)), but this batch size is symbolic (a "
-        f"`jax.export` with a symbolic batch), so K cannot be counted. Received: "
+        "`jax.export` with a symbolic batch) inside `jax.shard_map`, where K must split "
+        "into whole groups per device, so K cannot be counted. Received: "
         f"x.shape[0]={batch} (symbolic), virtual_batch_size={virtual_batch_size}. Fix: "
-        "export the training step with a concrete batch size, or build the layer with a "
-        "fixed num_groups; an exported evaluation ('running' mode) takes any batch size."
+        "export the sharded training step with a concrete batch size, or build the layer "
+        "with a fixed num_groups; an exported evaluation ('running' mode) takes any batch "
+        "size."
     )
 
 

@@ -249,7 +249,11 @@ def call_groups(x, mode: str, num_groups: int | None, virtual_batch_size: int | 
     batch = (x.shape or (None,))[0]
     if virtual_batch_size is not None and mode == "batch" and batch is not None:
         if not isinstance(batch, int):
-            raise _flax_errors.symbolic_virtual_batch(where, batch, virtual_batch_size)
+            if axis_name is not None:
+                raise _flax_errors.symbolic_virtual_batch(where, batch, virtual_batch_size)
+            # jax.export's symbolic batch: K = max(1, N // v) is a symbolic size too, which
+            # the core's per-group sums follow (the namespace's segment_sum)
+            return jax.core.max_dim(batch // int(virtual_batch_size), 1)
         if axis_name is not None:
             devices = _axis_size(axis_name, where)
             k = _spec.ghost_groups(batch * devices, virtual_batch_size)
@@ -324,7 +328,8 @@ class _SymbolicBatch:
     """``jax.numpy`` with the sizes the core asks for when a size is symbolic
     (``jax.export`` with a symbolic batch, or symbolic spatial sizes): ``batch_size``,
     ``dim_size`` (a symbolic size as a 0-d array, for the value counts of the means),
-    ``device_of``."""
+    ``segment_sum`` (the per-group sums for a symbolic K, Ghost BatchNorm's K from a
+    virtual batch size), ``device_of``."""
 
     def __getattr__(self, name):
         return getattr(jnp, name)
@@ -336,6 +341,10 @@ class _SymbolicBatch:
     @staticmethod
     def dim_size(x, axis):
         return jnp.asarray(x.shape[axis])
+
+    @staticmethod
+    def segment_sum(v, ids, k):
+        return jax.ops.segment_sum(v, ids, num_segments=k)
 
     @staticmethod
     def device_of(x):
