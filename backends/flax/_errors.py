@@ -78,6 +78,21 @@ def sharded_ragged(local_batch: int, local_groups: int, devices: int,
     )
 
 
+def sharded_virtual_batch(local_batch: int, virtual_batch_size: int, num_groups: int,
+                          devices: int, axis_name: str, where: str) -> LocalNormError:
+    return LocalNormError(
+        f"{where} counts K = max(1, N // virtual_batch_size) groups along the batch axis on "
+        f"the global batch, and group-per-device sharding over mesh axis {axis_name!r} "
+        f"needs whole groups on each of its {devices} devices: K a multiple of {devices}, "
+        "and each device's shard of the batch a multiple of its K / devices groups. "
+        f"Received: global x.shape[0]={local_batch * devices} (local {local_batch}), "
+        f"virtual_batch_size={virtual_batch_size}, so K={num_groups}; axis_size={devices}. "
+        f"Fix: use a global batch that is a multiple of {devices} * virtual_batch_size = "
+        f"{devices * virtual_batch_size} (drop the last, short batch of each epoch), or "
+        f"build the layer with a fixed num_groups that is a multiple of {devices}."
+    )
+
+
 def sharded_group_array(length: int, local_batch: int, devices: int,
                         axis_name: str) -> LocalNormError:
     return LocalNormError(
@@ -150,8 +165,22 @@ def symbolic_virtual_batch(where: str, batch: Any, virtual_batch_size: int) -> L
     return LocalNormError(
         f"{where} counts its groups along the batch axis from each training batch's size "
         f"(K = max(1, N // virtual_batch_size)), but this batch size is symbolic (a "
-        f"`jax.export` with a symbolic batch), so K cannot be counted. Received: "
+        "`jax.export` with a symbolic batch) inside `jax.shard_map`, where K must split "
+        "into whole groups per device, so K cannot be counted. Received: "
         f"x.shape[0]={batch} (symbolic), virtual_batch_size={virtual_batch_size}. Fix: "
-        "export the training step with a concrete batch size, or build the layer with a "
-        "fixed num_groups; an exported evaluation ('running' mode) takes any batch size."
+        "export the sharded training step with a concrete batch size, or build the layer "
+        "with a fixed num_groups; an exported evaluation ('running' mode) takes any batch "
+        "size."
+    )
+
+
+def symbolic_group_array(length: int, batch: Any) -> LocalNormError:
+    return LocalNormError(
+        "A per-sample group array gives one group along the batch axis to each sample, so "
+        "its length is the batch size; this one has a fixed length, but the batch size is "
+        "symbolic (a `jax.export` with a symbolic batch), so it cannot fit every batch the "
+        f"program takes. Received: len(group)={length}, x.shape[0]={batch} (symbolic). Fix: "
+        "make the groups an argument of the exported function, of the same symbolic length "
+        "as the batch, and set them inside it (`localnorm.flax.set_eval_mode(model, "
+        "'single', group)`); or export with a concrete batch size; or use an int group."
     )

@@ -166,6 +166,9 @@ def normalize(
                       rank=">= 2", axis=ax, num_features=num_features, mode=mode,
                       num_groups=None if sharded else num_groups,
                       group=None if axis_name else group, where=where, dialect=DIALECT)
+    if not isinstance(x.shape[0], int) and getattr(group, "ndim", 0) \
+            and isinstance(group.shape[0], int):  # a symbolic batch: no fixed length fits
+        raise _flax_errors.symbolic_group_array(group.shape[0], x.shape[0])
     if check_finite and not isinstance(x, jax.core.Tracer):
         # a concrete x may still meet a trace (an array captured by a jitted function):
         # its check runs eagerly, not as traced operations whose truth is unknown
@@ -231,8 +234,8 @@ def _local_norm(x, scale, bias, num_groups: int, ax: int, mode: str, group: Any,
     if mode == "batch":
         return batch_norm_groups(x, scale, bias, k, partition, ax, float(epsilon))
     across = axis_name is not None and mode == "set"
-    return _agnostic.eval_forward(jnp, x, scale, bias, axis=ax, mode=mode, group=group,
-                                  eps=epsilon, fusing=True, reduce_batch=_mesh_mean(
+    return _agnostic.eval_forward(_namespace(x), x, scale, bias, axis=ax, mode=mode,
+                                  group=group, eps=epsilon, fusing=True, reduce_batch=_mesh_mean(
                                       axis_name, x.shape[0] * devices) if across else None)
 
 
@@ -241,13 +244,23 @@ def call_groups(x, mode: str, num_groups: int | None, virtual_batch_size: int | 
     """K for a call on ``x`` (:func:`localnorm._layer.call_groups`). Inside
     ``jax.shard_map`` (``axis_name``) K counted from a virtual batch size is counted on
     the global batch, as the single-device layer counts it on the whole batch; each
-    device then holds K / devices of the groups."""
+    device then holds K / devices of the groups (refused, in the virtual batch's terms,
+    where the devices cannot hold whole groups)."""
     batch = (x.shape or (None,))[0]
     if virtual_batch_size is not None and mode == "batch" and batch is not None:
         if not isinstance(batch, int):
-            raise _flax_errors.symbolic_virtual_batch(where, batch, virtual_batch_size)
+            if axis_name is not None:
+                raise _flax_errors.symbolic_virtual_batch(where, batch, virtual_batch_size)
+            # jax.export's symbolic batch: K = max(1, N // v) is a symbolic size too, which
+            # the core's per-group sums follow (the namespace's segment_sum)
+            return jax.core.max_dim(batch // int(virtual_batch_size), 1)
         if axis_name is not None:
-            batch *= _axis_size(axis_name, where)
+            devices = _axis_size(axis_name, where)
+            k = _spec.ghost_groups(batch * devices, virtual_batch_size)
+            if k % devices or batch % (k // devices):
+                raise _flax_errors.sharded_virtual_batch(batch, virtual_batch_size, k,
+                                                         devices, axis_name, where)
+            batch *= devices
     return _layer.call_groups(batch, mode, num_groups, virtual_batch_size)
 
 
@@ -312,8 +325,11 @@ def _mesh_mean(axis_name: str, global_batch: int):
 
 
 class _SymbolicBatch:
-    """``jax.numpy`` with the sizes the core's group layout asks for when the batch size
-    is symbolic (``jax.export`` with a symbolic batch): ``batch_size``, ``device_of``."""
+    """``jax.numpy`` with the sizes the core asks for when a size is symbolic
+    (``jax.export`` with a symbolic batch, or symbolic spatial sizes): ``batch_size``,
+    ``dim_size`` (a symbolic size as a 0-d array, for the value counts of the means),
+    ``segment_sum`` (the per-group sums for a symbolic K, Ghost BatchNorm's K from a
+    virtual batch size), ``device_of``."""
 
     def __getattr__(self, name):
         return getattr(jnp, name)
@@ -321,6 +337,14 @@ class _SymbolicBatch:
     @staticmethod
     def batch_size(x):
         return x.shape[0]
+
+    @staticmethod
+    def dim_size(x, axis):
+        return jnp.asarray(x.shape[axis])
+
+    @staticmethod
+    def segment_sum(v, ids, k):
+        return jax.ops.segment_sum(v, ids, num_segments=k)
 
     @staticmethod
     def device_of(x):
@@ -331,8 +355,8 @@ _SYMBOLIC = _SymbolicBatch()
 
 
 def _namespace(x):
-    """The namespace the core computes ``x``'s groups with."""
-    return jnp if isinstance(x.shape[0], int) else _SYMBOLIC
+    """The namespace the core computes ``x``'s statistics with."""
+    return jnp if all(isinstance(d, int) for d in x.shape) else _SYMBOLIC
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4, 5, 6))

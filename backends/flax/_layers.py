@@ -199,7 +199,8 @@ class LocalNorm(nnx.Module):
     @property
     def group(self) -> Any:
         """The evaluation group: an int, or in ``"single"`` mode an int32 array with one
-        group (along the batch axis) per sample. Set it with :meth:`set_mode`."""
+        group (along the batch axis) per sample (kept once per layer, (L, N), by layers
+        stacked for ``nnx.scan``). Set it with :meth:`set_mode`."""
         return self._int_group if self._sample_groups is None else self._sample_groups
 
     def set_mode(self, mode: str, group: Any = 0) -> LocalNorm:
@@ -231,7 +232,14 @@ class LocalNorm(nnx.Module):
         if isinstance(group, int):
             self._int_group, self._sample_groups = group, None
         else:
-            self._int_group, self._sample_groups = 0, group
+            # Layers stacked for nnx.scan/nnx.vmap (built under nnx.vmap: (L, K, C)
+            # leaves) keep the groups once per layer, so that the transform slices them
+            # with the rest of the state (not into one sample's group per layer).
+            stack = next((v.shape[:-2] for v in (self.scale, self.bias, self.mean)
+                          if v is not None), ())
+            self._int_group = 0
+            self._sample_groups = jnp.broadcast_to(group, stack + group.shape[-1:]) \
+                if stack else group
 
     def set_view(self, deterministic: bool | None = None) -> None:
         """Used by ``nnx.view(model, deterministic=...)``.
@@ -281,8 +289,13 @@ class LocalNorm(nnx.Module):
         check_finite = self.check_finite and bool(det) and mode != _spec.RUNNING \
             and _model.layer_checks_enabled()
         update = not det and self.track_running_stats
+        group = self.group if det else 0
+        if getattr(group, "ndim", 0) == 2:
+            # a stack's groups, one identical row per layer (see _assign), reaching a layer
+            # unsliced: a transform that broadcasts this state (nnx.StateAxes ... None)
+            group = group[0]
         y, stats = fn.layer_forward(self, x, scale, bias, mean, var, update=update, mode=mode,
-                                    group=self.group if det else 0, num_groups=k,
+                                    group=group, num_groups=k,
                                     check_finite=check_finite, where=type(self).__name__,
                                     num_features=self.num_features)
         if update:

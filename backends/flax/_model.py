@@ -239,7 +239,9 @@ def _from_batchnorm(bn: nnx.BatchNorm, num_groups: int | None, partition: str,
     for name, kind in names:
         p = getattr(bn, name)
         if p is not None:
-            tiled = jnp.tile(jnp.asarray(p[...])[None, :], (rows, 1))
+            # (C,) -> (rows, C); a BatchNorm stacked for nnx.scan (built under nnx.vmap)
+            # has (L, C) leaves, which become (L, rows, C)
+            tiled = jnp.repeat(jnp.asarray(p[...])[..., None, :], rows, axis=-2)
             setattr(layer, name, kind(tiled))
     return layer
 

@@ -185,6 +185,84 @@ def test_convert_batchnorm_keeps_shared_layers_shared():
     assert len(lf.localnorm_layers(model)) == 2
 
 
+@pytest.mark.parametrize("ghost", [False, True])
+def test_convert_batchnorm_of_layers_stacked_for_nnx_scan(ghost):
+    """BatchNorm layers built under nnx.vmap (stacked for nnx.scan) have (L, C) leaves:
+    they were tiled into (L * K, C) parameters, refused at the call as a checkpoint of
+    another group count; now each stacked layer's row goes to its K groups along the batch
+    axis, (L, K, C), and the scan gives the converted layers' output one by one."""
+    @nnx.split_rngs(splits=3)
+    @nnx.vmap(in_axes=(0,), out_axes=0)
+    def create(rngs):
+        return nnx.BatchNorm(4, rngs=rngs)
+
+    stack = create(nnx.Rngs(0))
+    stack.scale[...] = 1 + jnp.arange(12.0).reshape(3, 4) / 10
+    stack.mean[...] = jnp.arange(12.0).reshape(3, 4) / 10
+    converted = lf.convert_batchnorm(stack, num_groups=2, ghost=ghost)
+    rows = 1 if ghost else 2
+    assert converted.scale.shape == (3, rows, 4)
+    np.testing.assert_array_equal(converted.scale[...][:, -1], stack.scale[...])
+    if ghost:
+        np.testing.assert_array_equal(converted.mean[...][:, 0], stack.mean[...])
+    x = jax.random.normal(jax.random.key(0), (8, 4))
+    scan = nnx.scan(lambda layer, x: layer(x), in_axes=(0, nnx.Carry), out_axes=nnx.Carry)
+    graphdef, state = nnx.split(converted)
+    want = x
+    for i in range(3):
+        want = nnx.merge(graphdef, jax.tree.map(lambda v: v[i], state))(want)
+    np.testing.assert_allclose(scan(converted, x), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [3, 8])
+def test_per_sample_groups_on_layers_stacked_for_nnx_scan(n):
+    """A per-sample group array set on LocalNorm layers stacked for nnx.scan was state of
+    the stack, so the scan sliced it per layer: with N equal to the number of layers
+    (3) layer i silently gave every sample group i's scale/bias, otherwise the scan
+    raised ('different leading axis sizes'). The stack now keeps the groups once per
+    layer: set_eval_mode and predict give the layers' output one by one, also under a scan
+    that broadcasts the state other than the parameters."""
+    @nnx.split_rngs(splits=3)
+    @nnx.vmap(in_axes=(0,), out_axes=0)
+    def create(rngs):
+        return lf.LocalNorm(4, rngs=rngs)
+
+    readout = jax.random.normal(jax.random.key(7), (3, 3, 4))
+
+    class Stacked(nnx.Module):
+        def __init__(self):
+            self.stack = create(nnx.Rngs(0))
+            self.stack.scale[...] = 1 + jax.random.uniform(jax.random.key(1),
+                                                           self.stack.scale.shape)
+
+        def __call__(self, x):
+            scan = nnx.scan(lambda layer, x: layer(x), in_axes=(0, nnx.Carry),
+                            out_axes=nnx.Carry)
+            return (scan(self.stack, x) * readout).sum(axis=(1, 2))
+
+    model = Stacked()
+    graphdef, state = nnx.split(model.stack)
+    layers = [nnx.merge(graphdef, jax.tree.map(lambda v: v[i], state)) for i in range(3)]
+    x = jax.random.normal(jax.random.key(n), (n, 3, 3, 4))
+    groups = (np.arange(n) * 3 + 1) % 4
+    want = x
+    for layer in layers:
+        layer.eval()
+        want = layer.set_mode("single", groups)(want)
+    want = (want * readout).sum(axis=(1, 2))
+    np.testing.assert_allclose(lf.predict(model, x, protocol="single", group=groups).scores,
+                               want, rtol=1e-5, atol=1e-5)
+    model.eval()
+    lf.set_eval_mode(model, "single", groups)
+    np.testing.assert_allclose(model(x), want, rtol=1e-5, atol=1e-5)
+    assert lf.predict(model, x, protocol="single", generator=0).scores.shape == (n, 4)
+    # a scan that slices only the parameters and broadcasts the rest of the state
+    broadcast = nnx.scan(lambda layer, x: layer(x), out_axes=nnx.Carry,
+                         in_axes=(nnx.StateAxes({nnx.Param: 0, ...: None}), nnx.Carry))
+    np.testing.assert_allclose((broadcast(model.stack, x) * readout).sum(axis=(1, 2)), want,
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_convert_batchnorm_refuses_several_channel_axes_up_front():
     class Two(nnx.Module):
         def __init__(self):

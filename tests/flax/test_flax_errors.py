@@ -20,6 +20,8 @@ def test_every_message_follows_the_template():
         "sharded_groups": [(3, 4, "data")],
         "sharded_ragged": [(5, 2, 4, "data")],
         "sharded_group_array": [(7, 4, 4, "data")],
+        "sharded_virtual_batch": [(3, 2, 6, 4, "data", "GhostBatchNorm")],
+        "symbolic_group_array": [(8, "b")],
         "traced_group": [(jnp.zeros((), jnp.int32), "set")],
         "bad_key_generator": [(jnp.zeros((2, 2), jnp.uint32),)],
         "not_nnx_module": [(object(),)],

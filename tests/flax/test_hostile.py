@@ -4,6 +4,8 @@ what was received and how to fix it (or the right value)."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -163,14 +165,46 @@ def test_training_exports_with_a_symbolic_batch(partition):
     assert bool(jnp.isfinite(g).all())
 
 
-def test_a_virtual_batch_size_with_a_symbolic_batch_is_refused():
-    ghost = lf.GhostBatchNorm(4, virtual_batch_size=2, rngs=nnx.Rngs(0))
-    with pytest.raises(LocalNormError, match="symbolic") as err:
-        export(lambda x: ghost(x), X.shape[1:])
-    assert "num_groups" in str(err.value)
-    ghost.eval()  # running statistics: any batch size
-    exported = export(lambda x: ghost(x), X.shape[1:])
-    np.testing.assert_allclose(exported.call(X[:1]), ghost(X[:1]), atol=1e-6)
+@pytest.mark.parametrize("partition", ["strided", "contiguous"])
+def test_a_virtual_batch_size_exports_with_a_symbolic_batch(partition):
+    """Ghost BatchNorm training exported with a symbolic batch size counts K = max(1,
+    N // virtual_batch_size) groups along the batch axis when it runs (it was refused):
+    one program gives the eager layer's output, input and parameter gradients and running
+    statistics for batches of one sample, ragged and even (NNX), and Linen's training
+    apply with mutable batch_stats exports too."""
+    ghost = lf.GhostBatchNorm(4, virtual_batch_size=2, partition=partition,
+                              rngs=nnx.Rngs(0))
+    ghost.scale[...] = 1 + jnp.arange(4.0)[None] / 4
+    graphdef, state = nnx.split(ghost)
+
+    def step(state, x):
+        def loss(model, x):
+            y = model(x)
+            return jnp.sum(y * jnp.arange(y.size).reshape(y.shape) / y.size), y
+        model = nnx.merge(graphdef, state)
+        (_, y), grads = nnx.value_and_grad(loss, argnums=(0, 1), has_aux=True)(model, x)
+        return y, grads, nnx.state(model)
+
+    exported = jax.export.export(jax.jit(step))(
+        state, jax.ShapeDtypeStruct((jax.export.symbolic_shape("b")[0], *X.shape[1:]),
+                                    jnp.float32))
+    for n in (1, 5, 8):
+        x = jax.random.normal(jax.random.key(n), (n, *X.shape[1:])) * 2 + 0.5
+        got, want = exported.call(state, x), step(copy.deepcopy(state), x)
+        for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            assert g.shape == w.shape
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+
+    linen = ll.GhostBatchNorm(virtual_batch_size=2, partition=partition)
+    variables = linen.init(jax.random.key(0), X)
+    train = jax.jit(lambda v, x: linen.apply(v, x, mutable=["batch_stats"]))
+    batch, = jax.export.symbolic_shape("b")
+    exported = jax.export.export(train)(variables, jax.ShapeDtypeStruct((batch, *X.shape[1:]),
+                                                                         jnp.float32))
+    x9 = jnp.concatenate([X, X[:1] * 2])
+    for got, want in zip(jax.tree.leaves(exported.call(variables, x9)),
+                         jax.tree.leaves(train(variables, x9))):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_the_nnx_mode_attribute_is_checked_at_the_call():
@@ -180,3 +214,66 @@ def test_the_nnx_mode_attribute_is_checked_at_the_call():
         layer(X)
     layer.deterministic = False  # training ignores the evaluation mode
     assert layer(X).shape == X.shape
+
+
+@pytest.mark.parametrize("mode", ["train", "batch", "single", "set"])
+def test_exports_with_symbolic_spatial_sizes(mode):
+    """A fully convolutional model exported with symbolic height and width (as well as
+    batch): the value counts of the means are symbolic too. It raised an AttributeError
+    from inside the core ('jax.numpy' has no attribute 'dim_size'); now one program gives
+    the eager layer's output, input gradient and running statistics for every size."""
+    layer = lf.GhostBatchNorm(4, num_groups=4, partition="contiguous", rngs=nnx.Rngs(0))
+    layer.scale[...] = 1 + jnp.arange(4.0)[None] / 4
+    if mode != "train":
+        layer.eval()
+        layer.set_mode(mode, 0)
+    graphdef, state = nnx.split(layer)
+
+    def step(state, x):
+        def loss(model, x):
+            y = model(x)
+            return jnp.sum(y * jnp.arange(y.size).reshape(y.shape) / y.size), y
+        model = nnx.merge(graphdef, state)
+        (_, y), dx = nnx.value_and_grad(loss, argnums=1, has_aux=True)(model, x)
+        return y, dx, nnx.state(model)
+
+    dims = jax.export.symbolic_shape("b, h, w")
+    exported = jax.export.export(jax.jit(step))(state, jax.ShapeDtypeStruct((*dims, 4),
+                                                                             jnp.float32))
+    for shape in ((8, 3, 5, 4), (9, 2, 1, 4)):  # even and ragged, 15 and 2 values each
+        x = jax.random.normal(jax.random.key(len(shape) + shape[0]), shape) * 2 + 0.5
+        got, want = exported.call(state, x), step(copy.deepcopy(state), x)
+        for got, want in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_stored_group_array_with_a_symbolic_batch_is_refused_with_the_way_out():
+    """A per-sample group array of fixed length cannot fit a symbolic batch: it raised
+    JAX's broadcasting TypeError from inside the core. The way out the message gives, the
+    groups as an argument of the symbolic batch's length, exports."""
+    layer = nnx_layer(deterministic=True)
+    layer.scale[...] = 1 + jnp.arange(16.0).reshape(4, 4) / 8
+    layer.set_mode("single", np.arange(8) % 4)
+    with pytest.raises(LocalNormError, match="symbolic") as err:
+        export(lambda x: layer(x), X.shape[1:])
+    assert "len(group)=8" in str(err.value) and "argument" in str(err.value)
+    linen = ll.LocalNorm()
+    variables = linen.init(jax.random.key(0), X)
+    with pytest.raises(LocalNormError, match="symbolic"):
+        export(lambda x: linen.apply(variables, x, deterministic=True, mode="single",
+                                     group=jnp.arange(8) % 4), X.shape[1:])
+
+    graphdef, state = nnx.split(layer)
+
+    def single(state, x, group):
+        model = nnx.merge(graphdef, state)
+        lf.set_eval_mode(model, "single", group)
+        return model(x)
+
+    batch, = jax.export.symbolic_shape("b")
+    exported = jax.export.export(jax.jit(single))(
+        state, jax.ShapeDtypeStruct((batch, *X.shape[1:]), jnp.float32),
+        jax.ShapeDtypeStruct((batch,), jnp.int32))
+    group = jnp.array([3, 1, 0, 2, 2])
+    np.testing.assert_allclose(exported.call(state, X[:5], group),
+                               single(state, X[:5], group), rtol=1e-6, atol=1e-6)

@@ -243,3 +243,31 @@ def test_ghost_batchnorm_under_shard_map_equals_single_device(groups):
     for name in ("mean", "var"):
         np.testing.assert_allclose(updates["batch_stats"][name],
                                    want_updates["batch_stats"][name], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("virtual_batch_size,batch", [(2, 12), (5, 44)])
+def test_a_virtual_batch_that_cannot_be_sharded_says_so_in_its_terms(virtual_batch_size,
+                                                                      batch):
+    """K counted from virtual_batch_size on the global batch must split into whole groups
+    per device: N=12, v=2 gives K=6 on 4 devices; N=44, v=5 gives K=8, two groups per
+    device of 11 samples. The refusal spoke of a num_groups the user never gave ('use
+    num_groups = 4'); it now names the virtual batch size and the global batch to use."""
+    x = jax.random.normal(jax.random.key(9), (batch, 3))
+    options = dict(virtual_batch_size=virtual_batch_size, partition="contiguous")
+    shard = lf.GhostBatchNorm(3, axis_name="data", rngs=nnx.Rngs(0), **options)
+    forward, state = sharded(shard)
+    linen = ll.GhostBatchNorm(axis_name="data", **options)
+    variables = ll.GhostBatchNorm(**options).init(jax.random.key(0), x)
+    linen_forward = jax.jit(jax.shard_map(
+        lambda v, x: linen.apply(v, x, mutable=["batch_stats"]), mesh=mesh(),
+        in_specs=(P(), P("data")), out_specs=(P("data"), P())))
+    for call in (lambda: forward(state, x), lambda: linen_forward(variables, x)):
+        with pytest.raises(LocalNormError) as info:
+            call()
+        text = str(info.value)
+        assert f"virtual_batch_size={virtual_batch_size}" in text
+        assert f"global x.shape[0]={batch}" in text
+        assert f"multiple of 4 * virtual_batch_size = {4 * virtual_batch_size}" in text
+    # the global batch the message asks for shards
+    x = jax.random.normal(jax.random.key(9), (8 * virtual_batch_size, 3))
+    assert forward(state, x).shape == x.shape
