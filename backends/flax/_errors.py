@@ -106,12 +106,15 @@ def sharded_group_array(length: int, local_batch: int, devices: int,
 
 
 def traced_group(group: Any, mode: str) -> LocalNormError:
+    what = ("an int group picks the row of scale/bias (one group along the batch axis) "
+            "when the program is traced" if mode in ("single", "set") else
+            "the group is not used, but an int group is still checked as in every mode "
+            "(an int in [0, K), K groups along the batch axis)")
     return LocalNormError(
-        f"In {mode!r} mode an int group picks the row of scale/bias (one group along the "
-        "batch axis) when the program is traced, so it must be a concrete int, not a "
-        "value traced by `jax.jit`/`nnx.jit`. Received: group=traced "
-        f"{group.dtype}[] scalar. Fix: pass a Python int (static: one compilation per "
-        "group), or in 'single' mode a per-sample group array, e.g. "
+        f"In {mode!r} mode {what}, so it must be a concrete int, not a value traced by "
+        f"`jax.jit`/`nnx.jit`. Received: group=traced {group.dtype}[] scalar. Fix: pass a "
+        "Python int (static: one compilation per group; any valid int, e.g. 0, where the "
+        "mode does not use it), or in 'single' mode a per-sample group array, e.g. "
         "`jnp.full((x.shape[0],), g)`, which is traced data."
     )
 

@@ -65,6 +65,11 @@ def test_a_traced_scalar_group_is_refused_with_the_way_out():
     with pytest.raises(LocalNormError, match="mode"):
         jax.jit(lambda g: linen.apply(variables, X, deterministic=True, mode="nope",
                                       group=g))(jnp.array(0))
+    # in "batch" mode the group is unused: the message says so (it said "picks the row")
+    with pytest.raises(LocalNormError, match="not used") as err:
+        jax.jit(lambda g: linen.apply(variables, X, deterministic=True, mode="batch",
+                                      group=g))(jnp.array(0))
+    assert "picks the row" not in str(err.value)
 
 
 class Net(nnx.Module):
