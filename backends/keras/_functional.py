@@ -25,6 +25,8 @@ from keras import ops
 
 from localnorm import _agnostic, _errors, _spec
 
+from . import _errors as _keras_errors
+
 
 def _isdtype(dtype, kind: str) -> bool:
     """The array API's ``isdtype`` for the one kind the core asks about."""
@@ -138,8 +140,12 @@ def run_time_batch_check(x, axis: int, mode: str, num_groups: int, dialect: _err
     ``tf.debugging`` assertions that raise ``InvalidArgumentError`` with the
     :mod:`localnorm._errors` message. XLA (``jit_compile=True``) drops assertions, and
     JAX, ONNX and exported programs cannot raise: there the result is the core's defined
-    finite one. Returns ``x`` (on TensorFlow, made to depend on the assertions)."""
+    finite one; a per-sample group array, whose length no program for any batch size can
+    check there, is refused while tracing (``group_array_unknown_batch``). Returns ``x``
+    (on TensorFlow, made to depend on the assertions)."""
     if keras.backend.backend() != "tensorflow":
+        if group_length is not None:
+            raise _keras_errors.group_array_unknown_batch(group_length, x.shape[0])
         return x
     import tensorflow as tf
 

@@ -518,6 +518,30 @@ def test_jax_export_with_a_symbolic_batch_smaller_than_k(rng):
         layer(x, training=True)
 
 
+
+@pytest.mark.skipif(BACKEND != "jax", reason="jax.export is JAX-only")
+def test_jax_export_refuses_a_group_array_for_a_symbolic_batch():
+    """A per-sample group array fits one batch size: exported with a symbolic batch size
+    (``model.export`` on JAX, ``jax.export``), where no run-time check can refuse a batch
+    of another size, it is refused while tracing with the project's message, not a
+    broadcasting TypeError from inside the core. A fixed batch of its length exports."""
+    import jax
+    import jax.numpy as jnp
+    from jax import export
+
+    layer = _layer((8, 3, 3, 2), num_groups=4)
+    layer.set_mode("single", group=[0, 1, 2, 3] * 2)
+    params = [v.value for v in layer.trainable_variables]
+    forward = jax.jit(lambda p, t: layer.stateless_call(p, [], t)[0])
+    (b,) = export.symbolic_shape("b")
+    with pytest.raises(localnorm.LocalNormError, match=r"len\(group\)=8") as info:
+        export.export(forward)(params, jax.ShapeDtypeStruct((b, 3, 3, 2), jnp.float32))
+    assert "fixed batch size of 8" in str(info.value)
+    x = np.random.default_rng(0).normal(size=(8, 3, 3, 2)).astype("float32")
+    exported = export.export(forward)(params, jax.ShapeDtypeStruct(x.shape, jnp.float32))
+    np.testing.assert_allclose(np.asarray(exported.call(params, x)),
+                               to_numpy(layer(x)), rtol=1e-5, atol=1e-5)
+
 def _fresh_arrays(x, call):
     """``call()``'s result and how many arrays of x's size it made in storage not seen
     before (views and in-place results reuse theirs; each new one is kept alive, so that
