@@ -542,6 +542,32 @@ def test_jax_export_refuses_a_group_array_for_a_symbolic_batch():
     np.testing.assert_allclose(np.asarray(exported.call(params, x)),
                                to_numpy(layer(x)), rtol=1e-5, atol=1e-5)
 
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch.export is PyTorch-only")
+def test_torch_export_refuses_a_group_array_for_a_dynamic_batch():
+    """The same on PyTorch (``torch.export`` with a dynamic batch, as Keras's ONNX
+    export): refused while tracing, where the exported program used to serve len(group)
+    outputs for one sample. A fixed batch of its length exports."""
+    import torch
+
+    layer = _layer((8, 3, 3, 2), num_groups=4)
+    layer.set_mode("single", group=[0, 1, 2, 3] * 2)
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, x):
+            return self.layer(x)
+
+    x = torch.randn(8, 3, 3, 2)
+    batch = torch.export.Dim("batch", min=2, max=64)
+    with pytest.raises(localnorm.LocalNormError, match=r"len\(group\)=8"):
+        torch.export.export(Wrapper(), (x,), dynamic_shapes=({0: batch},))
+    program = torch.export.export(Wrapper(), (x,)).module()
+    torch.testing.assert_close(program(x), layer(x), atol=1e-5, rtol=1e-5)
+
 def _fresh_arrays(x, call):
     """``call()``'s result and how many arrays of x's size it made in storage not seen
     before (views and in-place results reuse theirs; each new one is kept alive, so that
