@@ -543,6 +543,25 @@ def test_jax_export_refuses_a_group_array_for_a_symbolic_batch():
                                to_numpy(layer(x)), rtol=1e-5, atol=1e-5)
 
 
+
+@pytest.mark.skipif(BACKEND != "jax", reason="jax.export is JAX-only")
+def test_jax_export_refuses_single_mode_with_one_value_per_channel():
+    """'single' mode's statistics are each sample's own, whatever the batch size: on
+    dense input (one value per channel) they are undefined, refused by an eager call and,
+    now, also when exported with a symbolic batch size (the exported program returned
+    beta for every sample)."""
+    import jax
+    import jax.numpy as jnp
+    from jax import export
+
+    layer = _layer((8, 5), num_groups=4)
+    layer.set_mode("single", group=1)
+    params = [v.value for v in layer.trainable_variables]
+    (b,) = export.symbolic_shape("b")
+    with pytest.raises(localnorm.LocalNormError, match="1 value"):
+        export.export(jax.jit(lambda p, t: layer.stateless_call(p, [], t)[0]))(
+            params, jax.ShapeDtypeStruct((b, 5), jnp.float32))
+
 @pytest.mark.skipif(BACKEND != "torch", reason="torch.export is PyTorch-only")
 def test_torch_export_refuses_a_group_array_for_a_dynamic_batch():
     """The same on PyTorch (``torch.export`` with a dynamic batch, as Keras's ONNX
