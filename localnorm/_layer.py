@@ -71,7 +71,8 @@ def check_call(shape: tuple, *, floating: bool, dtype: Any, rank_ok: bool, rank:
     a rank the layer does not take (``rank_ok`` False; ``rank`` says what it takes), a
     channel count other than ``num_features`` (None: not known yet), and a batch whose
     statistics are undefined in ``mode`` with K = ``num_groups`` groups along the batch
-    axis (:func:`localnorm._spec.check_batch`; ``"running"`` mode needs one sample). A
+    axis (:func:`localnorm._spec.check_batch`; ``"running"`` mode needs one sample;
+    ``"single"`` mode's per-sample statistics also while the batch size is None). A
     per-sample ``group`` array must have one entry per sample."""
     if not floating:
         raise _errors.not_floating(dtype, dialect)
@@ -90,6 +91,13 @@ def check_call(shape: tuple, *, floating: bool, dtype: Any, rank_ok: bool, rank:
         _spec.check_batch(shape, axis, mode, num_groups, dialect)
     elif batch is not None and mode == "batch" and batch < num_groups:
         raise _errors.too_few_samples(batch, num_groups, dialect)
+    elif mode == "single" and all(d is not None for d in shape[1:]):
+        # A sample's own statistics hold the same values for any batch size: a shape
+        # that gives them one value per channel is refused also while the batch size is
+        # unknown (an export would otherwise output beta for every sample).
+        values = _spec.values_per_channel(shape, axis, mode, num_groups)
+        if values < 2:
+            raise _errors.single_value_statistics(mode, values, shape, dialect)
     length = getattr(group, "shape", (None,))[0] if getattr(group, "ndim", 0) else None
     if length is not None and batch is not None and length != batch:
         raise _errors.group_array_mismatch(int(length), batch)

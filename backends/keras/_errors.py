@@ -83,3 +83,15 @@ def not_floating_policy(where: str, policy: str) -> LocalNormError:
         "dtype unset, or pass a floating policy such as 'float32', 'mixed_float16' or "
         "'mixed_bfloat16'."
     )
+
+
+def group_array_unknown_batch(length: int, batch: Any) -> LocalNormError:
+    return LocalNormError(
+        "A per-sample group array gives one group along the batch axis to each of exactly "
+        f"{length} samples, but this batch size is only known at run time (a symbolic batch "
+        "size, as in `model.export` or `jax.export`), where a batch of another size could "
+        f"not be refused. Received: len(group)={length}, batch size={batch}. Fix: export "
+        f"with a fixed batch size of {length} (e.g. `input_signature=[keras.InputSpec("
+        f"shape=({length}, ...))]`), or set an int group (`set_eval_mode(model, 'single', "
+        "group=0)`) before exporting."
+    )

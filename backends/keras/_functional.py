@@ -25,6 +25,8 @@ from keras import ops
 
 from localnorm import _agnostic, _errors, _spec
 
+from . import _errors as _keras_errors
+
 
 def _isdtype(dtype, kind: str) -> bool:
     """The array API's ``isdtype`` for the one kind the core asks about."""
@@ -129,7 +131,7 @@ def is_traced(x) -> bool:
 
 
 def run_time_batch_check(x, axis: int, mode: str, num_groups: int, dialect: _errors.Dialect,
-                         group_length: int | None = None):
+                         group_length: int | None = None, counted_groups: Any = None):
     """Where the batch size is unknown until run time, make a TensorFlow graph refuse
     what :func:`localnorm._spec.check_batch` refuses at trace time (fewer samples than
     groups in "batch" mode, a statistics set with one value per channel) and what
@@ -138,14 +140,21 @@ def run_time_batch_check(x, axis: int, mode: str, num_groups: int, dialect: _err
     ``tf.debugging`` assertions that raise ``InvalidArgumentError`` with the
     :mod:`localnorm._errors` message. XLA (``jit_compile=True``) drops assertions, and
     JAX, ONNX and exported programs cannot raise: there the result is the core's defined
-    finite one. Returns ``x`` (on TensorFlow, made to depend on the assertions)."""
+    finite one; a per-sample group array, whose length no program for any batch size can
+    check there, is refused while tracing (``group_array_unknown_batch``).
+    ``counted_groups``: a K counted at run time (``max(1, N // virtual_batch_size)``,
+    ``num_groups`` then 1), whose smallest group the one-value check measures. Returns
+    ``x`` (on TensorFlow, made to depend on the assertions)."""
     if keras.backend.backend() != "tensorflow":
+        if group_length is not None:
+            raise _keras_errors.group_array_unknown_batch(group_length, x.shape[0])
         return x
     import tensorflow as tf
 
     shape = tf.shape(x)
     n = shape[0]
-    values = _spec.values_per_channel([shape[a] for a in range(x.ndim)], axis, mode, num_groups)
+    values = _spec.values_per_channel([shape[a] for a in range(x.ndim)], axis, mode,
+                                      num_groups if counted_groups is None else counted_groups)
     printed = "(the run-time value, printed below)"
     if mode == "batch":
         first = tf.debugging.assert_greater_equal(

@@ -430,7 +430,8 @@ class LocalNormalization(keras.layers.Layer):
             # K = max(1, N // virtual_batch_size) as a run-time count (the core's Groups
             # take it); every batch of at least one sample has K <= N
             k = ops.maximum(ops.shape(inputs)[0] // self.virtual_batch_size, 1)
-            inputs = fn.run_time_batch_check(inputs, self._axis, mode, 1, DIALECT)
+            inputs = fn.run_time_batch_check(inputs, self._axis, mode, 1, DIALECT,
+                                             counted_groups=k)
         elif None in shape:
             inputs = fn.run_time_batch_check(
                 inputs, self._axis, mode, k, DIALECT,

@@ -33,6 +33,10 @@ def test_call_groups(batch, mode, k, vbs, expected):
     (dict(shape=(None, 3, 4), num_groups=9), None),
     (dict(shape=(1, 3, None)), "at least 2 samples"),
     (dict(shape=(2, 3, 1)), "only 1 value"),
+    # 'single' mode's statistics do not depend on the batch size: checked without it
+    (dict(shape=(None, 3, 1), mode="single"), "only 1 value"),
+    (dict(shape=(None, 3, 2), mode="single"), None),
+    (dict(shape=(None, 3, None), mode="single"), None),
     (dict(shape=(4, 3, 2), mode="single", group=np.zeros(3, np.int64)), "one entry per"),
     (dict(shape=(1, 3, 1), mode="running"), None),
     (dict(shape=(0, 3, 1), mode="running"), "empty batch"),

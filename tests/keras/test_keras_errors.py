@@ -19,6 +19,7 @@ def test_every_message_follows_the_template():
         "batchnorm_out_of_reach": [("time_distributed", "TimeDistributed")],
         "cannot_copy": [("block", "Block", 4, 0)],
         "not_floating_policy": [("LocalNormalization", "int32")],
+        "group_array_unknown_batch": [(8, "b")],
     }
     builders = _errors.builders(keras_errors)
     assert set(builders) == set(table), f"add sample args for: {set(builders) ^ set(table)}"

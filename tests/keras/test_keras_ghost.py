@@ -164,6 +164,22 @@ def test_run_time_group_count_on_tensorflow_equals_the_reference(partition):
         np.testing.assert_allclose(db, rdb, rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="a None batch axis is TensorFlow's")
+def test_run_time_group_count_refuses_groups_of_one_value_on_tensorflow():
+    """With a None batch axis the one-value check measures the groups counted at run
+    time: virtual batches of one sample of dense input have one value per channel, which
+    an eager call refuses; the graph returned beta for every sample. Groups of two pass."""
+    import tensorflow as tf
+
+    x = np.random.default_rng(5).normal(size=(6, 3)).astype("float32")
+    spec = [tf.TensorSpec((None, 3), tf.float32)]
+    one = GhostBatchNormalization(virtual_batch_size=1)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="1 value|fewer than 2"):
+        tf.function(lambda t: one(t, training=True), input_signature=spec)(x)
+    two = GhostBatchNormalization(virtual_batch_size=2)
+    y = tf.function(lambda t: two(t, training=True), input_signature=spec)(x)
+    np.testing.assert_allclose(to_numpy(y), to_numpy(two(x, training=True)), atol=1e-5)
+
 def test_frozen_ghost_runs_in_inference_as_batchnorm():
     """``trainable=False`` (a frozen base model): Keras's BatchNormalization then runs in
     inference also in training; so does Ghost BatchNorm, and a frozen BatchNormalization

@@ -518,6 +518,75 @@ def test_jax_export_with_a_symbolic_batch_smaller_than_k(rng):
         layer(x, training=True)
 
 
+
+@pytest.mark.skipif(BACKEND != "jax", reason="jax.export is JAX-only")
+def test_jax_export_refuses_a_group_array_for_a_symbolic_batch():
+    """A per-sample group array fits one batch size: exported with a symbolic batch size
+    (``model.export`` on JAX, ``jax.export``), where no run-time check can refuse a batch
+    of another size, it is refused while tracing with the project's message, not a
+    broadcasting TypeError from inside the core. A fixed batch of its length exports."""
+    import jax
+    import jax.numpy as jnp
+    from jax import export
+
+    layer = _layer((8, 3, 3, 2), num_groups=4)
+    layer.set_mode("single", group=[0, 1, 2, 3] * 2)
+    params = [v.value for v in layer.trainable_variables]
+    forward = jax.jit(lambda p, t: layer.stateless_call(p, [], t)[0])
+    (b,) = export.symbolic_shape("b")
+    with pytest.raises(localnorm.LocalNormError, match=r"len\(group\)=8") as info:
+        export.export(forward)(params, jax.ShapeDtypeStruct((b, 3, 3, 2), jnp.float32))
+    assert "fixed batch size of 8" in str(info.value)
+    x = np.random.default_rng(0).normal(size=(8, 3, 3, 2)).astype("float32")
+    exported = export.export(forward)(params, jax.ShapeDtypeStruct(x.shape, jnp.float32))
+    np.testing.assert_allclose(np.asarray(exported.call(params, x)),
+                               to_numpy(layer(x)), rtol=1e-5, atol=1e-5)
+
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="jax.export is JAX-only")
+def test_jax_export_refuses_single_mode_with_one_value_per_channel():
+    """'single' mode's statistics are each sample's own, whatever the batch size: on
+    dense input (one value per channel) they are undefined, refused by an eager call and,
+    now, also when exported with a symbolic batch size (the exported program returned
+    beta for every sample)."""
+    import jax
+    import jax.numpy as jnp
+    from jax import export
+
+    layer = _layer((8, 5), num_groups=4)
+    layer.set_mode("single", group=1)
+    params = [v.value for v in layer.trainable_variables]
+    (b,) = export.symbolic_shape("b")
+    with pytest.raises(localnorm.LocalNormError, match="1 value"):
+        export.export(jax.jit(lambda p, t: layer.stateless_call(p, [], t)[0]))(
+            params, jax.ShapeDtypeStruct((b, 5), jnp.float32))
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch.export is PyTorch-only")
+def test_torch_export_refuses_a_group_array_for_a_dynamic_batch():
+    """The same on PyTorch (``torch.export`` with a dynamic batch, as Keras's ONNX
+    export): refused while tracing, where the exported program used to serve len(group)
+    outputs for one sample. A fixed batch of its length exports."""
+    import torch
+
+    layer = _layer((8, 3, 3, 2), num_groups=4)
+    layer.set_mode("single", group=[0, 1, 2, 3] * 2)
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, x):
+            return self.layer(x)
+
+    x = torch.randn(8, 3, 3, 2)
+    batch = torch.export.Dim("batch", min=2, max=64)
+    with pytest.raises(localnorm.LocalNormError, match=r"len\(group\)=8"):
+        torch.export.export(Wrapper(), (x,), dynamic_shapes=({0: batch},))
+    program = torch.export.export(Wrapper(), (x,)).module()
+    torch.testing.assert_close(program(x), layer(x), atol=1e-5, rtol=1e-5)
+
 def _fresh_arrays(x, call):
     """``call()``'s result and how many arrays of x's size it made in storage not seen
     before (views and in-place results reuse theirs; each new one is kept alive, so that
