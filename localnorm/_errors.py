@@ -233,7 +233,8 @@ def bad_group(group: Any, num_groups: int, allow_none: bool = False) -> LocalNor
     none = ", or group=None for a random group" if allow_none else ""
     return LocalNormError(
         f"group selects whose gamma/beta are used; it must be an int in [0, {num_groups - 1}] "
-        f"({num_groups} groups along the batch axis), or in 'single' mode an integer array "
+        f"({num_groups} group{'' if num_groups == 1 else 's'} along the batch axis), or in "
+        "'single' mode an integer array "
         f"with one such entry per sample. Received: group={group!r}. "
         f"Fix: pass 0 <= group < {num_groups}{none}."
     )
@@ -457,17 +458,6 @@ def bad_flag(name: str, value: Any) -> LocalNormError:
         f"for their truth value (the string 'False' would mean True). Received: "
         f"{name}={value!r} of type {type(value).__name__}. Fix: pass {name}=True or "
         f"{name}=False."
-    )
-
-
-def virtual_batch_unknown_size(where: str, virtual_batch_size: int) -> LocalNormError:
-    return LocalNormError(
-        f"{where} counts its groups along the batch axis from each batch's size "
-        f"(virtual_batch_size={virtual_batch_size}), but this batch size is only known at "
-        "run time (a traced function with a None batch axis). Received: batch size None. "
-        "Fix: give the model batches of a known size (e.g. `model.fit(..., "
-        "batch_size=...)` with `drop_remainder=True` datasets), or build the layer with a "
-        "fixed num_groups instead of virtual_batch_size."
     )
 
 

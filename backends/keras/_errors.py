@@ -95,3 +95,16 @@ def group_array_unknown_batch(length: int, batch: Any) -> LocalNormError:
         f"shape=({length}, ...))]`), or set an int group (`set_eval_mode(model, 'single', "
         "group=0)`) before exporting."
     )
+
+
+def virtual_batch_unknown_size(where: str, virtual_batch_size: int) -> LocalNormError:
+    return LocalNormError(
+        f"{where} counts its groups along the batch axis from each batch's size "
+        f"(K = max(1, N // virtual_batch_size), virtual_batch_size={virtual_batch_size}), "
+        "but this batch size is only known at run time (`model.export`, `jax.export` or "
+        "`torch.export` with an open batch size, or a traced function with a None batch "
+        "axis). Received: batch size None (symbolic). Fix: export or trace with a fixed "
+        "batch size (e.g. `input_signature=[keras.InputSpec(shape=(32, ...))]`); evaluate "
+        "in 'running' mode (Ghost BatchNorm's default), which takes any batch size; or "
+        "build the layer with a fixed num_groups instead of virtual_batch_size."
+    )

@@ -425,8 +425,8 @@ class LocalNormalization(keras.layers.Layer):
                                 self.moving_variance, axis=self._axis, eps=self.epsilon)
         if k is None:
             if keras.backend.backend() != "tensorflow":
-                raise _errors.virtual_batch_unknown_size(type(self).__name__,
-                                                         self.virtual_batch_size)
+                raise _keras_errors.virtual_batch_unknown_size(type(self).__name__,
+                                                               self.virtual_batch_size)
             # K = max(1, N // virtual_batch_size) as a run-time count (the core's Groups
             # take it); every batch of at least one sample has K <= N
             k = ops.maximum(ops.shape(inputs)[0] // self.virtual_batch_size, 1)

@@ -303,7 +303,6 @@ def _sample_args():
         "running_needs_shared": [("LocalNormalization",)],
         "bad_momentum": [(1.5, "0.99"), (-1.0, "0.1", True)],
         "bad_flag": [("affine", "no")],
-        "virtual_batch_unknown_size": [("GhostBatchNormalization", 32)],
         "ghost_groups_missing": [()],
         "ghost_groups_both": [(4, 32)],
         "bad_virtual_batch_size": [(0,)],

@@ -20,6 +20,7 @@ def test_every_message_follows_the_template():
         "cannot_copy": [("block", "Block", 4, 0)],
         "not_floating_policy": [("LocalNormalization", "int32")],
         "group_array_unknown_batch": [(8, "b")],
+        "virtual_batch_unknown_size": [("GhostBatchNormalization", 32)],
     }
     builders = _errors.builders(keras_errors)
     assert set(builders) == set(table), f"add sample args for: {set(builders) ^ set(table)}"
