@@ -101,9 +101,9 @@ def virtual_batch_unknown_size(where: str, virtual_batch_size: int) -> LocalNorm
     return LocalNormError(
         f"{where} counts its groups along the batch axis from each batch's size "
         f"(K = max(1, N // virtual_batch_size), virtual_batch_size={virtual_batch_size}), "
-        "but this batch size is only known at run time (`model.export`, `jax.export` or "
-        "`torch.export` with an open batch size, or a traced function with a None batch "
-        "axis). Received: batch size None (symbolic). Fix: export or trace with a fixed "
+        "but this batch size is only known at run time (`model.export` or `torch.export` "
+        "with an open batch size on the PyTorch backend, where K cannot be counted inside "
+        "the program). Received: batch size None (symbolic). Fix: export with a fixed "
         "batch size (e.g. `input_signature=[keras.InputSpec(shape=(32, ...))]`); evaluate "
         "in 'running' mode (Ghost BatchNorm's default), which takes any batch size; or "
         "build the layer with a fixed num_groups instead of virtual_batch_size."

@@ -80,6 +80,20 @@ class NativeOps:
         # JAX: the default device (tracers have none); constants then follow x.
         return x.device if self._backend == "torch" else None
 
+    def segment_sum(self, v, ids, k):
+        # JAX only: the per-group sums for a K counted from jax.export's symbolic batch
+        import jax
+
+        return jax.ops.segment_sum(v, ids, num_segments=k)
+
+
+def symbolic_groups(x, virtual_batch_size: int):
+    """K = max(1, N // virtual_batch_size) for ``jax.export``'s symbolic batch size N: a
+    symbolic size too, which the core's per-group sums follow (``segment_sum``)."""
+    import jax
+
+    return jax.core.max_dim(x.shape[0] // int(virtual_batch_size), 1)
+
 
 @functools.lru_cache(maxsize=None)
 def _namespace(backend: str):

@@ -423,7 +423,9 @@ class LocalNormalization(keras.layers.Layer):
         if mode == _spec.RUNNING:
             return fn.running(inputs, self.gamma, self.beta, self.moving_mean,
                                 self.moving_variance, axis=self._axis, eps=self.epsilon)
-        if k is None:
+        if k is None and keras.backend.backend() == "jax" and fn.is_traced(inputs):
+            k = fn.symbolic_groups(inputs, self.virtual_batch_size)  # jax.export's batch
+        elif k is None:
             if keras.backend.backend() != "tensorflow":
                 raise _keras_errors.virtual_batch_unknown_size(type(self).__name__,
                                                                self.virtual_batch_size)

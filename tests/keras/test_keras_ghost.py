@@ -204,3 +204,39 @@ def test_frozen_ghost_runs_in_inference_as_batchnorm():
     layer.trainable = True
     ghost(x, training=True)
     assert not np.allclose(to_numpy(layer.moving_mean), moving)
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="jax.export is JAX-only")
+@pytest.mark.parametrize("partition", ["strided", "contiguous"])
+def test_jax_export_counts_virtual_batches_of_a_symbolic_batch(partition):
+    """A training step exported with a symbolic batch size counts K = max(1, N //
+    virtual_batch_size) groups along the batch axis when it runs: one program gives the
+    eager step's output, gradients and moving statistics for even, ragged and one-sample
+    batches (it was refused; TensorFlow graphs always counted them at run time)."""
+    import jax
+    import jax.numpy as jnp
+    from jax import export
+
+    layer = GhostBatchNormalization(virtual_batch_size=2, partition=partition)
+    layer.build((None, 3, 4))
+    layer.gamma.assign(1 + np.arange(4.0, dtype="float32")[None] / 4)
+    params = [v.value for v in layer.trainable_variables]
+    moving = [v.value for v in layer.non_trainable_variables]
+
+    def step(p, m, x):
+        def loss(p):
+            y = layer.stateless_call(p, m, x, training=True)[0]
+            return jnp.sum(y * jnp.arange(y.size).reshape(y.shape) / y.size)
+
+        y, m = layer.stateless_call(p, m, x, training=True)
+        return y, jax.grad(loss)(p), m
+
+    (b,) = export.symbolic_shape("b")
+    exported = export.export(jax.jit(step))(params, moving,
+                                            jax.ShapeDtypeStruct((b, 3, 4), jnp.float32))
+    for n in (1, 5, 8):
+        x = np.random.default_rng(n).normal(size=(n, 3, 4)).astype("float32")
+        for got, want in zip(jax.tree.leaves(exported.call(params, moving, x)),
+                             jax.tree.leaves(jax.jit(step)(params, moving, x))):
+            np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5,
+                                       atol=1e-6)
