@@ -252,7 +252,8 @@ def call_groups(x, mode: str, num_groups: int | None, virtual_batch_size: int | 
             if axis_name is not None:
                 raise _flax_errors.symbolic_virtual_batch(where, batch, virtual_batch_size)
             # jax.export's symbolic batch: K = max(1, N // v) is a symbolic size too, which
-            # the core's per-group sums follow (the namespace's segment_sum)
+            # the core's per-group sums follow (the namespace's segment_sum); JAX's own max,
+            # as _spec.ghost_groups's comparison-free form leaves JAX undecided later
             return jax.core.max_dim(batch // int(virtual_batch_size), 1)
         if axis_name is not None:
             devices = _axis_size(axis_name, where)

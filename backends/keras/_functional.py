@@ -89,7 +89,9 @@ class NativeOps:
 
 def symbolic_groups(x, virtual_batch_size: int):
     """K = max(1, N // virtual_batch_size) for ``jax.export``'s symbolic batch size N: a
-    symbolic size too, which the core's per-group sums follow (``segment_sum``)."""
+    symbolic size too, which the core's per-group sums follow (``segment_sum``). JAX's
+    own symbolic max, not the comparison-free form of :func:`localnorm._spec.ghost_groups`
+    (torch's), on which JAX cannot decide the core's later comparisons."""
     import jax
 
     return jax.core.max_dim(x.shape[0] // int(virtual_batch_size), 1)
